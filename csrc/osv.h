@@ -1,0 +1,14 @@
+/* Types shared by every csrc/ topic. In the cdef (see osvirt/_build_native.py)
+ * the `...` lets cffi take each type's size from the C compiler. */
+#ifndef OSV_H
+#define OSV_H
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef OSV_CDEF
+typedef int... pid_t;
+typedef int... uid_t;
+typedef int... off_t;
+#endif
+
+#endif

@@ -1,0 +1,38 @@
+"""Builds osvirt._native from csrc/ (cffi API mode, out of line).
+
+Each csrc/<topic>.h is both the C header of csrc/<topic>.c and cffi's cdef:
+the cdef reads it with preprocessor lines dropped, so declarations under
+`#ifdef OSV_CDEF` (constants whose values the C compiler takes from the system
+headers, opaque typedefs) are seen by cffi and never by C. osv.h, the shared
+types, comes first.
+"""
+from pathlib import Path
+
+from cffi import FFI
+from setuptools.command.build_ext import build_ext as _build_ext
+
+CSRC = Path(__file__).resolve().parent.parent / "csrc"
+HEADERS = sorted(CSRC.glob("*.h"), key=lambda h: (h.name != "osv.h", h.name))
+
+ffibuilder = FFI()
+for header in HEADERS:
+    ffibuilder.cdef("".join(line for line in header.read_text().splitlines(True)
+                            if not line.lstrip().startswith("#")))
+ffibuilder.set_source(
+    "osvirt._native",
+    "".join(f'#include "{h.name}"\n' for h in HEADERS),
+    sources=[f"csrc/{c.name}" for c in sorted(CSRC.glob("*.c"))],  # relative: setuptools wants them so
+    include_dirs=["csrc"],
+    extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-D_GNU_SOURCE"],
+)
+
+
+class build_ext(_build_ext):
+    """Fills the extension declared in pyproject.toml with cffi's generated C."""
+
+    def run(self):
+        generated = ffibuilder.distutils_extension(self.build_temp)
+        for ext in self.extensions:
+            if ext.name == generated.name:
+                vars(ext).update(vars(generated))
+        super().run()

@@ -1,0 +1,173 @@
+"""The protocol every demo follows.
+
+A demo is a module in demos/ with NAME, SEED (the article's section), SUMMARY
+(one line), `body(demo)` and `main(argv=None)`, which returns
+`run(sys.modules[__name__], argv)`. The body is a series of numbered steps:
+
+    with demo.step("two children at nice 0 and nice 5 on CPU 0",
+                   asked="sched_setaffinity({0}); setpriority(PRIO_PROCESS, pid, 5)"):
+        demo.require(env.can("cap_sys_nice"))       # else: skipped, with the reason
+        ratio = ...
+        demo.check("CPU time ratio", expected="3.06 (1024:335) within 25 %",
+                   observed=f"{ratio:.2f}", ok=abs(ratio / 3.06 - 1) <= 0.25)
+
+A step prints what was asked of the kernel, what theory expects and what was
+observed. An exception inside a step fails that step and the next one runs.
+`--json` prints exactly one object, {"demo", "checks", "skipped"}, and nothing
+else on stdout. The exit status is 0 when every check that ran held, 1 when
+one failed, 130/143 after SIGINT/SIGTERM. Whatever happens, the demo's
+children are killed and reaped, then the objects it owns are removed, with
+SIGINT and SIGTERM blocked while that runs.
+"""
+import argparse
+import contextlib
+import json
+import signal
+import sys
+import textwrap
+import traceback
+
+from osvirt.process.spawn import Children
+
+__all__ = ["Demo", "StepSkipped", "run"]
+
+
+class StepSkipped(Exception):
+    """Raised by Demo.require: the rest of the step cannot run here."""
+
+
+class Demo:
+    """One run of a demo: its steps, checks and skips, and what it owns."""
+
+    def __init__(self, name, *, json_mode=False, args=None, out=None):
+        self.name = name
+        self.args = args
+        self.json_mode = json_mode
+        self.out = sys.stdout if out is None else out
+        self.checks = []
+        self.skipped = []
+        self.children = Children()
+        self._owned = contextlib.ExitStack()
+        self._step_no = 0
+        self._step_title = None
+
+    # -- what a demo reports ---------------------------------------------------
+    def say(self, text="", indent=4):
+        """Print explanatory text (not in --json mode), wrapped."""
+        if self.json_mode:
+            return
+        width = 100 - indent
+        for para in str(text).split("\n"):
+            print(textwrap.fill(para, width, initial_indent=" " * indent,
+                                subsequent_indent=" " * indent) if para else "", file=self.out)
+
+    @contextlib.contextmanager
+    def step(self, title, asked=None):
+        """A numbered step; an exception in it fails the step, not the demo."""
+        self._step_no += 1
+        self._step_title = title
+        self.say(f"[{self._step_no}] {title}", indent=0)
+        if asked:
+            self.say(f"asked the kernel : {asked}")
+        try:
+            yield self
+        except StepSkipped as e:
+            self.skip(title, str(e))
+        except Exception as e:  # noqa: BLE001 - a failed step is reported, the demo goes on
+            traceback.print_exc(file=sys.stderr)
+            self.check(f"{title}: runs to the end", "no exception", f"{type(e).__name__}: {e}", False)
+        finally:
+            self._step_title = None
+            self.say()
+
+    def check(self, name, expected, observed, ok):
+        """Record and print one comparison of theory with what the kernel did."""
+        ok = bool(ok)
+        self.checks.append({"name": name, "expected": expected, "observed": observed, "ok": ok})
+        self.say(f"- {name}")
+        self.say(f"theory expects : {expected}", indent=6)
+        self.say(f"observed       : {observed}   [{'ok' if ok else 'FAILED'}]", indent=6)
+        return ok
+
+    def skip(self, name, reason):
+        """Record a step or check that this environment does not allow, with the exact reason."""
+        self.skipped.append({"name": name, "reason": str(reason)})
+        self.say(f"- {name}: skipped: {reason}")
+
+    def require(self, answer, what=None):
+        """Skip the rest of the current step unless `answer` (an osvirt.env.Answer) is ok."""
+        if not answer:
+            raise StepSkipped(answer.reason if what is None else f"{what}: {answer.reason}")
+
+    # -- what a demo owns ------------------------------------------------------
+    def own(self, resource):
+        """Enter a context manager now and exit it when the demo ends; returns its value."""
+        return self._owned.enter_context(resource)
+
+    def cleanup(self):
+        """Kill and reap the children, then remove owned objects (children may be using them)."""
+        try:
+            self.children.close()
+        finally:
+            self._owned.close()
+
+    # -- the verdict -------------------------------------------------------------
+    @property
+    def failed(self):
+        return [c for c in self.checks if not c["ok"]]
+
+    def result(self):
+        return {"demo": self.name, "checks": self.checks, "skipped": self.skipped}
+
+    def verdict(self):
+        held = len(self.checks) - len(self.failed)
+        text = f"{self.name}: {held} checks held, {len(self.failed)} failed, {len(self.skipped)} skipped"
+        return ("FAILED " if self.failed else "PASSED ") + text
+
+
+def _raise_system_exit(signo, _frame):
+    raise SystemExit(128 + signo)
+
+
+def parser_for(module):
+    parser = argparse.ArgumentParser(
+        prog=f"osvirt demo {module.NAME}",
+        description=f"{module.SUMMARY} (seed §{module.SEED})")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object {demo, checks, skipped} and nothing else")
+    if hasattr(module, "add_arguments"):
+        module.add_arguments(parser)
+    return parser
+
+
+def run(module, argv=None):
+    """Run a demo module's body under the protocol; returns the exit status."""
+    args = parser_for(module).parse_args(argv)
+    demo = Demo(module.NAME, json_mode=args.json, args=args)
+    demo.say(f"osvirt demo {module.NAME}: seed §{module.SEED}: {module.SUMMARY}", indent=0)
+    demo.say()
+    previous = signal.signal(signal.SIGTERM, _raise_system_exit)
+    status = None
+    try:
+        module.body(demo)
+    except KeyboardInterrupt:
+        status = 128 + signal.SIGINT
+    except SystemExit as e:
+        status = e.code
+    finally:
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            demo.cleanup()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            signal.signal(signal.SIGTERM, previous)
+    if status is not None:
+        print(f"osvirt demo {module.NAME}: interrupted, children reaped and objects removed",
+              file=sys.stderr)
+        return status
+    if args.json:
+        json.dump(demo.result(), sys.stdout, default=str)
+        sys.stdout.write("\n")
+    else:
+        demo.say(demo.verdict(), indent=0)
+    return 1 if demo.failed else 0

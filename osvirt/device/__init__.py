@@ -1,0 +1,1 @@
+"""Devices: ioctl encoding, device identification, ptys, loop devices, KVM (seed §4.4)."""

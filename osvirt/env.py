@@ -1,0 +1,251 @@
+"""What this environment allows, probed, never assumed.
+
+`can(what)` answers "can I X here?" with an Answer that is truthy when the
+answer is yes and always carries the reason: the capability, device, errno
+or setting that decided it. Demos skip steps with that reason, and the test
+suite's `needs(what)` marker skips tests with it. `facts()` gathers
+everything `osvirt info` shows.
+
+Answers are computed on first use and cached for the life of the process
+(privileges do not grow; a child that drops them should not ask its parent's
+cache).
+"""
+import dataclasses
+import errno
+import functools
+import os
+import platform
+import resource
+
+__all__ = ["Answer", "CAPABILITIES", "capabilities", "can", "probes", "facts"]
+
+# Bit numbers from <linux/capability.h>: CapEff in /proc/self/status is a mask of these.
+CAPABILITIES = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """A yes or no, and why."""
+    ok: bool
+    reason: str
+
+    def __bool__(self):
+        return self.ok
+
+
+def _read(path, default=None):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return default
+
+
+def _status_field(name):
+    for line in (_read("/proc/self/status") or "").splitlines():
+        if line.startswith(name + ":"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def capabilities(mask=None):
+    """Names of the capabilities in a mask (default: this process's effective set, CapEff)."""
+    if mask is None:
+        mask = int(_status_field("CapEff") or "0", 16)
+    return frozenset(name for bit, name in enumerate(CAPABILITIES) if mask >> bit & 1)
+
+
+def _open_answer(path, flags=os.O_RDWR):
+    try:
+        fd = os.open(path, flags | os.O_CLOEXEC)
+    except OSError as e:
+        return Answer(False, f"open({path}) failed: {errno.errorcode.get(e.errno, e.errno)} ({e.strerror})")
+    os.close(fd)
+    return Answer(True, f"{path} opens read-write")
+
+
+# -- the probes: one function per "can I X?" ----------------------------------
+_PROBES = {}
+
+
+def probe(name):
+    """Register a probe under `name` (the word demos and tests ask `can` for)."""
+    def register(fn):
+        _PROBES[name] = functools.lru_cache(maxsize=None)(fn)
+        return fn
+    return register
+
+
+def _capability_probe(cap):
+    def answer():
+        if cap in capabilities():
+            return Answer(True, f"{cap} in the effective set")
+        return Answer(False, f"needs {cap} (not in effective set)")
+    answer.__doc__ = f"the effective set holds {cap}"
+    return answer
+
+
+for _cap in CAPABILITIES:
+    probe(_cap.lower())(_capability_probe(_cap))
+
+
+@probe("root")
+def _root():
+    """effective uid 0"""
+    euid = os.geteuid()
+    return Answer(euid == 0, "euid is 0" if euid == 0 else f"needs root (euid is {euid})")
+
+
+@probe("not_root")
+def _not_root():
+    """running as an ordinary user (root bypasses permission checks some steps show)"""
+    euid = os.geteuid()
+    return Answer(euid != 0, f"euid is {euid}" if euid else "root bypasses the check (euid is 0)")
+
+
+@probe("kvm")
+def _kvm():
+    """/dev/kvm can be opened"""
+    return _open_answer("/dev/kvm")
+
+
+@probe("loop")
+def _loop():
+    """loop devices can be taken from /dev/loop-control and attached"""
+    opened = _open_answer("/dev/loop-control")
+    if not opened:
+        return opened
+    return _capability_probe("CAP_SYS_ADMIN")()
+
+
+@probe("swap")
+def _swap():
+    """swap is active (/proc/swaps lists a device or file)"""
+    lines = (_read("/proc/swaps") or "").splitlines()[1:]
+    if lines:
+        return Answer(True, f"active swap: {', '.join(line.split()[0] for line in lines)}")
+    return Answer(False, "no active swap (/proc/swaps lists none)")
+
+
+@probe("thp")
+def _thp():
+    """transparent huge pages can back an madvise(MADV_HUGEPAGE) region"""
+    mode = thp_mode()
+    if mode in ("always", "madvise"):
+        return Answer(True, f"THP mode is {mode}")
+    return Answer(False, f"THP mode is {mode or 'unknown (no /sys/kernel/mm/transparent_hugepage)'}")
+
+
+def can(what):
+    """Answer whether `what` (a probe name, see `probes()`) is allowed here."""
+    try:
+        fn = _PROBES[what]
+    except KeyError:
+        raise ValueError(f"osvirt.env.can: no probe named {what!r}; known: {', '.join(sorted(_PROBES))}") from None
+    return fn()
+
+
+def probes():
+    """The names `can` answers, with what each asks."""
+    return {name: (fn.__wrapped__.__doc__ or "").strip() for name, fn in sorted(_PROBES.items())}
+
+
+# -- facts for `osvirt info` ---------------------------------------------------
+def thp_mode():
+    text = _read("/sys/kernel/mm/transparent_hugepage/enabled")
+    if text and "[" in text:
+        return text.split("[", 1)[1].split("]", 1)[0]
+    return None
+
+
+def _mounts():
+    rows = []
+    for line in (_read("/proc/self/mounts") or "").splitlines():
+        dev, point, fstype, opts = line.split()[:4]
+        rows.append((point.replace("\\040", " "), fstype, opts))
+    return rows
+
+
+def cgroups():
+    """cgroup version (1, 2 or hybrid) and its mounts, from /proc/self/mounts."""
+    mounts = [(p, t, o) for p, t, o in _mounts() if t in ("cgroup", "cgroup2")]
+    kinds = {t for _, t, _ in mounts}
+    version = {frozenset({"cgroup2"}): "2", frozenset({"cgroup"}): "1"}.get(
+        frozenset(kinds), "hybrid (v1 controllers and a v2 hierarchy)" if kinds else "none mounted")
+    own = (_read("/proc/self/cgroup") or "").split()
+    return {"version": version, "mounts": [f"{p} ({t})" for p, t, _ in mounts], "self": own}
+
+
+def container_hints():
+    """Signs that this is a container; each names its evidence."""
+    hints = []
+    for path in ("/.dockerenv", "/run/.containerenv"):
+        if os.path.exists(path):
+            hints.append(f"{path} exists")
+    environ = _read("/proc/1/environ")
+    if environ:
+        for var in environ.split("\0"):
+            if var.startswith("container="):
+                hints.append(f"pid 1 has {var}")
+    cg = _read("/proc/1/cgroup") or ""
+    for word in ("docker", "kubepods", "containerd", "lxc", "libpod"):
+        if word in cg:
+            hints.append(f"/proc/1/cgroup mentions {word}")
+    return hints
+
+
+def vm_hints():
+    """Signs that this runs on a hypervisor; each names its evidence."""
+    hints = []
+    cpuinfo = _read("/proc/cpuinfo") or ""
+    if " hypervisor" in cpuinfo:
+        hints.append("CPU flag 'hypervisor' in /proc/cpuinfo")
+    for name in ("sys_vendor", "product_name"):
+        value = (_read(f"/sys/class/dmi/id/{name}") or "").strip()
+        if value:
+            hints.append(f"DMI {name}: {value}")
+    return hints
+
+
+def _rlimit(name):
+    soft, hard = resource.getrlimit(getattr(resource, name))
+    show = lambda v: "unlimited" if v == resource.RLIM_INFINITY else v  # noqa: E731
+    return {"soft": show(soft), "hard": show(hard)}
+
+
+def facts():
+    """Everything `osvirt info` shows, as plain data."""
+    swaps = (_read("/proc/swaps") or "").splitlines()[1:]
+    return {
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(),
+        "capabilities": sorted(capabilities()),
+        "container_hints": container_hints(),
+        "vm_hints": vm_hints(),
+        "cpus": {"online": os.cpu_count(), "usable": sorted(os.sched_getaffinity(0))},
+        "cgroup": cgroups(),
+        "devices": {p: os.path.exists(p) for p in ("/dev/kvm", "/dev/loop-control", "/dev/ptmx")},
+        "mqueue_mounted": any(t == "mqueue" for _, t, _ in _mounts()),
+        "swap": [line.split()[0] for line in swaps],
+        "thp_mode": thp_mode(),
+        "sched_rt_runtime_us": (_read("/proc/sys/kernel/sched_rt_runtime_us") or "").strip() or None,
+        "rlimits": {n: _rlimit(n) for n in ("RLIMIT_MEMLOCK", "RLIMIT_SIGPENDING", "RLIMIT_RTPRIO",
+                                             "RLIMIT_NOFILE", "RLIMIT_NPROC")},
+        "can": {name: dataclasses.asdict(can(name)) for name in _PROBES
+                if not name.startswith("cap_") or name in _INFO_CAPS},
+    }
+
+
+# The capabilities worth a line in `osvirt info` (the rest are in "capabilities").
+_INFO_CAPS = ("cap_sys_nice", "cap_sys_admin", "cap_ipc_lock", "cap_setuid", "cap_sys_resource")

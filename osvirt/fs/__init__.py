@@ -1,0 +1,1 @@
+"""Files: filesystem inspection, storage, sharing and locks (seed §4.3)."""

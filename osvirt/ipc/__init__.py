@@ -1,0 +1,1 @@
+"""Process communication: pipes, FIFOs, message queues, signals, shared memory (seed §4.1.2)."""

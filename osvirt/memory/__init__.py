@@ -1,0 +1,1 @@
+"""Memory: mappings, protection, faults and residency (seed §4.2)."""

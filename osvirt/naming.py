@@ -1,0 +1,34 @@
+"""Names and private places for the kernel objects osvirt creates.
+
+Every object gets `osvirt-<pid>-<random>`: the pid says which process made it
+(so a leak can be traced), the random part makes it unguessable, and the
+object is created exclusively (O_EXCL, IPC_CREAT|IPC_EXCL) so a name is never
+shared with something that was already there.
+"""
+import contextlib
+import os
+import secrets
+import shutil
+import tempfile
+
+__all__ = ["PREFIX", "unique_name", "private_dir"]
+
+PREFIX = "osvirt-"
+
+
+def unique_name(suffix=""):
+    """`osvirt-<pid>-<random>[-suffix]`, fit for a file, FIFO or POSIX IPC name."""
+    if "/" in suffix or "\0" in suffix:
+        raise ValueError(f"unique_name: suffix {suffix!r} may not hold '/' or NUL")
+    name = f"{PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    return f"{name}-{suffix}" if suffix else name
+
+
+@contextlib.contextmanager
+def private_dir(parent=None):
+    """A new directory, mode 0700, in `parent` (the temp dir by default), removed with all it holds."""
+    path = tempfile.mkdtemp(prefix=unique_name() + "-", dir=parent)  # mkdtemp: O_EXCL, 0700
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

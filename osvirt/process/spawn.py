@@ -1,0 +1,153 @@
+"""Children that never outlive their parent.
+
+`fork()` runs a Python callable in a child that always leaves through
+`os._exit`: it never unwinds into its parent's stack, whose `finally` blocks
+would free objects the parent still owns. Each child asks the kernel for
+PR_SET_PDEATHSIG, so it dies with its parent even when the parent is
+SIGKILLed and no Python code runs. `Children` owns the children a caller
+starts; leaving it kills whatever still runs and reaps everything, so no
+zombie and no orphan is left.
+"""
+import functools
+import os
+import select
+import signal
+import subprocess
+import sys
+import traceback
+
+from osvirt.process import _native
+
+__all__ = ["set_pdeathsig", "fork", "Children"]
+
+
+def _signo(signo):
+    signo = int(signo)
+    if not 1 <= signo < signal.NSIG:
+        raise ValueError(f"prctl(PR_SET_PDEATHSIG): signal {signo} not in 1..{signal.NSIG - 1}")
+    return signo
+
+
+def set_pdeathsig(signo=signal.SIGKILL, expected_parent=None):
+    """Ask the kernel to send `signo` to this process when its parent dies.
+
+    `expected_parent` (the parent's pid as seen before fork) closes the race
+    in which the parent dies before the call: then ProcessLookupError.
+    """
+    _native.set_pdeathsig(_signo(signo), os.getppid() if expected_parent is None else expected_parent)
+
+
+def _child_exit_code(target, args, signo, parent):
+    try:
+        set_pdeathsig(signo, parent)
+        result = target(*args)
+        return result if type(result) is int else 0
+    except SystemExit as e:
+        return e.code if type(e.code) is int else (0 if e.code is None else 1)
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except BaseException:
+        traceback.print_exc()
+        return 1
+
+
+def fork(target, *args, pdeathsig=signal.SIGKILL):
+    """fork(2) a child that runs `target(*args)` and exits; returns its pid.
+
+    The child's exit status is target's int result (0 for any other result),
+    1 after an uncaught exception (its traceback goes to stderr).
+    """
+    signo = _signo(pdeathsig)
+    parent = os.getpid()
+    # Unflushed output would be written twice: by the parent and by the child.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = _child_exit_code(target, args, signo, parent)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code & 0xFF)
+
+
+class Children:
+    """Owns the processes it starts: on close, kills and reaps those still running.
+
+    >>> with Children() as kids:
+    ...     pid = kids.fork(print, "hello from the child")
+    ...     kids.wait(pid)
+    0
+    """
+
+    def __init__(self):
+        self._owner = os.getpid()
+        self._pids = set()
+        self._popens = []
+
+    def fork(self, target, *args, pdeathsig=signal.SIGKILL):
+        """`fork()`, owned: see the module function."""
+        pid = fork(target, *args, pdeathsig=pdeathsig)
+        self._pids.add(pid)
+        return pid
+
+    def spawn(self, argv, pdeathsig=signal.SIGKILL, **popen_kwargs):
+        """Start a program (fork + exec, an unrelated image) as subprocess.Popen, owned."""
+        popen_kwargs["preexec_fn"] = functools.partial(set_pdeathsig, _signo(pdeathsig), os.getpid())
+        proc = subprocess.Popen(argv, **popen_kwargs)
+        self._popens.append(proc)
+        return proc
+
+    @property
+    def pids(self):
+        """The pids of the children not yet reaped."""
+        return sorted(self._pids | {p.pid for p in self._popens if p.returncode is None})
+
+    def wait(self, pid, timeout_s=None):
+        """Reap forked child `pid`; its exit code, or -N when signal N killed it.
+
+        With `timeout_s`, raises TimeoutError (the child still owned) if it is
+        still running then.
+        """
+        if pid not in self._pids:
+            raise ValueError(f"waitpid: {pid} is not a child owned here")
+        if timeout_s is not None:
+            if timeout_s < 0:
+                raise ValueError(f"waitpid: timeout_s must be >= 0, not {timeout_s}")
+            with os.fdopen(os.pidfd_open(pid), "rb", buffering=0) as pidfd:
+                if not select.select([pidfd], [], [], timeout_s)[0]:
+                    raise TimeoutError(f"waitpid: child {pid} still running after {timeout_s} s")
+        _, status = os.waitpid(pid, 0)
+        self._pids.discard(pid)
+        return os.waitstatus_to_exitcode(status)
+
+    def close(self):
+        """SIGKILL every child still running and reap them all. Idempotent."""
+        if os.getpid() != self._owner:  # a forked child holds a copy: not its to close
+            return
+        for pid in list(self._pids):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            self._pids.discard(pid)
+        for proc in self._popens:
+            if proc.returncode is None:
+                proc.kill()
+            proc.wait()
+        self._popens.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()

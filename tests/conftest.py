@@ -1,0 +1,104 @@
+"""Suite-wide fixtures: the `needs(what)` marker and the leak guard.
+
+The leak guard snapshots, before and after every test, what the kernel holds
+that osvirt could leak: the test process's children, /dev/shm, POSIX message
+queues, SysV IPC objects, attached loop devices and osvirt-* temp files. A
+test that leaves any of them behind fails, naming what it left.
+"""
+import glob
+import os
+import subprocess
+import tempfile
+import time
+
+import psutil
+import pytest
+
+from osvirt import env
+from osvirt.naming import PREFIX
+
+
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers("needs"):
+        for what in mark.args:
+            answer = env.can(what)
+            if not answer:
+                pytest.skip(f"needs {what}: {answer.reason}")
+
+
+def _mqueue_mount():
+    for line in open("/proc/self/mounts"):
+        fields = line.split()
+        if fields[2] == "mqueue":
+            return fields[1]
+    return None
+
+
+def _mqueues():
+    """POSIX message queue names, or None when this environment cannot list them."""
+    mount = _mqueue_mount()
+    if mount:
+        return set(os.listdir(mount))
+    if os.geteuid() != 0:
+        return None
+    # No mqueue filesystem mounted: mount one privately, in a mount namespace of its own.
+    script = 'd=$(mktemp -d) && mount -t mqueue none "$d" && ls -A "$d"; umount "$d"; rmdir "$d"'
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True)
+    return set(proc.stdout.split()) if proc.returncode == 0 else None
+
+
+def _sysv():
+    objects = set()
+    for kind in ("msg", "sem", "shm"):
+        with open(f"/proc/sysvipc/{kind}") as f:
+            for line in list(f)[1:]:
+                key, ident = line.split()[:2]
+                objects.add(f"{kind} key={key} id={ident}")
+    return objects
+
+
+def _loops():
+    return {os.path.dirname(os.path.dirname(p)) for p in glob.glob("/sys/block/loop*/loop/backing_file")}
+
+
+def _temp_files():
+    dirs = {tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm"}
+    return {p for d in dirs for p in glob.glob(os.path.join(d, PREFIX + "*"))}
+
+
+def _children():
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def _snapshot():
+    return {
+        "children": _children(),
+        "/dev/shm": set(os.listdir("/dev/shm")),
+        "POSIX message queues": _mqueues(),
+        "SysV IPC": _sysv(),
+        "attached loop devices": _loops(),
+        "osvirt temp files": _temp_files(),
+    }
+
+
+@pytest.fixture(autouse=True)
+def leak_guard():
+    before = _snapshot()
+    yield
+    deadline = time.monotonic() + 2.0  # children killed at teardown may take a moment to go
+    while True:
+        after = _snapshot()
+        leaks = {kind: sorted(map(str, after[kind] - before[kind])) for kind in after
+                 if after[kind] is not None and before[kind] is not None and after[kind] - before[kind]}
+        if not leaks or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for pid in after["children"] - before["children"]:  # stop and reap them: later tests start clean
+        try:
+            psutil.Process(pid).kill()
+            os.waitpid(pid, 0)
+        except (psutil.NoSuchProcess, ChildProcessError):
+            pass
+    if leaks:
+        pytest.fail("left behind: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in leaks.items()),
+                    pytrace=False)

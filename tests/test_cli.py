@@ -1,0 +1,57 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from osvirt import env
+from osvirt.cli import demos, main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _osvirt(*args):
+    return subprocess.run([sys.executable, "-m", "osvirt", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_list_names_every_demo_file():
+    files = sorted(f for f in os.listdir(os.path.join(ROOT, "demos")) if f[:2].isdigit() and f.endswith(".py"))
+    assert len(demos()) == len(files)
+    out = _osvirt("list").stdout
+    for name, module in demos().items():
+        assert name in out and module.SEED in out
+
+
+def test_unknown_demo_exits_2_and_lists_the_demos():
+    proc = _osvirt("demo", "no-such-demo")
+    assert proc.returncode == 2
+    assert "unknown demo 'no-such-demo'" in proc.stderr
+    for name in demos():
+        assert name in proc.stderr
+
+
+def test_info_json_is_one_object_with_the_probes():
+    proc = _osvirt("info", "--json")
+    assert proc.returncode == 0
+    facts = json.loads(proc.stdout)
+    assert facts["can"]["root"] == {"ok": os.geteuid() == 0, "reason": env.can("root").reason}
+
+
+def test_info_table_shows_each_answer_with_its_reason(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "can I ...?" in out and env.can("kvm").reason in out
+
+
+def test_bad_usage_is_a_usage_error():
+    proc = _osvirt("list", "--bogus")
+    assert proc.returncode == 2 and "unrecognized arguments" in proc.stderr
+
+
+@pytest.mark.skipif(not demos(), reason="no demo exists yet")
+def test_demo_all_json_holds_each_demo():
+    proc = _osvirt("demo", "all", "--json")
+    result = json.loads(proc.stdout)
+    assert [d["demo"] for d in result["demos"]] == list(demos())
+    assert result["ok"] == (proc.returncode == 0)
