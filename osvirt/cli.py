@@ -2,9 +2,11 @@
 import argparse
 import importlib
 import json
+import os
 import pkgutil
 import subprocess
 import sys
+import textwrap
 
 from osvirt import env
 
@@ -59,6 +61,23 @@ def _demo_all(known, as_json, extra):
     return status
 
 
+def _capability_summary(names):
+    missing = sorted(set(env.CAPABILITIES) - set(names))
+    if not names:
+        return "none"
+    if len(missing) < len(names):
+        return f"all {len(env.CAPABILITIES)} but: {', '.join(missing)}" if missing else "all"
+    return ", ".join(names)
+
+
+def _show(value):
+    if isinstance(value, dict) and value.keys() == {"soft", "hard"}:
+        return f"{value['soft']} soft, {value['hard']} hard"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "none"
+    return str(value)
+
+
 def _info(args):
     facts = env.facts()
     if args.json:
@@ -66,16 +85,18 @@ def _info(args):
         sys.stdout.write("\n")
         return 0
     can = facts.pop("can")
-    width = max(map(len, facts))
+    facts["capabilities"] = _capability_summary(facts["capabilities"])
     for key, value in facts.items():
         if isinstance(value, dict):
-            value = ", ".join(f"{k}={v}" for k, v in value.items())
-        elif isinstance(value, list):
-            value = ", ".join(map(str, value)) or "none"
-        print(f"{key:{width}}  {value}")
+            print(key)
+            for sub, subvalue in value.items():
+                print(textwrap.fill(_show(subvalue), 100, initial_indent=f"  {sub:20} ",
+                                    subsequent_indent=" " * 23))
+        else:
+            print(textwrap.fill(_show(value), 100, initial_indent=f"{key:22} ", subsequent_indent=" " * 23))
     print("\ncan I ...?")
     for name, answer in can.items():
-        print(f"  {name:16} {'yes' if answer['ok'] else 'no ':3}  {answer['reason']}")
+        print(f"  {name:20} {'yes' if answer['ok'] else 'no ':3}  {answer['reason']}")
     return 0
 
 
@@ -102,3 +123,6 @@ def main(argv=None):
         return _info(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `osvirt info | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
