@@ -129,7 +129,7 @@ def _raise_system_exit(signo, _frame):
     raise SystemExit(128 + signo)
 
 
-def parser_for(module):
+def _parser_for(module):
     parser = argparse.ArgumentParser(
         prog=f"osvirt demo {module.NAME}",
         description=f"{module.SUMMARY} (seed §{module.SEED})")
@@ -142,7 +142,7 @@ def parser_for(module):
 
 def run(module, argv=None):
     """Run a demo module's body under the protocol; returns the exit status."""
-    args = parser_for(module).parse_args(argv)
+    args = _parser_for(module).parse_args(argv)
     demo = Demo(module.NAME, json_mode=args.json, args=args)
     demo.say(f"osvirt demo {module.NAME}: seed §{module.SEED}: {module.SUMMARY}", indent=0)
     demo.say()

@@ -17,7 +17,8 @@ import os
 import platform
 import resource
 
-__all__ = ["Answer", "CAPABILITIES", "capabilities", "can", "probes", "facts"]
+__all__ = ["Answer", "CAPABILITIES", "capabilities", "can", "probe", "probes", "facts",
+           "thp_mode", "cgroups", "container_hints", "vm_hints"]
 
 # Bit numbers from <linux/capability.h>: CapEff in /proc/self/status is a mask of these.
 CAPABILITIES = (
