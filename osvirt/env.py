@@ -114,6 +114,15 @@ def _not_root():
     return Answer(euid != 0, f"euid is {euid}" if euid else "root bypasses the check (euid is 0)")
 
 
+@probe("setuid")
+def _setuid():
+    """this process can become another user (setgroups, setgid, setuid: CAP_SETGID and CAP_SETUID)"""
+    missing = [cap for cap in ("CAP_SETGID", "CAP_SETUID") if cap not in capabilities()]
+    if missing:
+        return Answer(False, f"needs {' and '.join(missing)} (not in effective set)")
+    return Answer(True, "CAP_SETGID and CAP_SETUID in the effective set")
+
+
 @probe("kvm")
 def _kvm():
     """/dev/kvm can be opened"""

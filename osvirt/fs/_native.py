@@ -1,0 +1,89 @@
+"""The one module of osvirt.fs that touches the C extension.
+
+It checks what Python hands to C, turns -1/errno into `kernel_error`, and
+lends the structs' layouts (struct fiemap, struct flock) from the headers so
+no offset is retyped in Python.
+"""
+import os
+
+from osvirt._native import ffi, lib
+from osvirt.errors import kernel_error
+
+# f_type -> name, from <linux/magic.h>. ext2, ext3 and ext4 share one magic.
+FS_MAGICS = {
+    lib.EXT4_SUPER_MAGIC: "ext2/ext3/ext4", lib.XFS_SUPER_MAGIC: "xfs",
+    lib.BTRFS_SUPER_MAGIC: "btrfs", lib.TMPFS_MAGIC: "tmpfs", lib.RAMFS_MAGIC: "ramfs",
+    lib.OVERLAYFS_SUPER_MAGIC: "overlayfs", lib.FUSE_SUPER_MAGIC: "fuse",
+    lib.NFS_SUPER_MAGIC: "nfs", lib.F2FS_SUPER_MAGIC: "f2fs", lib.EXFAT_SUPER_MAGIC: "exfat",
+    lib.MSDOS_SUPER_MAGIC: "msdos/vfat", lib.SQUASHFS_MAGIC: "squashfs",
+    lib.PROC_SUPER_MAGIC: "proc", lib.SYSFS_MAGIC: "sysfs", lib.DEVPTS_SUPER_MAGIC: "devpts",
+    lib.CGROUP2_SUPER_MAGIC: "cgroup2",
+}
+
+FIEMAP_EXTENT_FLAGS = {
+    name: getattr(lib, "FIEMAP_EXTENT_" + name)
+    for name in ("LAST", "UNKNOWN", "DELALLOC", "ENCODED", "DATA_ENCRYPTED", "NOT_ALIGNED",
+                 "DATA_INLINE", "DATA_TAIL", "UNWRITTEN", "MERGED", "SHARED")
+}
+FS_IOC_FIEMAP = lib.FS_IOC_FIEMAP
+FIEMAP_FLAG_SYNC = lib.FIEMAP_FLAG_SYNC
+FALLOC_FL_KEEP_SIZE = lib.FALLOC_FL_KEEP_SIZE
+FALLOC_FL_PUNCH_HOLE = lib.FALLOC_FL_PUNCH_HOLE
+OFF_MAX = 2 ** (8 * ffi.sizeof("off_t") - 1) - 1
+
+
+def c_path(path, facility):
+    """`path` as the bytes C takes; NUL inside it is a ValueError, not a truncated name."""
+    raw = os.fsencode(path)
+    if b"\0" in raw:
+        raise ValueError(f"{facility}: path {path!r} holds a NUL byte")
+    return raw
+
+
+def statfs_type(path):
+    """statfs(2)'s f_type (the superblock magic) of the filesystem under `path`."""
+    raw = c_path(path, "statfs")
+    out = ffi.new("long *")
+    if lib.osv_statfs_type(raw, out) == -1:
+        raise kernel_error(ffi.errno, "statfs", filename=path)
+    return out[0]
+
+
+def fallocate(fd, mode, offset, length):
+    if lib.osv_fallocate(fd, mode, offset, length) == -1:
+        raise kernel_error(ffi.errno, f"fallocate(fd {fd}, mode {mode:#x}, {offset}, {length})")
+
+
+# -- struct fiemap: a header and fm_extent_count extents after it -------------
+FIEMAP_HEADER = ffi.sizeof("struct fiemap")
+FIEMAP_EXTENT = ffi.sizeof("struct fiemap_extent")
+
+
+def fiemap_request(start, length, flags, extent_count):
+    """A zeroed struct fiemap with room for `extent_count` extents: (buffer, header)."""
+    buf = ffi.new("char[]", FIEMAP_HEADER + extent_count * FIEMAP_EXTENT)
+    header = ffi.cast("struct fiemap *", buf)
+    header.fm_start, header.fm_length = start, length
+    header.fm_flags, header.fm_extent_count = flags, extent_count
+    return buf, header
+
+
+def fiemap_extents(buf, header):
+    """The mapped extents as (logical, physical, length, flags) tuples."""
+    extents = ffi.cast("struct fiemap_extent *", buf + FIEMAP_HEADER)
+    return [(e.fe_logical, e.fe_physical, e.fe_length, e.fe_flags)
+            for e in extents[0:header.fm_mapped_extents]]
+
+
+# -- struct flock ---------------------------------------------------------------
+def pack_flock(l_type, whence, start, length):
+    """struct flock's bytes as fcntl(2) takes them; l_pid 0 (F_OFD_* insist on it)."""
+    fl = ffi.new("struct flock *")
+    fl.l_type, fl.l_whence, fl.l_start, fl.l_len, fl.l_pid = l_type, whence, start, length, 0
+    return bytes(ffi.buffer(fl))
+
+
+def unpack_flock(raw):
+    """(l_type, l_whence, l_start, l_len, l_pid) from the bytes fcntl(2) returned."""
+    fl = ffi.cast("struct flock *", ffi.from_buffer(raw))
+    return fl.l_type, fl.l_whence, fl.l_start, fl.l_len, fl.l_pid

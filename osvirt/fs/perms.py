@@ -1,0 +1,88 @@
+"""Protection: mode bits, the umask, and who the kernel lets in.
+
+A new file's mode is the mode open(2) or mkdir(2) asks for with the
+process's umask bits cleared: `new_file_mode(requested, mask)` is that
+rule, and a file created under `umask(mask)` shows whether the kernel
+followed it. The permission check the kernel makes at open(2) first needs
+search (x) permission on every directory of the path, then the file's
+owner, group or other bits for the caller's fsuid; CAP_DAC_OVERRIDE (root)
+skips both. `drop_to(uid, gid)` makes a process another user so that the
+check can be seen refusing.
+"""
+import contextlib
+import os
+import stat
+
+from osvirt.errors import kernel_error
+
+__all__ = ["current_umask", "umask", "new_file_mode", "unsearchable_ancestor", "drop_to"]
+
+
+def _mode_bits(value, facility, what):
+    if not isinstance(value, int) or not 0 <= value <= 0o7777:
+        raise ValueError(f"{facility}: {what} {value!r} not in 0o0..0o7777")
+    return value
+
+
+def current_umask():
+    """This process's umask, read from /proc/self/status without changing it."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # a kernel without the Umask: line (before 4.7)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def umask(mask):
+    """Set the umask for the `with` block (yields the previous one), then restore it."""
+    previous = os.umask(_mode_bits(mask, "umask", "mask"))
+    try:
+        yield previous
+    finally:
+        os.umask(previous)
+
+
+def new_file_mode(requested, mask):
+    """The mode a new file gets: what open(2) asks for, minus the umask's bits."""
+    return _mode_bits(requested, "open", "mode") & ~_mode_bits(mask, "umask", "mask")
+
+
+def unsearchable_ancestor(path):
+    """The first directory on `path`'s way from / that "other" may not search (no o+x), or None.
+
+    open(2) as a user who neither owns nor shares a group with those
+    directories fails there with EACCES, before the file's own bits count.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    chain = []
+    while True:
+        chain.append(directory)
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    for directory in reversed(chain):
+        if not os.stat(directory).st_mode & stat.S_IXOTH:
+            return directory
+    return None
+
+
+def drop_to(uid, gid):
+    """Become `uid`:`gid` for good, with no supplementary groups (setgroups, setgid, setuid).
+
+    The order matters: after setuid the process could no longer change its
+    groups. Needs CAP_SETGID and CAP_SETUID; meant for a forked child.
+    """
+    for name, value in (("uid", uid), ("gid", gid)):
+        if not isinstance(value, int) or not 0 <= value < 2 ** 32 - 1:
+            raise ValueError(f"drop_to: {name} {value!r} not in 0..{2 ** 32 - 2}")
+    for facility, call, arg, cap in (("setgroups([])", os.setgroups, [], "CAP_SETGID"),
+                                     (f"setgid({gid})", os.setgid, gid, "CAP_SETGID"),
+                                     (f"setuid({uid})", os.setuid, uid, "CAP_SETUID")):
+        try:
+            call(arg)
+        except OSError as e:
+            raise kernel_error(e.errno, facility, f"needs {cap}") from None

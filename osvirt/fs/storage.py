@@ -1,0 +1,229 @@
+"""Storing a file: the fd table, offsets, durable replacement, space, copies.
+
+`fd_table()` reads the process's open files the way the kernel lists them:
+/proc/self/fd/N links to each target and /proc/self/fdinfo/N holds the open
+file description's offset and flags. `pread`/`pwrite` move no offset.
+`durable_write` replaces a file so that a crash at any moment leaves either
+the old content or the new, never a mix: the new bytes go to a temp file in
+the same directory, are fsynced, renamed over the target (rename(2) is atomic
+within a filesystem), and the directory is fsynced so the rename itself is on
+disk. `durable_write_steps` is the same, one step at a time, so a test can
+kill the writer between any two of them.
+"""
+import collections
+import os
+import stat
+
+from osvirt.errors import kernel_error
+from osvirt.fs import _native
+from osvirt.fs.inspect import data_ranges
+from osvirt.naming import unique_name
+
+__all__ = ["FdEntry", "fd_table", "fd_entry", "open_flag_names", "pread", "pwrite",
+           "durable_write", "durable_write_steps", "fallocate", "punch_hole",
+           "copy_file_range", "copy_sparse"]
+
+FdEntry = collections.namedtuple("FdEntry", ["fd", "target", "pos", "flags", "flag_names", "inode"])
+FdEntry.__doc__ = """One entry of the fd table: /proc/<pid>/fd/N's target, and from
+fdinfo the open file description's offset (`pos`), open flags and inode."""
+
+_ACCESS = {os.O_RDONLY: "O_RDONLY", os.O_WRONLY: "O_WRONLY", os.O_RDWR: "O_RDWR"}
+_FLAG_BITS = [(getattr(os, n), n) for n in (
+    "O_APPEND", "O_CLOEXEC", "O_NONBLOCK", "O_SYNC", "O_DSYNC", "O_DIRECT", "O_NOATIME",
+    "O_DIRECTORY", "O_NOFOLLOW", "O_PATH", "O_TMPFILE", "O_CREAT", "O_EXCL", "O_TRUNC")
+    if getattr(os, n, 0)]
+
+
+def open_flag_names(flags):
+    """'O_RDWR|O_APPEND|...' for an fdinfo flags word; bits without a name stay octal.
+
+    On 64-bit Linux the kernel sets O_LARGEFILE on every open; glibc defines
+    it as 0, so it shows as a bare octal bit.
+    """
+    names = [_ACCESS.get(flags & os.O_ACCMODE, f"access {flags & os.O_ACCMODE}")]
+    rest = flags & ~os.O_ACCMODE
+    for bit, name in _FLAG_BITS:
+        if rest & bit == bit:
+            names.append(name)
+            rest &= ~bit
+    if rest:
+        names.append(oct(rest))
+    return "|".join(names)
+
+
+def fd_entry(fd, pid="self"):
+    """One fd of process `pid` as /proc/<pid>/fd and fdinfo show it."""
+    if not isinstance(fd, int) or fd < 0:
+        raise ValueError(f"/proc/{pid}/fdinfo: fd must be an int >= 0, not {fd!r}")
+    try:
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+            info = dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError as e:
+        raise kernel_error(e.errno, f"/proc/{pid}/fdinfo", f"fd {fd} not open" if e.errno == 2 else None) from None
+    flags = int(info["flags"], 8)
+    return FdEntry(fd, target, int(info["pos"]), flags, open_flag_names(flags), int(info.get("ino", -1)))
+
+
+def fd_table(pid="self"):
+    """Every open fd of process `pid`, in fd order."""
+    entries = []
+    for name in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
+        try:
+            entries.append(fd_entry(int(name), pid))
+        except FileNotFoundError:  # the listing's own directory fd, closed since
+            continue
+    return entries
+
+
+def _offset(offset, facility):
+    if not isinstance(offset, int) or not 0 <= offset <= _native.OFF_MAX:
+        raise ValueError(f"{facility}: offset {offset!r} not in 0..{_native.OFF_MAX}")
+    return offset
+
+
+def pread(fd, length, offset):
+    """Read `length` bytes at `offset` (fewer only at end of file); the fd's offset stays."""
+    _offset(offset, "pread")
+    if not isinstance(length, int) or length < 0:
+        raise ValueError(f"pread: length {length!r} must be an int >= 0")
+    chunks, done = [], 0
+    while done < length:
+        chunk = os.pread(fd, length - done, offset + done)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        done += len(chunk)
+    return b"".join(chunks)
+
+
+def pwrite(fd, data, offset):
+    """Write all of `data` at `offset`, looping over short writes; the fd's offset stays."""
+    _offset(offset, "pwrite")
+    view, done = memoryview(data).cast("B"), 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], offset + done)
+    return done
+
+
+def _write_all(fd, view):
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def durable_write_steps(path, data, mode=None, chunk_bytes=1 << 20):
+    """Replace `path` with `data` durably, yielding after each step (its name).
+
+    Steps: "open temp", "write" (once per chunk of `chunk_bytes`), "fsync
+    temp", "rename", "fsync directory". The file keeps the mode of the file it
+    replaces, or gets `mode` (default 0o600) when new. If the generator fails
+    or is closed before the rename, the temp file is removed; a writer killed
+    outright leaves its `osvirt-*.tmp` file in the directory and the target
+    untouched.
+    """
+    view = memoryview(data).cast("B")
+    if not isinstance(chunk_bytes, int) or chunk_bytes < 1:
+        raise ValueError(f"durable_write: chunk_bytes must be an int >= 1, not {chunk_bytes!r}")
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = 0o600 if mode is None else mode
+    except OSError as e:
+        raise kernel_error(e.errno, "durable_write: stat", filename=path) from None
+    temp = os.path.join(directory, unique_name("tmp"))
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise kernel_error(e.errno, "durable_write: open temp file in the target's directory",
+                           filename=path) from None
+    renamed = False
+    try:
+        try:
+            os.fchmod(fd, mode)  # the umask does not apply to fchmod
+            yield "open temp"
+            for start in range(0, len(view), chunk_bytes):
+                _write_all(fd, view[start:start + chunk_bytes])
+                yield "write"
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        yield "fsync temp"
+        os.rename(temp, path)
+        renamed = True
+        yield "rename"
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(dir_fd)  # the rename is a change to the directory: make it durable too
+        finally:
+            os.close(dir_fd)
+        yield "fsync directory"
+    finally:
+        if not renamed:
+            try:
+                os.unlink(temp)
+            except FileNotFoundError:
+                pass
+
+
+def durable_write(path, data, mode=None):
+    """Replace `path` with `data` so that a crash leaves the old or the new content, never a mix."""
+    for _ in durable_write_steps(path, data, mode):
+        pass
+
+
+def _range(offset, length, facility):
+    _offset(offset, facility)
+    if not isinstance(length, int) or not 1 <= length <= _native.OFF_MAX - offset:
+        raise ValueError(f"{facility}: length {length!r} must be >= 1 and end by {_native.OFF_MAX}")
+
+
+def fallocate(fd, offset, length, keep_size=False):
+    """fallocate(2): reserve blocks for [offset, offset+length) (zeros where there was a hole).
+
+    With keep_size the file's size stays (the blocks lie past its end).
+    """
+    _range(offset, length, "fallocate")
+    _native.fallocate(fd, _native.FALLOC_FL_KEEP_SIZE if keep_size else 0, offset, length)
+
+
+def punch_hole(fd, offset, length):
+    """fallocate(FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE): free the blocks, leave zeros and the size."""
+    _range(offset, length, "fallocate(PUNCH_HOLE)")
+    _native.fallocate(fd, _native.FALLOC_FL_PUNCH_HOLE | _native.FALLOC_FL_KEEP_SIZE, offset, length)
+
+
+def copy_file_range(src_fd, dst_fd, length=None, src_offset=0, dst_offset=0):
+    """Copy `length` bytes (default: to the source's end) inside the kernel; returns bytes copied.
+
+    Neither fd's offset moves. The kernel may copy by reflink (btrfs, xfs)
+    or by splicing the data (ext4, tmpfs), which reads a hole as zeros and
+    writes them: the copy of a sparse file is then not sparse.
+    """
+    _offset(src_offset, "copy_file_range")
+    _offset(dst_offset, "copy_file_range")
+    if length is None:
+        length = max(0, os.fstat(src_fd).st_size - src_offset)
+    elif not isinstance(length, int) or length < 0:
+        raise ValueError(f"copy_file_range: length {length!r} must be an int >= 0")
+    done = 0
+    while done < length:
+        try:
+            n = os.copy_file_range(src_fd, dst_fd, length - done, src_offset + done, dst_offset + done)
+        except OSError as e:
+            raise kernel_error(e.errno, f"copy_file_range(fd {src_fd} -> fd {dst_fd})") from None
+        if n == 0:  # end of the source
+            break
+        done += n
+    return done
+
+
+def copy_sparse(src_fd, dst_fd):
+    """Copy a file keeping its holes: copy_file_range of each SEEK_DATA range, then ftruncate.
+
+    Returns the bytes of data copied (less than the size by the holes).
+    """
+    copied = sum(copy_file_range(src_fd, dst_fd, end - start, start, start)
+                 for start, end in data_ranges(src_fd))
+    os.ftruncate(dst_fd, os.fstat(src_fd).st_size)  # a trailing hole: size without blocks
+    return copied

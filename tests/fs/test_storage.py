@@ -1,0 +1,226 @@
+import errno
+import os
+import signal
+import stat
+
+import pytest
+
+from osvirt import fs
+from osvirt.process import Children
+
+MiB = 1 << 20
+
+
+def _open(path, flags=os.O_RDWR | os.O_CREAT, mode=0o600):
+    return os.open(path, flags | os.O_CLOEXEC, mode)
+
+
+def test_fd_table_shows_open_offsets_and_close(tmp):
+    path = os.path.join(tmp, "f")
+    fd = _open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
+    try:
+        entry = fs.fd_entry(fd)
+        assert entry.target == path and entry.pos == 0 and entry.inode == os.fstat(fd).st_ino
+        assert entry.flag_names.startswith("O_RDWR|O_APPEND|O_CLOEXEC")
+        assert entry.flags & os.O_APPEND
+        os.write(fd, b"hello")
+        assert fs.fd_entry(fd).pos == 5
+        os.lseek(fd, 1, os.SEEK_SET)
+        os.read(fd, 2)
+        assert fs.fd_entry(fd).pos == 3
+        assert fd in [e.fd for e in fs.fd_table()]
+    finally:
+        os.close(fd)
+    assert fd not in [e.fd for e in fs.fd_table()]
+    with pytest.raises(FileNotFoundError, match=f"fd {fd} not open"):
+        fs.fd_entry(fd)
+    with pytest.raises(ValueError):
+        fs.fd_entry(-1)
+
+
+def test_open_flag_names_keeps_unknown_bits_in_octal():
+    assert fs.open_flag_names(os.O_WRONLY | os.O_APPEND) == "O_WRONLY|O_APPEND"
+    assert fs.open_flag_names(0o100000) == "O_RDONLY|0o100000"
+
+
+def test_pread_and_pwrite_leave_the_offset(tmp):
+    fd = _open(os.path.join(tmp, "f"))
+    try:
+        os.write(fd, b"0123456789")
+        os.lseek(fd, 3, os.SEEK_SET)
+        assert fs.pread(fd, 4, 5) == b"5678"
+        assert fs.pwrite(fd, b"AB", 0) == 2
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 3 and fs.fd_entry(fd).pos == 3
+        assert fs.pread(fd, 100, 0) == b"AB23456789"  # short only at end of file
+        assert fs.pread(fd, 4, 50) == b""
+        for bad in (lambda: fs.pread(fd, 1, -1), lambda: fs.pwrite(fd, b"x", -1), lambda: fs.pread(fd, -1, 0)):
+            with pytest.raises(ValueError):
+                bad()
+    finally:
+        os.close(fd)
+
+
+def _append_records(path, writer, count, size):
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    for i in range(count):
+        record = f"{writer}:{i}:".encode()
+        os.write(fd, record + b"x" * (size - len(record) - 1) + b"\n")
+    os.close(fd)
+
+
+def test_concurrent_o_append_writers_lose_and_interleave_nothing(tmp):
+    path, writers, count, size = os.path.join(tmp, "log"), 4, 500, 64
+    os.close(_open(path))
+    with Children() as kids:
+        pids = [kids.fork(_append_records, path, w, count, size) for w in range(writers)]
+        assert [kids.wait(p) for p in pids] == [0] * writers
+    data = open(path, "rb").read()
+    assert len(data) == writers * count * size
+    records = [data[i:i + size] for i in range(0, len(data), size)]
+    seen = sorted(tuple(map(int, r.split(b":")[:2])) for r in records)
+    assert seen == [(w, i) for w in range(writers) for i in range(count)]
+    assert all(r.endswith(b"x\n") and r.count(b"\n") == 1 for r in records)
+
+
+def test_durable_write_creates_and_replaces_keeping_the_mode(tmp):
+    path = os.path.join(tmp, "target")
+    fs.durable_write(path, b"first")
+    assert open(path, "rb").read() == b"first" and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    os.chmod(path, 0o640)
+    inode = os.stat(path).st_ino
+    fs.durable_write(path, b"second")
+    assert open(path, "rb").read() == b"second"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    assert os.stat(path).st_ino != inode  # a new inode renamed over the old name
+    assert os.listdir(tmp) == ["target"]  # no temp file left
+
+
+def test_durable_write_steps_are_the_documented_ones(tmp):
+    steps = list(fs.durable_write_steps(os.path.join(tmp, "t"), b"x" * 10, chunk_bytes=4))
+    assert steps == ["open temp", "write", "write", "write", "fsync temp", "rename", "fsync directory"]
+
+
+def _write_then_die(path, data, kill_after):
+    for n, _ in enumerate(fs.durable_write_steps(path, data, chunk_bytes=len(data) // 4), 1):
+        if n == kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_writer_killed_after_any_step_leaves_old_or_new_never_a_mix(tmp):
+    path = os.path.join(tmp, "target")
+    old, new = b"O" * 64 * 1024, b"N" * 96 * 1024
+    steps = list(fs.durable_write_steps(os.path.join(tmp, "probe"), new, chunk_bytes=len(new) // 4))
+    os.unlink(os.path.join(tmp, "probe"))
+    renamed_at = steps.index("rename") + 1
+    with Children() as kids:
+        for kill_after in range(1, len(steps) + 1):
+            fs.durable_write(path, old)
+            assert kids.wait(kids.fork(_write_then_die, path, new, kill_after)) == -signal.SIGKILL
+            assert open(path, "rb").read() == (new if kill_after >= renamed_at else old), steps[kill_after - 1]
+            leftovers = [n for n in os.listdir(tmp) if n != "target"]
+            assert len(leftovers) == (0 if kill_after >= renamed_at else 1)  # the dead writer's temp file
+            for name in leftovers:
+                os.unlink(os.path.join(tmp, name))
+
+
+def test_durable_write_removes_its_temp_file_when_stopped_early(tmp):
+    path = os.path.join(tmp, "target")
+    fs.durable_write(path, b"old")
+    steps = fs.durable_write_steps(path, b"new" * 100, chunk_bytes=10)
+    next(steps), next(steps)
+    assert len(os.listdir(tmp)) == 2
+    steps.close()
+    assert os.listdir(tmp) == ["target"] and open(path, "rb").read() == b"old"
+
+
+def test_durable_write_bad_paths_and_data(tmp):
+    missing = os.path.join(tmp, "no", "such")
+    with pytest.raises(FileNotFoundError) as info:
+        fs.durable_write(missing, b"x")
+    assert info.value.filename == missing
+    with pytest.raises(TypeError):
+        fs.durable_write(os.path.join(tmp, "t"), "text, not bytes")
+    assert os.listdir(tmp) == []
+
+
+def test_fallocate_reserves_blocks_without_changing_content(tmp):
+    fd = _open(os.path.join(tmp, "f"))
+    try:
+        os.write(fd, b"k" * 8192)
+        before = os.fstat(fd).st_blocks
+        fs.fallocate(fd, 0, 4 * MiB, keep_size=True)
+        st = os.fstat(fd)
+        assert st.st_size == 8192 and st.st_blocks - before >= (4 * MiB - 8192) // 512
+        assert fs.pread(fd, 9000, 0) == b"k" * 8192
+        fs.fallocate(fd, 0, 4 * MiB)
+        assert os.fstat(fd).st_size == 4 * MiB and fs.pread(fd, 16, 8192) == bytes(16)
+        with pytest.raises(ValueError):
+            fs.fallocate(fd, 0, 0)
+    finally:
+        os.close(fd)
+
+
+def test_punch_hole_frees_blocks_and_reads_zeros(tmp):
+    fd = _open(os.path.join(tmp, "f"))
+    try:
+        os.write(fd, b"d" * MiB)
+        os.fsync(fd)
+        before = os.fstat(fd).st_blocks
+        fs.punch_hole(fd, 0, MiB // 2)
+        assert before - os.fstat(fd).st_blocks == MiB // 2 // 512
+        assert fs.pread(fd, 4, 0) == bytes(4) and os.fstat(fd).st_size == MiB
+        assert fs.data_ranges(fd) == [(MiB // 2, MiB)]
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def sparse_src(tmp):
+    """16 MiB: 64 KiB of data at 0 and at 8 MiB, holes between and after."""
+    path = os.path.join(tmp, "src")
+    fd = _open(path)
+    os.pwrite(fd, os.urandom(65536), 0)
+    os.pwrite(fd, os.urandom(65536), 8 * MiB)
+    os.ftruncate(fd, 16 * MiB)
+    yield fd
+    os.close(fd)
+
+
+def test_copy_file_range_copies_and_on_ext4_or_tmpfs_fills_the_holes(tmp, sparse_src):
+    dst = _open(os.path.join(tmp, "dst"))
+    try:
+        assert fs.copy_file_range(sparse_src, dst) == 16 * MiB
+        assert fs.pread(dst, 16 * MiB, 0) == fs.pread(sparse_src, 16 * MiB, 0)
+        assert os.lseek(sparse_src, 0, os.SEEK_CUR) == 0 and os.lseek(dst, 0, os.SEEK_CUR) == 0
+        kind = fs.filesystem(f"/proc/self/fd/{dst}").type
+        if kind not in ("ext2/ext3/ext4", "tmpfs"):
+            pytest.skip(f"{kind} may reflink: the hole-filling splice path is ext4's and tmpfs's")
+        assert os.fstat(dst).st_blocks * 512 >= 16 * MiB  # every hole written as zeros
+        assert fs.data_ranges(dst) == [(0, 16 * MiB)]
+    finally:
+        os.close(dst)
+
+
+def test_copy_sparse_keeps_the_holes(tmp, sparse_src):
+    dst = _open(os.path.join(tmp, "dst"))
+    try:
+        assert fs.copy_sparse(sparse_src, dst) == 2 * 65536
+        assert os.fstat(dst).st_size == 16 * MiB
+        assert fs.data_ranges(dst) == fs.data_ranges(sparse_src)
+        assert os.fstat(dst).st_blocks * 512 <= 2 * 65536 + 64 * 1024
+        assert fs.pread(dst, 16 * MiB, 0) == fs.pread(sparse_src, 16 * MiB, 0)
+    finally:
+        os.close(dst)
+
+
+def test_copy_file_range_refusal_names_the_call(tmp):
+    src = _open(os.path.join(tmp, "s"), os.O_WRONLY | os.O_CREAT)
+    dst = _open(os.path.join(tmp, "d"))
+    try:
+        os.write(src, b"x")
+        with pytest.raises(OSError) as info:
+            fs.copy_file_range(src, dst, 1)  # the source is open write-only
+        assert info.value.errno == errno.EBADF and "copy_file_range" in str(info.value)
+    finally:
+        os.close(src)
+        os.close(dst)
