@@ -41,7 +41,7 @@ length, and the names of its FIEMAP_EXTENT_* flags."""
 
 
 @contextlib.contextmanager
-def opened(target, facility, flags=os.O_RDONLY):
+def _opened(target, facility, flags=os.O_RDONLY):
     """An fd for `target`: an int is used as it is, a path is opened here and closed after."""
     if isinstance(target, int):
         yield target
@@ -123,7 +123,7 @@ def data_ranges(target):
     `target` is a path or an open fd (whose offset this moves). A filesystem
     without hole tracking reports all of the file as one data range.
     """
-    with opened(target, "lseek(SEEK_DATA)") as fd:
+    with _opened(target, "lseek(SEEK_DATA)") as fd:
         ranges, offset = [], 0
         while (start := _seek(fd, offset, os.SEEK_DATA, "SEEK_DATA")) is not None:
             end = _seek(fd, start, os.SEEK_HOLE, "SEEK_HOLE")  # EOF counts as a hole
@@ -134,7 +134,7 @@ def data_ranges(target):
 
 def hole_ranges(target):
     """[(start, end)...] byte ranges that are holes (read as zeros, hold no blocks)."""
-    with opened(target, "lseek(SEEK_HOLE)") as fd:
+    with _opened(target, "lseek(SEEK_HOLE)") as fd:
         size = os.fstat(fd).st_size
         holes, offset = [], 0
         for start, end in data_ranges(fd) + [(size, size)]:
@@ -152,7 +152,7 @@ def fiemap(target, extent_count=None):
     """
     if extent_count is not None and not 0 <= extent_count <= 1 << 16:
         raise ValueError(f"ioctl(FS_IOC_FIEMAP): extent_count {extent_count} not in 0..65536")
-    with opened(target, "ioctl(FS_IOC_FIEMAP)") as fd:
+    with _opened(target, "ioctl(FS_IOC_FIEMAP)") as fd:
         if extent_count is None:
             extent_count = _fiemap_call(fd, 0, target)[1].fm_mapped_extents
         buf, header = _fiemap_call(fd, extent_count, target)
