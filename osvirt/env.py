@@ -16,6 +16,7 @@ import functools
 import os
 import platform
 import resource
+import shutil
 
 __all__ = ["Answer", "CAPABILITIES", "capabilities", "can", "probe", "probes", "facts",
            "thp_mode", "cgroups", "container_hints", "vm_hints"]
@@ -136,6 +137,16 @@ def _loop():
     if not opened:
         return opened
     return _capability_probe("CAP_SYS_ADMIN")()
+
+
+@probe("cc")
+def _cc():
+    """a C compiler (cc or gcc) is on PATH"""
+    for name in ("cc", "gcc"):
+        path = shutil.which(name)
+        if path:
+            return Answer(True, f"C compiler: {path}")
+    return Answer(False, "no C compiler (cc or gcc) on PATH")
 
 
 @probe("swap")

@@ -1,0 +1,56 @@
+"""The one module of osvirt.device that touches the C extension.
+
+It holds no calls: the compiler gives the layout of the loop structs and the
+KVM capability numbers from <linux/loop.h> and <linux/kvm.h>.
+"""
+import os
+
+from osvirt._native import ffi, lib
+
+LO_FLAGS_READ_ONLY = lib.LO_FLAGS_READ_ONLY
+LO_FLAGS_AUTOCLEAR = lib.LO_FLAGS_AUTOCLEAR
+KVM_API_VERSION = lib.KVM_API_VERSION
+KVM_CAPS = {
+    "KVM_CAP_IRQCHIP": lib.KVM_CAP_IRQCHIP,
+    "KVM_CAP_HLT": lib.KVM_CAP_HLT,
+    "KVM_CAP_USER_MEMORY": lib.KVM_CAP_USER_MEMORY,
+    "KVM_CAP_NR_VCPUS": lib.KVM_CAP_NR_VCPUS,
+    "KVM_CAP_MAX_VCPUS": lib.KVM_CAP_MAX_VCPUS,
+    "KVM_CAP_NR_MEMSLOTS": lib.KVM_CAP_NR_MEMSLOTS,
+    "KVM_CAP_IOEVENTFD": lib.KVM_CAP_IOEVENTFD,
+    "KVM_CAP_IRQFD": lib.KVM_CAP_IRQFD,
+}
+
+
+def _fill_info(info, file_name, flags):
+    name = os.fsencode(file_name)[:lib.LO_NAME_SIZE - 1]  # the kernel keeps a truncated, NUL-ended copy
+    info.lo_flags = flags
+    ffi.memmove(info.lo_file_name, name, len(name))
+
+
+def loop_info64(file_name, flags):
+    """struct loop_info64 for LOOP_SET_STATUS64, as bytes."""
+    info = ffi.new("struct loop_info64 *")
+    _fill_info(info, file_name, flags)
+    return bytes(ffi.buffer(info))
+
+
+def loop_config(backing_fd, block_size, file_name, flags):
+    """struct loop_config for LOOP_CONFIGURE, as bytes (block_size 0: the kernel's default)."""
+    config = ffi.new("struct loop_config *")
+    config.fd = backing_fd
+    config.block_size = block_size
+    _fill_info(config.info, file_name, flags)
+    return bytes(ffi.buffer(config))
+
+
+def loop_info64_file_name(data):
+    """lo_file_name out of a struct loop_info64 returned by LOOP_GET_STATUS64."""
+    if len(data) != ffi.sizeof("struct loop_info64"):
+        raise ValueError(f"LOOP_GET_STATUS64: {len(data)} bytes is not a struct loop_info64")
+    info = ffi.new("struct loop_info64 *")
+    ffi.memmove(info, data, len(data))
+    return os.fsdecode(ffi.string(info.lo_file_name))
+
+
+LOOP_INFO64_SIZE = ffi.sizeof("struct loop_info64")

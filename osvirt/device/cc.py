@@ -1,0 +1,75 @@
+"""The C compiler, asked what the system headers say.
+
+`header_values` compiles and runs a small program that prints macros from the
+headers (ioctl request numbers, constants), so Python's own encoding can be
+checked against them; `compile_source` compiles a snippet and returns the
+compiler's diagnostics (the seed's examples, as written). Both work in a
+private temporary directory, removed afterwards. osvirt.env.can("cc") says
+whether a compiler is here.
+"""
+import os
+import re
+import shutil
+import subprocess
+
+from osvirt.errors import OsvirtError
+from osvirt.naming import private_dir
+
+__all__ = ["compiler", "header_values", "compile_source"]
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_HEADER = re.compile(r"[A-Za-z0-9_./-]+\.h\Z")
+
+
+def compiler():
+    """The path of cc or gcc, or None."""
+    return shutil.which("cc") or shutil.which("gcc")
+
+
+def _cc():
+    cc = compiler()
+    if cc is None:
+        raise FileNotFoundError("no C compiler (cc or gcc) on PATH")
+    return cc
+
+
+def compile_source(source, flags=(), *, run=False, timeout_s=60):
+    """Compile C `source` (with `flags`) in a private directory.
+
+    Returns (returncode, diagnostics, output): the compiler's exit status and
+    stderr, and the program's stdout when `run` and it compiled (else "").
+    """
+    if not isinstance(source, str):
+        raise TypeError(f"compile_source: source must be str, not {type(source).__name__}")
+    flags = [str(f) for f in flags]
+    if any(not f.startswith("-") or f.startswith("-o") for f in flags):
+        raise ValueError(f"compile_source: flags must be options (not -o or file names): {flags}")
+    with private_dir() as d:
+        src, exe = os.path.join(d, "snippet.c"), os.path.join(d, "snippet")
+        with open(src, "w") as f:
+            f.write(source)
+        argv = [_cc(), *flags, src] + ([] if "-fsyntax-only" in flags else ["-o", exe])
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, cwd=d)
+        diagnostics = proc.stderr.replace(src, "snippet.c")
+        if proc.returncode != 0 or not run:
+            return proc.returncode, diagnostics, ""
+        out = subprocess.run([exe], capture_output=True, text=True, timeout=timeout_s, check=True)
+        return proc.returncode, diagnostics, out.stdout
+
+
+def header_values(names, includes):
+    """{macro: value} as the compiler evaluates each name after `includes`."""
+    names, includes = list(names), list(includes)
+    for name in names:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(f"header_values: {name!r} is not a C identifier")
+    for header in includes:
+        if not isinstance(header, str) or not _HEADER.match(header):
+            raise ValueError(f"header_values: {header!r} is not a header name")
+    source = "".join(f"#include <{h}>\n" for h in includes) + "#include <stdio.h>\nint main(void)\n{\n"
+    source += "".join(f'    printf("{n} %llu\\n", (unsigned long long)({n}));\n' for n in names)
+    source += "    return 0;\n}\n"
+    code, diagnostics, out = compile_source(source, ["-D_GNU_SOURCE"], run=True)
+    if code != 0:
+        raise OsvirtError(f"header_values: the program did not compile:\n{diagnostics}")
+    return {name: int(value) for name, value in (line.split() for line in out.splitlines())}

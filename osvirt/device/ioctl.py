@@ -1,0 +1,179 @@
+"""ioctl request numbers, encoded and decoded as the kernel does it.
+
+An ioctl request is one 32-bit number with four fields (x86 layout of
+<asm-generic/ioctl.h>): bits 0-7 the command number, 8-15 the type (a
+driver's "magic" letter), 16-29 the size of the argument the command copies,
+30-31 the direction of that copy seen from user space (none, write = user to
+kernel, read = kernel to user). `IO`, `IOW`, `IOR` and `IOWR` build it like
+the `_IO*` macros; `decode` takes it apart again.
+
+The terminal numbers (TIOC*, FIONREAD) predate the encoding: their values
+are plain `'T' << 8 | nr` even when they copy a struct, which `decode` shows
+as direction none and size 0. The loop numbers too (<linux/loop.h> writes
+them as bare hex). tests/device/test_ioctl.py checks every constant here
+against the value the C compiler takes from the system headers.
+
+`ioctl(fd, request, arg, name=...)` is fcntl.ioctl with the request
+checked first and a refusal raised as the OSError subclass naming it.
+"""
+import collections
+import fcntl
+import struct
+
+from osvirt.errors import kernel_error
+
+__all__ = [
+    "NONE", "WRITE", "READ", "IOC", "IO", "IOW", "IOR", "IOWR", "Request", "decode", "describe",
+    "ioctl", "ioctl_int",
+    "TIOCSCTTY", "TIOCGWINSZ", "TIOCSWINSZ", "TIOCEXCL", "TIOCNXCL", "TIOCGEXCL", "TIOCGPTN",
+    "FIONREAD",
+    "LOOP_SET_FD", "LOOP_CLR_FD", "LOOP_SET_STATUS64", "LOOP_GET_STATUS64", "LOOP_CONFIGURE",
+    "LOOP_CTL_GET_FREE",
+    "BLKSSZGET", "BLKGETSIZE64",
+    "KVM_GET_API_VERSION", "KVM_CHECK_EXTENSION",
+    "FS_IOC_FIEMAP",
+]
+
+NR_BITS, TYPE_BITS, SIZE_BITS, DIR_BITS = 8, 8, 14, 2
+NR_SHIFT = 0
+TYPE_SHIFT = NR_SHIFT + NR_BITS
+SIZE_SHIFT = TYPE_SHIFT + TYPE_BITS
+DIR_SHIFT = SIZE_SHIFT + SIZE_BITS
+
+NONE, WRITE, READ = 0, 1, 2  # _IOC_NONE, _IOC_WRITE, _IOC_READ; READ | WRITE is both
+_DIRECTIONS = {NONE: "none", WRITE: "write", READ: "read", READ | WRITE: "read|write"}
+
+Request = collections.namedtuple("Request", "direction type number size")
+Request.__doc__ = "An ioctl request number taken apart: direction (NONE/WRITE/READ/both), type, number, size."
+
+
+def _field(what, value, bits):
+    if type(value) is not int:
+        raise TypeError(f"ioctl encoding: {what} must be an int, not {type(value).__name__}")
+    if not 0 <= value < 1 << bits:
+        raise ValueError(f"ioctl encoding: {what} {value} not in 0..{(1 << bits) - 1} ({bits} bits)")
+    return value
+
+
+def _type(magic):
+    """A driver's type: a one-character string ('T') or its code (0xAE)."""
+    if isinstance(magic, str):
+        if len(magic) != 1:
+            raise ValueError(f"ioctl encoding: type {magic!r} must be one character")
+        magic = ord(magic)
+    return _field("type", magic, TYPE_BITS)
+
+
+def _size(size):
+    """The argument's size: bytes, or a struct format whose size is taken (like sizeof)."""
+    if isinstance(size, str):
+        size = struct.calcsize(size)
+    return _field("size", size, SIZE_BITS)
+
+
+def IOC(direction, magic, number, size):
+    """_IOC(dir, type, nr, size): the four fields packed into one request number."""
+    return (_field("direction", direction, DIR_BITS) << DIR_SHIFT
+            | _type(magic) << TYPE_SHIFT
+            | _field("number", number, NR_BITS) << NR_SHIFT
+            | _size(size) << SIZE_SHIFT)
+
+
+def IO(magic, number):
+    """_IO: no argument copied (or, in legacy numbers, one the driver copies itself)."""
+    return IOC(NONE, magic, number, 0)
+
+
+def IOW(magic, number, size):
+    """_IOW: user space writes `size` bytes to the kernel (size: bytes or a struct format)."""
+    return IOC(WRITE, magic, number, size)
+
+
+def IOR(magic, number, size):
+    """_IOR: the kernel returns `size` bytes to user space."""
+    return IOC(READ, magic, number, size)
+
+
+def IOWR(magic, number, size):
+    """_IOWR: `size` bytes go in and come back."""
+    return IOC(READ | WRITE, magic, number, size)
+
+
+def decode(request):
+    """A request number taken apart into its fields, as a Request."""
+    request = _field("request", request, DIR_SHIFT + DIR_BITS)
+    return Request(direction=request >> DIR_SHIFT & (1 << DIR_BITS) - 1,
+                   type=request >> TYPE_SHIFT & (1 << TYPE_BITS) - 1,
+                   number=request >> NR_SHIFT & (1 << NR_BITS) - 1,
+                   size=request >> SIZE_SHIFT & (1 << SIZE_BITS) - 1)
+
+
+def describe(request):
+    """'_IOR(0x12, 114, 8)'-style text for a request number."""
+    d = decode(request)
+    kind = {NONE: "_IO", WRITE: "_IOW", READ: "_IOR", READ | WRITE: "_IOWR"}[d.direction]
+    magic = f"'{chr(d.type)}'" if 0x20 < d.type < 0x7F else f"{d.type:#04x}"
+    return f"{kind}({magic}, {d.number:#04x}" + (f", {d.size})" if d.direction else ")")
+
+
+def _fd(fd, facility):
+    if type(fd) is not int and not hasattr(fd, "fileno"):
+        raise TypeError(f"{facility}: fd must be an int or have fileno(), not {type(fd).__name__}")
+    fd = fd if type(fd) is int else fd.fileno()
+    if fd < 0:
+        raise ValueError(f"{facility}: fd {fd} is not an open descriptor")
+    return fd
+
+
+def ioctl(fd, request, arg=0, *, name):
+    """fcntl.ioctl(fd, request, arg); a refusal is the OSError subclass naming `name`.
+
+    `arg` is an int passed by value, or bytes copied in and returned (the
+    kernel's answer) as fcntl.ioctl does.
+    """
+    facility = f"ioctl({name})"
+    fd = _fd(fd, facility)
+    decode(request)  # range check before the syscall
+    if type(arg) is not int and not isinstance(arg, (bytes, bytearray)):
+        raise TypeError(f"{facility}: arg must be an int or bytes, not {type(arg).__name__}")
+    if isinstance(arg, (bytes, bytearray)) and len(arg) > 1024:
+        raise ValueError(f"{facility}: arg of {len(arg)} bytes is larger than fcntl.ioctl's 1024")
+    try:
+        return fcntl.ioctl(fd, request, arg if type(arg) is int else bytes(arg))
+    except OSError as e:
+        raise kernel_error(e.errno, facility) from None
+
+
+def ioctl_int(fd, request, *, name, fmt="i"):
+    """An ioctl that fills in one integer of struct format `fmt` ('i' int, 'Q' u64): its value."""
+    return struct.unpack(fmt, ioctl(fd, request, bytes(struct.calcsize(fmt)), name=name))[0]
+
+
+# -- terminals (<asm-generic/ioctls.h>: legacy numbers, type 'T', no size) ----------
+TIOCSCTTY = IO("T", 0x0E)
+TIOCGWINSZ = IO("T", 0x13)
+TIOCSWINSZ = IO("T", 0x14)
+FIONREAD = IO("T", 0x1B)
+TIOCEXCL = IO("T", 0x0C)
+TIOCNXCL = IO("T", 0x0D)
+TIOCGPTN = IOR("T", 0x30, "I")   # the newer ones are encoded
+TIOCGEXCL = IOR("T", 0x40, "i")
+
+# -- loop devices (<linux/loop.h>: bare numbers, type 'L') --------------------------
+LOOP_SET_FD = IO("L", 0x00)
+LOOP_CLR_FD = IO("L", 0x01)
+LOOP_SET_STATUS64 = IO("L", 0x04)
+LOOP_GET_STATUS64 = IO("L", 0x05)
+LOOP_CONFIGURE = IO("L", 0x0A)
+LOOP_CTL_GET_FREE = IO("L", 0x82)
+
+# -- block devices (<linux/fs.h>, type 0x12) ---------------------------------------
+BLKSSZGET = IO(0x12, 104)
+BLKGETSIZE64 = IOR(0x12, 114, "N")  # the header says size_t, though it returns a u64
+
+# -- KVM (<linux/kvm.h>, KVMIO = 0xAE) ---------------------------------------------
+KVM_GET_API_VERSION = IO(0xAE, 0x00)
+KVM_CHECK_EXTENSION = IO(0xAE, 0x03)
+
+# -- filesystems (<linux/fs.h>: struct fiemap is 32 bytes before its extents) -------
+FS_IOC_FIEMAP = IOWR("f", 11, "QQIIII")

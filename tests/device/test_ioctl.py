@@ -1,0 +1,102 @@
+"""ioctl encoding: Python's numbers are the C headers' numbers, and decode inverts encode."""
+import os
+
+import pytest
+from hypothesis import given, strategies as st
+
+from osvirt import env
+from osvirt.device import cc, ioctl
+from osvirt.device.ioctl import IO, IOR, IOW, IOWR, READ, WRITE, NONE, decode, describe
+
+# Every request number osvirt.device computes, with the header that defines it.
+HEADERS = ["sys/ioctl.h", "linux/loop.h", "linux/fs.h", "linux/fiemap.h", "linux/kvm.h"]
+NAMES = ["TIOCSCTTY", "TIOCGWINSZ", "TIOCSWINSZ", "TIOCEXCL", "TIOCNXCL", "TIOCGEXCL", "TIOCGPTN",
+         "FIONREAD", "LOOP_SET_FD", "LOOP_CLR_FD", "LOOP_SET_STATUS64", "LOOP_GET_STATUS64",
+         "LOOP_CONFIGURE", "LOOP_CTL_GET_FREE", "BLKSSZGET", "BLKGETSIZE64",
+         "KVM_GET_API_VERSION", "KVM_CHECK_EXTENSION", "FS_IOC_FIEMAP"]
+
+
+def test_every_request_is_listed_here():
+    assert sorted(NAMES) == sorted(n for n in ioctl.__all__ if n.isupper() and n not in
+                                   ("NONE", "WRITE", "READ", "IOC", "IO", "IOW", "IOR", "IOWR"))
+
+
+@pytest.mark.needs("cc")
+def test_request_numbers_match_the_system_headers():
+    from_headers = cc.header_values(NAMES, HEADERS)
+    ours = {name: getattr(ioctl, name) for name in NAMES}
+    assert ours == from_headers
+
+
+def test_known_numbers_take_apart_into_their_fields():
+    assert decode(ioctl.BLKGETSIZE64) == (READ, 0x12, 114, 8)
+    assert decode(ioctl.FS_IOC_FIEMAP) == (READ | WRITE, ord("f"), 11, 32)
+    # A legacy terminal number: it copies a struct winsize, but says nothing of it.
+    assert decode(ioctl.TIOCGWINSZ) == (NONE, ord("T"), 0x13, 0)
+    assert describe(ioctl.BLKGETSIZE64) == "_IOR(0x12, 0x72, 8)"
+    assert describe(ioctl.TIOCGWINSZ) == "_IO('T', 0x13)"
+
+
+@given(direction=st.integers(0, 3), magic=st.integers(0, 255), number=st.integers(0, 255),
+       size=st.integers(0, (1 << 14) - 1))
+def test_decode_inverts_encode(direction, magic, number, size):
+    assert decode(ioctl.IOC(direction, magic, number, size)) == (direction, magic, number, size)
+
+
+def test_the_four_macros_set_the_direction():
+    assert [decode(f("X", 1, 4)).direction for f in (IOW, IOR, IOWR)] == [WRITE, READ, READ | WRITE]
+    assert decode(IO("X", 1)).size == 0
+    assert IOR("X", 1, "Q") == IOR("X", 1, 8)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("T", 256, 0), "number 256 not in 0..255"),
+    (("TT", 1, 0), "one character"),
+    ((300, 1, 0), "type 300 not in 0..255"),
+    (("T", 1, 1 << 14), "size 16384 not in 0..16383"),
+    (("T", -1, 0), "number -1"),
+    (("T", 1, -4), "size -4"),
+])
+def test_out_of_range_fields_raise_valueerror(args, message):
+    with pytest.raises(ValueError, match=message):
+        IOR(*args)
+
+
+def test_bad_requests_and_fds_raise_before_any_syscall():
+    with pytest.raises(ValueError, match="request"):
+        decode(1 << 32)
+    with pytest.raises(ValueError, match="fd -1"):
+        ioctl.ioctl(-1, ioctl.FIONREAD, name="FIONREAD")
+    with pytest.raises(TypeError, match="arg must be"):
+        ioctl.ioctl(0, ioctl.FIONREAD, 1.5, name="FIONREAD")
+    with pytest.raises(ValueError, match="1024"):
+        ioctl.ioctl(0, ioctl.FIONREAD, bytes(2000), name="FIONREAD")
+
+
+def test_a_refusal_names_the_request():
+    fd = os.open("/dev/null", os.O_RDONLY)
+    try:
+        with pytest.raises(OSError, match=r"ioctl\(TIOCGWINSZ\): Inappropriate ioctl") as e:
+            ioctl.ioctl(fd, ioctl.TIOCGWINSZ, bytes(8), name="TIOCGWINSZ")
+        assert e.value.errno == 25  # ENOTTY: /dev/null is no terminal
+    finally:
+        os.close(fd)
+
+
+def test_fionread_counts_the_bytes_waiting_in_a_pipe():
+    r, w = os.pipe()
+    try:
+        assert ioctl.ioctl_int(r, ioctl.FIONREAD, name="FIONREAD") == 0
+        os.write(w, b"x" * 1234)
+        assert ioctl.ioctl_int(r, ioctl.FIONREAD, name="FIONREAD") == 1234
+        os.read(r, 1000)
+        assert ioctl.ioctl_int(r, ioctl.FIONREAD, name="FIONREAD") == 234
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_env_probe_cc_names_the_compiler():
+    answer = env.can("cc")
+    assert bool(answer) == (cc.compiler() is not None)
+    assert answer.reason
