@@ -9,6 +9,7 @@ or memory slots). The capability numbers come from <linux/kvm.h>.
 import os
 
 from osvirt.device import _native
+from osvirt.device._owned import OwnedFd
 from osvirt.device.ioctl import KVM_CHECK_EXTENSION, KVM_GET_API_VERSION, ioctl
 from osvirt.errors import kernel_error
 
@@ -19,11 +20,12 @@ API_VERSION = _native.KVM_API_VERSION  # the version <linux/kvm.h> was written f
 CAPABILITIES = dict(_native.KVM_CAPS)  # name: number, for check_extension
 
 
-class Kvm:
+class Kvm(OwnedFd):
     """An open /dev/kvm. Needs read-write access to it (osvirt.env.can("kvm"))."""
 
+    what = DEVICE
+
     def __init__(self):
-        self.fd = -1
         try:
             self.fd = os.open(DEVICE, os.O_RDWR | os.O_CLOEXEC)
         except OSError as e:
@@ -43,23 +45,3 @@ class Kvm:
         if type(capability) is not int or not 0 <= capability < 1 << 31:
             raise ValueError(f"KVM_CHECK_EXTENSION: capability must be a name or a number >= 0, not {capability!r}")
         return ioctl(self._open_fd(), KVM_CHECK_EXTENSION, capability, name="KVM_CHECK_EXTENSION")
-
-    def _open_fd(self):
-        if self.fd < 0:
-            raise ValueError(f"{DEVICE}: closed")
-        return self.fd
-
-    def close(self):
-        """Idempotent."""
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            os.close(fd)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        self.close()

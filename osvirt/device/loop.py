@@ -18,6 +18,7 @@ import os
 import time
 
 from osvirt.device import _native
+from osvirt.device._owned import OwnedFd
 from osvirt.device.ioctl import (BLKGETSIZE64, BLKSSZGET, LOOP_CLR_FD, LOOP_CONFIGURE,
                                  LOOP_CTL_GET_FREE, LOOP_GET_STATUS64, LOOP_SET_FD,
                                  LOOP_SET_STATUS64, ioctl, ioctl_int)
@@ -73,7 +74,7 @@ def attached():
     return found
 
 
-class LoopDevice:
+class LoopDevice(OwnedFd):
     """A loop device from the kernel's pool attached to `backing`, detached on close.
 
     configure=False attaches the way kernels before 5.8 must (LOOP_SET_FD,
@@ -93,7 +94,6 @@ class LoopDevice:
             raise ValueError("loop device: block_size needs LOOP_CONFIGURE (configure=True)")
         if type(attempts) is not int or attempts < 1:
             raise ValueError(f"loop device: attempts must be a positive int, not {attempts!r}")
-        self.fd = -1
         self.number = None
         self.backing = os.path.abspath(os.fsdecode(backing))
         self.method = None
@@ -107,9 +107,9 @@ class LoopDevice:
                 fd = os.open(f"/dev/loop{number}", (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC)
                 try:
                     self.method = self._attach(fd, file_fd, block_size, flags, configure)
-                except OSError as e:
+                except BaseException as e:  # Ctrl-C too: closing undoes an autoclear attach
                     os.close(fd)
-                    if e.errno != errno.EBUSY or attempt == attempts - 1:
+                    if not isinstance(e, OSError) or e.errno != errno.EBUSY or attempt == attempts - 1:
                         raise
                     continue
                 self.fd, self.number = fd, number
@@ -135,13 +135,12 @@ class LoopDevice:
         return "LOOP_SET_FD + LOOP_SET_STATUS64"
 
     @property
+    def what(self):
+        return f"loop device {self.path}"
+
+    @property
     def path(self):
         return f"/dev/loop{self.number}"
-
-    def _open_fd(self):
-        if self.fd < 0:
-            raise ValueError(f"loop device {self.path}: closed")
-        return self.fd
 
     def size_bytes(self):
         """BLKGETSIZE64 on the device."""
@@ -173,14 +172,8 @@ class LoopDevice:
         while backing_file(self.number) == self.backing and time.monotonic() < deadline:
             time.sleep(0.01)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def __del__(self):
-        if getattr(self, "fd", -1) >= 0:
+        if self.fd >= 0:
             self.close(timeout_s=0)
 
     def __repr__(self):

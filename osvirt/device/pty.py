@@ -15,6 +15,7 @@ import struct
 import termios
 import time
 
+from osvirt.device._owned import Owned
 from osvirt.device.ioctl import (TIOCEXCL, TIOCGEXCL, TIOCGPTN, TIOCGWINSZ, TIOCNXCL, TIOCSCTTY,
                                  TIOCSWINSZ, _fd, ioctl, ioctl_int)
 from osvirt.errors import kernel_error
@@ -148,7 +149,7 @@ def open_errno(path):
     return 0
 
 
-class PseudoTerminal:
+class PseudoTerminal(Owned):
     """A pty pair, both ends owned: master and slave fds, N and /dev/pts/N.
 
     >>> with PseudoTerminal() as pty:
@@ -157,8 +158,9 @@ class PseudoTerminal:
     24
     """
 
+    master = slave = -1
+
     def __init__(self):
-        self.master = self.slave = -1
         self.master, self.slave = os.openpty()  # /dev/ptmx, unlockpt, open the slave; both O_CLOEXEC
         try:
             self.number = ioctl_int(self.master, TIOCGPTN, name="TIOCGPTN", fmt="I")
@@ -170,19 +172,10 @@ class PseudoTerminal:
     def close(self):
         """Close both ends (the master last: that releases N). Idempotent."""
         for end in ("slave", "master"):
-            fd = getattr(self, end, -1)
+            fd = getattr(self, end)
             setattr(self, end, -1)  # first: the number may be reused at once
             if fd >= 0:
                 os.close(fd)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        self.close()
 
     def __repr__(self):
         state = f"{self.path}" if self.master >= 0 else "closed"

@@ -16,6 +16,7 @@ import errno
 import os
 import termios
 
+from osvirt.device._owned import OwnedFd
 from osvirt.device.ioctl import _fd
 from osvirt.device.pty import read_line, set_raw
 from osvirt.errors import kernel_error
@@ -87,11 +88,12 @@ def serve(fd, device):
             pending = b""
 
 
-class SerialPort:
+class SerialPort(OwnedFd):
     """The slave side of a pty (or any tty) opened and set up as a serial port: 8N1, raw."""
 
+    what = "serial port"
+
     def __init__(self, path, baud=9600):
-        self.fd = -1
         if baud not in BAUD_RATES:
             raise ValueError(f"serial port: baud {baud!r} not one of {sorted(BAUD_RATES)}")
         try:
@@ -137,18 +139,3 @@ class SerialPort:
             raise ValueError(f"serial port: timeout_s must be > 0, not {timeout_s}")
         os.write(self.fd, line.encode("ascii") + b"\n")
         return read_line(self.fd, timeout_s).decode("ascii").rstrip("\r\n")
-
-    def close(self):
-        """Idempotent."""
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            os.close(fd)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        self.close()
