@@ -7,6 +7,7 @@ import pytest
 
 from osvirt.device import pty
 from osvirt.device.ioctl import FIONREAD, ioctl_int
+from osvirt.fs.perms import drop_to
 from osvirt.process import Children
 
 
@@ -72,9 +73,7 @@ def test_raw_mode_hands_over_bytes_at_once_and_stops_echo():
 
 
 def _open_as(path, uid):
-    os.setgroups([])
-    os.setgid(uid)
-    os.setuid(uid)
+    drop_to(uid, uid)  # no CAP_SYS_ADMIN after this: TIOCEXCL applies
     return pty.open_errno(path)
 
 
