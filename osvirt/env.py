@@ -167,6 +167,67 @@ def _thp():
     return Answer(False, f"THP mode is {mode or 'unknown (no /sys/kernel/mm/transparent_hugepage)'}")
 
 
+def _tried_in_child(what, attempt):
+    """Run `attempt()` in a short-lived child and answer with what the kernel said.
+
+    Some refusals only the kernel knows (a cpu cgroup without real-time runtime
+    refuses SCHED_FIFO even to root), so these probes really try, in a child
+    that exits at once, so the attempt changes nothing here.
+    """
+    from osvirt.process.spawn import fork  # env is imported by osvirt.process: import late
+
+    def child(report_w):
+        try:
+            attempt()
+        except OSError as e:
+            os.write(report_w, f"{errno.errorcode.get(e.errno, e.errno)}: {e.strerror}".encode())
+        return 0
+
+    report_r, report_w = os.pipe()
+    try:
+        pid = fork(child, report_w)
+        os.close(report_w)
+        report_w = -1
+        with os.fdopen(report_r, "rb") as f:
+            report_r = -1
+            failure = f.read().decode()
+        status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    finally:
+        for fd in (report_r, report_w):
+            if fd >= 0:
+                os.close(fd)
+    if failure:
+        return Answer(False, f"{what} refused in a test child: {failure}")
+    if status != 0:
+        return Answer(False, f"{what}: the test child exited with status {status}")
+    return Answer(True, f"{what} allowed (tried in a test child)")
+
+
+@probe("sched_fifo")
+def _sched_fifo():
+    """a process can switch itself to SCHED_FIFO priority 1 (tried in a child)"""
+    from osvirt.process import sched
+    return _tried_in_child("sched_setscheduler(SCHED_FIFO, 1)",
+                           lambda: sched.sched_setscheduler(0, sched.Policy.SCHED_FIFO, 1))
+
+
+@probe("sched_rr")
+def _sched_rr():
+    """a process can switch itself to SCHED_RR priority 1 (tried in a child)"""
+    from osvirt.process import sched
+    return _tried_in_child("sched_setscheduler(SCHED_RR, 1)",
+                           lambda: sched.sched_setscheduler(0, sched.Policy.SCHED_RR, 1))
+
+
+@probe("sched_deadline")
+def _sched_deadline():
+    """a process can switch itself to SCHED_DEADLINE 10 ms every 100 ms (tried in a child)"""
+    from osvirt.process import sched
+    return _tried_in_child("sched_setattr(SCHED_DEADLINE, 10 ms / 100 ms)",
+                           lambda: sched.sched_setattr(0, sched.Policy.SCHED_DEADLINE, runtime_ns=10**7,
+                                                       deadline_ns=10**8, period_ns=10**8))
+
+
 def can(what):
     """Answer whether `what` (a probe name, see `probes()`) is allowed here."""
     try:

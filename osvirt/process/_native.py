@@ -2,7 +2,43 @@
 from osvirt._native import ffi, lib
 from osvirt.errors import kernel_error
 
+# Policy numbers from <sched.h>, through the cdef (csrc/scheduler.h).
+SCHED_OTHER = lib.SCHED_OTHER
+SCHED_FIFO = lib.SCHED_FIFO
+SCHED_RR = lib.SCHED_RR
+SCHED_BATCH = lib.SCHED_BATCH
+SCHED_IDLE = lib.SCHED_IDLE
+SCHED_DEADLINE = lib.SCHED_DEADLINE
+SCHED_RESET_ON_FORK = lib.SCHED_RESET_ON_FORK
+
 
 def set_pdeathsig(signo, expected_parent):
     if lib.osv_set_pdeathsig(signo, expected_parent) == -1:
         raise kernel_error(ffi.errno, f"prctl(PR_SET_PDEATHSIG, {signo})")
+
+
+# osvirt.process.sched checks every value first; cffi would still refuse any
+# that does not fit its field (OverflowError), and no caller pointer reaches C.
+def sched_setattr(pid, policy, flags, nice, priority, runtime_ns, deadline_ns, period_ns):
+    attr = ffi.new("struct osv_sched_attr *", {
+        "sched_policy": policy, "sched_flags": flags, "sched_nice": nice,
+        "sched_priority": priority, "sched_runtime": runtime_ns,
+        "sched_deadline": deadline_ns, "sched_period": period_ns})
+    if lib.osv_sched_setattr(pid, attr) == -1:
+        raise kernel_error(ffi.errno, f"sched_setattr(pid {pid})")
+
+
+def sched_getattr(pid):
+    """(policy, flags, nice, priority, runtime_ns, deadline_ns, period_ns) of `pid`."""
+    attr = ffi.new("struct osv_sched_attr *")
+    if lib.osv_sched_getattr(pid, attr) == -1:
+        raise kernel_error(ffi.errno, f"sched_getattr(pid {pid})")
+    return (attr.sched_policy, attr.sched_flags, attr.sched_nice, attr.sched_priority,
+            attr.sched_runtime, attr.sched_deadline, attr.sched_period)
+
+
+def clock_getcpuclockid(pid):
+    clock = ffi.new("clockid_t *")
+    if lib.osv_clock_getcpuclockid(pid, clock) == -1:
+        raise kernel_error(ffi.errno, f"clock_getcpuclockid(pid {pid})")
+    return clock[0]
