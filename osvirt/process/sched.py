@@ -303,12 +303,14 @@ def spin(duration_s):
         pass
 
 
-def _busy_child(gate_r, gate_w, limit_s):
+def _busy_child(gate_r, gate_w, ready_w, limit_s):
     os.close(gate_w)
     # The kernel SIGKILLs this process after limit_s of CPU at a real-time
     # policy without blocking: a SCHED_FIFO spinner cannot hold a CPU forever.
     limit_us = int(limit_s * 1e6)
     resource.setrlimit(resource.RLIMIT_RTTIME, (limit_us, limit_us))
+    os.write(ready_w, b".")
+    os.close(ready_w)
     os.read(gate_r, 1)  # blocks until the parent closes the gate (EOF)
     spin(limit_s)
 
@@ -317,10 +319,12 @@ class BusyChildren:
     """`count` CPU-bound children, held at a gate while their parent sets their
     scheduling, then released together by `start()`.
 
-    Each child blocks in read(2) on a pipe until `start()` closes its write end,
-    then spins for at most `limit_s` seconds of wall time; RLIMIT_RTTIME bounds
-    it to `limit_s` of real-time CPU as well. Forked through `children` (a
-    `Children`), so they die with their parent; `close()` kills and reaps them.
+    When the constructor returns, each child has its RLIMIT_RTTIME set to
+    `limit_s` (so it cannot spend longer than that at a real-time policy
+    without blocking) and is about to block in read(2) on a pipe, until
+    `start()` closes its write end; then it spins for at most `limit_s`
+    seconds of wall time. Forked through `children` (a `Children`), so they
+    die with their parent; `close()` kills and reaps them.
     """
 
     def __init__(self, children, count, limit_s=5.0):
@@ -331,14 +335,25 @@ class BusyChildren:
         self._children = children
         self.pids = []
         gate_r, self._gate_w = os.pipe()
+        ready_r, ready_w = os.pipe()
         try:
             for _ in range(count):
-                self.pids.append(children.fork(_busy_child, gate_r, self._gate_w, limit_s))
+                self.pids.append(children.fork(_busy_child, gate_r, self._gate_w, ready_w, limit_s))
+            os.close(ready_w)
+            ready_w = -1
+            ready = b""
+            while len(ready) < count:
+                got = os.read(ready_r, count)
+                if not got:  # every child closed its end: one died before it was ready
+                    raise ChildProcessError(f"BusyChildren: {count - len(ready)} child(ren) died before the gate")
+                ready += got
         except BaseException:
             self.close()
             raise
         finally:
-            os.close(gate_r)
+            for fd in (gate_r, ready_r, ready_w):
+                if fd >= 0:
+                    os.close(fd)
 
     def start(self):
         """Open the gate: every child starts spinning. Idempotent."""
