@@ -99,7 +99,7 @@ def body(demo):
 
     for nice in (5, 10):
         theory = sched.NICE_0_WEIGHT / sched.SCHED_PRIO_TO_WEIGHT[20 + nice]
-        with demo.step(f"two CPU-bound children at nice 0 and nice {nice}, pinned to CPU {cpu}",
+        with demo.step(f"two CPU-bound children at nice 0 and nice {nice}, pinned to one CPU",
                        asked=f"sched_setaffinity(pid, {{{cpu}}}); setpriority(PRIO_PROCESS, pid, {nice})"):
             ratio = _retry(lambda: _nice_ratio(demo, cpu, nice), lambda r: _within(r, theory))
             demo.check(f"CPU time ratio nice 0 : nice {nice}",
@@ -131,7 +131,7 @@ def body(demo):
             demo.check("SCHED_RR time slice", f"{theory_ms} ms (/proc/sys/kernel/sched_rr_timeslice_ms)",
                        f"{slice_ms:g} ms", _within(slice_ms, theory_ms, 0.05))
 
-    with demo.step(f"a SCHED_FIFO busy child and a SCHED_OTHER busy child on CPU {cpu}",
+    with demo.step("a SCHED_FIFO busy child and a SCHED_OTHER busy child on one CPU",
                    asked=f"sched_setaffinity(both, {{{cpu}}}); sched_setscheduler(fifo, SCHED_FIFO, 1)"):
         demo.require(env.can("sched_fifo"))
         if len(os.sched_getaffinity(0)) < 2:
@@ -140,7 +140,9 @@ def body(demo):
         rt_period = int(open("/proc/sys/kernel/sched_rt_period_us").read())
         # Each throttle period leaves (period - runtime) to other tasks; a window of
         # one period can hold that slot twice, at its two edges.
-        left = (rt_period - rt_runtime) / rt_period if rt_runtime >= 0 else 0.0
+        demo.require(env.Answer(rt_runtime >= 0, "real-time throttling is off (sched_rt_runtime_us is -1): "
+                                "a SCHED_FIFO spinner would hold its CPU until RLIMIT_RTTIME kills it"))
+        left = (rt_period - rt_runtime) / rt_period
         most = left * (1 + rt_period / 1e6 / WINDOW_S)
 
         def starve():

@@ -186,16 +186,16 @@ def _tried_in_child(what, attempt):
     report_r, report_w = os.pipe()
     try:
         pid = fork(child, report_w)
-        os.close(report_w)
-        report_w = -1
-        with os.fdopen(report_r, "rb") as f:
-            report_r = -1
-            failure = f.read().decode()
-        status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    except BaseException:
+        os.close(report_r)
+        raise
     finally:
-        for fd in (report_r, report_w):
-            if fd >= 0:
-                os.close(fd)
+        os.close(report_w)
+    try:
+        with os.fdopen(report_r, "rb") as f:
+            failure = f.read().decode()
+    finally:  # reaped even if interrupted: the child exits at once
+        status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     if failure:
         return Answer(False, f"{what} refused in a test child: {failure}")
     if status != 0:

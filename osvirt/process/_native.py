@@ -3,12 +3,8 @@ from osvirt._native import ffi, lib
 from osvirt.errors import kernel_error
 
 # Policy numbers from <sched.h>, through the cdef (csrc/scheduler.h).
-SCHED_OTHER = lib.SCHED_OTHER
-SCHED_FIFO = lib.SCHED_FIFO
-SCHED_RR = lib.SCHED_RR
-SCHED_BATCH = lib.SCHED_BATCH
-SCHED_IDLE = lib.SCHED_IDLE
-SCHED_DEADLINE = lib.SCHED_DEADLINE
+SCHED_POLICIES = {name: getattr(lib, name) for name in (
+    "SCHED_OTHER", "SCHED_FIFO", "SCHED_RR", "SCHED_BATCH", "SCHED_IDLE", "SCHED_DEADLINE")}
 SCHED_RESET_ON_FORK = lib.SCHED_RESET_ON_FORK
 
 

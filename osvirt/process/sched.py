@@ -37,14 +37,8 @@ __all__ = [
 ]
 
 
-class Policy(enum.IntEnum):
-    """Scheduling policies; the numbers come from <sched.h> through the C extension."""
-    SCHED_OTHER = _native.SCHED_OTHER
-    SCHED_FIFO = _native.SCHED_FIFO
-    SCHED_RR = _native.SCHED_RR
-    SCHED_BATCH = _native.SCHED_BATCH
-    SCHED_IDLE = _native.SCHED_IDLE
-    SCHED_DEADLINE = _native.SCHED_DEADLINE
+Policy = enum.IntEnum("Policy", _native.SCHED_POLICIES, module=__name__, qualname="Policy")
+Policy.__doc__ = "Scheduling policies (SCHED_OTHER ... SCHED_DEADLINE); the numbers come from <sched.h>."
 
 
 _REAL_TIME = (Policy.SCHED_FIFO, Policy.SCHED_RR)

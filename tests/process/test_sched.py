@@ -12,6 +12,7 @@ import pytest
 
 import osvirt.process
 from osvirt import env
+from osvirt.naming import unique_name
 from osvirt.process import BusyChildren, Children, Policy, sched
 
 needs_chrt = pytest.mark.skipif(shutil.which("chrt") is None, reason="needs chrt (util-linux)")
@@ -175,6 +176,29 @@ def test_deadline_parameters_read_back(held):
     assert os.sched_getscheduler(held) == Policy.SCHED_DEADLINE
     assert int(_proc_sched(held)["policy"]) == Policy.SCHED_DEADLINE  # (its dl.runtime is what is left, not the reservation)
     assert "runtime/deadline/period parameters: 5000000/30000000/50000000" in _chrt(held)
+
+
+CPU_CGROUP = "/sys/fs/cgroup/cpu"  # cgroup v1's cpu controller, where mounted so
+
+
+@pytest.mark.needs("root")
+@pytest.mark.skipif(not os.path.exists(f"{CPU_CGROUP}/cpu.rt_runtime_us") or not os.access(CPU_CGROUP, os.W_OK),
+                    reason="needs a writable cgroup v1 cpu controller with real-time group scheduling")
+def test_fifo_in_a_cgroup_without_rt_runtime_is_refused_even_to_root(held):
+    path = os.path.join(CPU_CGROUP, unique_name())
+    os.mkdir(path)
+    try:
+        with open(f"{path}/cgroup.procs", "w") as f:
+            f.write(str(held))
+        assert open(f"{path}/cpu.rt_runtime_us").read().strip() == "0"  # a new group gets no RT time
+        with pytest.raises(PermissionError) as refused:
+            sched.sched_setscheduler(held, Policy.SCHED_FIFO, 1)
+        assert refused.value.errno == errno.EPERM
+        assert "CAP_SYS_NICE is held" in str(refused.value) and "cpu.rt_runtime_us" in str(refused.value)
+    finally:
+        with open(f"{CPU_CGROUP}/cgroup.procs", "w") as f:  # back to the root group, so the new one can go
+            f.write(str(held))
+        os.rmdir(path)
 
 
 def test_deadline_on_a_pinned_task_is_refused_even_with_privilege(held):
