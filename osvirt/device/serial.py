@@ -118,9 +118,15 @@ class SerialPort(OwnedFd):
         cflag |= getattr(termios, f"CS{data_bits}") | termios.CREAD | termios.CLOCAL
         cflag |= {"N": 0, "E": termios.PARENB, "O": termios.PARENB | termios.PARODD}[parity]
         cflag |= termios.CSTOPB if stop_bits == 2 else 0
-        # termios.tcsetattr sets the speeds with cfsetispeed/cfsetospeed.
-        termios.tcsetattr(self.fd, termios.TCSANOW,
-                          [iflag, oflag, cflag, lflag, BAUD_RATES[baud], BAUD_RATES[baud], cc])
+        # termios.tcsetattr sets the speeds with cfsetispeed/cfsetospeed. glibc
+        # reads the settings back after TCSETS and fails with EINVAL when the
+        # driver dropped the parity bit it was asked for (a pty does).
+        try:
+            termios.tcsetattr(self.fd, termios.TCSANOW,
+                              [iflag, oflag, cflag, lflag, BAUD_RATES[baud], BAUD_RATES[baud], cc])
+        except termios.error as e:
+            raise kernel_error(e.args[0], f"tcsetattr({baud} {data_bits}{parity}{stop_bits})",
+                               "the driver did not keep the frame asked for") from None
 
     def settings(self):
         """What the driver kept, read back with tcgetattr/cfgetospeed: baud, data bits, parity, stop bits."""
