@@ -1,4 +1,5 @@
 """Ctrl-C in the middle of the device demos leaves no loop device, pty user or child behind."""
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,11 +14,32 @@ from osvirt.device import loop
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@contextlib.contextmanager
+def _running(*argv):
+    proc = subprocess.Popen([sys.executable, "-u", *argv], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("osvirt demo")  # past interpreter start-up
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _interrupt(proc):
+    """SIGINT the demo; its stderr and the children it had then."""
+    try:
+        kids = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        kids = []
+    proc.send_signal(signal.SIGINT)
+    return proc.communicate(timeout=30)[1], kids
+
+
 @pytest.mark.needs("loop")
 def test_ctrl_c_while_device_alloc_holds_loop_devices():
-    proc = subprocess.Popen([sys.executable, "demos/11_device_alloc.py", "--json", "--hold-s", "60"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with _running("demos/11_device_alloc.py", "--hold-s", "60") as proc:
         mark = f"/osvirt-{proc.pid}-"
         deadline = time.monotonic() + 30
         held = {}
@@ -25,13 +47,7 @@ def test_ctrl_c_while_device_alloc_holds_loop_devices():
             held = {n: f for n, f in loop.attached().items() if mark in f}
             time.sleep(0.02)
         assert len(held) == 2, f"the demo never held its two loop devices: {proc.poll()}"
-        kids = psutil.Process(proc.pid).children(recursive=True)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        err, kids = _interrupt(proc)
     assert proc.returncode == 128 + signal.SIGINT, err
     assert "interrupted, children reaped and objects removed" in err
     assert not {n: f for n, f in loop.attached().items() if mark in f}
@@ -42,20 +58,8 @@ def test_ctrl_c_while_device_alloc_holds_loop_devices():
 def test_ctrl_c_while_device_serves_its_sensor():
     """SIGINT at a few moments after the demo starts: exit 130 (or 0 if it was done), no child left."""
     for delay_s in (0.0, 0.05, 0.15):
-        proc = subprocess.Popen([sys.executable, "-u", "demos/10_device.py"], cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            assert proc.stdout.readline().startswith("osvirt demo device")  # past interpreter start-up
+        with _running("demos/10_device.py") as proc:
             time.sleep(delay_s)
-            try:
-                kids = psutil.Process(proc.pid).children(recursive=True)
-            except psutil.NoSuchProcess:
-                kids = []
-            proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            err, kids = _interrupt(proc)
         assert proc.returncode in (0, 128 + signal.SIGINT), err  # 0: it had already finished
         assert not [k for k in kids if k.is_running()]
