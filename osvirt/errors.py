@@ -8,11 +8,30 @@ OsvirtError subclasses. All of them pickle, since they cross processes here.
 """
 import os
 
-__all__ = ["OsvirtError", "kernel_error"]
+__all__ = ["OsvirtError", "ProtectionFault", "kernel_error"]
 
 
 class OsvirtError(Exception):
     """Base of the exceptions osvirt raises for conditions that are not an errno."""
+
+
+class ProtectionFault(OsvirtError):
+    """An access the kernel refused with SIGSEGV or SIGBUS, caught around that access.
+
+    `address` is the faulting address the kernel reported (si_addr), `signo`
+    the signal, `si_code` why and `code_name` its name (SEGV_ACCERR: mapped
+    but this access is not allowed; SEGV_MAPERR: nothing mapped there;
+    BUS_ADRERR: a file mapping past the end of its file); `access` says what
+    was attempted.
+    """
+
+    def __init__(self, access, address, signo, si_code, code_name):
+        super().__init__(access, address, signo, si_code, code_name)
+        self.access, self.address, self.signo, self.si_code, self.code_name = \
+            access, address, signo, si_code, code_name
+
+    def __str__(self):
+        return f"{self.access}: {self.code_name} at address {self.address:#x}"
 
 
 def kernel_error(err, facility, hint=None, filename=None):

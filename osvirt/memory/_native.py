@@ -1,0 +1,118 @@
+"""The one module of osvirt.memory that touches the C extension.
+
+It takes addresses and lengths that the public classes have already checked
+(inside a mapping they own, aligned where the kernel needs it), and turns
+-1/errno into `kernel_error` and a caught fault into `ProtectionFault`.
+"""
+import os
+
+from osvirt._native import ffi, lib
+from osvirt.errors import ProtectionFault, kernel_error
+
+# Constants, from the C headers through the cdef.
+PROT = {"PROT_NONE": lib.PROT_NONE, "PROT_READ": lib.PROT_READ,
+        "PROT_WRITE": lib.PROT_WRITE, "PROT_EXEC": lib.PROT_EXEC}
+MAP = {"MAP_PRIVATE": lib.MAP_PRIVATE, "MAP_SHARED": lib.MAP_SHARED,
+       "MAP_ANONYMOUS": lib.MAP_ANONYMOUS, "MAP_POPULATE": lib.MAP_POPULATE,
+       "MAP_NORESERVE": lib.MAP_NORESERVE}
+# The advice a Mapping accepts: none of them can hurt memory outside the
+# range (MADV_HWPOISON, MADV_REMOVE and the like are deliberately absent).
+MADV = {name: getattr(lib, name) for name in (
+    "MADV_NORMAL", "MADV_RANDOM", "MADV_SEQUENTIAL", "MADV_WILLNEED", "MADV_DONTNEED",
+    "MADV_FREE", "MADV_HUGEPAGE", "MADV_NOHUGEPAGE", "MADV_COLD", "MADV_PAGEOUT",
+    "MADV_DONTFORK", "MADV_DOFORK", "MADV_DONTDUMP", "MADV_DODUMP")}
+SIGNALS = {lib.SIGSEGV: "SIGSEGV", lib.SIGBUS: "SIGBUS"}
+SI_CODES = {
+    (lib.SIGSEGV, lib.SEGV_MAPERR): "SEGV_MAPERR", (lib.SIGSEGV, lib.SEGV_ACCERR): "SEGV_ACCERR",
+    (lib.SIGBUS, lib.BUS_ADRALN): "BUS_ADRALN", (lib.SIGBUS, lib.BUS_ADRERR): "BUS_ADRERR",
+    (lib.SIGBUS, lib.BUS_OBJERR): "BUS_OBJERR",
+}
+SEGV_MAPERR, SEGV_ACCERR = lib.SEGV_MAPERR, lib.SEGV_ACCERR
+SWAP_FLAG_PREFER = lib.SWAP_FLAG_PREFER
+
+
+def _check(result, facility, hint=None):
+    if result == -1:
+        raise kernel_error(ffi.errno, facility, hint)
+
+
+def mmap(length, prot, flags, fd, offset):
+    out = ffi.new("uintptr_t *")
+    _check(lib.osv_mmap(out, length, prot, flags, fd, offset),
+           f"mmap(NULL, {length}, {prot:#x}, {flags:#x}, {fd}, {offset})")
+    return out[0]
+
+
+def munmap(addr, length):
+    _check(lib.osv_munmap(addr, length), f"munmap({addr:#x}, {length})")
+
+
+def mprotect(addr, length, prot):
+    _check(lib.osv_mprotect(addr, length, prot), f"mprotect({addr:#x}, {length}, {prot:#x})",
+           "the address must be page-aligned" if addr % os.sysconf("SC_PAGE_SIZE") else None)
+
+
+def madvise(addr, length, advice, name):
+    _check(lib.osv_madvise(addr, length, advice), f"madvise({addr:#x}, {length}, {name})")
+
+
+def mincore(addr, length, pages):
+    vec = ffi.new("unsigned char[]", pages)
+    _check(lib.osv_mincore(addr, length, vec), f"mincore({addr:#x}, {length})")
+    return bytes(ffi.buffer(vec))
+
+
+def mlock(addr, length):
+    _check(lib.osv_mlock(addr, length), f"mlock({addr:#x}, {length})",
+           "RLIMIT_MEMLOCK caps what a process without CAP_IPC_LOCK may lock")
+
+
+def munlock(addr, length):
+    _check(lib.osv_munlock(addr, length), f"munlock({addr:#x}, {length})")
+
+
+def _fault(fault, access):
+    key = (fault.signo, fault.code)
+    name = SI_CODES.get(key, f"{SIGNALS.get(fault.signo, fault.signo)} si_code {fault.code}")
+    return ProtectionFault(access, fault.addr, fault.signo, fault.code, name)
+
+
+def read(addr, length):
+    """`length` bytes from `addr`, or ProtectionFault."""
+    buf = ffi.new("unsigned char[]", length)
+    fault = ffi.new("osv_fault *")
+    if lib.osv_copy_guarded(int(ffi.cast("uintptr_t", buf)), addr, length, fault) == -1:
+        raise _fault(fault, f"read of {length} bytes at {addr:#x}")
+    return bytes(ffi.buffer(buf))
+
+
+def write(addr, data):
+    """Store `data` at `addr`, or ProtectionFault."""
+    buf = ffi.from_buffer(data)
+    fault = ffi.new("osv_fault *")
+    if lib.osv_copy_guarded(addr, int(ffi.cast("uintptr_t", buf)), len(data), fault) == -1:
+        raise _fault(fault, f"write of {len(data)} bytes at {addr:#x}")
+
+
+def write_unguarded(addr, data):
+    buf = ffi.from_buffer(data)
+    lib.osv_copy_unguarded(addr, int(ffi.cast("uintptr_t", buf)), len(data))
+
+
+def touch(addr, length, stride, write):
+    """How many bytes the loop reached, one every `stride`; or ProtectionFault."""
+    touched = ffi.new("size_t *")
+    fault = ffi.new("osv_fault *")
+    if lib.osv_touch_guarded(addr, length, stride, int(write), touched, fault) == -1:
+        raise _fault(fault, f"touch ({'write' if write else 'read'}) of byte {touched[0]} "
+                            f"every {stride} from {addr:#x}")
+    return touched[0]
+
+
+def swapon(path, flags):
+    _check(lib.osv_swapon(os.fsencode(path), flags), f"swapon({path!r}, {flags:#x})",
+           "needs CAP_SYS_ADMIN" if ffi.errno == 1 else None)
+
+
+def swapoff(path):
+    _check(lib.osv_swapoff(os.fsencode(path)), f"swapoff({path!r})")

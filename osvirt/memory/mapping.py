@@ -1,0 +1,262 @@
+"""`Mapping`: one mmap region, owned, with the calls Python's mmap lacks.
+
+Everything is addressed by offset into the mapping. Each call checks its
+offset and length in Python (integers, inside the mapping, page-aligned where
+the kernel needs it, clear of pages this mapping unmapped) and raises
+ValueError or TypeError before the kernel or the C side sees them, so no
+argument can make osvirt touch memory it does not own.
+
+Reads and writes go through a C loop guarded against SIGSEGV/SIGBUS: an
+access the kernel refuses raises `ProtectionFault` with the faulting address
+and si_code, and the interpreter goes on (see csrc/memory.c for the guard
+and its limits with threads).
+"""
+import os
+import operator
+
+from osvirt.memory import _native, procfs
+
+__all__ = ["PAGE_SIZE", "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC",
+           "MADV", "SEGV_ACCERR", "SEGV_MAPERR", "Mapping", "huge_page_size"]
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = (_native.PROT[n] for n in
+                                               ("PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC"))
+MADV = dict(_native.MADV)  # the advice madvise() accepts, by name
+SEGV_ACCERR, SEGV_MAPERR = _native.SEGV_ACCERR, _native.SEGV_MAPERR  # ProtectionFault.si_code
+_PROT_ALL = PROT_READ | PROT_WRITE | PROT_EXEC
+
+
+def huge_page_size():
+    """The transparent huge page size (PMD size), in bytes."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size") as f:
+            return int(f.read())
+    except OSError:
+        return 2 << 20  # x86-64 and arm64 with 4 KiB pages
+
+
+def _int(value, what):
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, not bool")
+    return operator.index(value)  # TypeError for anything that is not an integer
+
+
+def _prot(prot, facility):
+    prot = _int(prot, f"{facility}: prot")
+    if prot & ~_PROT_ALL or prot < 0:
+        raise ValueError(f"{facility}: prot {prot:#x} is not a combination of PROT_READ, PROT_WRITE, "
+                         "PROT_EXEC (or PROT_NONE)")
+    return prot
+
+
+class Mapping:
+    """An mmap region, unmapped by `close()` (idempotent; also on `with` exit and in __del__).
+
+    Anonymous by default; with `fd`, the file's bytes from `offset` (a
+    multiple of the page size). `shared` makes writes visible to other
+    processes mapping it (and, for a file, written back to it); private is
+    copy-on-write. `populate` asks MAP_POPULATE (prefault every page now).
+    `hugepage` (anonymous only) aligns the region to the huge page size and
+    advises MADV_HUGEPAGE, so the kernel may back it with transparent huge
+    pages. Any use after close raises ValueError.
+    """
+
+    def __init__(self, size_bytes, *, prot=PROT_READ | PROT_WRITE, shared=False, fd=None,
+                 offset=0, populate=False, hugepage=False):
+        self._address = None
+        size = _int(size_bytes, "mmap: size_bytes")
+        if size <= 0:
+            raise ValueError(f"mmap: size_bytes must be > 0, not {size}")
+        prot = _prot(prot, "mmap")
+        offset = _int(offset, "mmap: offset")
+        if offset < 0 or offset % PAGE_SIZE:
+            raise ValueError(f"mmap: offset {offset} must be >= 0 and a multiple of {PAGE_SIZE}")
+        if fd is not None:
+            fd = fd.fileno() if hasattr(fd, "fileno") else _int(fd, "mmap: fd")
+            if hugepage:
+                raise ValueError("mmap: hugepage advice applies to anonymous mappings only")
+        flags = (_native.MAP["MAP_SHARED"] if shared else _native.MAP["MAP_PRIVATE"]) | \
+            (_native.MAP["MAP_ANONYMOUS"] if fd is None else 0) | \
+            (_native.MAP["MAP_POPULATE"] if populate else 0)
+        self._size = -(-size // PAGE_SIZE) * PAGE_SIZE
+        self._holes = []  # (start, end) offsets this mapping unmapped itself
+        self.shared, self.file_backed = bool(shared), fd is not None
+        if hugepage:
+            self._address = self._map_aligned(huge_page_size(), prot, flags)
+            self.madvise(MADV["MADV_HUGEPAGE"])
+        else:
+            self._address = _native.mmap(self._size, prot, flags, -1 if fd is None else fd, offset)
+
+    def _map_aligned(self, align, prot, flags):
+        # Map `align` bytes more than needed, then give back the ends that fall outside
+        # the aligned part: the kernel picks addresses only page-aligned.
+        base = _native.mmap(self._size + align, prot, flags, -1, 0)
+        start = -(-base // align) * align
+        if start > base:
+            _native.munmap(base, start - base)
+        tail = base + self._size + align - (start + self._size)
+        if tail:
+            _native.munmap(start + self._size, tail)
+        return start
+
+    # -- what it is ---------------------------------------------------------
+    @property
+    def closed(self):
+        return self._address is None
+
+    @property
+    def address(self):
+        """The first byte's address."""
+        self._open()
+        return self._address
+
+    @property
+    def size(self):
+        """The length in bytes (the requested size rounded up to whole pages)."""
+        self._open()
+        return self._size
+
+    @property
+    def pages(self):
+        return self.size // PAGE_SIZE
+
+    def __repr__(self):
+        if self.closed:
+            return "<Mapping closed>"
+        return f"<Mapping {self._address:#x}-{self._address + self._size:#x} ({self._size} bytes)>"
+
+    # -- checks every call makes before the kernel sees anything --------------
+    def _open(self):
+        if self._address is None:
+            raise ValueError("operation on a closed Mapping")
+
+    def _range(self, facility, offset, length, *, aligned=False, holes_ok=False):
+        """(address, length) of a checked sub-range; length None means "to the end"."""
+        self._open()
+        offset = _int(offset, f"{facility}: offset")
+        length = self._size - offset if length is None else _int(length, f"{facility}: length")
+        if offset < 0 or length < 0 or offset + length > self._size:
+            raise ValueError(f"{facility}: offset {offset} + length {length} is outside the "
+                             f"mapping's {self._size} bytes")
+        if aligned and offset % PAGE_SIZE:
+            raise ValueError(f"{facility}: offset {offset} is not a multiple of the page size "
+                             f"{PAGE_SIZE} (the kernel needs a page-aligned address)")
+        if not holes_ok:
+            for start, end in self._holes:
+                if offset < end and offset + length > start:
+                    raise ValueError(f"{facility}: [{offset}, {offset + length}) overlaps bytes "
+                                     f"[{start}, {end}) this mapping unmapped")
+        return self._address + offset, length
+
+    # -- the kernel calls -----------------------------------------------------
+    def mprotect(self, prot, offset=0, length=None, *, kernel_checks_alignment=False):
+        """Change the protection of [offset, offset+length) (whole pages).
+
+        An unaligned offset is a ValueError, unless `kernel_checks_alignment`:
+        then it goes to the kernel as it is, which refuses it with EINVAL
+        (raised as an OSError naming mprotect).
+        """
+        prot = _prot(prot, "mprotect")
+        addr, length = self._range("mprotect", offset, length, aligned=not kernel_checks_alignment)
+        _native.mprotect(addr, length, prot)
+
+    def madvise(self, advice, offset=0, length=None):
+        """Give the kernel `advice` (a value of MADV) about [offset, offset+length)."""
+        advice = _int(advice, "madvise: advice")
+        names = {v: n for n, v in MADV.items()}
+        if advice not in names:
+            raise ValueError(f"madvise: advice {advice} is not one of {', '.join(MADV)}")
+        addr, length = self._range("madvise", offset, length, aligned=True)
+        _native.madvise(addr, length, advice, names[advice])
+
+    def mincore(self, offset=0, length=None):
+        """Per page of [offset, offset+length): is it in RAM (page cache or swap cache)?"""
+        addr, length = self._range("mincore", offset, length, aligned=True)
+        pages = -(-length // PAGE_SIZE)
+        return [bool(b & 1) for b in _native.mincore(addr, length, pages)] if pages else []
+
+    def mlock(self, offset=0, length=None):
+        """Lock [offset, offset+length) in RAM (faulting it in), within RLIMIT_MEMLOCK."""
+        _native.mlock(*self._range("mlock", offset, length))
+
+    def munlock(self, offset=0, length=None):
+        _native.munlock(*self._range("munlock", offset, length))
+
+    def unmap(self, offset, length):
+        """munmap the whole pages [offset, offset+length), leaving a hole that faults SEGV_MAPERR.
+
+        The hole stays this mapping's to account for: only `read` may reach
+        into it (the kernel may hand the addresses to a later mmap, and a
+        read cannot harm that), and `close` skips it.
+        """
+        addr, length = self._range("munmap", offset, length, aligned=True)
+        length = -(-length // PAGE_SIZE) * PAGE_SIZE
+        _native.munmap(addr, length)
+        self._holes.append((offset, offset + length))
+
+    # -- accesses through the fault guard ---------------------------------------
+    def read(self, offset, length):
+        """`length` bytes at `offset`; ProtectionFault if the kernel refuses the access."""
+        return _native.read(*self._range("read", offset, length, holes_ok=True))
+
+    def write(self, offset, data):
+        """Store the bytes of `data` at `offset`; ProtectionFault if the kernel refuses."""
+        data = memoryview(data).cast("B")
+        addr, _ = self._range("write", offset, len(data))
+        _native.write(addr, data)
+
+    def write_unguarded(self, offset, data):
+        """Store `data` at `offset` with no fault guard: if the kernel refuses, this process
+        dies of the signal, exactly as a C program would. Meant for a child that is
+        expected to die (its parent reads the signal from waitpid)."""
+        data = memoryview(data).cast("B")
+        addr, _ = self._range("write", offset, len(data))
+        _native.write_unguarded(addr, data)
+
+    def touch(self, stride=PAGE_SIZE, *, write=False, offset=0, length=None):
+        """Read (or, with `write`, rewrite in place) one byte every `stride` bytes; returns
+        how many bytes were touched. Data is unchanged; each first touch of a page faults."""
+        stride = _int(stride, "touch: stride")
+        if stride <= 0:
+            raise ValueError(f"touch: stride must be > 0, not {stride}")
+        addr, length = self._range("touch", offset, length)
+        return _native.touch(addr, length, stride, write)
+
+    # -- what /proc says about it ----------------------------------------------
+    def maps(self):
+        """The /proc/self/maps lines (Vma) overlapping this mapping."""
+        self._open()
+        return procfs.maps(self._address, self._address + self._size)
+
+    def smaps(self):
+        """The /proc/self/smaps entries (Vma with fields) overlapping this mapping."""
+        self._open()
+        return procfs.smaps(self._address, self._address + self._size)
+
+    def pagemap(self, offset=0, length=None):
+        """Per page, the PageState (present, swapped, file) /proc/self/pagemap reports."""
+        addr, length = self._range("pagemap", offset, length, aligned=True, holes_ok=True)
+        return procfs.pagemap(addr, -(-length // PAGE_SIZE))
+
+    # -- ownership ---------------------------------------------------------------
+    def close(self):
+        """munmap what is still mapped. Idempotent."""
+        address, self._address = self._address, None
+        if address is None:
+            return
+        start = 0
+        for hole_start, hole_end in sorted(getattr(self, "_holes", ())) + [(self._size, self._size)]:
+            if hole_start > start:
+                _native.munmap(address + start, hole_start - start)
+            start = max(start, hole_end)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        if getattr(self, "_address", None) is not None:
+            self.close()

@@ -1,0 +1,94 @@
+"""What the kernel says about this process's memory in /proc/self.
+
+`maps()` and `smaps()` read the VMAs (virtual memory areas) that overlap an
+address range, `pagemap()` the per-page flags (present, swapped, file) and
+`status()` the Vm*/Rss* lines. Unprivileged readers of pagemap get the flags
+with the page frame numbers zeroed, which is all that is read here.
+"""
+import dataclasses
+import os
+import re
+import struct
+
+__all__ = ["Vma", "PageState", "maps", "smaps", "pagemap", "status"]
+
+_VMA_LINE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) (\S+) (\d+)\s*(.*)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Vma:
+    """One line of /proc/self/maps (with its smaps fields when read from smaps)."""
+    start: int
+    end: int
+    perms: str          # e.g. "r--p": read, no write, no exec, private
+    offset: int
+    inode: int
+    path: str
+    fields: dict = dataclasses.field(default_factory=dict, compare=False)  # smaps: "Rss" -> kB, ...
+
+    @property
+    def size(self):
+        return self.end - self.start
+
+    def kb(self, name):
+        """An smaps size field (e.g. "AnonHugePages") in kB."""
+        return int(self.fields[name].split()[0])
+
+
+def _vmas(path, start, end):
+    found, current = [], None
+    with open(path) as f:
+        for line in f:
+            m = _VMA_LINE.match(line)
+            if m:
+                lo, hi = int(m[1], 16), int(m[2], 16)
+                current = None
+                if lo < end and hi > start:
+                    current = Vma(lo, hi, m[3], int(m[4], 16), int(m[6]), m[7])
+                    found.append(current)
+            elif current is not None and ":" in line:
+                name, value = line.split(":", 1)
+                current.fields[name] = value.strip()
+    return found
+
+
+def maps(start, end):
+    """The /proc/self/maps lines overlapping [start, end), whole (a VMA may reach past either end)."""
+    return _vmas("/proc/self/maps", start, end)
+
+
+def smaps(start, end):
+    """The /proc/self/smaps entries overlapping [start, end), with their fields."""
+    return _vmas("/proc/self/smaps", start, end)
+
+
+@dataclasses.dataclass(frozen=True)
+class PageState:
+    """Bits 63, 62 and 61 of a /proc/self/pagemap entry (Documentation/admin-guide/mm/pagemap.rst)."""
+    present: bool   # in RAM, mapped by this process
+    swapped: bool   # the page table holds a swap entry: the page is in swap
+    file: bool      # a file page or shared anonymous page
+
+
+def pagemap(address, pages):
+    """The PageState of `pages` pages from page-aligned `address`."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    fd = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        raw = os.pread(fd, 8 * pages, address // page * 8)
+    finally:
+        os.close(fd)
+    return [PageState(bool(e >> 63 & 1), bool(e >> 62 & 1), bool(e >> 61 & 1))
+            for e in struct.unpack(f"<{len(raw) // 8}Q", raw)]
+
+
+def status():
+    """The sizes in /proc/self/status (VmRSS, RssAnon, VmSwap, ...), in bytes."""
+    sizes = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            name, value = line.split(":", 1)
+            parts = value.split()
+            if len(parts) == 2 and parts[1] == "kB":
+                sizes[name] = int(parts[0]) * 1024
+    return sizes

@@ -1,0 +1,35 @@
+from osvirt.memory import PAGE_SIZE, Mapping, children_faults, usage
+from osvirt.process import Children
+
+
+def _proc_self_stat_faults():
+    fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+    return int(fields[7]), int(fields[9])  # minflt, majflt: fields 10 and 12 of stat(5)
+
+
+def test_usage_agrees_with_proc_self_stat():
+    before = usage()
+    minflt, majflt = _proc_self_stat_faults()
+    after = usage()
+    assert before.minflt <= minflt <= after.minflt
+    assert before.majflt <= majflt <= after.majflt
+
+
+def test_usage_sees_the_faults_and_rss_of_touching_memory():
+    with Mapping(1024 * PAGE_SIZE) as m:
+        before = usage()
+        m.touch(write=True)
+        cost = usage() - before
+    assert 1024 <= cost.minflt <= 1024 * 1.05
+    assert cost.rss_bytes >= 1024 * PAGE_SIZE * 0.95
+
+
+def _touch(m):
+    m.touch(write=True)
+
+
+def test_children_faults_counts_what_a_reaped_child_paid():
+    with Mapping(512 * PAGE_SIZE) as m, Children() as kids:
+        before = children_faults()[0]
+        kids.wait(kids.fork(_touch, m))
+        assert children_faults()[0] - before >= 512

@@ -1,0 +1,38 @@
+from osvirt.memory import PAGE_SIZE, PROT_NONE, PROT_READ, Mapping, pagemap, status
+from osvirt.memory.procfs import maps, smaps
+
+P = PAGE_SIZE
+
+
+def test_maps_shows_the_new_permissions_for_exactly_the_protected_range():
+    with Mapping(5 * P) as m:
+        m.mprotect(PROT_READ, 2 * P, P)
+        m.mprotect(PROT_NONE, 4 * P, P)
+        by_start = {v.start: v for v in m.maps()}
+        assert (by_start[m.address + 2 * P].end, by_start[m.address + 2 * P].perms) == (m.address + 3 * P, "r--p")
+        assert by_start[m.address + 4 * P].perms == "---p"
+        assert by_start[m.address + 3 * P].perms == "rw-p"
+        assert maps(m.address, m.address + 5 * P) == m.maps()
+
+
+def test_smaps_counts_what_was_touched():
+    with Mapping(64 * P) as m:
+        m.touch(write=True, length=16 * P)
+        (vma,) = [v for v in m.smaps() if v.start <= m.address < v.end]
+        assert vma.kb("Anonymous") >= 16 * P // 1024
+        assert smaps(m.address, m.address + P)[0].start == vma.start
+
+
+def test_pagemap_present_bits_agree_with_mincore():
+    with Mapping(8 * P) as m:
+        m.touch(write=True, offset=2 * P, length=3 * P)
+        states = m.pagemap()
+        assert [s.present for s in states] == m.mincore() == [False] * 2 + [True] * 3 + [False] * 3
+        assert not any(s.swapped or s.file for s in states)
+        assert pagemap(m.address, 8) == states
+
+
+def test_status_reads_vmrss_in_bytes():
+    sizes = status()
+    assert sizes["VmRSS"] > 0 and sizes["VmRSS"] % 1024 == 0
+    assert "VmSwap" in sizes
