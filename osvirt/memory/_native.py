@@ -43,13 +43,17 @@ def mmap(length, prot, flags, fd, offset):
     return out[0]
 
 
+def _alignment_hint(addr):
+    return "the address must be page-aligned" if addr % os.sysconf("SC_PAGE_SIZE") else None
+
+
 def munmap(addr, length):
-    _check(lib.osv_munmap(addr, length), f"munmap({addr:#x}, {length})")
+    _check(lib.osv_munmap(addr, length), f"munmap({addr:#x}, {length})", _alignment_hint(addr))
 
 
 def mprotect(addr, length, prot):
     _check(lib.osv_mprotect(addr, length, prot), f"mprotect({addr:#x}, {length}, {prot:#x})",
-           "the address must be page-aligned" if addr % os.sysconf("SC_PAGE_SIZE") else None)
+           _alignment_hint(addr))
 
 
 def madvise(addr, length, advice, name):

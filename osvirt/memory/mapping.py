@@ -183,17 +183,19 @@ class Mapping:
     def munlock(self, offset=0, length=None):
         _native.munlock(*self._range("munlock", offset, length))
 
-    def unmap(self, offset, length):
-        """munmap the whole pages [offset, offset+length), leaving a hole that faults SEGV_MAPERR.
+    def unmap(self, offset, length, *, kernel_checks_alignment=False):
+        """munmap [offset, offset+length): the kernel removes whole pages (the length is
+        rounded up), leaving a hole that faults SEGV_MAPERR.
 
         The hole stays this mapping's to account for: only `read` may reach
         into it (the kernel may hand the addresses to a later mmap, and a
-        read cannot harm that), and `close` skips it.
+        read cannot harm that), and `close` skips it. An unaligned offset is
+        a ValueError, unless `kernel_checks_alignment` (then EINVAL from the kernel).
         """
-        addr, length = self._range("munmap", offset, length, aligned=True)
-        length = -(-length // PAGE_SIZE) * PAGE_SIZE
+        addr, length = self._range("munmap", offset, length, aligned=not kernel_checks_alignment)
         _native.munmap(addr, length)
-        self._holes.append((offset, offset + length))
+        end = min(self._size, offset + -(-length // PAGE_SIZE) * PAGE_SIZE)
+        self._holes.append((offset, end))
 
     # -- accesses through the fault guard ---------------------------------------
     def read(self, offset, length):
