@@ -14,6 +14,7 @@ temporary swap file for the last step, and always disables and removes it.
 
 Usage: python demos/06_swap.py [--json] [--swapfile SIZE_MB]
 """
+import contextlib
 import errno
 import hashlib
 import os
@@ -24,6 +25,7 @@ from osvirt.demo import run
 from osvirt.memory import MADV, PAGE_SIZE, Mapping, SwapFile, usage
 from osvirt.memory.swapfile import DEFAULT_DIRECTORY
 from osvirt.naming import private_dir
+from osvirt.process import sched_setaffinity
 
 NAME = "swap"
 SEED = "4.2.3 swap_memory"
@@ -56,7 +58,21 @@ def _evict(m, fd):
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
+@contextlib.contextmanager
+def _on_one_cpu():
+    """Run on one CPU. A page just faulted in waits in its CPU's batch before it joins the
+    LRU lists, MADV_PAGEOUT takes only pages on those lists, and it drains only the batch
+    of the CPU it runs on: a page faulted in on the other CPU would be skipped."""
+    before = os.sched_getaffinity(0)
+    sched_setaffinity(0, {min(before)})
+    try:
+        yield
+    finally:
+        sched_setaffinity(0, before)
+
+
 def body(demo):
+    demo.own(_on_one_cpu())
     directory = demo.own(private_dir(DEFAULT_DIRECTORY))  # on disk: a tmpfs page has nowhere to go
     path = os.path.join(directory, "pages")
     data = bytearray(os.urandom(PAGES * PAGE_SIZE))
