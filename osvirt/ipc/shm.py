@@ -1,0 +1,190 @@
+"""Shared memory: POSIX (shm_open, through posix_ipc), System V (shmget, through sysv_ipc) and memfd.
+
+Once two processes map the same pages, a store by one is a load by the
+other: no system call and no copy through the kernel in between. Each class
+here creates a new object exclusively, mode 0600, maps it, and on close()
+unmaps it and (in the creating process) removes it: the POSIX one is
+`/dev/shm/osvirt-<pid>-<random>`, the System V one has key IPC_PRIVATE, the
+memfd has no name at all and is gone with its last descriptor and mapping.
+Another process reaches them with `open(name)`, `attach(id)` or
+`Memfd.open(path)` (path: /proc/<pid>/fd/<fd>).
+"""
+import mmap
+import operator
+import os
+
+import posix_ipc
+import sysv_ipc
+
+from osvirt import naming
+from osvirt.ipc._owned import Owned
+
+__all__ = ["PosixSharedMemory", "SysVSharedMemory", "Memfd"]
+
+
+def _size(facility, size_bytes):
+    size_bytes = operator.index(size_bytes)
+    if size_bytes < 1:
+        raise ValueError(f"{facility}: size_bytes must be >= 1, not {size_bytes}")
+    return size_bytes
+
+
+class _Mapped(Owned):
+    """An object mapped into this process: `buffer` is a writable memoryview of it."""
+
+    def _map(self, fd, size_bytes):
+        self._mmap = mmap.mmap(fd, size_bytes)  # MAP_SHARED, read-write
+        self.buffer = memoryview(self._mmap)
+        self.size_bytes = size_bytes
+
+    def _unmap(self):
+        if "buffer" in vars(self):  # __init__ may have failed before mapping
+            self.buffer.release()
+            self._mmap.close()  # BufferError while a slice of `buffer` is still in use
+
+    def close(self):
+        """Unmap, and in the creating process remove the object. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._unmap()
+        finally:
+            if self._is_creator:
+                self._remove()
+
+
+class PosixSharedMemory(_Mapped):
+    """A new POSIX shared memory object (shm_open O_CREAT|O_EXCL, 0600), mapped; close() unlinks it."""
+
+    def __init__(self, size_bytes):
+        size_bytes = _size("shm_open", size_bytes)
+        self._closed = True
+        self.name = "/" + naming.unique_name()
+        shm = posix_ipc.SharedMemory(self.name, posix_ipc.O_CREX, mode=0o600, size=size_bytes)
+        self._creator = os.getpid()
+        self._closed = False
+        try:
+            self._map(shm.fd, size_bytes)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            shm.close_fd()
+
+    @classmethod
+    def open(cls, name):
+        """Map the existing object `name` (from another process); close() only unmaps it."""
+        self = cls.__new__(cls)
+        self._closed = True
+        self.name = name
+        shm = posix_ipc.SharedMemory(name)
+        try:
+            self._map(shm.fd, shm.size)
+        finally:
+            shm.close_fd()
+        self._closed = False
+        return self
+
+    @property
+    def path(self):
+        return "/dev/shm" + self.name
+
+    def _remove(self):
+        posix_ipc.unlink_shared_memory(self.name)
+
+    def __repr__(self):
+        return f"PosixSharedMemory({self.name!r}, {self.size_bytes})"
+
+
+class SysVSharedMemory(_Mapped):
+    """A new System V segment (shmget IPC_PRIVATE, IPC_CREAT|IPC_EXCL|0600), attached; close() removes it."""
+
+    def __init__(self, size_bytes):
+        size_bytes = _size("shmget", size_bytes)
+        self._closed = True
+        self._shm = sysv_ipc.SharedMemory(sysv_ipc.IPC_PRIVATE, sysv_ipc.IPC_CREX, mode=0o600, size=size_bytes)
+        self.id = self._shm.id
+        self._creator = os.getpid()
+        self._closed = False
+        self._attach_buffer()
+
+    @classmethod
+    def attach(cls, shmid):
+        """Attach the existing segment `shmid` (from another process); close() only detaches it."""
+        self = cls.__new__(cls)
+        self._closed = True
+        self._shm = sysv_ipc.attach(operator.index(shmid))
+        self.id = self._shm.id
+        self._closed = False
+        self._attach_buffer()
+        return self
+
+    def _attach_buffer(self):
+        self.buffer = memoryview(self._shm)  # the attached segment itself (shmat), no copy
+        self.size_bytes = self._shm.size
+
+    def _unmap(self):
+        if "buffer" in vars(self):
+            self.buffer.release()
+        self._shm.detach()
+
+    def _remove(self):
+        self._shm.remove()
+
+    def __repr__(self):
+        return f"SysVSharedMemory(id={self.id}, {self.size_bytes})"
+
+
+class Memfd(_Mapped):
+    """Anonymous memory with a descriptor (memfd_create, MFD_CLOEXEC), sized and mapped.
+
+    It has no name to unlink: it lives while a descriptor or mapping holds it.
+    Another process of the same user opens it by `path`; a forked child
+    inherits `fd` (closed at exec).
+    """
+
+    def __init__(self, size_bytes, name="osvirt"):
+        size_bytes = _size("memfd_create", size_bytes)
+        self._closed = True
+        self.fd = os.memfd_create(name, os.MFD_CLOEXEC)
+        self._creator = os.getpid()
+        self._closed = False
+        try:
+            os.ftruncate(self.fd, size_bytes)
+            self._map(self.fd, size_bytes)
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open(cls, path):
+        """Map a memfd another process holds, by its /proc/<pid>/fd/<fd> path."""
+        self = cls.__new__(cls)
+        self._closed = True
+        self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        self._closed = False
+        try:
+            self._map(self.fd, os.fstat(self.fd).st_size)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    @property
+    def path(self):
+        """/proc/<pid>/fd/<fd>: how another process of this user opens it."""
+        return f"/proc/{os.getpid()}/fd/{self.fd}"
+
+    def _unmap(self):
+        fd, self.fd = self.fd, -1
+        try:
+            super()._unmap()
+        finally:
+            os.close(fd)
+
+    def _remove(self):
+        pass  # nothing to unlink: the last descriptor and mapping gone, the memory is freed
+
+    def __repr__(self):
+        return f"Memfd({self.path!r}, {getattr(self, 'size_bytes', 0)})"

@@ -1,0 +1,106 @@
+"""Queued signals: `sigqueue` sends a value, `sigtimedwait` receives it.
+
+A standard signal (1..31) is one bit in the pending mask: while it is
+blocked, a second one sent is lost, however many are sent. A real-time
+signal (SIGRTMIN..SIGRTMAX) is queued: each one sent is kept, in order, with
+its si_value and the sender's pid, up to RLIMIT_SIGPENDING per user (beyond
+it sigqueue fails with EAGAIN). The stdlib can neither send a value (os.kill
+has none) nor read one (signal.struct_siginfo has no si_value).
+
+Receive synchronously: keep the signals blocked (`blocked`) and accept them
+with `sigtimedwait`, so no handler runs and nothing is lost to Python's own
+handler, which records only that a signal came, not how many times.
+"""
+import contextlib
+import dataclasses
+import operator
+import signal
+import time
+
+from osvirt.ipc import _native
+
+__all__ = ["QueuedSignal", "SI_QUEUE", "SI_USER", "sigqueue", "sigtimedwait", "blocked"]
+
+SI_QUEUE = _native.SI_QUEUE  # si_code of a signal sent by sigqueue
+SI_USER = _native.SI_USER    # si_code of a signal sent by kill
+
+_INT_MIN, _INT_MAX = -2**31, 2**31 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class QueuedSignal:
+    """One accepted signal, as the kernel's siginfo_t described it."""
+    signo: int
+    code: int    # SI_QUEUE, SI_USER, ...
+    value: int   # si_value.sival_int (meaningful when code is SI_QUEUE)
+    pid: int     # the sender
+    uid: int     # the sender's real uid
+
+
+def _signo(facility, signo):
+    signo = operator.index(signo)
+    if signo not in signal.valid_signals():
+        raise ValueError(f"{facility}: signal {signo} is not a valid signal number "
+                         f"(1..{signal.NSIG - 1}, without the C library's reserved ones)")
+    return signo
+
+
+def _signal_set(facility, signals):
+    if isinstance(signals, int):
+        raise TypeError(f"{facility}: signals must be a collection of signal numbers, not one int")
+    chosen = {_signo(facility, s) for s in signals}
+    if not chosen:
+        raise ValueError(f"{facility}: the set of signals is empty")
+    return chosen
+
+
+def sigqueue(pid, signo, value=0):
+    """Send `signo` to process `pid` with the int `value` (si_value.sival_int)."""
+    pid, value = operator.index(pid), operator.index(value)
+    signo = _signo("sigqueue", signo)
+    if not 1 <= pid <= _INT_MAX:
+        raise ValueError(f"sigqueue: pid must be in 1..{_INT_MAX}, not {pid}")
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise ValueError(f"sigqueue: value {value} does not fit in a C int ({_INT_MIN}..{_INT_MAX})")
+    _native.sigqueue(pid, signo, value)
+
+
+def sigtimedwait(signals, timeout_s=None):
+    """Accept one pending signal of `signals`; a QueuedSignal, or None after `timeout_s`.
+
+    The signals must be blocked in the calling thread (see `blocked`), or the
+    kernel delivers them to their handler instead. `timeout_s=None` waits
+    forever (sigwaitinfo), 0 only polls. A signal with a Python handler (such
+    as SIGINT's KeyboardInterrupt) interrupts the wait and its handler runs.
+    """
+    chosen = sorted(_signal_set("sigtimedwait", signals))
+    if timeout_s is not None:
+        if timeout_s < 0:
+            raise ValueError(f"sigtimedwait: timeout_s must be >= 0, not {timeout_s}")
+        deadline = time.monotonic() + timeout_s
+    while True:
+        timeout_ns = -1 if timeout_s is None else max(0, int((deadline - time.monotonic()) * 1e9))
+        try:
+            return QueuedSignal(*_native.sigtimedwait(chosen, timeout_ns))
+        except BlockingIOError:  # EAGAIN: the timeout passed
+            return None
+        except InterruptedError:  # EINTR: a handled signal came; Python runs its handler here
+            continue
+
+
+@contextlib.contextmanager
+def blocked(signals):
+    """Block `signals` in this thread; on exit, discard those still pending, then restore the mask.
+
+    Discarding (accepting and dropping) is deliberate: unblocking a pending
+    SIGUSR1 or SIGRTMIN with its default action would kill the process.
+    """
+    chosen = _signal_set("pthread_sigmask", signals)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, chosen)
+    try:
+        yield
+    finally:
+        newly = chosen - previous
+        while newly and signal.sigtimedwait(newly, 0) is not None:
+            pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
