@@ -52,10 +52,11 @@ class Fifo(Owned):
         if self._closed:
             return
         self._closed = True
+        # A forked copy leaves the stack alone: the directory is its parent's to remove.
+        # (naming.private_dir is a generator, so the copy must also never be garbage
+        # collected, which would run its cleanup: children leave through os._exit.)
         if self._is_creator:
             self._stack.close()
-        else:
-            self._stack.pop_all()  # a forked copy: the directory is its parent's to remove
 
     def __repr__(self):
         return f"Fifo({self.path!r})"
