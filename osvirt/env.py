@@ -228,6 +228,15 @@ def _sched_deadline():
                                                        deadline_ns=10**8, period_ns=10**8))
 
 
+@probe("sigqueue_1000")
+def _sigqueue_1000():
+    """RLIMIT_SIGPENDING lets this user queue 1000 more signals (sigqueue fails with EAGAIN past it)"""
+    soft = resource.getrlimit(resource.RLIMIT_SIGPENDING)[0]
+    if soft == resource.RLIM_INFINITY or soft >= 1024:
+        return Answer(True, f"RLIMIT_SIGPENDING is {'unlimited' if soft == resource.RLIM_INFINITY else soft}")
+    return Answer(False, f"RLIMIT_SIGPENDING is {soft}, below the 1024 needed to queue 1000 signals")
+
+
 def can(what):
     """Answer whether `what` (a probe name, see `probes()`) is allowed here."""
     try:

@@ -3,20 +3,18 @@
 A FIFO is one byte stream, like a pipe: whatever any process writes, any
 reader may read, the writer included. It is not full duplex: two processes
 that want to talk both ways need two FIFOs, one per direction.
-
-Run as a program (`python -m osvirt.ipc.fifo REQUEST REPLY`) it is an echo
-peer for two-way talk over two FIFOs: it reads one line from REQUEST and
-writes `<its pid> <the line>` to REPLY.
 """
 import contextlib
+import errno
 import os
+import select
 import stat
-import sys
+import time
 
 from osvirt import naming
 from osvirt.ipc._owned import Owned
 
-__all__ = ["Fifo", "echo"]
+__all__ = ["Fifo"]
 
 
 class Fifo(Owned):
@@ -47,6 +45,55 @@ class Fifo(Owned):
         """The FIFO's permission bits as the kernel reports them (stat)."""
         return stat.S_IMODE(os.stat(self.path).st_mode)
 
+    def write_all(self, data, timeout_s=10.0):
+        """Open for writing, write `data`, close: TimeoutError if no reader opens it within `timeout_s`.
+
+        A plain open(O_WRONLY) would wait for a reader forever; O_NONBLOCK
+        fails with ENXIO while there is none, so this retries until the deadline.
+        """
+        deadline = _deadline("write", timeout_s)
+        while True:
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                break
+            except OSError as e:
+                if e.errno != errno.ENXIO:
+                    raise
+                if time.monotonic() > deadline:
+                    raise TimeoutError(errno.ETIMEDOUT, f"open({self.path}, O_WRONLY): no reader "
+                                       f"within {timeout_s} s") from None
+                time.sleep(0.005)
+        try:
+            os.set_blocking(fd, True)
+            view = memoryview(bytes(data))
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+
+    def read_all(self, timeout_s=10.0):
+        """Open for reading and read until every writer has closed (EOF): TimeoutError after `timeout_s`.
+
+        Opened with O_NONBLOCK so that the open itself never waits; Linux reports
+        the FIFO readable only once a writer has come (with data, or gone: EOF).
+        """
+        deadline = _deadline("read", timeout_s)
+        fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        chunks = []
+        try:
+            while True:
+                if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                    raise TimeoutError(errno.ETIMEDOUT, f"read({self.path}): no EOF within {timeout_s} s")
+                try:
+                    chunk = os.read(fd, 65536)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    return b"".join(chunks)
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+
     def close(self):
         """Remove the FIFO and its directory (in the creating process only). Idempotent."""
         if self._closed:
@@ -62,13 +109,7 @@ class Fifo(Owned):
         return f"Fifo({self.path!r})"
 
 
-def echo(request_path, reply_path):
-    """Read one line from the FIFO `request_path`, write `<pid> <line>` to the FIFO `reply_path`."""
-    with open(request_path, "rb") as request:
-        line = request.readline()
-    with open(reply_path, "wb") as reply:
-        reply.write(b"%d %s" % (os.getpid(), line))
-
-
-if __name__ == "__main__":
-    echo(*sys.argv[1:3])
+def _deadline(what, timeout_s):
+    if timeout_s is None or timeout_s < 0:
+        raise ValueError(f"Fifo.{what}: timeout_s must be a number >= 0, not {timeout_s!r}")
+    return time.monotonic() + timeout_s
