@@ -42,6 +42,12 @@ def _write_with_default_sigpipe(fd):
     os.write(fd, b"x")
 
 
+def _send_each(send, messages):
+    """In a child: send every (message, priority or type) in order."""
+    for message, rank in messages:
+        send(message, rank)
+
+
 def _send_signals(parent, count):
     for _ in range(count):
         os.kill(parent, signal.SIGUSR1)
@@ -174,8 +180,7 @@ def body(demo):
         priorities = random.choices(range(10), k=n)
         while len(set(priorities)) == n:  # at least two of one priority, to see FIFO within it
             priorities = random.choices(range(10), k=n)
-        demo.children.wait(demo.children.fork(
-            lambda: [mq.send(b"%d" % seq, priority=p) for seq, p in enumerate(priorities)] and 0))
+        demo.children.wait(demo.children.fork(_send_each, mq.send, [(b"%d" % seq, p) for seq, p in enumerate(priorities)]))
         count = mq.attributes()["current_messages"]
         demo.check("mq_getattr after the child sent", f"mq_curmsgs = {n} (mq_maxmsg {n})", str(count), count == n)
         try:
@@ -196,8 +201,8 @@ def body(demo):
                    asked="msgget(IPC_PRIVATE); a child msgsnd types 5,2,4,1,3,2; msgrcv(2), msgrcv(-3), msgrcv(0)"):
         msq = demo.own(ipc.SysVMessageQueue())
         held.append(msq)
-        demo.children.wait(demo.children.fork(
-            lambda: [msq.send(b"seq %d" % seq, type=t) for seq, t in enumerate((5, 2, 4, 1, 3, 2))] and 0))
+        demo.children.wait(demo.children.fork(_send_each, msq.send,
+                                              [(b"seq %d" % seq, t) for seq, t in enumerate((5, 2, 4, 1, 3, 2))]))
         for mtype, expected, theory in ((2, (b"seq 1", 2), "the oldest of type 2"),
                                         (-3, (b"seq 3", 1), "the oldest of the lowest type <= 3"),
                                         (0, (b"seq 0", 5), "the oldest of any type")):

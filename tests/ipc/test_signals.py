@@ -20,7 +20,7 @@ def _drain(signals):
 def test_queued_realtime_signals_arrive_in_order_with_value_and_sender():
     parent = os.getpid()
     with blocked({RT}), Children() as kids:
-        pid = kids.fork(lambda: [sigqueue(parent, RT, v) for v in (7, -3, 2**31 - 1, -2**31)] and 0)
+        pid = kids.fork(lambda: [sigqueue(parent, RT, v) for v in (7, -3, 2**31 - 1, -2**31)])
         assert kids.wait(pid) == 0
         got = _drain({RT})
     assert got == [QueuedSignal(RT, SI_QUEUE, v, pid, os.getuid()) for v in (7, -3, 2**31 - 1, -2**31)]
