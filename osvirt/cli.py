@@ -1,4 +1,4 @@
-"""The `osvirt` command: list, demo NAME|all, info."""
+"""The `osvirt` command: list, demo NAME|all, info, bench."""
 import argparse
 import importlib
 import json
@@ -100,11 +100,69 @@ def _info(args):
     return 0
 
 
+class _Progress:
+    """Where the bench is, on stderr: one line redrawn on a terminal, a line per primitive elsewhere."""
+
+    def __init__(self, primitives, stream=sys.stderr):
+        self.order = {p.name: i for i, p in enumerate(primitives, 1)}
+        self.total = len(primitives)
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last = None
+
+    def __call__(self, name, variant, worker, workers):
+        where = f"[{self.order[name]:2}/{self.total}] {name}"
+        if self.tty:
+            self.stream.write(f"\r\x1b[K{where}: {variant}, worker {worker}/{workers}")
+        elif name != self.last:
+            self.stream.write(where + "\n")
+        self.last = name
+        self.stream.flush()
+
+    def done(self):
+        if self.tty:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def _bench(args):
+    from osvirt import bench
+    from osvirt.bench import report
+
+    try:
+        chosen = bench.select(args.names)
+        if args.plot:
+            report.require_matplotlib()
+    except (ValueError, report.PlotUnavailable) as e:
+        print(e, file=sys.stderr)
+        return 2
+    if args.list:
+        for p in chosen:
+            print(f"{p.name:16} {p.does}")
+        return 0
+    todo = [bench.PRIMITIVES[0]] + [p for p in chosen if p is not bench.PRIMITIVES[0]]
+    progress = _Progress(todo)
+    try:
+        result = bench.run(chosen, min_batch_ns=1_000_000 if args.quick else 10_000_000,
+                           progress=progress)
+    finally:
+        progress.done()
+    if args.json:
+        json.dump(result, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(report.table(result))
+    if args.plot:
+        report.plot(result, args.plot)
+        print(f"chart written to {args.plot}", file=sys.stderr)
+    return 1 if any(row["errors"] for row in result["primitives"]) else 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="osvirt", description=(
         "Operating-system virtualization on real Linux: each demo asks the kernel, "
         "prints what theory expects next to what was observed, and gives a verdict."))
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,demo,info}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,demo,info,bench}")
     sub.add_parser("list", help="list the demos")
     demo = sub.add_parser("demo", help="run a demo, or all of them",
                           epilog="Further arguments go to the demo (see osvirt demo NAME --help).")
@@ -112,6 +170,14 @@ def main(argv=None):
     demo.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
     info = sub.add_parser("info", help="what this environment allows, and why")
     info.add_argument("--json", action="store_true", help="print one JSON object")
+    bench = sub.add_parser("bench", help="what each primitive costs: Python next to a C loop",
+                           description="Time each primitive from Python, from a C loop and from the "
+                                       "best other Python way, in 11 batches over 2 processes.")
+    bench.add_argument("names", nargs="*", metavar="NAME", help="primitives or areas to run (default: all)")
+    bench.add_argument("--quick", action="store_true", help="1 ms batches instead of 10 ms")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--plot", metavar="FILE.png", help="draw a chart (needs matplotlib: pip install osvirt[plot])")
+    bench.add_argument("--list", action="store_true", help="list the primitives and exit")
     args, extra = parser.parse_known_args(argv)
     if args.command != "demo" and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -120,6 +186,8 @@ def main(argv=None):
             return _list(args)
         if args.command == "demo":
             return _demo(args, extra)
+        if args.command == "bench":
+            return _bench(args)
         return _info(args)
     except KeyboardInterrupt:
         return 130

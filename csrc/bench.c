@@ -1,0 +1,212 @@
+#include <errno.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/msg.h>
+#include <sys/wait.h>
+#include <sched.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+static int64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+int64_t osv_bench_empty(int64_t n)
+{
+    int64_t t0 = now_ns();
+    for (int64_t i = 0; i < n; i++)
+        __asm__ volatile("" ::: "memory");  /* keeps the compiler from removing the loop */
+    return now_ns() - t0;
+}
+
+int64_t osv_bench_getppid(int64_t n)
+{
+    int64_t t0 = now_ns();
+    for (int64_t i = 0; i < n; i++)
+        getppid();  /* glibc does not cache it: one system call each */
+    return now_ns() - t0;
+}
+
+int64_t osv_bench_pipe_round_trip(int wfd, int rfd, int64_t n)
+{
+    char c = 'x';
+    int64_t t0 = now_ns();
+    for (int64_t i = 0; i < n; i++)
+        if (write(wfd, &c, 1) != 1 || read(rfd, &c, 1) != 1)
+            return -1;
+    return now_ns() - t0;
+}
+
+int osv_bench_pipe_echo(int rfd, int wfd)
+{
+    char c;
+    ssize_t got;
+    while ((got = read(rfd, &c, 1)) == 1)
+        if (write(wfd, &c, 1) != 1)
+            return -1;
+    return got == 0 ? 0 : -1;
+}
+
+int64_t osv_bench_pipe_write(int fd, const void *buf, size_t size, int64_t n)
+{
+    int64_t t0 = now_ns();
+    for (int64_t i = 0; i < n; i++)
+        if (write(fd, buf, size) != (ssize_t)size)  /* a blocking pipe write is whole */
+            return -1;
+    return now_ns() - t0;
+}
+
+int osv_bench_pipe_drain(int fd, void *buf, size_t size)
+{
+    ssize_t got;
+    while ((got = read(fd, buf, size)) > 0)
+        ;
+    return got == 0 ? 0 : -1;
+}
+
+static volatile sig_atomic_t delivered;
+
+static void count_signal(int signo)
+{
+    delivered++;
+}
+
+int64_t osv_bench_kill_self(int signo, int64_t n)
+{
+    struct sigaction act = {.sa_handler = count_signal}, old;
+    pid_t self = getpid();
+    if (sigaction(signo, &act, &old) == -1)
+        return -1;
+    delivered = 0;
+    int64_t t0 = now_ns();
+    for (int64_t i = 0; i < n; i++)
+        kill(self, signo);  /* an unblocked signal to self is delivered before kill returns */
+    int64_t elapsed = now_ns() - t0;
+    sigaction(signo, &old, NULL);
+    if (delivered != n) {
+        errno = EPROTO;
+        return -1;
+    }
+    return elapsed;
+}
+
+int64_t osv_bench_fork(int64_t n)
+{
+    int64_t t0 = now_ns();
+    for (int64_t i = 0; i < n; i++) {
+        pid_t pid = fork();
+        if (pid == -1)
+            return -1;
+        if (pid == 0)
+            _exit(0);
+        if (waitpid(pid, NULL, 0) != pid)
+            return -1;
+    }
+    return now_ns() - t0;
+}
+
+int64_t osv_bench_sched_yield(int64_t n)
+{
+    int64_t t0 = now_ns();
+    for (int64_t i = 0; i < n; i++)
+        sched_yield();
+    return now_ns() - t0;
+}
+
+int64_t osv_bench_touch_fresh(int64_t n)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    char *p = mmap(NULL, n * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return -1;
+    madvise(p, n * page, MADV_NOHUGEPAGE);  /* advisory: fails only where THP is absent */
+    int64_t t0 = now_ns();
+    for (int64_t i = 0; i < n; i++)
+        ((volatile char *)p)[i * page] = 1;
+    int64_t elapsed = now_ns() - t0;
+    munmap(p, n * page);
+    return elapsed;
+}
+
+int64_t osv_bench_mmap_munmap(size_t size, int64_t n)
+{
+    int64_t t0 = now_ns();
+    for (int64_t i = 0; i < n; i++) {
+        void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED || munmap(p, size) == -1)
+            return -1;
+    }
+    return now_ns() - t0;
+}
+
+int64_t osv_bench_mq_round_trip(mqd_t to, mqd_t from, void *buf, size_t size, int64_t n)
+{
+    int64_t t0 = now_ns();
+    for (int64_t i = 0; i < n; i++)
+        if (mq_send(to, "x", 1, 0) == -1 || mq_receive(from, buf, size, NULL) != 1)
+            return -1;
+    return now_ns() - t0;
+}
+
+int osv_bench_mq_echo(mqd_t from, mqd_t to, void *buf, size_t size)
+{
+    for (;;) {
+        ssize_t got = mq_receive(from, buf, size, NULL);
+        if (got == -1 || mq_send(to, buf, got, 0) == -1)
+            return -1;
+    }
+}
+
+struct one_byte_msg {
+    long mtype;
+    char mtext[1];
+};
+
+int64_t osv_bench_msg_round_trip(int msqid, int64_t n)
+{
+    struct one_byte_msg m = {1, {'x'}};
+    int64_t t0 = now_ns();
+    for (int64_t i = 0; i < n; i++) {
+        m.mtype = 1;
+        if (msgsnd(msqid, &m, 1, 0) == -1 || msgrcv(msqid, &m, 1, 2, 0) != 1)
+            return -1;
+    }
+    return now_ns() - t0;
+}
+
+int osv_bench_msg_echo(int msqid)
+{
+    struct one_byte_msg m;
+    for (;;) {
+        if (msgrcv(msqid, &m, 1, 1, 0) == -1)
+            return -1;
+        m.mtype = 2;
+        if (msgsnd(msqid, &m, 1, 0) == -1)
+            return -1;
+    }
+}
+
+int64_t osv_bench_pwrite_fsync(int fd, const void *buf, size_t size, int64_t n)
+{
+    int64_t t0 = now_ns();
+    for (int64_t i = 0; i < n; i++)
+        if (pwrite(fd, buf, size, 0) != (ssize_t)size || fsync(fd) == -1)
+            return -1;
+    return now_ns() - t0;
+}
+
+int64_t osv_bench_fionread(int fd, int64_t n)
+{
+    int avail;
+    int64_t t0 = now_ns();
+    for (int64_t i = 0; i < n; i++)
+        if (ioctl(fd, FIONREAD, &avail) == -1)
+            return -1;
+    return now_ns() - t0;
+}

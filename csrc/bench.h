@@ -1,0 +1,52 @@
+/* C loops for `osvirt bench`: each runs one operation n times and returns the
+ * elapsed ns (CLOCK_MONOTONIC), or -1 with errno. The loop has the shape
+ * `for (i = 0; i < n; i++) { operation; }`; osv_bench_empty is that shape with
+ * nothing in it, so its time is the loop overhead the others include.
+ * The *_echo and *_drain functions are the other end of a two-process loop:
+ * the pipe ones serve until end of file and return 0, the queue ones until
+ * they are killed (or a call fails: -1). */
+#ifndef OSV_BENCH_H
+#define OSV_BENCH_H
+#include <mqueue.h>
+#include "osv.h"
+
+#ifdef OSV_CDEF
+typedef int... mqd_t;
+#endif
+
+int64_t osv_bench_empty(int64_t n);
+int64_t osv_bench_getppid(int64_t n);
+
+/* write 1 byte to wfd, read 1 byte back from rfd */
+int64_t osv_bench_pipe_round_trip(int wfd, int rfd, int64_t n);
+int osv_bench_pipe_echo(int rfd, int wfd);
+/* write size bytes from buf to fd (all of them) */
+int64_t osv_bench_pipe_write(int fd, const void *buf, size_t size, int64_t n);
+int osv_bench_pipe_drain(int fd, void *buf, size_t size);
+
+/* kill(getpid(), signo) with a counting handler installed (the previous
+ * action restored after); EPROTO when fewer than n signals were delivered */
+int64_t osv_bench_kill_self(int signo, int64_t n);
+
+/* fork(), the child _exit(0)s, the parent waitpid()s */
+int64_t osv_bench_fork(int64_t n);
+int64_t osv_bench_sched_yield(int64_t n);
+
+/* one write fault on each of n pages of a fresh MAP_PRIVATE anonymous mapping
+ * (MADV_NOHUGEPAGE: one fault per 4 KiB page); the mmap and munmap are not timed */
+int64_t osv_bench_touch_fresh(int64_t n);
+/* mmap(MAP_PRIVATE | MAP_ANONYMOUS) of size bytes, then munmap */
+int64_t osv_bench_mmap_munmap(size_t size, int64_t n);
+
+/* send size bytes of buf on `to`, receive the reply from `from` into buf */
+int64_t osv_bench_mq_round_trip(mqd_t to, mqd_t from, void *buf, size_t size, int64_t n);
+int osv_bench_mq_echo(mqd_t from, mqd_t to, void *buf, size_t size);
+/* SysV: send type 1 on msqid, receive type 2 (the echo answers type 1 with 2) */
+int64_t osv_bench_msg_round_trip(int msqid, int64_t n);
+int osv_bench_msg_echo(int msqid);
+
+/* pwrite size bytes at offset 0, then fsync */
+int64_t osv_bench_pwrite_fsync(int fd, const void *buf, size_t size, int64_t n);
+int64_t osv_bench_fionread(int fd, int64_t n);
+
+#endif

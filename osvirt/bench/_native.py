@@ -1,0 +1,73 @@
+"""The one module of osvirt.bench that touches the C extension.
+
+Every C loop is `osv_bench_<name>(args..., n)` and returns the elapsed ns. A
+buffer argument (bytes, bytearray, mmap, memoryview) is passed to C as a
+pointer followed by its length, both taken from the object here, so C never
+sees a length that does not match its buffer.
+"""
+from osvirt._native import ffi, lib
+from osvirt.errors import kernel_error
+
+__all__ = ["c_loop", "has_c_loop", "pipe_echo", "pipe_drain", "mq_echo", "msg_echo"]
+
+MAX_N = 2 ** 62
+
+
+def has_c_loop(name):
+    return hasattr(lib, f"osv_bench_{name}")
+
+
+def _c_args(facility, args):
+    out = []
+    for arg in args:
+        if isinstance(arg, bool) or not isinstance(arg, int):
+            try:
+                view = memoryview(arg)
+            except TypeError:
+                raise TypeError(f"{facility}: argument {arg!r} is neither an int nor a buffer") from None
+            if view.readonly and not isinstance(arg, bytes):
+                raise TypeError(f"{facility}: buffer {arg!r} is read-only")
+            out += [ffi.from_buffer(arg), view.nbytes]
+        else:
+            out.append(arg)
+    return out
+
+
+def c_loop(name, args, n):
+    """Run C loop osv_bench_<name>(*args, n); its elapsed ns."""
+    facility = f"osv_bench_{name}"
+    if not has_c_loop(name):
+        raise ValueError(f"{facility}: no such C loop in osvirt._native")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
+        raise ValueError(f"{facility}: n must be an int in 1..2**62, not {n!r}")
+    elapsed = getattr(lib, facility)(*_c_args(facility, args), n)
+    if elapsed < 0:
+        raise kernel_error(ffi.errno, facility)
+    return elapsed
+
+
+def _serve(facility, result):
+    if result == -1:
+        raise kernel_error(ffi.errno, facility)
+
+
+def pipe_echo(rfd, wfd):
+    """Echo each byte read from rfd to wfd, until end of file."""
+    _serve("osv_bench_pipe_echo", lib.osv_bench_pipe_echo(rfd, wfd))
+
+
+def pipe_drain(fd, size_bytes):
+    """Read fd in size_bytes chunks until end of file."""
+    buf = bytearray(size_bytes)
+    _serve("osv_bench_pipe_drain", lib.osv_bench_pipe_drain(fd, *_c_args("osv_bench_pipe_drain", [buf])))
+
+
+def mq_echo(mqd_from, mqd_to, msgsize):
+    """Echo each POSIX message from one queue to the other, until a zero-length one."""
+    buf = bytearray(msgsize)
+    _serve("osv_bench_mq_echo", lib.osv_bench_mq_echo(mqd_from, mqd_to, *_c_args("osv_bench_mq_echo", [buf])))
+
+
+def msg_echo(msqid):
+    """Answer each SysV message of type 1 with type 2, until a zero-length one."""
+    _serve("osv_bench_msg_echo", lib.osv_bench_msg_echo(msqid))

@@ -1,0 +1,48 @@
+"""File-system primitives: a durable 4 KiB write."""
+import contextlib
+import os
+import tempfile
+
+from osvirt.bench.harness import Primitive, rig
+from osvirt.naming import unique_name
+
+__all__ = ["PRIMITIVES"]
+
+BLOCK = 4096
+
+
+@contextlib.contextmanager
+def _scratch_file():
+    """An exclusive 0600 file in the temp directory (its filesystem decides
+    what fsync costs), removed afterwards; yields its fd."""
+    path = os.path.join(tempfile.gettempdir(), unique_name("bench"))
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.unlink(path)  # the open fd keeps the file; nothing is left if we die
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@rig
+def _pwrite_fsync_python():
+    with _scratch_file() as fd:
+        block = bytes(BLOCK)
+
+        def pwrite_fsync():
+            os.pwrite(fd, block, 0)
+            os.fsync(fd)
+        yield pwrite_fsync
+
+
+@rig
+def _pwrite_fsync_c():
+    with _scratch_file() as fd:
+        yield fd, bytes(BLOCK)
+
+
+PRIMITIVES = [
+    Primitive("fsync-4k", "os.pwrite of 4 KiB at offset 0, then os.fsync, in the temp directory",
+              python=_pwrite_fsync_python, c="pwrite_fsync", c_args=_pwrite_fsync_c,
+              bytes_per_op=BLOCK),
+]

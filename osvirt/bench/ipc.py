@@ -1,0 +1,235 @@
+"""IPC primitives: pipes, signals, POSIX and SysV message queues."""
+import contextlib
+import multiprocessing
+import os
+import signal
+
+import posix_ipc
+import sysv_ipc
+
+from osvirt.bench import _native
+from osvirt.bench.harness import Primitive, rig
+from osvirt.naming import unique_name
+from osvirt.process import Children
+
+__all__ = ["PRIMITIVES"]
+
+CHUNK = 64 * 1024  # a pipe's default capacity: one write fills it
+
+
+def _serve_pipes(serve, rfd, wfd, parent_ends):
+    for fd in parent_ends:  # else the child would never see end of file
+        os.close(fd)
+    serve(rfd, wfd)
+
+
+@contextlib.contextmanager
+def _pipes_to_child(serve):
+    """Two pipes to a forked child running serve(rfd, wfd); yields this end's
+    (wfd, rfd). Closing them gives the child end of file, and it exits."""
+    to_r, to_w = os.pipe()
+    from_r, from_w = os.pipe()
+    with Children() as kids:
+        try:
+            pid = kids.fork(_serve_pipes, serve, to_r, from_w, (to_w, from_r))
+        finally:
+            os.close(to_r)
+            os.close(from_w)
+        try:
+            yield to_w, from_r
+        finally:
+            os.close(to_w)
+            os.close(from_r)
+        kids.wait(pid, timeout_s=5)
+
+
+def _echo_python(rfd, wfd):
+    while byte := os.read(rfd, 1):
+        os.write(wfd, byte)
+
+
+@rig
+def _pipe_round_trip_python():
+    with _pipes_to_child(_echo_python) as (w, r):
+        def round_trip():
+            os.write(w, b"x")
+            os.read(r, 1)
+        yield round_trip
+
+
+@rig
+def _pipe_round_trip_c():
+    with _pipes_to_child(_native.pipe_echo) as ends:
+        yield ends
+
+
+@rig
+def _connection_round_trip():
+    """multiprocessing.Pipe: the stdlib's message channel between processes."""
+    here, there = multiprocessing.Pipe()
+    with here, there, Children() as kids:
+        kids.fork(_echo_connection, there)
+
+        def round_trip():
+            here.send_bytes(b"x")
+            here.recv_bytes()
+        yield round_trip
+
+
+def _echo_connection(conn):
+    while True:
+        conn.send_bytes(conn.recv_bytes())
+
+
+def _drain_python(rfd, wfd):
+    buf = bytearray(CHUNK)
+    with open(rfd, "rb", buffering=0, closefd=False) as pipe:
+        while pipe.readinto(buf):
+            pass
+
+
+@rig
+def _pipe_write_python():
+    with _pipes_to_child(_drain_python) as (w, _):
+        chunk = bytes(CHUNK)
+        yield lambda: os.write(w, chunk)
+
+
+@rig
+def _pipe_write_c():
+    with _pipes_to_child(lambda r, w: _native.pipe_drain(r, CHUNK)) as (w, _):
+        yield w, bytes(CHUNK)
+
+
+@rig
+def _kill_self_python():
+    delivered = []
+    old = signal.signal(signal.SIGUSR1, lambda signo, frame: delivered.append(signo))
+    try:
+        pid = os.getpid()
+
+        def kill_self():
+            os.kill(pid, signal.SIGUSR1)
+            delivered.pop()  # IndexError if the handler had not run: never a silent miss
+        yield kill_self
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+
+
+@contextlib.contextmanager
+def _posix_queues():
+    """Two POSIX message queues, there and back, removed afterwards."""
+    with contextlib.ExitStack() as stack:
+        queues = []
+        for _ in range(2):
+            q = posix_ipc.MessageQueue("/" + unique_name(), posix_ipc.O_CREX, mode=0o600,
+                                       max_messages=1, max_message_size=64)
+            stack.callback(q.unlink)
+            stack.callback(q.close)
+            queues.append(q)
+        yield queues
+
+
+def _echo_posix(there, back):
+    while True:
+        back.send(there.receive()[0])
+
+
+@rig
+def _mq_round_trip_python():
+    with _posix_queues() as (there, back), Children() as kids:
+        kids.fork(_echo_posix, there, back)
+
+        def round_trip():
+            there.send(b"x")
+            back.receive()
+        yield round_trip
+
+
+@rig
+def _mq_round_trip_c():
+    with _posix_queues() as (there, back), Children() as kids:
+        kids.fork(_native.mq_echo, there.mqd, back.mqd, there.max_message_size)
+        yield there.mqd, back.mqd, bytearray(back.max_message_size)
+
+
+@rig
+def _mp_queue_round_trip():
+    """multiprocessing.Queue: pickled, sent by a feeder thread over a pipe."""
+    there, back = multiprocessing.Queue(), multiprocessing.Queue()
+    try:
+        with Children() as kids:
+            kids.fork(_echo_mp_queue, there, back)
+
+            def round_trip():
+                there.put(b"x")
+                back.get()
+            yield round_trip
+    finally:
+        for q in (there, back):
+            q.close()
+            q.join_thread()
+
+
+def _echo_mp_queue(there, back):
+    while True:
+        back.put(there.get())
+
+
+@contextlib.contextmanager
+def _sysv_queue():
+    q = sysv_ipc.MessageQueue(sysv_ipc.IPC_PRIVATE, sysv_ipc.IPC_CREX, mode=0o600)
+    try:
+        yield q
+    finally:
+        q.remove()
+
+
+def _echo_sysv(q):
+    while True:
+        q.send(q.receive(type=1)[0], type=2)
+
+
+@rig
+def _msg_round_trip_python():
+    with _sysv_queue() as q, Children() as kids:
+        kids.fork(_echo_sysv, q)
+
+        def round_trip():
+            q.send(b"x", type=1)
+            q.receive(type=2)
+        yield round_trip
+
+
+@rig
+def _msg_round_trip_c():
+    with _sysv_queue() as q, Children() as kids:
+        kids.fork(_native.msg_echo, q.id)
+        yield (q.id,)
+
+
+_PIPE_RTT = "1-byte round trip through two pipes to a process that echoes it: os.write + os.read"
+
+PRIMITIVES = [
+    Primitive("pipe-rtt-pinned", _PIPE_RTT + ", both on one CPU",
+              python=_pipe_round_trip_python, c="pipe_round_trip", c_args=_pipe_round_trip_c,
+              peer=("multiprocessing.Pipe", _connection_round_trip), pin=True),
+    Primitive("pipe-rtt", _PIPE_RTT + ", unpinned",
+              python=_pipe_round_trip_python, c="pipe_round_trip", c_args=_pipe_round_trip_c,
+              peer=("multiprocessing.Pipe", _connection_round_trip),
+              note="unpinned, the scheduler places the two processes: a wake-up on the other CPU "
+                   "costs several times one on the same CPU, so this row depends on where they land"),
+    Primitive("pipe-bw", "one 64 KiB os.write to a pipe that another process drains",
+              python=_pipe_write_python, c="pipe_write", c_args=_pipe_write_c, bytes_per_op=CHUNK),
+    Primitive("signal-self", "os.kill(os.getpid(), SIGUSR1), its handler run",
+              python=_kill_self_python, c="kill_self", c_args=(signal.SIGUSR1,)),
+    # Message queues are pinned: unpinned, a round trip costs 6 or 50 us
+    # depending on where the scheduler puts the echo (see pipe-rtt).
+    Primitive("posix-mq", "1-byte round trip through two POSIX message queues to an echoing "
+                          "process on the same CPU: posix_ipc send + receive",
+              python=_mq_round_trip_python, c="mq_round_trip", c_args=_mq_round_trip_c,
+              peer=("multiprocessing.Queue", _mp_queue_round_trip), pin=True),
+    Primitive("sysv-mq", "1-byte round trip through a SysV message queue (type 1 there, type 2 "
+                         "back) to an echoing process on the same CPU: sysv_ipc send + receive",
+              python=_msg_round_trip_python, c="msg_round_trip", c_args=_msg_round_trip_c, pin=True),
+]

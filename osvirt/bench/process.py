@@ -1,0 +1,64 @@
+"""Process primitives: the null system call, process creation, a context switch."""
+import os
+import shutil
+
+from osvirt.bench import _native
+from osvirt.bench.harness import Primitive, rig
+from osvirt.process import Children, fork
+
+__all__ = ["PRIMITIVES"]
+
+
+def _nothing():
+    return 0
+
+
+def _fork_exit_wait():
+    os.waitpid(fork(_nothing), 0)
+
+
+@rig
+def _posix_spawn_wait():
+    true = shutil.which("true") or "/bin/true"
+    spawn, waitpid, argv, environ = os.posix_spawn, os.waitpid, [true], {}
+
+    def spawn_wait():
+        waitpid(spawn(true, argv, environ), 0)
+    yield spawn_wait
+
+
+def _yield_forever_python():
+    while True:
+        os.sched_yield()
+
+
+@rig
+def _yielding_partner_python():
+    """A second process on the same CPU that does nothing but sched_yield."""
+    with Children() as kids:
+        kids.fork(_yield_forever_python)
+        yield os.sched_yield
+
+
+@rig
+def _yielding_partner_c():
+    with Children() as kids:
+        kids.fork(_native.c_loop, "sched_yield", (), _native.MAX_N)  # until killed
+        yield ()
+
+
+PRIMITIVES = [
+    Primitive("getppid", "null system call: os.getppid()", python=os.getppid, c="getppid"),
+    Primitive(
+        "fork", "fork, the child exits at once, the parent waits: osvirt.process.fork + os.waitpid",
+        python=_fork_exit_wait, c="fork",
+        peer=("os.posix_spawn(true) + waitpid", _posix_spawn_wait),
+        note="Python's fork pays copy-on-write faults on the interpreter's heap that C's does not; "
+             "to run a program use os.posix_spawn (or subprocess), which copies nothing; "
+             "fork from Python only to run Python code in the child"),
+    Primitive(
+        "ctx-switch", "os.sched_yield() with a second process yielding on the same CPU: "
+                      "a switch to it and back",
+        python=_yielding_partner_python, c="sched_yield", c_args=_yielding_partner_c, pin=True,
+        note="two context switches and two sched_yield calls per operation"),
+]

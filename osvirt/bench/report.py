@@ -1,0 +1,125 @@
+"""The bench's result as a table (text) or a chart (PNG, with matplotlib)."""
+import importlib.util
+
+__all__ = ["duration", "table", "PlotUnavailable", "require_matplotlib", "plot"]
+
+SERIES = ("python", "c", "peer")
+COLORS = {"python": "#3572a5", "c": "#555555", "peer": "#e8a33d"}
+
+
+def duration(ns):
+    """3 significant figures in the unit that fits: 213 ns, 5.80 us, 1.38 ms."""
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
+        if ns >= scale:
+            value = ns / scale
+            break
+    else:
+        unit, value = "ns", ns
+    return f"{value:.3g} {unit}"
+
+
+def _rate(bytes_per_s):
+    for unit, scale in (("GB/s", 1e9), ("MB/s", 1e6)):
+        if bytes_per_s >= scale:
+            return f"{bytes_per_s / scale:.3g} {unit}"
+    return f"{bytes_per_s / 1e3:.3g} kB/s"
+
+
+def _cpus(cpus):
+    return ",".join(map(str, cpus))
+
+
+def table(result):
+    """The result as text: a header on how it was measured, a row per series, then what each primitive does."""
+    loop = result["loop_overhead_ns"]
+    lines = [
+        f"osvirt bench, {result['date']}: {result['cpu']}, {result['cpus_online']} CPUs online "
+        f"(usable {_cpus(result['cpus_usable'])}), Linux {result['kernel']}, Python {result['python']}",
+        f"{result['batches']} batches of >= {duration(result['min_batch_ns'])} per series, spread over "
+        f"{result['workers']} worker processes; per operation: median, min and MAD (median absolute "
+        f"deviation) of the batches",
+        f"loop overhead per operation, included in every figure (not subtracted): "
+        f"Python {duration(loop['python'])}, C {duration(loop['c'])}",
+        f"load average {result['load_average_before'][0]:.2f} before, "
+        f"{result['load_average_after'][0]:.2f} after; {result['duration_s']:.0f} s",
+        "",
+        f"{'primitive':16} {'CPU':>5}  {'path':32} {'median':>9} {'min':>9} {'MAD':>9}  {'Py/C':>5}",
+    ]
+    for row in result["primitives"]:
+        first = True
+        for variant in SERIES:
+            series = row.get(variant)
+            if variant in row["errors"]:
+                cells = f"{row['errors'][variant]}"
+                label = "Python" if variant == "python" else variant
+            elif not series:
+                continue
+            else:
+                label = series["path"]
+                cells = " ".join(f"{duration(series[k]):>9}" for k in ("median_ns", "min_ns", "mad_ns"))
+                if variant == "python" and row.get("python_over_c"):
+                    cells += f"  {row['python_over_c']:4.2f}x"
+                if "bytes_per_s" in series:
+                    cells += f"  {_rate(series['bytes_per_s'])}"
+            pinned = "" if not first else ("-" if row["pinned"] is None else str(row["pinned"]))
+            lines.append(f"{row['name'] if first else '':16} {pinned:>5}  {label[:32]:32} {cells}")
+            first = False
+    lines += ["", "CPU: the CPU a pinned primitive and every process it talks to ran on; - unpinned.", ""]
+    for row in result["primitives"]:
+        lines.append(f"{row['name']:16} {row['does']}")
+        if row["note"]:
+            lines.append(f"{'':16} note: {row['note']}")
+    for skip in result["skipped"]:
+        lines.append(f"{skip['name']:16} skipped: {skip['reason']}")
+    return "\n".join(lines)
+
+
+class PlotUnavailable(RuntimeError):
+    """--plot asked for, matplotlib not installed."""
+
+
+def require_matplotlib():
+    if importlib.util.find_spec("matplotlib") is None:
+        raise PlotUnavailable("osvirt bench --plot needs matplotlib, an optional extra: "
+                              "pip install osvirt[plot]")
+
+
+def plot(result, path):
+    """A horizontal bar chart, log scale: per primitive, its median from Python, C and the peer."""
+    require_matplotlib()
+    import matplotlib
+    matplotlib.use("Agg")  # a file, never a window
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    rows = [r for r in result["primitives"] if r.get("python") or r.get("c")]
+    fig, ax = plt.subplots(figsize=(11, 1.5 + 0.62 * len(rows)))
+    height = 0.27
+    for i, row in enumerate(rows):
+        for k, variant in enumerate(SERIES):
+            series = row.get(variant)
+            if not series:
+                continue
+            y = i + (k - 1) * height
+            ax.barh(y, series["median_ns"], height, color=COLORS[variant],
+                    label={"python": "Python", "c": "C loop", "peer": "Python peer"}[variant])
+            text = duration(series["median_ns"]) + (f"  {series['path']}" if variant == "peer" else "")
+            ax.text(series["median_ns"] * 1.08, y, text, va="center", fontsize=7)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda ns, _: duration(ns)))
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([r["name"] + (f" (CPU {r['pinned']})" if r["pinned"] is not None else "")
+                        for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("time per operation, median of the batches (log scale)")
+    left, right = ax.get_xlim()
+    ax.set_xlim(left, right * 30)  # room for the labels
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), loc="lower right")
+    ax.set_title(f"osvirt bench, {result['date']}: {result['cpu']}, Linux {result['kernel']}, "
+                 f"Python {result['python']}", fontsize=9)
+    ax.grid(axis="x", which="major", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

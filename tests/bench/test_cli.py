@@ -1,0 +1,41 @@
+"""`osvirt bench` end to end: the smoke test CI runs."""
+import json
+import os
+import subprocess
+import sys
+
+from osvirt import bench
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _osvirt(*args):
+    return subprocess.run([sys.executable, "-m", "osvirt", "bench", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
+
+
+def test_quick_json_has_a_row_with_positive_numbers_for_every_primitive():
+    proc = _osvirt("--quick", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    rows = {row["name"]: row for row in result["primitives"]}
+    skipped = {s["name"] for s in result["skipped"]}
+    assert set(rows) | skipped == {p.name for p in bench.PRIMITIVES}
+    for p in bench.PRIMITIVES:
+        if p.name in skipped:
+            continue
+        row = rows[p.name]
+        assert not row["errors"], (p.name, row["errors"])
+        for variant in p.ways():
+            series = row[variant]
+            assert len(series["per_op_ns"]) == result["batches"] == 11
+            assert series["median_ns"] > 0 and series["min_ns"] > 0 and series["mad_ns"] >= 0, (p.name, variant)
+    assert "[ 1/" in proc.stderr  # the progress display
+
+
+def test_names_select_and_unknown_names_are_a_usage_error():
+    proc = _osvirt("--list", "memory")
+    assert proc.returncode == 0
+    assert [line.split()[0] for line in proc.stdout.splitlines()] == [p.name for p in bench.AREAS["memory"]]
+    proc = _osvirt("no-such-primitive")
+    assert proc.returncode == 2 and "unknown primitive or area 'no-such-primitive'" in proc.stderr

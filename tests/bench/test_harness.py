@@ -1,0 +1,81 @@
+import os
+import time
+
+import pytest
+
+from osvirt.bench import harness
+from osvirt.bench.harness import LOOP, Primitive, calibrate, measure, run, summarize, time_ops
+
+
+def test_summarize_gives_median_min_and_mad_of_known_data():
+    # median 3; deviations 2,1,0,1,97 -> MAD 1: one outlier moves neither
+    assert summarize([1, 2, 3, 4, 100]) == {"median_ns": 3, "min_ns": 1, "mad_ns": 1}
+    assert summarize([5, 1, 3, 2]) == {"median_ns": 2.5, "min_ns": 1, "mad_ns": 1.0}
+    assert summarize([7.0]) == {"median_ns": 7.0, "min_ns": 7.0, "mad_ns": 0.0}
+
+
+def test_time_ops_calls_the_operation_n_times():
+    calls = []
+    assert time_ops(lambda: calls.append(1), 1000) > 0
+    assert len(calls) == 1000
+
+
+def test_calibration_makes_a_batch_last_at_least_its_minimum():
+    # sleep(0.3 ms) never returns early: 4 of them are the fewest that last 1 ms
+    timed = lambda n: time_ops(lambda: time.sleep(0.0003), n)  # noqa: E731
+    n, elapsed = calibrate(timed, 1_000_000)
+    assert n >= 4 and elapsed >= 1_000_000
+    assert timed(n) >= 1_000_000
+
+
+def test_calibration_of_a_fast_operation_takes_many_per_batch():
+    n, elapsed = calibrate(lambda n: time_ops(os.getppid, n), 1_000_000)
+    assert elapsed >= 1_000_000
+    assert n > 100  # a system call is well under 10 us
+
+
+def test_measure_calibrates_then_times_the_batches():
+    result = measure(LOOP, "c", batches=3, min_batch_ns=1_000_000)
+    assert len(result["elapsed_ns"]) == 3 and all(e > 0 for e in result["elapsed_ns"])
+    assert result["n"] > 1000 and result["pid"] == os.getpid()
+    # with n given, no calibration: exactly that batch size
+    assert measure(LOOP, "python", batches=2, n=10)["n"] == 10
+
+
+def test_run_spreads_the_batches_over_worker_processes_and_pins_where_asked():
+    pinned = Primitive("pinned-getppid", "getppid, pinned", python=os.getppid, c="getppid", pin=True)
+    result = run([pinned], batches=5, workers=2, min_batch_ns=1_000_000)
+    loop, row = result["primitives"]
+    assert loop["name"] == "loop"  # always first: the overhead every row includes
+    assert result["loop_overhead_ns"]["c"] == loop["c"]["median_ns"] > 0
+    for variant in ("python", "c"):
+        series = row[variant]
+        assert len(series["per_op_ns"]) == 5
+        assert len(set(series["pids"])) == 2 and os.getpid() not in series["pids"]
+        assert series["cpus"] == [harness.pin_cpu()] == [row["pinned"]]
+        assert series["batch_ns_min"] >= 1_000_000
+        assert series["min_ns"] <= series["median_ns"]
+    assert loop["pinned"] is None and loop["c"]["cpus"] == sorted(os.sched_getaffinity(0))
+    assert row["python_over_c"] == row["python"]["median_ns"] / row["c"]["median_ns"]
+
+
+def test_a_failing_series_is_reported_with_its_error_and_the_rest_runs():
+    broken = Primitive("broken", "reads a closed fd", python=lambda: os.read(-1, 1), c="getppid")
+    row = run([broken], batches=2, min_batch_ns=1_000_000)["primitives"][1]
+    assert row["python"] is None and "Bad file descriptor" in row["errors"]["python"]
+    assert row["c"]["median_ns"] > 0
+
+
+def test_a_primitive_the_environment_forbids_is_skipped_with_the_reason():
+    needy = Primitive("needy", "needs /dev/kvm", python=os.getppid, c="getppid", needs=("kvm",))
+    result = run([needy], batches=1, min_batch_ns=1_000_000)
+    if result["skipped"]:
+        from osvirt import env
+        assert result["skipped"] == [{"name": "needy", "reason": env.can("kvm").reason}]
+    else:
+        assert result["primitives"][1]["name"] == "needy"
+
+
+def test_run_refuses_batches_shorter_than_a_millisecond():
+    with pytest.raises(ValueError, match="osvirt bench"):
+        run([], min_batch_ns=999_999)

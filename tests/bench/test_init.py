@@ -1,0 +1,31 @@
+import pytest
+
+from osvirt import bench
+from osvirt.bench import harness
+
+
+def test_every_primitive_has_a_unique_name_and_a_c_loop():
+    names = [p.name for p in bench.PRIMITIVES]
+    assert len(names) == len(set(names))
+    for p in bench.PRIMITIVES:
+        assert bench._native.has_c_loop(p.c), p.name
+
+
+def test_select_takes_primitive_and_area_names_in_table_order():
+    assert bench.select() == bench.PRIMITIVES
+    assert [p.name for p in bench.select(["pipe-bw", "getppid"])] == ["getppid", "pipe-bw"]
+    assert bench.select(["ipc"]) == bench.AREAS["ipc"]
+    with pytest.raises(ValueError, match="unknown primitive or area 'nope'"):
+        bench.select(["getppid", "nope"])
+
+
+@pytest.mark.parametrize("primitive", bench.PRIMITIVES, ids=lambda p: p.name)
+def test_every_series_of_every_primitive_runs_a_tiny_batch(primitive):
+    for variant in primitive.ways():
+        result = harness.measure(primitive, variant, batches=1, n=2)
+        assert result["elapsed_ns"][0] > 0, variant
+
+
+def test_all_is_exported():
+    for name in bench.__all__:
+        assert hasattr(bench, name)

@@ -1,0 +1,44 @@
+import importlib.util
+import os
+
+import pytest
+
+from osvirt.bench import harness, report
+
+
+@pytest.fixture(scope="module")
+def result():
+    return harness.run([harness.Primitive("getppid", "null system call", python=os.getppid, c="getppid",
+                                          note="a note")], batches=3, min_batch_ns=1_000_000)
+
+
+def test_duration_picks_the_unit():
+    assert report.duration(0.278) == "0.278 ns"
+    assert report.duration(213.4) == "213 ns"
+    assert report.duration(5800) == "5.8 µs"
+    assert report.duration(1_380_000) == "1.38 ms"
+    assert report.duration(2e9) == "2 s"
+
+
+def test_table_shows_each_series_the_overhead_and_what_each_row_does(result):
+    text = report.table(result)
+    row = result["primitives"][1]
+    assert "loop overhead per operation" in text and report.duration(result["loop_overhead_ns"]["python"]) in text
+    assert report.duration(row["c"]["median_ns"]) in text and f"{row['python_over_c']:4.2f}x" in text
+    assert "null system call" in text and "note: a note" in text
+    assert result["cpu"] in text
+
+
+def test_plot_without_matplotlib_names_the_extra(monkeypatch, result, tmp_path):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    with pytest.raises(report.PlotUnavailable, match=r"pip install osvirt\[plot\]"):
+        report.plot(result, tmp_path / "bench.png")
+    assert not (tmp_path / "bench.png").exists()
+
+
+def test_plot_writes_a_png(result, tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib, the optional extra osvirt[plot], is not installed")
+    path = tmp_path / "bench.png"
+    report.plot(result, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
