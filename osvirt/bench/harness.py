@@ -43,7 +43,7 @@ from osvirt import env
 from osvirt.bench import _native
 from osvirt.process import Children
 
-__all__ = ["Primitive", "Batch", "rig", "LOOP", "time_ops", "calibrate", "summarize",
+__all__ = ["Primitive", "Batch", "Rig", "rig", "LOOP", "time_ops", "calibrate", "summarize",
            "measure", "run", "pin_cpu"]
 
 BATCHES = 11
