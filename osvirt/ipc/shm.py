@@ -9,6 +9,7 @@ memfd has no name at all and is gone with its last descriptor and mapping.
 Another process reaches them with `open(name)`, `attach(id)` or
 `Memfd.open(path)` (path: /proc/<pid>/fd/<fd>).
 """
+import errno
 import mmap
 import operator
 import os
@@ -17,6 +18,7 @@ import posix_ipc
 import sysv_ipc
 
 from osvirt import naming
+from osvirt.errors import kernel_error
 from osvirt.ipc._owned import Owned
 
 __all__ = ["PosixSharedMemory", "SysVSharedMemory", "Memfd"]
@@ -78,7 +80,12 @@ class PosixSharedMemory(_Mapped):
         self = cls.__new__(cls)
         self._closed = True
         self.name = name
-        shm = posix_ipc.SharedMemory(name)
+        try:
+            shm = posix_ipc.SharedMemory(name)
+        except posix_ipc.ExistentialError:  # posix_ipc's word for ENOENT from shm_open
+            raise kernel_error(errno.ENOENT, f"shm_open({name})", filename=name) from None
+        except posix_ipc.PermissionsError:
+            raise kernel_error(errno.EACCES, f"shm_open({name})", filename=name) from None
         try:
             self._map(shm.fd, shm.size)
         finally:
@@ -114,7 +121,15 @@ class SysVSharedMemory(_Mapped):
         """Attach the existing segment `shmid` (from another process); close() only detaches it."""
         self = cls.__new__(cls)
         self._closed = True
-        self._shm = sysv_ipc.attach(operator.index(shmid))
+        shmid = operator.index(shmid)
+        try:
+            self._shm = sysv_ipc.attach(shmid)
+        except ValueError:  # sysv_ipc's word for EINVAL from shmat: no segment with that id
+            raise kernel_error(errno.EINVAL, f"shmat({shmid})", "no segment with that id") from None
+        except sysv_ipc.ExistentialError:
+            raise kernel_error(errno.EIDRM, f"shmat({shmid})", "the segment was removed") from None
+        except sysv_ipc.PermissionsError:
+            raise kernel_error(errno.EACCES, f"shmat({shmid})") from None
         self.id = self._shm.id
         self._closed = False
         self._attach_buffer()

@@ -1,3 +1,4 @@
+import errno
 import os
 import time
 
@@ -59,6 +60,19 @@ def test_memfd_opened_by_path_shares_pages():
         assert mem.buffer[-1] == 42
         assert os.readlink(mem.path).startswith("/memfd:osvirt")
     assert mem.fd == -1
+
+
+def test_opening_what_is_gone_is_enoent_or_einval():
+    with PosixSharedMemory(4096) as shm, SysVSharedMemory(4096) as seg, Memfd(4096) as mem:
+        pass
+    with pytest.raises(FileNotFoundError) as e:
+        PosixSharedMemory.open(shm.name)
+    assert e.value.errno == errno.ENOENT
+    with pytest.raises(OSError) as e:
+        SysVSharedMemory.attach(seg.id)
+    assert e.value.errno == errno.EINVAL
+    with pytest.raises(FileNotFoundError):
+        Memfd.open(mem.path.rsplit("/", 1)[0] + "/999999")
 
 
 def test_close_is_idempotent():
