@@ -29,6 +29,8 @@ _INT_MAX = 2**31 - 1
 class Pipe(Owned):
     """A pipe(2) (O_CLOEXEC) that closes both ends on close()."""
 
+    read_fd = write_fd = -1  # until pipe2 succeeds
+
     def __init__(self):
         self._closed = False
         self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC)
