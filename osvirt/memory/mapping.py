@@ -8,8 +8,11 @@ argument can make osvirt touch memory it does not own.
 
 Reads and writes go through a C loop guarded against SIGSEGV/SIGBUS: an
 access the kernel refuses raises `ProtectionFault` with the faulting address
-and si_code, and the interpreter goes on (see csrc/memory.c for the guard
-and its limits with threads).
+and si_code, and the interpreter goes on. The guard is process-wide while it
+runs (sigaction has no per-thread form), so guarded accesses from several
+threads take turns; a fault on another thread meanwhile goes to the handler
+that was there before. Not supported: guarded accesses from a signal
+handler, and fork() while another thread is inside one (csrc/memory.c).
 """
 import os
 import operator
@@ -25,6 +28,7 @@ PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = (_native.PROT[n] for n in
 MADV = dict(_native.MADV)  # the advice madvise() accepts, by name
 SEGV_ACCERR, SEGV_MAPERR = _native.SEGV_ACCERR, _native.SEGV_MAPERR  # ProtectionFault.si_code
 _PROT_ALL = PROT_READ | PROT_WRITE | PROT_EXEC
+_MAX_SIZE = 1 << 47  # the x86-64 user address space: no larger mapping can exist
 
 
 def huge_page_size():
@@ -66,14 +70,16 @@ class Mapping:
                  offset=0, populate=False, hugepage=False):
         self._address = None
         size = _int(size_bytes, "mmap: size_bytes")
-        if size <= 0:
-            raise ValueError(f"mmap: size_bytes must be > 0, not {size}")
+        if not 0 < size <= _MAX_SIZE:
+            raise ValueError(f"mmap: size_bytes must be in 1..{_MAX_SIZE}, not {size}")
         prot = _prot(prot, "mmap")
         offset = _int(offset, "mmap: offset")
-        if offset < 0 or offset % PAGE_SIZE:
-            raise ValueError(f"mmap: offset {offset} must be >= 0 and a multiple of {PAGE_SIZE}")
+        if not 0 <= offset <= _MAX_SIZE or offset % PAGE_SIZE:
+            raise ValueError(f"mmap: offset {offset} must be in 0..{_MAX_SIZE} and a multiple of {PAGE_SIZE}")
         if fd is not None:
             fd = fd.fileno() if hasattr(fd, "fileno") else _int(fd, "mmap: fd")
+            if not 0 <= fd < 1 << 31:
+                raise ValueError(f"mmap: fd {fd} is not a file descriptor number")
             if hugepage:
                 raise ValueError("mmap: hugepage advice applies to anonymous mappings only")
         flags = (_native.MAP["MAP_SHARED"] if shared else _native.MAP["MAP_PRIVATE"]) | \
@@ -220,9 +226,9 @@ class Mapping:
         """Read (or, with `write`, rewrite in place) one byte every `stride` bytes; returns
         how many bytes were touched. Data is unchanged; each first touch of a page faults."""
         stride = _int(stride, "touch: stride")
-        if stride <= 0:
-            raise ValueError(f"touch: stride must be > 0, not {stride}")
         addr, length = self._range("touch", offset, length)
+        if not 0 < stride <= self._size:  # bounded: the C loop's index cannot wrap around
+            raise ValueError(f"touch: stride must be in 1..{self._size}, not {stride}")
         return _native.touch(addr, length, stride, write)
 
     # -- what /proc says about it ----------------------------------------------

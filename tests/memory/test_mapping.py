@@ -234,6 +234,16 @@ _OFFSETS = st.integers(-3 * P, 6 * P) | st.integers(-2**70, 2**70)
 _LENGTHS = st.none() | st.integers(-P, 6 * P) | st.integers(-2**70, 2**70)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-2**70, 2**70), st.integers(-2**70, 2**70), st.integers(-2**70, 2**70), _PROTS)
+def test_random_constructor_arguments_raise_or_map(size, offset, fd, prot):
+    try:
+        with Mapping(size, offset=offset, fd=fd if fd % 2 else None, prot=prot) as m:
+            m.read(0, 1)  # one page at most: a large mapping that succeeds must not be filled
+    except (ValueError, TypeError, OSError, ProtectionFault):
+        pass
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(["read", "write", "mprotect", "madvise", "mincore", "touch",
                                            "mlock", "unmap", "pagemap"]),
@@ -255,7 +265,8 @@ def test_random_calls_never_kill_the_interpreter(calls):
                 elif name in ("mincore", "mlock", "pagemap"):
                     getattr(m, name)(offset, length)
                 elif name == "touch":
-                    m.touch(P, write=bool(advice & 1), offset=offset, length=length)
+                    m.touch(prot if isinstance(prot, int) and prot > 0 else P, write=bool(advice & 1),
+                            offset=offset, length=length)
                 else:
                     m.unmap(offset, length if length is not None else P)
             except (ValueError, TypeError, OSError, ProtectionFault):
