@@ -1,8 +1,10 @@
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -53,3 +55,29 @@ def test_the_swap_demo_with_a_swap_file_shows_pages_in_swap():
     assert proc.returncode == 0, (result, proc.stderr)
     assert not [s for s in result["skipped"] if "swap" in s["name"].lower()], result["skipped"]
     assert any("VmSwap" in c["name"] for c in result["checks"])
+
+
+@pytest.mark.needs("cap_sys_admin")
+def test_ctrl_c_while_the_swap_demo_holds_its_swap_file_disables_and_removes_it():
+    mark = None
+    for _attempt in range(3):  # the file is active for ~0.1 s: catch it with a 1 ms poll
+        proc = subprocess.Popen([sys.executable, "demos/06_swap.py", "--swapfile", "64"], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            mark = f"/osvirt-{proc.pid}-"
+            held = []
+            while not held and proc.poll() is None:
+                held = [p for p in swaps() if mark in p]
+                time.sleep(0.001)
+            if held:
+                proc.send_signal(signal.SIGINT)
+                err = proc.communicate(timeout=60)[1]
+                break
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+    assert held, "the demo never showed its swap file in /proc/swaps"
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert not [p for p in swaps() if mark in p]
+    assert not os.path.exists(held[0])
