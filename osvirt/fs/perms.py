@@ -12,10 +12,13 @@ check can be seen refusing.
 import contextlib
 import os
 import stat
+import tempfile
 
 from osvirt.errors import kernel_error
+from osvirt.naming import private_dir
 
-__all__ = ["current_umask", "umask", "new_file_mode", "unsearchable_ancestor", "drop_to"]
+__all__ = ["current_umask", "umask", "new_file_mode", "unsearchable_ancestor", "searchable_dir",
+           "drop_to"]
 
 
 def _mode_bits(value, facility, what):
@@ -68,6 +71,23 @@ def unsearchable_ancestor(path):
         if not os.stat(directory).st_mode & stat.S_IXOTH:
             return directory
     return None
+
+
+@contextlib.contextmanager
+def searchable_dir(parent=None):
+    """A private directory (osvirt-*, removed after) that every user may search but not list: 0711.
+
+    Under `parent` (default: the temp dir, or /tmp when some directory above
+    the temp dir is closed to others), so that another user's open(2) of a
+    file inside is decided by the file's own mode bits.
+    """
+    if parent is None:
+        parent = tempfile.gettempdir()
+        if unsearchable_ancestor(os.path.join(parent, "x")):
+            parent = "/tmp"
+    with private_dir(parent) as path:
+        os.chmod(path, 0o711)
+        yield path
 
 
 def drop_to(uid, gid):

@@ -1,12 +1,10 @@
 import errno
 import os
 import stat
-import tempfile
 
 import pytest
 
 from osvirt import env, fs
-from osvirt.naming import private_dir
 from osvirt.process import Children
 
 NOBODY = 65534
@@ -63,27 +61,22 @@ def _ancestors(path):
     return [] if parent == path else [parent, *_ancestors(parent)]
 
 
-@pytest.fixture
-def reachable_dir():
-    """A private directory every user may search (0711), under a temp dir they can reach."""
-    parent = tempfile.gettempdir()
-    if fs.unsearchable_ancestor(os.path.join(parent, "x")):
-        parent = "/tmp"  # e.g. a 0700 TMPDIR: uid 65534 would be refused there already
-    with private_dir(parent) as path:
-        os.chmod(path, 0o711)  # others may search, not list: the file's own bits decide
-        yield path
+def test_searchable_dir_is_0711_and_reachable_by_others():
+    with fs.searchable_dir() as path:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o711
+        assert os.path.basename(path).startswith("osvirt-")
+        assert fs.unsearchable_ancestor(os.path.join(path, "file")) is None
+    assert not os.path.exists(path)
 
 
 @pytest.mark.needs("setuid")
-def test_another_uid_is_refused_a_0600_file_the_owner_reads(reachable_dir):
-    tmp = reachable_dir
-    assert fs.unsearchable_ancestor(os.path.join(tmp, "secret")) is None
-    path = os.path.join(tmp, "secret")
-    with open(path, "x") as f:
-        f.write("mine")
-    os.chmod(path, 0o600)
-    assert open(path).read() == "mine"
-    with Children() as kids:
+def test_another_uid_is_refused_a_0600_file_the_owner_reads():
+    with fs.searchable_dir() as tmp, Children() as kids:
+        path = os.path.join(tmp, "secret")
+        with open(path, "x") as f:
+            f.write("mine")
+        os.chmod(path, 0o600)
+        assert open(path).read() == "mine"
         assert kids.wait(kids.fork(_open_as, NOBODY, path)) == errno.EACCES
         os.chmod(path, 0o604)  # "other" may read now
         assert kids.wait(kids.fork(_open_as, NOBODY, path)) == 0
