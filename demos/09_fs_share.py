@@ -19,7 +19,6 @@ import os
 import signal
 import stat
 import sys
-import time
 
 from osvirt import env, fs
 from osvirt.demo import run
@@ -49,30 +48,6 @@ def _as_nobody(call, path):
 def _read(path):
     with open(path, "rb") as f:
         return f.read()
-
-
-def _hold(path, ready_w, lock):
-    """In a child: open the file, take a lock, say so, keep it until killed."""
-    fd = os.open(path, os.O_RDWR)
-    lock(fd)
-    os.write(ready_w, b"!")
-    time.sleep(60)
-
-
-def _holder(demo, path, lock):
-    """Start a child holding `lock(fd)` on its own open of `path`; returns once it holds it."""
-    r, w = os.pipe()
-    try:
-        pid = demo.children.fork(_hold, path, w, lock)
-        os.close(w)
-        w = None
-        if os.read(r, 1) != b"!":
-            raise RuntimeError(f"lock holder {pid} died before taking its lock")
-    finally:
-        os.close(r)
-        if w is not None:
-            os.close(w)
-    return pid
 
 
 def _refused(call):
@@ -164,7 +139,7 @@ def body(demo):
                    observed=f"{mine} and {theirs}", ok=(mine, theirs) == (10, 0))
 
     with demo.step("flock conflicts between processes", asked="child: flock(LOCK_EX); parent: flock(LOCK_SH|LOCK_NB)"):
-        holder = _holder(demo, path, lambda fd: fs.flock(fd, "exclusive"))
+        holder = fs.hold_in_child(demo.children, path, lambda fd: fs.flock(fd, "exclusive"))
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
             code = _refused(lambda: fs.flock(fd, "shared", wait=False))
@@ -179,7 +154,7 @@ def body(demo):
 
     with demo.step("fcntl byte-range locks, and F_GETLK",
                    asked="child: F_SETLK write [0, 100); parent: F_GETLK; F_SETLK [50, 60) and [100, 200); SIGKILL"):
-        holder = _holder(demo, path, lambda fd: fs.setlk(fd, 0, 100, "write"))
+        holder = fs.hold_in_child(demo.children, path, lambda fd: fs.setlk(fd, 0, 100, "write"))
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
             found = fs.getlk(fd, 50, 10)

@@ -1,7 +1,7 @@
 """Files: filesystem inspection, storage, sharing and locks (seed §4.3)."""
 from osvirt.fs.inspect import (Extent, FileInfo, Filesystem, data_ranges, fiemap, file_info,
                                filesystem, fs_type_name, hole_ranges)
-from osvirt.fs.locks import LockHolder, flock, getlk, setlk
+from osvirt.fs.locks import LockHolder, flock, getlk, hold_in_child, setlk
 from osvirt.fs.perms import (current_umask, drop_to, new_file_mode, searchable_dir, umask,
                               unsearchable_ancestor)
 from osvirt.fs.storage import (FdEntry, copy_file_range, copy_sparse, durable_write,
@@ -19,5 +19,5 @@ __all__ = [
     # perms
     "current_umask", "umask", "new_file_mode", "unsearchable_ancestor", "searchable_dir", "drop_to",
     # locks
-    "LockHolder", "flock", "setlk", "getlk",
+    "LockHolder", "flock", "setlk", "getlk", "hold_in_child",
 ]

@@ -13,11 +13,12 @@ import collections
 import errno
 import fcntl
 import os
+import time
 
 from osvirt.errors import kernel_error
 from osvirt.fs import _native
 
-__all__ = ["LockHolder", "flock", "setlk", "getlk"]
+__all__ = ["LockHolder", "flock", "setlk", "getlk", "hold_in_child"]
 
 LockHolder = collections.namedtuple("LockHolder", ["pid", "start", "length", "kind"])
 LockHolder.__doc__ = """The lock F_GETLK found in the way: the holder's pid (-1 for an
@@ -100,3 +101,31 @@ def getlk(fd, start, length, kind="write", ofd=False):
     if l_type == fcntl.F_UNLCK:
         return None
     return LockHolder(l_pid, l_start, l_len, _KIND[l_type])
+
+
+def _hold(path, ready_w, lock, hold_s):
+    fd = os.open(path, os.O_RDWR)
+    lock(fd)
+    os.write(ready_w, b"!")
+    time.sleep(hold_s)
+
+
+def hold_in_child(children, path, lock, hold_s=60.0):
+    """Fork a child (owned by `children`, an osvirt.process.Children) that opens `path`
+    read-write, calls `lock(fd)` and keeps the lock for `hold_s` or until killed.
+
+    Returns the child's pid once it holds the lock, so another process can
+    meet it (flock, setlk, getlk) without racing its start.
+    """
+    r, w = os.pipe()
+    try:
+        pid = children.fork(_hold, path, w, lock, hold_s)
+        os.close(w)
+        w = None
+        if os.read(r, 1) != b"!":
+            raise RuntimeError(f"lock holder {pid} exited before taking its lock on {path}")
+    finally:
+        os.close(r)
+        if w is not None:
+            os.close(w)
+    return pid

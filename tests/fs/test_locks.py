@@ -17,33 +17,11 @@ def path(tmp):
     return p
 
 
-def _hold(path, ready_w, lock):
-    """In a child: take a lock, say so on the pipe, and keep it until killed."""
-    fd = os.open(path, os.O_RDWR)
-    lock(fd)
-    os.write(ready_w, b"!")
-    time.sleep(60)
-
-
-def _holder(kids, path, lock):
-    r, w = os.pipe()
-    try:
-        pid = kids.fork(_hold, path, w, lock)
-        os.close(w)
-        w = None
-        assert os.read(r, 1) == b"!", "the lock holder died before taking its lock"
-    finally:
-        os.close(r)
-        if w is not None:
-            os.close(w)
-    return pid
-
-
 def test_flock_conflicts_between_processes_with_ewouldblock(path):
     fd = os.open(path, os.O_RDWR)
     try:
         with Children() as kids:
-            _holder(kids, path, lambda f: fs.flock(f, "exclusive"))
+            fs.hold_in_child(kids, path, lambda f: fs.flock(f, "exclusive"))
             with pytest.raises(BlockingIOError) as info:
                 fs.flock(fd, "shared", wait=False)
             assert info.value.errno == errno.EWOULDBLOCK and "flock" in str(info.value)
@@ -59,7 +37,7 @@ def test_fcntl_range_lock_blocks_overlap_not_disjoint_and_getlk_names_the_holder
     fd = os.open(path, os.O_RDWR)
     try:
         with Children() as kids:
-            pid = _holder(kids, path, lambda f: fs.setlk(f, 0, 100, "write"))
+            pid = fs.hold_in_child(kids, path, lambda f: fs.setlk(f, 0, 100, "write"))
             assert fs.getlk(fd, 50, 10) == fs.LockHolder(pid, 0, 100, "write")
             assert fs.getlk(fd, 100, 100) is None
             with pytest.raises(BlockingIOError) as info:
@@ -78,7 +56,7 @@ def test_read_locks_share_and_getlk_reports_a_to_eof_lock(path):
     fd = os.open(path, os.O_RDWR)
     try:
         with Children() as kids:
-            pid = _holder(kids, path, lambda f: fs.setlk(f, 10, 0, "read"))  # length 0: to EOF
+            pid = fs.hold_in_child(kids, path, lambda f: fs.setlk(f, 10, 0, "read"))  # length 0: to EOF
             assert fs.getlk(fd, 10, 1, "read") is None
             assert fs.getlk(fd, 1 << 40, 1, "write") == fs.LockHolder(pid, 10, 0, "read")
             fs.setlk(fd, 0, 0, "read")
@@ -93,6 +71,12 @@ def _release_later(path, ready_w, delay_s):
     time.sleep(delay_s)
     fs.setlk(fd, 0, 10, "unlock")
     time.sleep(60)
+
+
+def test_hold_in_child_reports_a_holder_that_dies_first(path):
+    with Children() as kids:
+        with pytest.raises(RuntimeError, match="exited before taking its lock"):
+            fs.hold_in_child(kids, path, lambda fd: 1 / 0)
 
 
 def test_setlkw_waits_until_the_holder_unlocks(path):
