@@ -118,9 +118,10 @@ class SerialPort(OwnedFd):
         cflag |= getattr(termios, f"CS{data_bits}") | termios.CREAD | termios.CLOCAL
         cflag |= {"N": 0, "E": termios.PARENB, "O": termios.PARENB | termios.PARODD}[parity]
         cflag |= termios.CSTOPB if stop_bits == 2 else 0
-        # termios.tcsetattr sets the speeds with cfsetispeed/cfsetospeed. glibc
-        # reads the settings back after TCSETS and fails with EINVAL when the
-        # driver dropped the parity bit it was asked for (a pty does).
+        # termios.tcsetattr sets the speeds with cfsetispeed/cfsetospeed. Some
+        # distributions patch glibc to read the settings back after TCSETS and
+        # fail with EINVAL when the driver dropped bits it was asked for (a pty
+        # drops CSIZE and PARENB): then the call fails, but the rest took effect.
         try:
             termios.tcsetattr(self.fd, termios.TCSANOW,
                               [iflag, oflag, cflag, lflag, BAUD_RATES[baud], BAUD_RATES[baud], cc])

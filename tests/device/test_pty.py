@@ -92,7 +92,7 @@ def test_exclusive_mode_refuses_a_second_opener_with_ebusy():
         assert pty.open_errno(p.path) == 0
 
 
-@pytest.mark.needs("root")
+@pytest.mark.needs("root", "setuid")
 def test_exclusive_mode_lets_root_through_and_refuses_another_uid():
     nobody = 65534
     with pty.PseudoTerminal() as p, Children() as kids:

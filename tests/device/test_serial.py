@@ -1,4 +1,5 @@
 """A virtual serial device on a pty master, driven through the slave as a serial port."""
+import errno
 import os
 
 import pytest
@@ -34,7 +35,10 @@ def test_the_sensor_answers_its_protocol(sensor_port):
 def test_the_port_keeps_its_baud_and_the_pty_forces_8n(sensor_port):
     port, _, _ = sensor_port
     assert port.settings() == {"baud": 9600, "frame": "8N1", "raw": True}
-    port.configure(115200, data_bits=7, parity="E", stop_bits=2)
+    try:
+        port.configure(115200, data_bits=7, parity="E", stop_bits=2)
+    except OSError as e:  # a glibc that reads the settings back says the driver dropped some
+        assert e.errno == errno.EINVAL and "tcsetattr(115200 7E2)" in str(e)
     assert port.settings() == {"baud": 115200, "frame": "8N2", "raw": True}  # no UART: CS8, no parity
 
 
