@@ -14,6 +14,7 @@ import subprocess
 
 from osvirt.errors import OsvirtError
 from osvirt.naming import private_dir
+from osvirt.process import Children
 
 __all__ = ["compiler", "header_values", "compile_source"]
 
@@ -44,17 +45,27 @@ def compile_source(source, flags=(), *, run=False, timeout_s=60):
     flags = [str(f) for f in flags]
     if any(not f.startswith("-") or f.startswith("-o") for f in flags):
         raise ValueError(f"compile_source: flags must be options (not -o or file names): {flags}")
-    with private_dir() as d:
+    # Children: the compiler and the program are killed and reaped however
+    # this returns (Ctrl-C included), and die with this process.
+    with private_dir() as d, Children() as kids:
         src, exe = os.path.join(d, "snippet.c"), os.path.join(d, "snippet")
         with open(src, "w") as f:
             f.write(source)
         argv = [_cc(), *flags, src] + ([] if "-fsyntax-only" in flags else ["-o", exe])
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, cwd=d)
-        diagnostics = proc.stderr.replace(src, "snippet.c")
-        if proc.returncode != 0 or not run:
-            return proc.returncode, diagnostics, ""
-        out = subprocess.run([exe], capture_output=True, text=True, timeout=timeout_s, check=True)
-        return proc.returncode, diagnostics, out.stdout
+        code, _, diagnostics = _run(kids, argv, d, timeout_s)
+        diagnostics = diagnostics.replace(src, "snippet.c")
+        if code != 0 or not run:
+            return code, diagnostics, ""
+        status, out, err = _run(kids, [exe], d, timeout_s)
+        if status != 0:
+            raise OsvirtError(f"compile_source: the program exited with {status}: {err}")
+        return code, diagnostics, out
+
+
+def _run(kids, argv, cwd, timeout_s):
+    proc = kids.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
+    out, err = proc.communicate(timeout=timeout_s)
+    return proc.returncode, out, err
 
 
 def header_values(names, includes):
