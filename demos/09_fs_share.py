@@ -12,13 +12,14 @@ byte-range lock blocks an overlapping request and not a disjoint one,
 F_GETLK names the holder's pid, and the kernel drops the lock when its
 holder is SIGKILLed. Open-file-description locks have no holder pid (-1).
 
-Usage: python demos/09_fs_share.py [--json]
+Usage: python demos/09_fs_share.py [--json] [--linger SECONDS]
 """
 import errno
 import os
 import signal
 import stat
 import sys
+import time
 
 from osvirt import env, fs
 from osvirt.demo import run
@@ -29,6 +30,11 @@ SEED = "4.3.3 share_and_protect_file"
 SUMMARY = "mode bits and umask, EACCES for another uid, shared offsets, flock and fcntl locks with the holder's pid"
 
 NOBODY = 65534
+
+
+def add_arguments(parser):
+    parser.add_argument("--linger", type=float, default=0, metavar="SECONDS",
+                        help="pause this long while a child holds a byte-range lock (to try Ctrl-C)")
 
 
 def _errno_name(code):
@@ -157,6 +163,11 @@ def body(demo):
         holder = fs.hold_in_child(demo.children, path, lambda fd: fs.setlk(fd, 0, 100, "write"))
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
+            if demo.args.linger > 0:
+                demo.say(f"(pausing {demo.args.linger} s: child pid {holder} holds [0, 100) of {path}; "
+                         "Ctrl-C now leaves nothing behind)")
+                demo.out.flush()
+                time.sleep(demo.args.linger)
             found = fs.getlk(fd, 50, 10)
             demo.check("F_GETLK on [50, 60)", expected=f"write lock [0, 100) held by pid {holder}",
                        observed=str(found), ok=found == fs.LockHolder(holder, 0, 100, "write"))

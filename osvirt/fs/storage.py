@@ -11,6 +11,7 @@ disk. `durable_write_steps` is the same, one step at a time, so a test can
 kill the writer between any two of them.
 """
 import collections
+import errno
 import os
 import stat
 
@@ -60,7 +61,7 @@ def fd_entry(fd, pid="self"):
         with open(f"/proc/{pid}/fdinfo/{fd}") as f:
             info = dict(line.split(":", 1) for line in f if ":" in line)
     except OSError as e:
-        raise kernel_error(e.errno, f"/proc/{pid}/fdinfo", f"fd {fd} not open" if e.errno == 2 else None) from None
+        raise kernel_error(e.errno, f"/proc/{pid}/fdinfo", f"fd {fd} not open" if e.errno == errno.ENOENT else None) from None
     flags = int(info["flags"], 8)
     return FdEntry(fd, target, int(info["pos"]), flags, open_flag_names(flags), int(info.get("ino", -1)))
 
