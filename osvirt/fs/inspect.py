@@ -63,19 +63,19 @@ def fs_type_name(magic):
 
 def _mount_of(path):
     """(fstype, mount point) of the mount holding `path`, matched by st_dev in /proc/self/mountinfo."""
-    dev = os.stat(path).st_dev
-    found = (None, None)
+    dev, real = os.stat(path).st_dev, os.path.realpath(path)
+    mounts = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
             major, minor = map(int, fields[2].split(":"))
             if os.makedev(major, minor) == dev:
                 point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])  # \040: a space
-                fstype = fields[fields.index("-") + 1]
-                # Bind mounts repeat a device: keep the longest mount point that holds path.
-                if os.path.realpath(path).startswith(point) and len(point) >= len(found[1] or ""):
-                    found = (fstype, point)
-    return found
+                mounts.append((fields[fields.index("-") + 1], point))
+    # Bind mounts repeat a device: the longest mount point that holds path; any, if none does
+    # (a chroot sees mount points it cannot reach).
+    holding = [m for m in mounts if real.startswith(m[1])] or mounts
+    return max(holding, key=lambda m: len(m[1]), default=(None, None))
 
 
 def filesystem(path):
