@@ -66,6 +66,13 @@ def _share(posix_name, sysv_id, memfd_path, ready_fd, release_fd):
     os.read(release_fd, 1)
 
 
+def _pending_signals():
+    """The signal numbers in this process's shared pending set (ShdPnd in /proc/self/status)."""
+    with open("/proc/self/status") as f:
+        mask = int(next(line.split()[1] for line in f if line.startswith("ShdPnd:")), 16)
+    return [bit + 1 for bit in range(64) if mask >> bit & 1]
+
+
 def _sysv_shm_ids():
     with open("/proc/sysvipc/shm") as f:
         return {int(line.split()[1]) for line in list(f)[1:]}
@@ -216,14 +223,11 @@ def body(demo):
         with ipc.blocked({signal.SIGUSR1, signal.SIGRTMIN}):
             sender = demo.children.fork(_send_signals, os.getpid(), N_SIGNALS)
             demo.children.wait(sender)
-            usr1 = []
-            while (s := ipc.sigtimedwait({signal.SIGUSR1}, 0)) is not None:
-                usr1.append(s)
-            rt = []
-            while (s := ipc.sigtimedwait({signal.SIGRTMIN}, 0)) is not None:
-                rt.append(s)
+            pending = _pending_signals()
+            usr1 = ipc.accept_pending({signal.SIGUSR1})
+            rt = ipc.accept_pending({signal.SIGRTMIN})
         demo.check(f"SIGUSR1 accepted after {N_SIGNALS} sent", "1 (a standard signal is one pending bit)",
-                   str(len(usr1)), len(usr1) == 1)
+                   f"{len(usr1)} (ShdPnd, the kernel's pending set, held signals {pending})", len(usr1) == 1)
         values = [s.value for s in rt]
         senders = {s.pid for s in rt}
         demo.check(f"SIGRTMIN accepted after {N_SIGNALS} sigqueue", f"{N_SIGNALS}, values 0..{N_SIGNALS - 1} in order",
@@ -232,6 +236,8 @@ def body(demo):
         demo.check("si_pid and si_code of every SIGRTMIN", f"the sender {sender}, SI_QUEUE",
                    f"pids {sorted(senders)}, codes {sorted({_SI_CODES.get(s.code, s.code) for s in rt})}",
                    senders == {sender} and {s.code for s in rt} == {ipc.SI_QUEUE})
+        demo.say("Accepted with sigtimedwait, the synchronous form of delivery: a Python handler could not "
+                 "count them, since the interpreter records only that a signal came, not how often.")
 
     with demo.step("shared memory: POSIX, System V and memfd, seen by another process",
                    asked="shm_open / shmget(IPC_PRIVATE) / memfd_create; a child maps each and writes; we load"):

@@ -11,7 +11,7 @@ from osvirt.ipc.mqueue import MQ_PRIO_MAX, PosixMessageQueue, SysVMessageQueue, 
 from osvirt.ipc.pipe import (PIPE_BUF, ConcurrentWrites, Pipe, concurrent_writes, fill, get_pipe_size,
                              pipe_max_size, set_pipe_size)
 from osvirt.ipc.shm import Memfd, PosixSharedMemory, SysVSharedMemory
-from osvirt.ipc.signals import SI_QUEUE, SI_USER, QueuedSignal, blocked, sigqueue, sigtimedwait
+from osvirt.ipc.signals import SI_QUEUE, SI_USER, QueuedSignal, accept_pending, blocked, sigqueue, sigtimedwait
 
 __all__ = [
     "Pipe", "PIPE_BUF", "get_pipe_size", "set_pipe_size", "pipe_max_size", "fill",
@@ -19,5 +19,5 @@ __all__ = [
     "Fifo",
     "PosixMessageQueue", "SysVMessageQueue", "MQ_PRIO_MAX", "mq_limits",
     "PosixSharedMemory", "SysVSharedMemory", "Memfd",
-    "sigqueue", "sigtimedwait", "blocked", "QueuedSignal", "SI_QUEUE", "SI_USER",
+    "sigqueue", "sigtimedwait", "accept_pending", "blocked", "QueuedSignal", "SI_QUEUE", "SI_USER",
 ]

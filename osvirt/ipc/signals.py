@@ -19,7 +19,7 @@ import time
 
 from osvirt.ipc import _native
 
-__all__ = ["QueuedSignal", "SI_QUEUE", "SI_USER", "sigqueue", "sigtimedwait", "blocked"]
+__all__ = ["QueuedSignal", "SI_QUEUE", "SI_USER", "sigqueue", "sigtimedwait", "accept_pending", "blocked"]
 
 SI_QUEUE = _native.SI_QUEUE  # si_code of a signal sent by sigqueue
 SI_USER = _native.SI_USER    # si_code of a signal sent by kill
@@ -88,6 +88,18 @@ def sigtimedwait(signals, timeout_s=None):
             continue
 
 
+def accept_pending(signals):
+    """Accept every pending signal of `signals` (blocked), in the kernel's order: a list of QueuedSignal.
+
+    A standard signal comes out once however often it was sent; real-time
+    signals come out one per sigqueue, lowest number first, in sending order.
+    """
+    accepted = []
+    while (queued := sigtimedwait(signals, 0)) is not None:
+        accepted.append(queued)
+    return accepted
+
+
 @contextlib.contextmanager
 def blocked(signals):
     """Block `signals` in this thread; on exit, discard those still pending, then restore the mask.
@@ -101,6 +113,6 @@ def blocked(signals):
         yield
     finally:
         newly = chosen - previous
-        while newly and signal.sigtimedwait(newly, 0) is not None:
-            pass
+        if newly:
+            accept_pending(newly)
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -4,17 +4,10 @@ import signal
 
 import pytest
 
-from osvirt.ipc import SI_QUEUE, SI_USER, QueuedSignal, blocked, sigqueue, sigtimedwait
+from osvirt.ipc import SI_QUEUE, SI_USER, QueuedSignal, accept_pending, blocked, sigqueue, sigtimedwait
 from osvirt.process import Children
 
 RT = signal.SIGRTMIN
-
-
-def _drain(signals):
-    got = []
-    while (s := sigtimedwait(signals, 0)) is not None:
-        got.append(s)
-    return got
 
 
 def test_queued_realtime_signals_arrive_in_order_with_value_and_sender():
@@ -22,7 +15,7 @@ def test_queued_realtime_signals_arrive_in_order_with_value_and_sender():
     with blocked({RT}), Children() as kids:
         pid = kids.fork(lambda: [sigqueue(parent, RT, v) for v in (7, -3, 2**31 - 1, -2**31)])
         assert kids.wait(pid) == 0
-        got = _drain({RT})
+        got = accept_pending({RT})
     assert got == [QueuedSignal(RT, SI_QUEUE, v, pid, os.getuid()) for v in (7, -3, 2**31 - 1, -2**31)]
 
 
@@ -31,7 +24,7 @@ def test_standard_signals_coalesce_while_blocked():
         for _ in range(50):
             os.kill(os.getpid(), signal.SIGUSR1)
         assert signal.SIGUSR1 in signal.sigpending()
-        got = _drain({signal.SIGUSR1})
+        got = accept_pending({signal.SIGUSR1})
     assert [(s.signo, s.code, s.pid) for s in got] == [(signal.SIGUSR1, SI_USER, os.getpid())]
 
 
@@ -96,3 +89,13 @@ def test_sigtimedwait_wants_a_set_not_an_int():
         sigtimedwait(RT, 0)
     with pytest.raises(TypeError):
         sigqueue(1, RT, 1.5)
+
+
+def test_accept_pending_gives_realtime_signals_lowest_number_first():
+    me = os.getpid()
+    with blocked({RT, RT + 1}):
+        sigqueue(me, RT + 1, 1)
+        sigqueue(me, RT, 2)
+        sigqueue(me, RT + 1, 3)
+        assert [(s.signo, s.value) for s in accept_pending({RT, RT + 1})] == [(RT, 2), (RT + 1, 1), (RT + 1, 3)]
+        assert accept_pending({RT, RT + 1}) == []
