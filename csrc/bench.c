@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -96,6 +97,26 @@ int64_t osv_bench_kill_self(int signo, int64_t n)
     return elapsed;
 }
 
+int64_t osv_bench_sigqueue_self(int signo, int64_t n)
+{
+    sigset_t set;
+    siginfo_t info;
+    pid_t self = getpid();
+    sigemptyset(&set);
+    sigaddset(&set, signo);
+    int64_t t0 = now_ns();
+    for (int64_t i = 0; i < n; i++) {
+        union sigval value = {.sival_int = (int)i};
+        if (sigqueue(self, signo, value) == -1 || sigwaitinfo(&set, &info) == -1)
+            return -1;
+        if (info.si_signo != signo || info.si_value.sival_int != (int)i) {
+            errno = EPROTO;
+            return -1;
+        }
+    }
+    return now_ns() - t0;
+}
+
 int64_t osv_bench_fork(int64_t n)
 {
     int64_t t0 = now_ns();
@@ -119,10 +140,11 @@ int64_t osv_bench_sched_yield(int64_t n)
     return now_ns() - t0;
 }
 
-int64_t osv_bench_touch_fresh(int64_t n)
+int64_t osv_bench_touch_fresh(int shared, int64_t n)
 {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    char *p = mmap(NULL, n * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *p = mmap(NULL, n * page, PROT_READ | PROT_WRITE,
+                   (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return -1;
     madvise(p, n * page, MADV_NOHUGEPAGE);  /* advisory: fails only where THP is absent */
@@ -143,6 +165,23 @@ int64_t osv_bench_mmap_munmap(size_t size, int64_t n)
             return -1;
     }
     return now_ns() - t0;
+}
+
+int64_t osv_bench_mprotect(int64_t n)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    void *p = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return -1;
+    int64_t i, t0 = now_ns();
+    for (i = 0; i < n; i++)
+        if (mprotect(p, page, PROT_READ) == -1 || mprotect(p, page, PROT_READ | PROT_WRITE) == -1)
+            break;
+    int64_t elapsed = i == n ? now_ns() - t0 : -1;
+    int saved = errno;  /* munmap must not hide why mprotect failed */
+    munmap(p, page);
+    errno = saved;
+    return elapsed;
 }
 
 int64_t osv_bench_mq_round_trip(mqd_t to, mqd_t from, void *buf, size_t size, int64_t n)
@@ -198,6 +237,45 @@ int64_t osv_bench_pwrite_fsync(int fd, const void *buf, size_t size, int64_t n)
     for (int64_t i = 0; i < n; i++)
         if (pwrite(fd, buf, size, 0) != (ssize_t)size || fsync(fd) == -1)
             return -1;
+    return now_ns() - t0;
+}
+
+static int write_all(int fd, const char *buf, size_t size)
+{
+    while (size > 0) {
+        ssize_t done = write(fd, buf, size);
+        if (done == -1)
+            return -1;
+        buf += done;
+        size -= done;
+    }
+    return 0;
+}
+
+static int fsync_close(int fd)
+{
+    int synced = fsync(fd);
+    return close(fd) == -1 || synced == -1 ? -1 : 0;
+}
+
+int64_t osv_bench_durable_write(const char *dir, const char *target, const char *temp,
+                                const void *buf, size_t size, int64_t n)
+{
+    int64_t t0 = now_ns();
+    for (int64_t i = 0; i < n; i++) {
+        int fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd == -1)
+            return -1;
+        if (write_all(fd, buf, size) == -1) {
+            close(fd);
+            return -1;
+        }
+        if (fsync_close(fd) == -1 || rename(temp, target) == -1)
+            return -1;
+        int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dirfd == -1 || fsync_close(dirfd) == -1)
+            return -1;
+    }
     return now_ns() - t0;
 }
 

@@ -28,15 +28,23 @@ int osv_bench_pipe_drain(int fd, void *buf, size_t size);
  * action restored after); EPROTO when fewer than n signals were delivered */
 int64_t osv_bench_kill_self(int signo, int64_t n);
 
+/* sigqueue(getpid(), signo, i) then sigwaitinfo for it; signo must be blocked.
+ * EPROTO when the signal or value accepted is not the one sent */
+int64_t osv_bench_sigqueue_self(int signo, int64_t n);
+
 /* fork(), the child _exit(0)s, the parent waitpid()s */
 int64_t osv_bench_fork(int64_t n);
 int64_t osv_bench_sched_yield(int64_t n);
 
-/* one write fault on each of n pages of a fresh MAP_PRIVATE anonymous mapping
- * (MADV_NOHUGEPAGE: one fault per 4 KiB page); the mmap and munmap are not timed */
-int64_t osv_bench_touch_fresh(int64_t n);
+/* one write fault on each of n pages of a fresh anonymous mapping, MAP_SHARED
+ * if shared else MAP_PRIVATE (MADV_NOHUGEPAGE: one fault per 4 KiB page); the
+ * mmap and munmap are not timed */
+int64_t osv_bench_touch_fresh(int shared, int64_t n);
 /* mmap(MAP_PRIVATE | MAP_ANONYMOUS) of size bytes, then munmap */
 int64_t osv_bench_mmap_munmap(size_t size, int64_t n);
+
+/* mprotect of one page to PROT_READ, then back to PROT_READ | PROT_WRITE */
+int64_t osv_bench_mprotect(int64_t n);
 
 /* send size bytes of buf on `to`, receive the reply from `from` into buf */
 int64_t osv_bench_mq_round_trip(mqd_t to, mqd_t from, void *buf, size_t size, int64_t n);
@@ -47,6 +55,10 @@ int osv_bench_msg_echo(int msqid);
 
 /* pwrite size bytes at offset 0, then fsync */
 int64_t osv_bench_pwrite_fsync(int fd, const void *buf, size_t size, int64_t n);
+/* durable replace of target: open temp (O_CREAT | O_EXCL, 0600), write size
+ * bytes of buf, fsync, close, rename to target, open dir, fsync it, close */
+int64_t osv_bench_durable_write(const char *dir, const char *target, const char *temp,
+                                const void *buf, size_t size, int64_t n);
 int64_t osv_bench_fionread(int fd, int64_t n);
 
 #endif

@@ -3,8 +3,11 @@
 Every C loop is `osv_bench_<name>(args..., n)` and returns the elapsed ns. A
 buffer argument (bytes, bytearray, mmap, memoryview) is passed to C as a
 pointer followed by its length, both taken from the object here, so C never
-sees a length that does not match its buffer.
+sees a length that does not match its buffer; a str (a path) is passed as a
+NUL-terminated char *.
 """
+import os
+
 from osvirt._native import ffi, lib
 from osvirt.errors import kernel_error
 
@@ -20,11 +23,15 @@ def has_c_loop(name):
 def _c_args(facility, args):
     out = []
     for arg in args:
-        if isinstance(arg, bool) or not isinstance(arg, int):
+        if isinstance(arg, str):  # a path: a NUL-terminated char * (cffi passes bytes so)
+            if "\0" in arg:
+                raise ValueError(f"{facility}: {arg!r} holds a NUL byte")
+            out.append(os.fsencode(arg))
+        elif isinstance(arg, bool) or not isinstance(arg, int):
             try:
                 view = memoryview(arg)
             except TypeError:
-                raise TypeError(f"{facility}: argument {arg!r} is neither an int nor a buffer") from None
+                raise TypeError(f"{facility}: argument {arg!r} is neither an int, a str nor a buffer") from None
             if view.readonly and not isinstance(arg, bytes):
                 raise TypeError(f"{facility}: buffer {arg!r} is read-only")
             out += [ffi.from_buffer(arg), view.nbytes]

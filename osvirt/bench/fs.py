@@ -1,10 +1,11 @@
-"""File-system primitives: a durable 4 KiB write."""
+"""File-system primitives: durable 4 KiB writes (osvirt.fs)."""
 import contextlib
 import os
 import tempfile
 
 from osvirt.bench.harness import Primitive, rig
-from osvirt.naming import unique_name
+from osvirt.fs import durable_write
+from osvirt.naming import private_dir, unique_name
 
 __all__ = ["PRIMITIVES"]
 
@@ -41,8 +42,28 @@ def _pwrite_fsync_c():
         yield fd, bytes(BLOCK)
 
 
+@rig
+def _durable_write_python():
+    with private_dir(tempfile.gettempdir()) as directory:
+        path, block = os.path.join(directory, "target"), bytes(BLOCK)
+        yield lambda: durable_write(path, block)
+
+
+@rig
+def _durable_write_c():
+    with private_dir(tempfile.gettempdir()) as directory:
+        yield (directory, os.path.join(directory, "target"), os.path.join(directory, unique_name("tmp")),
+               bytes(BLOCK))
+
+
 PRIMITIVES = [
     Primitive("fsync-4k", "os.pwrite of 4 KiB at offset 0, then os.fsync, in the temp directory",
               python=_pwrite_fsync_python, c="pwrite_fsync", c_args=_pwrite_fsync_c,
               bytes_per_op=BLOCK),
+    Primitive("durable-write", "osvirt.fs.durable_write of 4 KiB: temp file written and fsynced, "
+                               "renamed over the target, the directory fsynced",
+              python=_durable_write_python, c="durable_write", c_args=_durable_write_c,
+              bytes_per_op=BLOCK,
+              note="two fsyncs (the file's data, then the directory's rename); the Python path "
+                   "also keeps the target's mode (stat, fchmod)"),
 ]

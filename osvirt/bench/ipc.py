@@ -1,15 +1,15 @@
-"""IPC primitives: pipes, signals, POSIX and SysV message queues."""
+"""IPC primitives: pipes, signals, POSIX and SysV message queues (osvirt.ipc)."""
 import contextlib
 import multiprocessing
 import os
 import signal
 
 import posix_ipc
-import sysv_ipc
 
 from osvirt.bench import _native
 from osvirt.bench.harness import Primitive, rig
-from osvirt.naming import unique_name
+from osvirt.errors import OsvirtError
+from osvirt.ipc import PosixMessageQueue, SysVMessageQueue, blocked, sigqueue, sigtimedwait
 from osvirt.process import Children
 
 __all__ = ["PRIMITIVES"]
@@ -116,18 +116,29 @@ def _kill_self_python():
         signal.signal(signal.SIGUSR1, old)
 
 
+@rig
+def _sigqueue_self_python():
+    signo, pid = signal.SIGRTMIN, os.getpid()
+    with blocked({signo}):
+        def sigqueue_wait():
+            sigqueue(pid, signo, 7)
+            if sigtimedwait({signo}).value != 7:
+                raise OsvirtError("sigtimedwait: the value sent with sigqueue did not come back")
+        yield sigqueue_wait
+
+
+@rig
+def _sigqueue_self_c():
+    with blocked({signal.SIGRTMIN}):
+        yield (signal.SIGRTMIN,)
+
+
 @contextlib.contextmanager
 def _posix_queues():
-    """Two POSIX message queues, there and back, removed afterwards."""
-    with contextlib.ExitStack() as stack:
-        queues = []
-        for _ in range(2):
-            q = posix_ipc.MessageQueue("/" + unique_name(), posix_ipc.O_CREX, mode=0o600,
-                                       max_messages=1, max_message_size=64)
-            stack.callback(q.unlink)
-            stack.callback(q.close)
-            queues.append(q)
-        yield queues
+    """Two osvirt.ipc POSIX message queues, there and back."""
+    with PosixMessageQueue(max_messages=1, max_message_size=64) as there, \
+            PosixMessageQueue(max_messages=1, max_message_size=64) as back:
+        yield there, back
 
 
 def _echo_posix(there, back):
@@ -148,7 +159,11 @@ def _mq_round_trip_python():
 
 @rig
 def _mq_round_trip_c():
-    with _posix_queues() as (there, back), Children() as kids:
+    with _posix_queues() as queues, contextlib.ExitStack() as descriptors, Children() as kids:
+        # The C loop needs mqd_t descriptors: posix_ipc opens the same queues by name.
+        there, back = (posix_ipc.MessageQueue(q.name) for q in queues)
+        for q in (there, back):
+            descriptors.callback(q.close)
         kids.fork(_native.mq_echo, there.mqd, back.mqd, there.max_message_size)
         yield there.mqd, back.mqd, bytearray(back.max_message_size)
 
@@ -176,15 +191,6 @@ def _echo_mp_queue(there, back):
         back.put(there.get())
 
 
-@contextlib.contextmanager
-def _sysv_queue():
-    q = sysv_ipc.MessageQueue(sysv_ipc.IPC_PRIVATE, sysv_ipc.IPC_CREX, mode=0o600)
-    try:
-        yield q
-    finally:
-        q.remove()
-
-
 def _echo_sysv(q):
     while True:
         q.send(q.receive(type=1)[0], type=2)
@@ -192,7 +198,7 @@ def _echo_sysv(q):
 
 @rig
 def _msg_round_trip_python():
-    with _sysv_queue() as q, Children() as kids:
+    with SysVMessageQueue() as q, Children() as kids:
         kids.fork(_echo_sysv, q)
 
         def round_trip():
@@ -203,7 +209,7 @@ def _msg_round_trip_python():
 
 @rig
 def _msg_round_trip_c():
-    with _sysv_queue() as q, Children() as kids:
+    with SysVMessageQueue() as q, Children() as kids:
         kids.fork(_native.msg_echo, q.id)
         yield (q.id,)
 
@@ -223,13 +229,16 @@ PRIMITIVES = [
               python=_pipe_write_python, c="pipe_write", c_args=_pipe_write_c, bytes_per_op=CHUNK),
     Primitive("signal-self", "os.kill(os.getpid(), SIGUSR1), its handler run",
               python=_kill_self_python, c="kill_self", c_args=(signal.SIGUSR1,)),
+    Primitive("rt-signal", "osvirt.ipc.sigqueue(self, SIGRTMIN, value), then sigtimedwait accepts it "
+                           "(blocked: no handler runs) and the value is checked",
+              python=_sigqueue_self_python, c="sigqueue_self", c_args=_sigqueue_self_c),
     # Message queues are pinned: unpinned, a round trip costs 6 or 50 us
     # depending on where the scheduler puts the echo (see pipe-rtt).
     Primitive("posix-mq", "1-byte round trip through two POSIX message queues to an echoing "
-                          "process on the same CPU: posix_ipc send + receive",
+                          "process on the same CPU: osvirt.ipc.PosixMessageQueue send + receive",
               python=_mq_round_trip_python, c="mq_round_trip", c_args=_mq_round_trip_c,
               peer=("multiprocessing.Queue", _mp_queue_round_trip), pin=True),
     Primitive("sysv-mq", "1-byte round trip through a SysV message queue (type 1 there, type 2 "
-                         "back) to an echoing process on the same CPU: sysv_ipc send + receive",
+                         "back) to an echoing process on the same CPU: osvirt.ipc.SysVMessageQueue send + receive",
               python=_msg_round_trip_python, c="msg_round_trip", c_args=_msg_round_trip_c, pin=True),
 ]

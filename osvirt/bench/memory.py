@@ -1,26 +1,36 @@
-"""Memory primitives: minor page faults, mapping and unmapping."""
+"""Memory primitives: minor page faults, mapping, protection (osvirt.memory)."""
 import mmap
 import time
 
-from osvirt.bench.harness import Batch, Primitive
+from osvirt.bench.harness import Batch, Primitive, rig
+from osvirt.memory import MADV, PAGE_SIZE, PROT_READ, PROT_WRITE, Mapping
 
 __all__ = ["PRIMITIVES"]
 
-PAGE = mmap.PAGESIZE
 MIB = 1 << 20
-PRIVATE = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
 
 
-def _touch_fresh(flags):
-    """A Batch: one write per page of a fresh n-page anonymous mapping, only
-    the writes timed. MADV_NOHUGEPAGE, as C does: each 4 KiB page faults on
-    its own rather than a 2 MiB huge page at once."""
+def _touch_fresh(shared):
+    """A Batch: osvirt.memory's Mapping.touch writes one byte in each page of a
+    fresh n-page anonymous mapping; only the touch is timed. MADV_NOHUGEPAGE,
+    as in C: each 4 KiB page faults on its own, not a 2 MiB huge page at once."""
     def batch(n):
-        m = mmap.mmap(-1, n * PAGE, flags=flags)
+        with Mapping(n * PAGE_SIZE, shared=shared) as m:
+            m.madvise(MADV["MADV_NOHUGEPAGE"])
+            t0 = time.perf_counter_ns()
+            m.touch(write=True)
+            return time.perf_counter_ns() - t0
+    return Batch(batch)
+
+
+def _mmap_writes(flags):
+    """A Batch: the stdlib's way, a Python loop writing a byte per page of an mmap.mmap."""
+    def batch(n):
+        m = mmap.mmap(-1, n * PAGE_SIZE, flags=flags)
         try:
             m.madvise(mmap.MADV_NOHUGEPAGE)
             t0 = time.perf_counter_ns()
-            for offset in range(0, n * PAGE, PAGE):
+            for offset in range(0, n * PAGE_SIZE, PAGE_SIZE):
                 m[offset] = 1
             return time.perf_counter_ns() - t0
         finally:
@@ -28,16 +38,37 @@ def _touch_fresh(flags):
     return Batch(batch)
 
 
-def _mmap_munmap():
-    mmap.mmap(-1, MIB, flags=PRIVATE).close()
+def _map_unmap():
+    Mapping(MIB).close()
+
+
+def _mmap_close():
+    mmap.mmap(-1, MIB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS).close()
+
+
+@rig
+def _mprotect_python():
+    with Mapping(PAGE_SIZE) as m:
+        def mprotect_there_and_back():
+            m.mprotect(PROT_READ)
+            m.mprotect(PROT_READ | PROT_WRITE)
+        yield mprotect_there_and_back
 
 
 PRIMITIVES = [
-    Primitive("page-fault", "a write to a fresh page of a MAP_PRIVATE anonymous mmap.mmap: one minor fault",
-              python=_touch_fresh(PRIVATE), c="touch_fresh",
-              peer=("mmap.mmap default (MAP_SHARED)", _touch_fresh(mmap.MAP_SHARED)),
-              note="mmap.mmap(-1, size) is MAP_SHARED by default: shared anonymous memory is "
-                   "shmem, whose faults cost more; pass flags=MAP_PRIVATE for private memory"),
-    Primitive("mmap-1m", "mmap.mmap of 1 MiB (MAP_PRIVATE, anonymous), then close (munmap)",
-              python=_mmap_munmap, c="mmap_munmap", c_args=(MIB,)),
+    Primitive("page-fault", "a write to each page of a fresh MAP_PRIVATE anonymous "
+                            "osvirt.memory.Mapping, by Mapping.touch: one minor fault a page",
+              python=_touch_fresh(shared=False), c="touch_fresh", c_args=(0,),
+              peer=("mmap.mmap(MAP_PRIVATE), a Python loop", _mmap_writes(mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)),
+              note="Mapping.touch is a C loop: one call for the whole batch"),
+    Primitive("page-fault-shared", "the same with MAP_SHARED, what mmap.mmap(-1, size) gives by default",
+              python=_touch_fresh(shared=True), c="touch_fresh", c_args=(1,),
+              peer=("mmap.mmap default, a Python loop", _mmap_writes(mmap.MAP_SHARED)),
+              note="shared anonymous memory is shmem (a file in the kernel): its faults cost more "
+                   "than private ones; pass flags=MAP_PRIVATE to mmap.mmap for private memory"),
+    Primitive("mmap-1m", "osvirt.memory.Mapping of 1 MiB (MAP_PRIVATE, anonymous), then close (munmap)",
+              python=_map_unmap, c="mmap_munmap", c_args=(MIB,),
+              peer=("mmap.mmap(MAP_PRIVATE) + close", _mmap_close)),
+    Primitive("mprotect", "Mapping.mprotect of one page to PROT_READ and back to read-write (two calls)",
+              python=_mprotect_python, c="mprotect"),
 ]

@@ -21,11 +21,12 @@ def test_time_ops_calls_the_operation_n_times():
 
 
 def test_calibration_makes_a_batch_last_at_least_its_minimum():
-    # sleep(0.3 ms) never returns early: 4 of them are the fewest that last 1 ms
+    # sleep(0.3 ms) never returns early (under load it may return late): once
+    # n of them lasted 1 ms twice, every batch of n does
     timed = lambda n: time_ops(lambda: time.sleep(0.0003), n)  # noqa: E731
     n, elapsed = calibrate(timed, 1_000_000)
-    assert n >= 4 and elapsed >= 1_000_000
-    assert timed(n) >= 1_000_000
+    assert elapsed >= 1_000_000
+    assert all(timed(n) >= 1_000_000 for _ in range(3))
 
 
 def test_calibration_of_a_fast_operation_takes_many_per_batch():

@@ -17,8 +17,10 @@ def test_bad_arguments_are_refused_before_c_runs():
     for n in (0, -1, 2 ** 62 + 1, True, 1.5):
         with pytest.raises(ValueError, match="osv_bench_getppid: n must be"):
             _native.c_loop("getppid", (), n)
-    with pytest.raises(TypeError, match="neither an int nor a buffer"):
-        _native.c_loop("pipe_write", (1, "text"), 1)
+    with pytest.raises(TypeError, match="neither an int, a str nor a buffer"):
+        _native.c_loop("pipe_write", (1, 1.5), 1)
+    with pytest.raises(ValueError, match="holds a NUL byte"):
+        _native.c_loop("durable_write", ("/tmp", "/tmp/a\0b", "/tmp/c", b"x"), 1)
     with pytest.raises(TypeError, match="read-only"):
         _native.c_loop("pipe_write", (1, memoryview(b"x").toreadonly()), 1)
 
@@ -48,5 +50,5 @@ def test_the_signal_loop_counts_deliveries_and_restores_the_handler():
 def test_the_fault_loop_faults_once_per_page():
     import resource
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    _native.c_loop("touch_fresh", (), 512)
+    _native.c_loop("touch_fresh", (0,), 512)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before >= 512
