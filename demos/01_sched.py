@@ -17,6 +17,7 @@ Usage: python demos/01_sched.py [--json]
 """
 import contextlib
 import os
+import pathlib
 import signal
 import sys
 import time
@@ -43,6 +44,10 @@ def _retry(measure, holds):
         if holds(figure):
             break
     return figure
+
+
+def _sysctl(name):
+    return pathlib.Path("/proc/sys/kernel", name).read_text()
 
 
 def _within(observed, theory, tolerance=0.25):
@@ -127,7 +132,7 @@ def body(demo):
                            f"{seen.policy.name} priority {seen.priority}",
                            (seen.policy, seen.priority) == (policy, 1))
             slice_ms = sched.sched_rr_get_interval(pid) * 1000
-            theory_ms = int(open("/proc/sys/kernel/sched_rr_timeslice_ms").read())
+            theory_ms = int(_sysctl("sched_rr_timeslice_ms"))
             demo.check("SCHED_RR time slice", f"{theory_ms} ms (/proc/sys/kernel/sched_rr_timeslice_ms)",
                        f"{slice_ms:g} ms", _within(slice_ms, theory_ms, 0.05))
 
@@ -136,8 +141,8 @@ def body(demo):
         demo.require(env.can("sched_fifo"))
         if len(os.sched_getaffinity(0)) < 2:
             demo.require(env.Answer(False, "needs 2 usable CPUs: this process must stay off the real-time child's CPU"))
-        rt_runtime = int(open("/proc/sys/kernel/sched_rt_runtime_us").read())
-        rt_period = int(open("/proc/sys/kernel/sched_rt_period_us").read())
+        rt_runtime = int(_sysctl("sched_rt_runtime_us"))
+        rt_period = int(_sysctl("sched_rt_period_us"))
         # Each throttle period leaves (period - runtime) to other tasks; a window of
         # one period can hold that slot twice, at its two edges.
         demo.require(env.Answer(rt_runtime >= 0, "real-time throttling is off (sched_rt_runtime_us is -1): "

@@ -22,6 +22,7 @@ import os
 import resource
 import signal
 import time
+import typing
 
 import psutil
 
@@ -58,7 +59,11 @@ NICE_0_WEIGHT = SCHED_PRIO_TO_WEIGHT[20]
 
 @dataclasses.dataclass(frozen=True)
 class SchedAttr:
-    """What sched_getattr reports: a policy and its parameters (times in ns)."""
+    """What sched_getattr reports: a policy and its parameters (times in ns).
+
+    For SCHED_DEADLINE, runtime/deadline/period are the reservation; for the
+    fair policies the kernel reports in runtime_ns the task's time slice.
+    """
     policy: Policy
     priority: int = 0
     nice: int = 0
@@ -67,18 +72,14 @@ class SchedAttr:
     period_ns: int = 0
 
 
-class ContextSwitches(tuple):
-    """(voluntary, involuntary): the task gave up the CPU itself / was preempted."""
-    __slots__ = ()
-
-    def __new__(cls, voluntary, involuntary):
-        return super().__new__(cls, (voluntary, involuntary))
-
-    voluntary = property(lambda self: self[0])
-    involuntary = property(lambda self: self[1])
+class ContextSwitches(typing.NamedTuple):
+    """Counts of a task's context switches: it gave up the CPU itself (voluntary:
+    it blocked or slept) or the scheduler took it away (involuntary: preempted)."""
+    voluntary: int
+    involuntary: int
 
     def __sub__(self, other):
-        return ContextSwitches(self[0] - other[0], self[1] - other[1])
+        return ContextSwitches(self.voluntary - other.voluntary, self.involuntary - other.involuntary)
 
 
 # -- argument checks (before any system call) ----------------------------------
@@ -103,7 +104,7 @@ def _nice(nice, facility):
 
 
 def _priority(policy, priority, facility):
-    low, high = (1, 99) if policy in _REAL_TIME else (0, 0)
+    low, high = os.sched_get_priority_min(policy), os.sched_get_priority_max(policy)  # the kernel's range
     if type(priority) is not int or not low <= priority <= high:
         raise ValueError(f"{facility}: {policy.name} takes a priority in {low}..{high}, not {priority!r}")
     return priority
@@ -149,8 +150,9 @@ def _cause(err, pid, policy=None, nice=None):
                 "sched_rt_runtime_us/sched_rt_period_us for this runtime/period")
     if err not in (errno.EPERM, errno.EACCES):
         return None
-    if pid and psutil.pid_exists(pid) and psutil.Process(pid).uids().real != os.getuid() and not has_nice:
-        return "the process belongs to another user"
+    with contextlib.suppress(psutil.Error):
+        if pid and not has_nice and psutil.Process(pid).uids().real != os.getuid():
+            return "the process belongs to another user"
     if not has_nice:
         if policy in _REAL_TIME:
             return f"needs CAP_SYS_NICE (not in effective set), or RLIMIT_RTPRIO >= 1: it is {_rlimit('RLIMIT_RTPRIO')}"

@@ -2,6 +2,7 @@
 /proc/PID/status, `chrt -p`, the stdlib's getters and the CPU-time clocks."""
 import errno
 import os
+import pathlib
 import re
 import shutil
 import subprocess
@@ -19,10 +20,14 @@ needs_chrt = pytest.mark.skipif(shutil.which("chrt") is None, reason="needs chrt
 refused_fifo = pytest.mark.skipif(bool(env.can("sched_fifo")), reason="SCHED_FIFO is allowed here")
 
 
+def _read(path):
+    return pathlib.Path(path).read_text()
+
+
 def _proc_sched(pid):
     """/proc/PID/sched as {field: value}."""
     fields = {}
-    for line in open(f"/proc/{pid}/sched"):
+    for line in _read(f"/proc/{pid}/sched").splitlines():
         key, sep, value = line.partition(":")
         if sep:
             fields[key.strip()] = value.strip()
@@ -107,7 +112,7 @@ def test_affinity_is_what_proc_status_reports(held):
 def test_raising_nice_needs_no_privilege_and_proc_stat_shows_it(held):
     sched.setpriority(held, 7)
     assert sched.getpriority(held) == 7
-    assert int(open(f"/proc/{held}/stat").read().rsplit(")", 1)[1].split()[16]) == 7  # field 19: nice
+    assert int(_read(f"/proc/{held}/stat").rsplit(")", 1)[1].split()[16]) == 7  # field 19: nice
 
 
 @pytest.mark.skipif("CAP_SYS_NICE" in env.capabilities(), reason="CAP_SYS_NICE may lower nice values")
@@ -145,7 +150,7 @@ def test_real_time_policies_read_back(held, policy):
 @pytest.mark.needs("sched_rr")
 def test_rr_interval_is_the_sysctl_time_slice(held):
     sched.sched_setscheduler(held, Policy.SCHED_RR, 1)
-    slice_ms = int(open("/proc/sys/kernel/sched_rr_timeslice_ms").read())
+    slice_ms = int(_read("/proc/sys/kernel/sched_rr_timeslice_ms"))
     assert sched.sched_rr_get_interval(held) == pytest.approx(slice_ms / 1000, rel=0.05)
 
 
@@ -190,7 +195,7 @@ def test_fifo_in_a_cgroup_without_rt_runtime_is_refused_even_to_root(held):
     try:
         with open(f"{path}/cgroup.procs", "w") as f:
             f.write(str(held))
-        assert open(f"{path}/cpu.rt_runtime_us").read().strip() == "0"  # a new group gets no RT time
+        assert _read(f"{path}/cpu.rt_runtime_us").strip() == "0"  # a new group gets no RT time
         with pytest.raises(PermissionError) as refused:
             sched.sched_setscheduler(held, Policy.SCHED_FIFO, 1)
         assert refused.value.errno == errno.EPERM
@@ -227,7 +232,7 @@ def test_a_reaped_process_is_esrch_naming_the_facility():
 def test_busy_children_wait_at_the_gate_with_rttime_bounded():
     with Children() as kids, BusyChildren(kids, 2, limit_s=2.0) as pair:
         for pid in pair.pids:
-            limit = [line for line in open(f"/proc/{pid}/limits") if line.startswith("Max realtime timeout")][0]
+            limit = [line for line in _read(f"/proc/{pid}/limits").splitlines() if line.startswith("Max realtime timeout")][0]
             assert limit.split()[3:5] == ["2000000", "2000000"]  # us, soft and hard
         assert max(sched.cpu_shares(pair.pids, 0.2)) < 0.05  # blocked in read(2)
         assert {psutil.Process(p).status() for p in pair.pids} == {psutil.STATUS_SLEEPING}
@@ -266,7 +271,7 @@ def test_nice_0_and_5_share_a_cpu_by_weight():
 
 
 def _status_switches(pid):
-    fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status"))
+    fields = dict(line.split(":", 1) for line in _read(f"/proc/{pid}/status").splitlines())
     return int(fields["voluntary_ctxt_switches"]), int(fields["nonvoluntary_ctxt_switches"])
 
 
