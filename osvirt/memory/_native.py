@@ -4,6 +4,7 @@ It takes addresses and lengths that the public classes have already checked
 (inside a mapping they own, aligned where the kernel needs it), and turns
 -1/errno into `kernel_error` and a caught fault into `ProtectionFault`.
 """
+import errno
 import os
 
 from osvirt._native import ffi, lib
@@ -115,7 +116,7 @@ def touch(addr, length, stride, write):
 
 def swapon(path, flags):
     _check(lib.osv_swapon(os.fsencode(path), flags), f"swapon({path!r}, {flags:#x})",
-           "needs CAP_SYS_ADMIN" if ffi.errno == 1 else None)
+           "needs CAP_SYS_ADMIN" if ffi.errno == errno.EPERM else None)
 
 
 def swapoff(path):

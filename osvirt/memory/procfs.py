@@ -12,6 +12,7 @@ import struct
 
 __all__ = ["Vma", "PageState", "maps", "smaps", "pagemap", "status"]
 
+_ADDRESS_LIMIT = 1 << 47  # the x86-64 user address space
 _VMA_LINE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) (\S+) (\d+)\s*(.*)$")
 
 
@@ -73,6 +74,12 @@ class PageState:
 def pagemap(address, pages):
     """The PageState of `pages` pages from page-aligned `address`."""
     page = os.sysconf("SC_PAGE_SIZE")
+    if isinstance(address, bool) or isinstance(pages, bool) or \
+            not isinstance(address, int) or not isinstance(pages, int):
+        raise TypeError("pagemap: address and pages must be ints")
+    if not 0 <= address < _ADDRESS_LIMIT or address % page or not 0 <= pages <= (_ADDRESS_LIMIT - address) // page:
+        raise ValueError(f"pagemap: address {address:#x} must be page-aligned and {pages} pages "
+                         f"must lie below {_ADDRESS_LIMIT:#x}")
     fd = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
     try:
         raw = os.pread(fd, 8 * pages, address // page * 8)

@@ -1,5 +1,7 @@
+import errno
 import os
 import pickle
+import resource
 import signal
 import threading
 import zlib
@@ -7,7 +9,7 @@ import zlib
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from osvirt import env
+from osvirt.env import capabilities
 from osvirt.memory import (MADV, PAGE_SIZE, PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, SEGV_ACCERR,
                            SEGV_MAPERR, Mapping, ProtectionFault, children_faults, huge_page_size,
                            usage)
@@ -184,6 +186,18 @@ def test_mlock_makes_pages_resident():
         assert m.mincore() == [True] * 8 + [False] * 8
         assert m.smaps()[0].kb("Locked") >= 8 * P // 1024
         m.munlock()
+
+
+def test_mlock_beyond_rlimit_memlock_is_refused_with_enomem_naming_the_limit():
+    soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if "CAP_IPC_LOCK" in capabilities() or soft == resource.RLIM_INFINITY:
+        pytest.skip("CAP_IPC_LOCK or an unlimited RLIMIT_MEMLOCK: no limit to hit")
+    with Mapping(soft + P) as m:
+        with pytest.raises(OSError) as refused:
+            m.mlock()
+        assert refused.value.errno in (errno.ENOMEM, errno.EPERM)  # EPERM: a limit of 0
+        assert "mlock" in str(refused.value) and "RLIMIT_MEMLOCK" in str(refused.value)
+        assert not any(m.mincore())  # nothing was locked, so nothing was faulted in
 
 
 @pytest.mark.needs("thp")

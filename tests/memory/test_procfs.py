@@ -1,3 +1,6 @@
+import pytest
+from hypothesis import given, settings, strategies as st
+
 from osvirt.memory import PAGE_SIZE, PROT_NONE, PROT_READ, Mapping, pagemap, status
 from osvirt.memory.procfs import maps, smaps
 
@@ -36,3 +39,18 @@ def test_status_reads_vmrss_in_bytes():
     sizes = status()
     assert sizes["VmRSS"] > 0 and sizes["VmRSS"] % 1024 == 0
     assert "VmSwap" in sizes
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-2**70, 2**70) | st.integers(0, 1 << 48), st.integers(-2**70, 2**70) | st.integers(0, 64))
+def test_pagemap_of_any_address_is_a_list_or_a_value_error(address, pages):
+    try:
+        states = pagemap(address, pages)
+    except ValueError:
+        return
+    assert len(states) <= pages
+
+
+def test_pagemap_refuses_non_integers():
+    with pytest.raises(TypeError):
+        pagemap(0.0, 1)
