@@ -14,8 +14,8 @@ threads take turns; a fault on another thread meanwhile goes to the handler
 that was there before. Not supported: guarded accesses from a signal
 handler, and fork() while another thread is inside one (csrc/memory.c).
 """
-import os
 import operator
+import os
 
 from osvirt.memory import _native, procfs
 
@@ -28,7 +28,7 @@ PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = (_native.PROT[n] for n in
 MADV = dict(_native.MADV)  # the advice madvise() accepts, by name
 SEGV_ACCERR, SEGV_MAPERR = _native.SEGV_ACCERR, _native.SEGV_MAPERR  # ProtectionFault.si_code
 _PROT_ALL = PROT_READ | PROT_WRITE | PROT_EXEC
-_MAX_SIZE = 1 << 47  # the x86-64 user address space: no larger mapping can exist
+_MAX_SIZE = procfs.ADDRESS_LIMIT  # no larger mapping can exist
 
 
 def huge_page_size():

@@ -10,9 +10,9 @@ import os
 import re
 import struct
 
-__all__ = ["Vma", "PageState", "maps", "smaps", "pagemap", "status"]
+__all__ = ["ADDRESS_LIMIT", "Vma", "PageState", "maps", "smaps", "pagemap", "status"]
 
-_ADDRESS_LIMIT = 1 << 47  # the x86-64 user address space
+ADDRESS_LIMIT = 1 << 47  # the end of the x86-64 user address space (4-level page tables)
 _VMA_LINE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) (\S+) (\d+)\s*(.*)$")
 
 
@@ -77,9 +77,9 @@ def pagemap(address, pages):
     if isinstance(address, bool) or isinstance(pages, bool) or \
             not isinstance(address, int) or not isinstance(pages, int):
         raise TypeError("pagemap: address and pages must be ints")
-    if not 0 <= address < _ADDRESS_LIMIT or address % page or not 0 <= pages <= (_ADDRESS_LIMIT - address) // page:
+    if not 0 <= address < ADDRESS_LIMIT or address % page or not 0 <= pages <= (ADDRESS_LIMIT - address) // page:
         raise ValueError(f"pagemap: address {address:#x} must be page-aligned and {pages} pages "
-                         f"must lie below {_ADDRESS_LIMIT:#x}")
+                         f"must lie below {ADDRESS_LIMIT:#x}")
     fd = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
     try:
         raw = os.pread(fd, 8 * pages, address // page * 8)
