@@ -34,14 +34,20 @@ def test_anonymous_pages_go_to_swap_one_by_one_and_come_back_intact():
         m.write(0, data)
         with SwapFile(16) as swap:
             assert swap.path in swaps()
-            before = usage()
-            m.madvise(MADV["MADV_PAGEOUT"], 0, pages // 2 * PAGE_SIZE)
-            states = m.pagemap()
+            for _attempt in range(3):  # another process's swapon/swapoff meanwhile moves pages: again
+                active = swaps()
+                before = usage()
+                m.madvise(MADV["MADV_PAGEOUT"], 0, pages // 2 * PAGE_SIZE)
+                states = m.pagemap()
+                grew = usage().swap_bytes - before.swap_bytes
+                back = m.read(0, pages * PAGE_SIZE)
+                if swaps() == active:
+                    break
             assert sum(s.swapped for s in states[:pages // 2]) >= pages // 2 * 0.9
             assert not any(s.swapped for s in states[pages // 2:])
             assert all(s.present for s in states[pages // 2:])
-            assert usage().swap_bytes - before.swap_bytes >= pages // 2 * PAGE_SIZE * 0.9
-            assert hashlib.sha256(m.read(0, pages * PAGE_SIZE)).digest() == hashlib.sha256(data).digest()
+            assert grew >= pages // 2 * PAGE_SIZE * 0.9
+            assert hashlib.sha256(back).digest() == hashlib.sha256(data).digest()
             assert not any(s.swapped for s in m.pagemap())
             path = swap.path
         assert path not in swaps() and not os.path.exists(path)
