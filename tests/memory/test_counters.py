@@ -15,13 +15,21 @@ def test_usage_agrees_with_proc_self_stat():
     assert before.majflt <= majflt <= after.majflt
 
 
-def test_usage_sees_the_faults_and_rss_of_touching_memory():
-    with Mapping(1024 * PAGE_SIZE) as m:
+def _touch_cost(pages):
+    with Mapping(pages * PAGE_SIZE) as m:
         before = usage()
         m.touch(write=True)
-        cost = usage() - before
-    assert 1024 <= cost.minflt <= 1024 * 1.05
-    assert cost.rss_bytes >= 1024 * PAGE_SIZE * 0.95
+        return usage() - before
+
+
+def test_usage_sees_the_faults_and_rss_of_touching_memory():
+    pages = 4096
+    for _attempt in range(3):  # the interpreter's own faults between the snapshots are noise
+        cost = _touch_cost(pages)
+        if pages <= cost.minflt <= pages * 1.05 and cost.rss_bytes >= pages * PAGE_SIZE * 0.95:
+            break
+    assert pages <= cost.minflt <= pages * 1.05
+    assert cost.rss_bytes >= pages * PAGE_SIZE * 0.95
 
 
 def _touch(m):
