@@ -289,3 +289,32 @@ def test_random_calls_never_kill_the_interpreter(calls):
             except (ValueError, TypeError, OSError, ProtectionFault):
                 pass
     assert m.closed
+
+
+def _caught_signals():
+    """The kernel's view of which signals have a handler here (SigCgt in /proc/self/status)."""
+    mask = int(next(line for line in open("/proc/self/status") if line.startswith("SigCgt:")).split()[1], 16)
+    return {signo for signo in (signal.SIGSEGV, signal.SIGBUS) if mask >> (signo - 1) & 1}
+
+
+def _fault_with_default_handlers():
+    import faulthandler
+    faulthandler.disable()  # SIGSEGV and SIGBUS back to SIG_DFL
+    if _caught_signals():
+        return 2
+    with Mapping(P, prot=PROT_READ) as m:
+        try:
+            m.write(0, b"x")
+        except ProtectionFault:
+            pass
+    return 3 if _caught_signals() else 0  # still SIG_DFL: the guard put the default back
+
+
+def test_the_guard_puts_the_previous_handlers_back():
+    before = _caught_signals()
+    with Mapping(P, prot=PROT_READ) as m:
+        with pytest.raises(ProtectionFault):
+            m.write(0, b"x")
+    assert _caught_signals() == before
+    with Children() as kids:
+        assert kids.wait(kids.fork(_fault_with_default_handlers)) == 0
