@@ -6,9 +6,10 @@ the facility named in the message, so `except PermissionError` works as it does
 for any `os` call. Conditions that are not a failed system call are
 OsvirtError subclasses. All of them pickle, since they cross processes here.
 """
+import errno
 import os
 
-__all__ = ["OsvirtError", "ProtectionFault", "kernel_error"]
+__all__ = ["OsvirtError", "OwnerDead", "ProtectionFault", "kernel_error"]
 
 
 class OsvirtError(Exception):
@@ -32,6 +33,25 @@ class ProtectionFault(OsvirtError):
 
     def __str__(self):
         return f"{self.access}: {self.code_name} at address {self.address:#x}"
+
+
+class OwnerDead(OsvirtError):
+    """A robust mutex was acquired, but its previous holder died holding it (EOWNERDEAD).
+
+    The lock call succeeded: the caller now holds the mutex. The data it
+    guards may be half-updated: repair it, call `make_consistent()`, then
+    unlock. Unlocking without `make_consistent()` makes the mutex
+    unrecoverable (every later lock fails with ENOTRECOVERABLE).
+    """
+    errno = errno.EOWNERDEAD
+
+    def __init__(self, where):
+        super().__init__(where)
+        self.where = where
+
+    def __str__(self):
+        return (f"pthread_mutex_lock: EOWNERDEAD: the previous holder of the mutex in {self.where} "
+                "died holding it; you hold it now: repair the state, call make_consistent(), then unlock()")
 
 
 def kernel_error(err, facility, hint=None, filename=None):

@@ -1,0 +1,110 @@
+#include "sync.h"
+
+/* pthread_* calls return an error number; the osv_* convention is -1 and errno. */
+static int osv_pthread_result(int err)
+{
+    if (err == 0)
+        return 0;
+    errno = err;
+    return -1;
+}
+
+static struct timespec osv_timespec(int64_t ns)
+{
+    struct timespec ts = { ns / 1000000000, ns % 1000000000 };
+    return ts;
+}
+
+int osv_mutex_init(pthread_mutex_t *m, int type, int robustness)
+{
+    pthread_mutexattr_t attr;
+    int err = pthread_mutexattr_init(&attr);
+    if (err == 0)
+        err = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    if (err == 0)
+        err = pthread_mutexattr_settype(&attr, type);
+    if (err == 0)
+        err = pthread_mutexattr_setrobust(&attr, robustness);
+    if (err == 0)
+        err = pthread_mutex_init(m, &attr);
+    pthread_mutexattr_destroy(&attr);
+    return osv_pthread_result(err);
+}
+
+int osv_mutex_lock_until(pthread_mutex_t *m, int clock, int64_t deadline_ns)
+{
+    struct timespec ts = osv_timespec(deadline_ns);
+#if OSV_HAS_CLOCKWAIT
+    return osv_pthread_result(pthread_mutex_clocklock(m, clock, &ts));
+#else
+    return osv_pthread_result(pthread_mutex_timedlock(m, &ts));
+#endif
+}
+
+int osv_mutex_trylock(pthread_mutex_t *m) { return osv_pthread_result(pthread_mutex_trylock(m)); }
+int osv_mutex_unlock(pthread_mutex_t *m) { return osv_pthread_result(pthread_mutex_unlock(m)); }
+int osv_mutex_consistent(pthread_mutex_t *m) { return osv_pthread_result(pthread_mutex_consistent(m)); }
+int osv_mutex_destroy(pthread_mutex_t *m) { return osv_pthread_result(pthread_mutex_destroy(m)); }
+
+int osv_cond_init(pthread_cond_t *c)
+{
+    pthread_condattr_t attr;
+    int err = pthread_condattr_init(&attr);
+    if (err == 0)
+        err = pthread_condattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    if (err == 0)
+        err = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (err == 0)
+        err = pthread_cond_init(c, &attr);
+    pthread_condattr_destroy(&attr);
+    return osv_pthread_result(err);
+}
+
+int osv_cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline_ns)
+{
+    struct timespec ts = osv_timespec(deadline_ns);
+    return osv_pthread_result(pthread_cond_timedwait(c, m, &ts));
+}
+
+int osv_cond_signal(pthread_cond_t *c) { return osv_pthread_result(pthread_cond_signal(c)); }
+int osv_cond_broadcast(pthread_cond_t *c) { return osv_pthread_result(pthread_cond_broadcast(c)); }
+int osv_cond_destroy(pthread_cond_t *c) { return osv_pthread_result(pthread_cond_destroy(c)); }
+
+int osv_barrier_init(pthread_barrier_t *b, unsigned int parties)
+{
+    pthread_barrierattr_t attr;
+    int err = pthread_barrierattr_init(&attr);
+    if (err == 0)
+        err = pthread_barrierattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    if (err == 0)
+        err = pthread_barrier_init(b, &attr, parties);
+    pthread_barrierattr_destroy(&attr);
+    return osv_pthread_result(err);
+}
+
+int osv_barrier_wait(pthread_barrier_t *b)
+{
+    int err = pthread_barrier_wait(b);
+    if (err == PTHREAD_BARRIER_SERIAL_THREAD)
+        return 1;
+    return osv_pthread_result(err);
+}
+
+int osv_barrier_destroy(pthread_barrier_t *b) { return osv_pthread_result(pthread_barrier_destroy(b)); }
+
+int osv_sem_init(sem_t *s, unsigned int value) { return sem_init(s, 1, value); }
+
+int osv_sem_wait_until(sem_t *s, int clock, int64_t deadline_ns)
+{
+    struct timespec ts = osv_timespec(deadline_ns);
+#if OSV_HAS_CLOCKWAIT
+    return sem_clockwait(s, clock, &ts);
+#else
+    return sem_timedwait(s, &ts);
+#endif
+}
+
+int osv_sem_trywait(sem_t *s) { return sem_trywait(s); }
+int osv_sem_post(sem_t *s) { return sem_post(s); }
+int osv_sem_getvalue(sem_t *s, int *value) { return sem_getvalue(s, value); }
+int osv_sem_destroy(sem_t *s) { return sem_destroy(s); }

@@ -1,0 +1,64 @@
+/* Process-shared pthread objects and POSIX semaphores, placed by the caller
+ * in shared memory (osvirt.sync checks every pointer first). Each function
+ * makes one pthread/sem call and returns 0, or -1 with errno; the pthread
+ * calls that return an error number have it moved to errno here. */
+#ifndef OSV_SYNC_H
+#define OSV_SYNC_H
+#include "osv.h"
+#include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <time.h>
+
+/* pthread_mutex_clocklock, pthread_cond_clockwait and sem_clockwait came in
+ * glibc 2.30; without them the deadline is on CLOCK_REALTIME. */
+#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 30)
+#define OSV_HAS_CLOCKWAIT 1
+#else
+#define OSV_HAS_CLOCKWAIT 0
+#endif
+
+#ifdef OSV_CDEF
+typedef struct { ...; } pthread_mutex_t;
+typedef struct { ...; } pthread_cond_t;
+typedef struct { ...; } pthread_barrier_t;
+typedef struct { ...; } sem_t;
+static const int OSV_HAS_CLOCKWAIT;
+static const int PTHREAD_MUTEX_ERRORCHECK;
+static const int PTHREAD_MUTEX_NORMAL;
+static const int PTHREAD_MUTEX_STALLED;
+static const int PTHREAD_MUTEX_ROBUST;
+static const int SEM_VALUE_MAX;
+static const int EOWNERDEAD;
+static const int ENOTRECOVERABLE;
+#endif
+
+/* Deadlines are absolute, in ns, on `clock` (CLOCK_MONOTONIC when
+ * OSV_HAS_CLOCKWAIT, else CLOCK_REALTIME, which is all the older calls take). */
+int osv_mutex_init(pthread_mutex_t *m, int type, int robustness);
+int osv_mutex_lock_until(pthread_mutex_t *m, int clock, int64_t deadline_ns);
+int osv_mutex_trylock(pthread_mutex_t *m);
+int osv_mutex_unlock(pthread_mutex_t *m);
+int osv_mutex_consistent(pthread_mutex_t *m);
+int osv_mutex_destroy(pthread_mutex_t *m);
+
+/* The condition's own clock is CLOCK_MONOTONIC (pthread_condattr_setclock). */
+int osv_cond_init(pthread_cond_t *c);
+int osv_cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline_ns);
+int osv_cond_signal(pthread_cond_t *c);
+int osv_cond_broadcast(pthread_cond_t *c);
+int osv_cond_destroy(pthread_cond_t *c);
+
+/* wait returns 1 to the one caller that got PTHREAD_BARRIER_SERIAL_THREAD, 0 to the others. */
+int osv_barrier_init(pthread_barrier_t *b, unsigned int parties);
+int osv_barrier_wait(pthread_barrier_t *b);
+int osv_barrier_destroy(pthread_barrier_t *b);
+
+int osv_sem_init(sem_t *s, unsigned int value);
+int osv_sem_wait_until(sem_t *s, int clock, int64_t deadline_ns);
+int osv_sem_trywait(sem_t *s);
+int osv_sem_post(sem_t *s);
+int osv_sem_getvalue(sem_t *s, int *value);
+int osv_sem_destroy(sem_t *s);
+
+#endif

@@ -1,0 +1,280 @@
+"""Shared memory that every osvirt.sync object lives in.
+
+A `SharedRegion` is a MAP_SHARED mapping, either anonymous (`mmap(-1, n)`
+is MAP_SHARED|MAP_ANONYMOUS: a forked child inherits it, nobody else can
+reach it) or a named POSIX shared memory object, `/dev/shm/osvirt-<pid>-<random>`,
+that an unrelated process maps with `SharedRegion.open(name)`.
+
+A 64-byte header comes first: a magic word, the kind of object the region
+holds (so opening a mutex's name as a barrier is a ValueError, not a
+corrupted futex), the creator's pid and one integer of metadata. The
+creator writes the magic last, so an opener never sees a half-initialised
+object. The payload follows at offset 64.
+
+Only the creator destroys: its `close()` runs the object's destroy call
+(pthread_mutex_destroy, ...) and unlinks the name; in a forked child or
+another process `close()` only unmaps. The pointers C receives own a
+reference to the mapping (cffi's from_buffer), so the munmap happens when
+the last of them goes: a call still blocked in another thread when close()
+runs never touches unmapped memory, and a call made after close() raises
+ValueError before reaching C.
+"""
+import mmap
+import os
+import struct
+
+import posix_ipc
+
+from osvirt.naming import unique_name
+from osvirt.sync import _native
+
+__all__ = ["SharedRegion", "SharedObject"]
+
+_MAGIC = b"osvsync1"
+_HEADER = struct.Struct("=8s8sqq")  # magic, kind, creator pid, metadata
+HEADER_BYTES = 64
+
+
+def _kind(kind):
+    if not isinstance(kind, str) or not kind.isascii() or not 0 < len(kind) <= 8:
+        raise ValueError(f"SharedRegion: kind must be 1-8 ASCII characters, not {kind!r}")
+    return kind.encode().ljust(8, b"\0")
+
+
+class SharedRegion:
+    """`size_bytes` of shared memory after a header; anonymous, or named when `named=True`.
+
+    `with SharedRegion(n) as region:` closes it at the end.
+
+    >>> with SharedRegion(16) as region:
+    ...     counters = region.view("q")
+    ...     counters[0] = 41
+    ...     counters[0] + 1
+    42
+    """
+
+    def __init__(self, size_bytes, *, named=False, kind="data", metadata=0):
+        if isinstance(size_bytes, bool) or not isinstance(size_bytes, int) or size_bytes <= 0:
+            raise ValueError(f"SharedRegion: size_bytes must be a positive int, not {size_bytes!r}")
+        kind = _kind(kind)
+        self._mm = self._name = None
+        self._views = []
+        total = HEADER_BYTES + size_bytes
+        if named:
+            name = "/" + unique_name("sync")
+            shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=total)
+            try:
+                self._mm = _map(shm, total)
+            except BaseException:
+                shm.unlink()
+                raise
+            self._name = name
+        else:
+            self._mm = mmap.mmap(-1, total)  # MAP_SHARED | MAP_ANONYMOUS
+        self._size_bytes = size_bytes
+        self._creator = os.getpid()
+        _HEADER.pack_into(self._mm, 0, bytes(8), kind, self._creator, metadata)
+
+    def publish(self):
+        """Mark the object initialised (the creator calls it last): openers may use it from now on."""
+        self._mapping()[:8] = _MAGIC
+
+    @classmethod
+    def open(cls, name, kind="data"):
+        """Map the named region another process created; ValueError unless it holds `kind`."""
+        if not isinstance(name, str) or not name.startswith("/") or "/" in name[1:] or len(name) < 2:
+            raise ValueError(f"shm_open: name must look like '/osvirt-...', not {name!r}")
+        kind = _kind(kind)
+        shm = posix_ipc.SharedMemory(name)  # ExistentialError when there is no such object
+        size = shm.size
+        if size < HEADER_BYTES:
+            shm.close_fd()
+            raise ValueError(f"shm_open({name}): {size} bytes, too small for an osvirt.sync object")
+        mm = _map(shm, size)
+        magic, found, creator, _ = _HEADER.unpack_from(mm, 0)
+        if magic != _MAGIC or found != kind:
+            mm.close()
+            what = found.rstrip(b"\0").decode(errors="replace") if magic == _MAGIC else "nothing initialised"
+            raise ValueError(f"shm_open({name}): holds {what!r}, not an osvirt.sync {kind.rstrip(bytes(1)).decode()!r}")
+        self = cls.__new__(cls)
+        self._mm, self._name, self._views = mm, name, []
+        self._size_bytes = size - HEADER_BYTES
+        self._creator = creator
+        return self
+
+    # -- what it is ----------------------------------------------------------
+    @property
+    def name(self):
+        """The POSIX shared memory name (`/osvirt-...`), or None for an anonymous mapping."""
+        return self._name
+
+    @property
+    def where(self):
+        """Where the object lives, for people: its /dev/shm path, or the anonymous mapping."""
+        if self._name:
+            return f"/dev/shm{self._name} (named POSIX shared memory)"
+        return "an anonymous shared mapping (MAP_SHARED|MAP_ANONYMOUS, inherited across fork)"
+
+    @property
+    def size_bytes(self):
+        return self._size_bytes
+
+    @property
+    def creator_pid(self):
+        return self._creator
+
+    @property
+    def is_creator(self):
+        """True in the process that created it: only that process destroys and unlinks."""
+        return self._creator == os.getpid()
+
+    @property
+    def metadata(self):
+        return _HEADER.unpack_from(self._mapping(), 0)[3]
+
+    @property
+    def closed(self):
+        return self._mm is None
+
+    def _mapping(self):
+        mm = self._mm
+        if mm is None:
+            raise ValueError(f"SharedRegion in {self.where}: used after close()")
+        return mm
+
+    # -- the memory ------------------------------------------------------------
+    def view(self, fmt="B"):
+        """The payload as a memoryview of `fmt` items (struct codes such as 'q'); released by close()."""
+        view = memoryview(self._mapping())[HEADER_BYTES:]
+        try:
+            view = view.cast(fmt)
+        except (TypeError, ValueError) as e:
+            view.release()
+            raise ValueError(f"SharedRegion.view: cannot view {self._size_bytes} bytes as {fmt!r}: {e}") from None
+        self._views.append(view)
+        return view
+
+    def pointer(self, ctype):
+        """A `ctype *` to the payload, checked to fit, that keeps the mapping alive while it lives."""
+        return _native.pointer_into(self._mapping(), ctype, HEADER_BYTES)
+
+    # -- the end ---------------------------------------------------------------
+    def close(self):
+        """Unmap (once nothing points into it) and, in the creator, unlink the name. Idempotent."""
+        mm, self._mm = getattr(self, "_mm", None), None
+        if mm is None:
+            return
+        for view in self._views:
+            try:
+                view.release()
+            except BufferError:
+                pass  # the caller sliced it: that slice keeps the mapping until it goes
+        self._views.clear()
+        try:
+            mm.close()
+        except BufferError:
+            pass  # a pointer in use by another thread: unmapped when it is dropped
+        if self._name and self.is_creator:
+            try:
+                posix_ipc.unlink_shared_memory(self._name)
+            except posix_ipc.ExistentialError:
+                pass  # already unlinked by hand
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+    def __repr__(self):
+        state = "closed" if self.closed else f"{self._size_bytes} bytes"
+        return f"<SharedRegion in {self.where}, {state}, created by pid {self._creator}>"
+
+
+def _map(shm, size):
+    try:
+        return mmap.mmap(shm.fd, size)  # MAP_SHARED
+    finally:
+        shm.close_fd()
+
+
+class SharedObject:
+    """What Mutex, Condition, Barrier and Semaphore share: one pthread object in its own region.
+
+    Subclasses set _KIND (the header's kind), _CTYPE and _destroy (the
+    pthread destroy call, run once, by the creator).
+    """
+
+    _KIND = _CTYPE = None
+    _ptr = _region = None
+
+    @staticmethod
+    def _destroy(ptr):
+        raise NotImplementedError
+
+    def _create(self, init, *, named, metadata=0):
+        """Map a region, run `init(ptr)` on the object in it, then publish it."""
+        region = SharedRegion(_native.sizeof(self._CTYPE), named=named, kind=self._KIND, metadata=metadata)
+        try:
+            ptr = region.pointer(self._CTYPE)
+            init(ptr)
+        except BaseException:
+            region.close()
+            raise
+        self._region, self._ptr = region, ptr
+        region.publish()
+
+    @classmethod
+    def _opened(cls, name):
+        """A new instance on the named object another process created."""
+        self = cls.__new__(cls)
+        region = SharedRegion.open(name, cls._KIND)
+        self._region, self._ptr = region, region.pointer(cls._CTYPE)
+        return self
+
+    @property
+    def name(self):
+        """Its /dev/shm name for `open(name)` in another process, or None when anonymous."""
+        return self._region.name
+
+    @property
+    def where(self):
+        """Where it lives: an anonymous shared mapping or its /dev/shm path."""
+        return self._region.where
+
+    @property
+    def creator_pid(self):
+        return self._region.creator_pid
+
+    @property
+    def closed(self):
+        return self._ptr is None
+
+    def _live(self):
+        """The object's pointer (hold it for the length of the C call), or ValueError after close()."""
+        ptr = self._ptr
+        if ptr is None:
+            raise ValueError(f"{type(self).__name__} in {self.where if self._region else '?'}: used after close()")
+        return ptr
+
+    def close(self):
+        """Destroy it (creator only) and unmap it; elsewhere (a forked child) only unmap. Idempotent."""
+        ptr, self._ptr = self._ptr, None
+        if ptr is None:
+            return
+        try:
+            if self._region.is_creator:
+                self._destroy(ptr)
+        finally:
+            del ptr  # the region unmaps once no pointer into it is left
+            self._region.close()
+
+    def __del__(self):
+        self.close()
+
+    def __repr__(self):
+        where = self._region.where if self._region else "nowhere"
+        return f"<{type(self).__name__} in {where}{', closed' if self.closed else ''}>"

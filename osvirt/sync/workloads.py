@@ -1,0 +1,178 @@
+"""What the sync demo and its tests run in their child processes.
+
+Each function is a child's whole life (pass it to `Children.fork`) or the
+parent's side of an experiment, working on counters in a SharedRegion viewed
+as int64 ('q'). They measure; they do not judge: the demo and the tests
+compare what they record with what theory says.
+"""
+import os
+import signal
+import time
+
+from osvirt.errors import OwnerDead
+
+__all__ = ["increment", "fork_when_ready", "update_pair", "hold_mid_update", "hold_until_killed", "repair_pair", "occupy", "produce", "consume",
+           "run_phases", "kill_and_reap", "PAIR", "OCCUPANCY", "BUFFER"]
+
+
+def increment(counter, times, mutex=None, yield_between=False):
+    """counter[0] += 1, `times` times, as a read and a separate write (under `mutex` if given).
+
+    `yield_between` calls sched_yield(2) between the read and the write, so
+    on a loaded CPU another process runs there: without a mutex its update
+    is overwritten (a lost update).
+    """
+    for _ in range(times):
+        if mutex is not None:
+            mutex.lock()
+        value = counter[0]
+        if yield_between:
+            os.sched_yield()
+        counter[0] = value + 1
+        if mutex is not None:
+            mutex.unlock()
+
+
+# A pair of counters that must stay equal outside the critical section:
+# pair[FIRST] is bumped, then pair[SECOND]. A holder killed between the two
+# leaves them unequal: the state a robust mutex's next holder must repair.
+PAIR = {"first": 0, "second": 1, "repairs": 2}
+
+
+def fork_when_ready(children, target, *args):
+    """Fork `target(*args, ready_fd)` and wait until it writes its byte to ready_fd; its pid."""
+    r, w = os.pipe()
+    try:
+        pid = children.fork(target, *args, w)
+    finally:
+        os.close(w)
+    try:
+        if not os.read(r, 1):
+            raise ChildProcessError(f"child {pid} ({target.__name__}) exited before it was ready")
+    finally:
+        os.close(r)
+    return pid
+
+
+def _ready(ready_fd):
+    os.write(ready_fd, b".")
+    os.close(ready_fd)
+
+
+def _hang():
+    while True:
+        time.sleep(60)
+
+
+def update_pair(mutex, pair, times=None, ready_fd=None):
+    """Bump both halves of the pair under `mutex`, `times` times (None: until killed).
+
+    With `ready_fd`, writes one byte there once the first update is done, so a
+    parent knows the loop runs (and holds the mutex much of the time) before it kills.
+    """
+    done = 0
+    while times is None or done < times:
+        with mutex:
+            pair[PAIR["first"]] += 1
+            os.sched_yield()  # widen the window in which a kill leaves the pair unequal
+            pair[PAIR["second"]] += 1
+        done += 1
+        if ready_fd is not None and done == 1:
+            _ready(ready_fd)
+
+
+def hold_mid_update(mutex, pair, ready_fd):
+    """Lock `mutex`, do half of a pair update, tell the parent, and hang there until killed."""
+    mutex.lock()
+    pair[PAIR["first"]] += 1
+    _ready(ready_fd)
+    _hang()
+
+
+def hold_until_killed(semaphore, ready_fd):
+    """Take one unit of `semaphore`, tell the parent, and hang until killed."""
+    semaphore.acquire()
+    _ready(ready_fd)
+    _hang()
+
+
+def repair_pair(mutex, pair, timeout_s=5.0):
+    """Lock `mutex`; on OwnerDead make the pair equal again and mark it consistent.
+
+    Returns (owner_died, pair_before_repair). Leaves the mutex unlocked.
+    """
+    try:
+        if not mutex.lock(timeout_s):
+            raise TimeoutError(f"pthread_mutex_lock: {mutex.where} still held after {timeout_s} s")
+        owner_died = False
+    except OwnerDead:
+        owner_died = True
+    before = (pair[PAIR["first"]], pair[PAIR["second"]])
+    if owner_died:
+        pair[PAIR["second"]] = pair[PAIR["first"]]  # the interrupted update, completed
+        pair[PAIR["repairs"]] += 1
+        mutex.make_consistent()
+    mutex.unlock()
+    return owner_died, before
+
+
+# Occupancy of a semaphore: how many are inside now, the most ever seen, entries.
+OCCUPANCY = {"inside": 0, "max": 1, "entries": 2}
+
+
+def occupy(semaphore, mutex, stats, rounds, hold_s):
+    """Enter `semaphore` `rounds` times, hold it `hold_s`, counting occupancy in `stats` under `mutex`."""
+    for _ in range(rounds):
+        with semaphore:
+            with mutex:
+                stats[OCCUPANCY["inside"]] += 1
+                stats[OCCUPANCY["entries"]] += 1
+                stats[OCCUPANCY["max"]] = max(stats[OCCUPANCY["max"]], stats[OCCUPANCY["inside"]])
+            time.sleep(hold_s)
+            with mutex:
+                stats[OCCUPANCY["inside"]] -= 1
+
+
+# A bounded ring buffer: head (next to take), tail (next to put), then the slots.
+BUFFER = {"head": 0, "tail": 1, "slots": 2}
+
+
+def produce(cond_not_full, cond_not_empty, ring, capacity, items):
+    """Put each of `items` into the ring, waiting while it is full."""
+    with cond_not_full:
+        for item in items:
+            cond_not_full.wait_for(lambda: ring[BUFFER["tail"]] - ring[BUFFER["head"]] < capacity)
+            ring[BUFFER["slots"] + ring[BUFFER["tail"]] % capacity] = item
+            ring[BUFFER["tail"]] += 1
+            cond_not_empty.notify()
+
+
+def consume(cond_not_full, cond_not_empty, ring, capacity, count, received):
+    """Take `count` items from the ring, waiting while it is empty; received[i] is the i-th taken."""
+    with cond_not_empty:
+        for i in range(count):
+            cond_not_empty.wait_for(lambda: ring[BUFFER["tail"]] > ring[BUFFER["head"]])
+            received[i] = ring[BUFFER["slots"] + ring[BUFFER["head"]] % capacity]
+            ring[BUFFER["head"]] += 1
+            cond_not_full.notify()
+
+
+def run_phases(barrier, me, parties, phases, stamps, serials, work_s):
+    """Party `me` runs `phases` phases, each `work_s` (scaled by rank) then barrier.wait().
+
+    stamps[(phase * parties + me) * 2] / [+ 1] get CLOCK_MONOTONIC ns at the
+    phase's start and end; serials[phase * parties + me] is 1 if this party
+    was the serial one at that phase's barrier.
+    """
+    for phase in range(phases):
+        slot = phase * parties + me
+        stamps[slot * 2] = time.monotonic_ns()
+        time.sleep(work_s * (1 + me) / parties)  # unequal work: the fast wait for the slow
+        stamps[slot * 2 + 1] = time.monotonic_ns()
+        serials[slot] = int(barrier.wait())
+
+
+def kill_and_reap(children, pid):
+    """SIGKILL a child and reap it; its wait status as an exit code (-9)."""
+    os.kill(pid, signal.SIGKILL)
+    return children.wait(pid)
