@@ -40,15 +40,17 @@ def sizeof(ctype):
     return ffi.sizeof(ctype)
 
 
-def pointer_into(mapping, ctype, offset):
-    """`ctype *` at `offset` bytes into a writable mapping (mmap), checked to lie inside
-    it and be aligned. The pointer holds a buffer export of the mapping, which
-    therefore stays mapped as long as the pointer lives."""
+def pointer_to(mapping, ctype):
+    """`ctype *` to the start of a writable mapping (mmap), checked to fit and be aligned.
+
+    The pointer holds a buffer export of the mapping itself (never of a
+    memoryview, which the cycle collector may clear under it), so the
+    mapping stays mapped as long as the pointer lives.
+    """
     size, align = ffi.sizeof(ctype), ffi.alignof(ctype)
-    if type(offset) is not int or offset < 0 or offset + size > len(mapping):
-        raise ValueError(f"{ctype} at offset {offset!r}: outside the {len(mapping)}-byte mapping")
-    view = memoryview(mapping)[offset:offset + size]
-    ptr = ffi.from_buffer(f"{ctype} *", view, require_writable=True)
+    if size > len(mapping):
+        raise ValueError(f"{ctype}: {size} bytes do not fit in the {len(mapping)}-byte mapping")
+    ptr = ffi.from_buffer(f"{ctype} *", mapping, require_writable=True)
     if int(ffi.cast("uintptr_t", ptr)) % align:
         raise ValueError(f"{ctype} at {ptr}: not aligned to {align} bytes")
     return ptr
@@ -59,13 +61,18 @@ def deadline_ns(clock, timeout_s):
     return time.clock_gettime_ns(clock) + int(timeout_s * 1e9)
 
 
+def error(err, facility):
+    """The OSError for `facility` failing with `err`, with a hint when one helps."""
+    return kernel_error(err, facility, _HINTS.get(err))
+
+
 def _outcome(rc, facility, expected=()):
     if rc != -1:
         return rc
     err = ffi.errno
     if err in expected:
         return err
-    raise kernel_error(err, facility, _HINTS.get(err))
+    raise error(err, facility)
 
 
 # -- mutex -----------------------------------------------------------------------
@@ -81,8 +88,10 @@ def mutex_lock_until(m, deadline):
 
 
 def mutex_trylock(m):
-    """0 (locked), EBUSY, EDEADLK (a robust mutex this thread holds), or EOWNERDEAD."""
-    return _outcome(lib.osv_mutex_trylock(m), "pthread_mutex_trylock", (EBUSY, EDEADLK, EOWNERDEAD))
+    """0 (locked), EBUSY, EDEADLK (a robust mutex this thread holds), EOWNERDEAD (locked)
+    or ENOTRECOVERABLE."""
+    return _outcome(lib.osv_mutex_trylock(m), "pthread_mutex_trylock",
+                    (EBUSY, EDEADLK, EOWNERDEAD, ENOTRECOVERABLE))
 
 
 def mutex_unlock(m):

@@ -69,6 +69,7 @@ class Mutex(SharedObject):
     _KIND = "mutex"
     _CTYPE = "pthread_mutex_t"
     _destroy = staticmethod(_native.mutex_destroy)
+    _unrecoverable = False  # this process saw ENOTRECOVERABLE
 
     def __init__(self, robust=True, *, named=False):
         if not isinstance(robust, bool):
@@ -95,7 +96,7 @@ class Mutex(SharedObject):
         timeout_s = check_timeout("Mutex.lock", timeout_s)
         ptr = self._live()
         outcome = _native.mutex_trylock(ptr)  # the uncontended case, without reading a clock
-        if outcome in (_native.EBUSY, _native.EDEADLK):  # waiting raises EDEADLK if it is ours
+        if outcome in (_native.EBUSY, _native.EDEADLK):  # waiting again raises EDEADLK if it is ours
             outcome = wait_in_slices(lambda end: _native.mutex_lock_until(ptr, end), timeout_s)
         return self._acquired(outcome)
 
@@ -106,6 +107,9 @@ class Mutex(SharedObject):
     def _acquired(self, outcome):
         if outcome == _native.EOWNERDEAD:
             raise OwnerDead(self.where)
+        if outcome == _native.ENOTRECOVERABLE:
+            self._unrecoverable = True
+            raise _native.error(outcome, "pthread_mutex_lock")
         return outcome == 0
 
     def unlock(self):
@@ -123,6 +127,22 @@ class Mutex(SharedObject):
 
     def __exit__(self, *exc):
         self.unlock()
+
+    def _safe_to_unmap(self, ptr):
+        """A robust mutex a thread holds is linked into that thread's robust list, which
+        glibc walks on later locks and unlocks: it may be unmapped only once no thread
+        here holds it. Free, or held by this thread: unlock it. Held elsewhere (EBUSY:
+        another thread, or another process): keep it mapped for the life of the process."""
+        if not self._robust or self._unrecoverable:
+            # glibc's trylock of an unrecoverable mutex leaves it locked by the caller but
+            # in no robust list: unlocking it then would walk the list looking for it.
+            return True
+        outcome = _native.mutex_trylock(ptr)
+        if outcome == _native.EBUSY:
+            return False
+        if outcome != _native.ENOTRECOVERABLE:
+            _native.mutex_unlock(ptr)
+        return True
 
     def __repr__(self):
         return f"<Mutex robust={self._robust} in {self.where}{', closed' if self.closed else ''}>"

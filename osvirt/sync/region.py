@@ -5,11 +5,13 @@ is MAP_SHARED|MAP_ANONYMOUS: a forked child inherits it, nobody else can
 reach it) or a named POSIX shared memory object, `/dev/shm/osvirt-<pid>-<random>`,
 that an unrelated process maps with `SharedRegion.open(name)`.
 
-A 64-byte header comes first: a magic word, the kind of object the region
-holds (so opening a mutex's name as a barrier is a ValueError, not a
-corrupted futex), the creator's pid and one integer of metadata. The
-creator writes the magic last, so an opener never sees a half-initialised
-object. The payload follows at offset 64.
+The payload comes first, at the page-aligned start of the mapping, so the
+pointer C gets is a buffer export of the mmap itself. A 64-byte header
+follows the payload (rounded up to 64 bytes): a magic word, the kind of
+object the region holds (so opening a mutex's name as a barrier is a
+ValueError, not a corrupted futex), the creator's pid and one integer of
+metadata. The creator writes the magic last, so an opener never sees a
+half-initialised object.
 
 Only the creator destroys: its `close()` runs the object's destroy call
 (pthread_mutex_destroy, ...) and unlinks the name; in a forked child or
@@ -33,6 +35,7 @@ __all__ = ["SharedRegion", "SharedObject"]
 _MAGIC = b"osvsync1"
 _HEADER = struct.Struct("=8s8sqq")  # magic, kind, creator pid, metadata
 HEADER_BYTES = 64
+_KEPT_MAPPED = []  # mappings close() may not unmap (see SharedRegion.close)
 
 
 def _kind(kind):
@@ -42,7 +45,7 @@ def _kind(kind):
 
 
 class SharedRegion:
-    """`size_bytes` of shared memory after a header; anonymous, or named when `named=True`.
+    """`size_bytes` (rounded up to a multiple of 64) of shared memory; anonymous, or named when `named=True`.
 
     `with SharedRegion(n) as region:` closes it at the end.
 
@@ -53,13 +56,15 @@ class SharedRegion:
     42
     """
 
-    def __init__(self, size_bytes, *, named=False, kind="data", metadata=0):
+    def __init__(self, size_bytes, *, named=False, kind="data", metadata=0, ready=True):
+        """`ready=False` leaves it unpublished until `publish()` (an object still to be initialised)."""
         if isinstance(size_bytes, bool) or not isinstance(size_bytes, int) or size_bytes <= 0:
             raise ValueError(f"SharedRegion: size_bytes must be a positive int, not {size_bytes!r}")
         kind = _kind(kind)
         self._mm = self._name = None
         self._views = []
-        total = HEADER_BYTES + size_bytes
+        self._header = -(-size_bytes // HEADER_BYTES) * HEADER_BYTES
+        total = self._header + HEADER_BYTES
         if named:
             name = "/" + unique_name("sync")
             shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=total)
@@ -71,13 +76,15 @@ class SharedRegion:
             self._name = name
         else:
             self._mm = mmap.mmap(-1, total)  # MAP_SHARED | MAP_ANONYMOUS
-        self._size_bytes = size_bytes
+        self._size_bytes = self._header  # rounded up: what an opener sees too
         self._creator = os.getpid()
-        _HEADER.pack_into(self._mm, 0, bytes(8), kind, self._creator, metadata)
+        _HEADER.pack_into(self._mm, self._header, bytes(8), kind, self._creator, metadata)
+        if ready:
+            self.publish()
 
     def publish(self):
         """Mark the object initialised (the creator calls it last): openers may use it from now on."""
-        self._mapping()[:8] = _MAGIC
+        self._mapping()[self._header:self._header + 8] = _MAGIC
 
     @classmethod
     def open(cls, name, kind="data"):
@@ -87,18 +94,19 @@ class SharedRegion:
         kind = _kind(kind)
         shm = posix_ipc.SharedMemory(name)  # ExistentialError when there is no such object
         size = shm.size
-        if size < HEADER_BYTES:
+        if size < 2 * HEADER_BYTES or size % HEADER_BYTES:
             shm.close_fd()
-            raise ValueError(f"shm_open({name}): {size} bytes, too small for an osvirt.sync object")
+            raise ValueError(f"shm_open({name}): {size} bytes, not the size of an osvirt.sync object")
         mm = _map(shm, size)
-        magic, found, creator, _ = _HEADER.unpack_from(mm, 0)
+        header = size - HEADER_BYTES
+        magic, found, creator, _ = _HEADER.unpack_from(mm, header)
         if magic != _MAGIC or found != kind:
             mm.close()
             what = found.rstrip(b"\0").decode(errors="replace") if magic == _MAGIC else "nothing initialised"
             raise ValueError(f"shm_open({name}): holds {what!r}, not an osvirt.sync {kind.rstrip(bytes(1)).decode()!r}")
         self = cls.__new__(cls)
-        self._mm, self._name, self._views = mm, name, []
-        self._size_bytes = size - HEADER_BYTES
+        self._mm, self._name, self._views, self._header = mm, name, [], header
+        self._size_bytes = header
         self._creator = creator
         return self
 
@@ -130,7 +138,7 @@ class SharedRegion:
 
     @property
     def metadata(self):
-        return _HEADER.unpack_from(self._mapping(), 0)[3]
+        return _HEADER.unpack_from(self._mapping(), self._header)[3]
 
     @property
     def closed(self):
@@ -145,7 +153,7 @@ class SharedRegion:
     # -- the memory ------------------------------------------------------------
     def view(self, fmt="B"):
         """The payload as a memoryview of `fmt` items (struct codes such as 'q'); released by close()."""
-        view = memoryview(self._mapping())[HEADER_BYTES:]
+        view = memoryview(self._mapping())[:self._size_bytes]
         try:
             view = view.cast(fmt)
         except (TypeError, ValueError) as e:
@@ -156,14 +164,23 @@ class SharedRegion:
 
     def pointer(self, ctype):
         """A `ctype *` to the payload, checked to fit, that keeps the mapping alive while it lives."""
-        return _native.pointer_into(self._mapping(), ctype, HEADER_BYTES)
+        if _native.sizeof(ctype) > self._size_bytes:
+            raise ValueError(f"{ctype} does not fit in the {self._size_bytes}-byte payload")
+        return _native.pointer_to(self._mapping(), ctype)
 
     # -- the end ---------------------------------------------------------------
-    def close(self):
-        """Unmap (once nothing points into it) and, in the creator, unlink the name. Idempotent."""
+    def close(self, keep_mapped=False):
+        """Unmap (once nothing points into it) and, in the creator, unlink the name. Idempotent.
+
+        `keep_mapped` leaves the memory mapped for the life of the process: for a
+        robust mutex another thread may still hold, whose robust-list links glibc
+        would follow into unmapped memory.
+        """
         mm, self._mm = getattr(self, "_mm", None), None
         if mm is None:
             return
+        if keep_mapped:
+            _KEPT_MAPPED.append(mm)
         for view in self._views:
             try:
                 view.release()
@@ -171,7 +188,8 @@ class SharedRegion:
                 pass  # the caller sliced it: that slice keeps the mapping until it goes
         self._views.clear()
         try:
-            mm.close()
+            if not keep_mapped:
+                mm.close()
         except BufferError:
             pass  # a pointer in use by another thread: unmapped when it is dropped
         if self._name and self.is_creator:
@@ -217,7 +235,8 @@ class SharedObject:
 
     def _create(self, init, *, named, metadata=0):
         """Map a region, run `init(ptr)` on the object in it, then publish it."""
-        region = SharedRegion(_native.sizeof(self._CTYPE), named=named, kind=self._KIND, metadata=metadata)
+        region = SharedRegion(_native.sizeof(self._CTYPE), named=named, kind=self._KIND, metadata=metadata,
+                              ready=False)
         try:
             ptr = region.pointer(self._CTYPE)
             init(ptr)
@@ -265,12 +284,18 @@ class SharedObject:
         ptr, self._ptr = self._ptr, None
         if ptr is None:
             return
+        keep_mapped = False
         try:
+            keep_mapped = not self._safe_to_unmap(ptr)
             if self._region.is_creator:
                 self._destroy(ptr)
         finally:
             del ptr  # the region unmaps once no pointer into it is left
-            self._region.close()
+            self._region.close(keep_mapped)
+
+    def _safe_to_unmap(self, ptr):
+        """Whether no thread of this process can still be using the object's memory."""
+        return True
 
     def __del__(self):
         self.close()

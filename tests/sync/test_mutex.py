@@ -1,0 +1,273 @@
+import errno
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from osvirt.process import Children
+from osvirt.sync import Mutex, OwnerDead, SharedRegion, workloads
+from osvirt.sync.workloads import PAIR
+
+
+@pytest.fixture
+def mutex():
+    m = Mutex()
+    yield m
+    m.close()
+
+
+@pytest.fixture
+def counters():
+    region = SharedRegion(64)
+    yield region.view("q")
+    region.close()
+
+
+def test_four_processes_times_100_000_increments_are_exact(mutex, counters):
+    with Children() as kids:
+        pids = [kids.fork(workloads.increment, counters, 100_000, mutex) for _ in range(4)]
+        assert [kids.wait(pid, timeout_s=60) for pid in pids] == [0] * 4
+    assert counters[0] == 400_000
+
+
+def test_without_the_mutex_the_same_increments_lose_updates(counters):
+    with Children() as kids:
+        pids = [kids.fork(workloads.increment, counters, 2000, None, True) for _ in range(4)]
+        assert [kids.wait(pid, timeout_s=60) for pid in pids] == [0] * 4
+    assert counters[0] < 8000
+
+
+def test_holder_killed_at_random_points_50_times_the_mutex_is_always_recovered(mutex, counters):
+    rng = random.Random(4132)
+    owner_died = half_updated = 0
+    with Children() as kids:
+        for _ in range(50):
+            pid = workloads.fork_when_ready(kids, workloads.update_pair, mutex, counters, None)
+            time.sleep(rng.uniform(0, 0.003))
+            assert workloads.kill_and_reap(kids, pid) == -signal.SIGKILL
+            died, (first, second) = workloads.repair_pair(mutex, counters)
+            owner_died += died
+            half_updated += first != second
+            assert not died or mutex.robust
+            assert first - second in (0, 1)       # killed between the halves at worst
+            assert counters[PAIR["first"]] == counters[PAIR["second"]]
+            assert mutex.lock(timeout_s=1)       # usable again, no EOWNERDEAD
+            mutex.unlock()
+    assert counters[PAIR["repairs"]] == owner_died
+    assert owner_died >= 10, f"the holder died holding the mutex only {owner_died} times of 50"
+
+
+def test_owner_dead_leaves_the_caller_holding_and_unrepaired_it_becomes_unrecoverable(mutex):
+    with Children() as kids:
+        pid = kids.fork(lambda: (mutex.lock(), os.kill(os.getpid(), signal.SIGKILL)))
+        assert kids.wait(pid) == -signal.SIGKILL
+    with pytest.raises(OwnerDead) as caught:
+        mutex.lock()
+    assert caught.value.errno == errno.EOWNERDEAD
+    assert mutex.where in str(caught.value)
+    assert not mutex.try_lock()                 # we hold it: not acquired twice
+    mutex.unlock()                              # without make_consistent()
+    with pytest.raises(OSError) as caught:
+        mutex.lock(timeout_s=1)
+    assert caught.value.errno == errno.ENOTRECOVERABLE
+    assert "never be locked again" in str(caught.value)
+
+
+def test_owner_dead_pickles():
+    e = pickle.loads(pickle.dumps(OwnerDead("somewhere")))
+    assert isinstance(e, OwnerDead) and e.errno == errno.EOWNERDEAD and "somewhere" in str(e)
+
+
+def test_make_consistent_on_a_healthy_mutex_is_einval(mutex):
+    with mutex:
+        with pytest.raises(OSError) as caught:
+            mutex.make_consistent()
+    assert caught.value.errno == errno.EINVAL
+
+
+def test_unlocking_a_mutex_not_held_is_eperm(mutex):
+    with pytest.raises(PermissionError, match="does not hold"):
+        mutex.unlock()
+    held = threading.Event()
+    done = threading.Event()
+
+    def hold():
+        with mutex:
+            held.set()
+            done.wait(5)
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(5)
+    with pytest.raises(PermissionError):      # held, but by another thread
+        mutex.unlock()
+    done.set()
+    thread.join()
+
+
+def test_locking_twice_from_one_thread_is_edeadlk(mutex):
+    with mutex:
+        with pytest.raises(OSError) as caught:
+            mutex.lock()
+    assert caught.value.errno == errno.EDEADLK
+
+
+@pytest.mark.parametrize("robust", [True, False])
+def test_lock_times_out_while_another_process_holds_it(robust):
+    m = Mutex(robust=robust)
+    try:
+        with Children() as kids:
+            pid = workloads.fork_when_ready(kids, _hold, m)
+            start = time.monotonic()
+            assert m.lock(timeout_s=0.2) is False
+            waited = time.monotonic() - start
+            assert 0.19 <= waited < 2.0
+            assert m.try_lock() is False
+            assert m.lock(timeout_s=0) is False
+            kids.close()
+        if robust:
+            with pytest.raises(OwnerDead):
+                m.lock()
+            m.make_consistent()
+        else:
+            assert m.lock(timeout_s=0.2) is False   # a non-robust mutex stays held by the dead
+            return
+        m.unlock()
+    finally:
+        m.close()
+
+
+def _hold(m, ready_fd):
+    m.lock()
+    os.write(ready_fd, b".")
+    time.sleep(60)
+
+
+@pytest.mark.parametrize("timeout_s, error", [(-1, ValueError), (float("nan"), ValueError),
+                                              (float("inf"), ValueError), ("1", TypeError), (True, TypeError)])
+def test_bad_timeouts_are_refused_before_any_call(mutex, timeout_s, error):
+    with pytest.raises(error, match="timeout_s"):
+        mutex.lock(timeout_s=timeout_s)
+    assert mutex.try_lock()                    # nothing was locked
+    mutex.unlock()
+
+
+def _hold_for(m, seconds, ready_fd):
+    with m:
+        os.write(ready_fd, b".")
+        time.sleep(seconds)
+
+
+def test_a_blocked_lock_releases_the_gil(mutex):
+    outcome = []
+
+    def lock_and_unlock():
+        outcome.append(mutex.lock(timeout_s=5.0))
+        mutex.unlock()
+    with Children() as kids:
+        pid = workloads.fork_when_ready(kids, _hold_for, mutex, 0.5)
+        thread = threading.Thread(target=lock_and_unlock)
+        thread.start()
+        spins, end = 0, time.monotonic() + 0.3
+        while time.monotonic() < end:          # Python runs here while the thread waits in C
+            spins += 1
+        assert thread.is_alive() and spins > 10_000
+        thread.join(5)
+        assert kids.wait(pid, timeout_s=5) == 0
+    assert outcome == [True]
+
+
+def test_a_thread_that_dies_holding_a_robust_mutex_is_an_owner_death_too(mutex):
+    thread = threading.Thread(target=mutex.lock)
+    thread.start()
+    thread.join()
+    with pytest.raises(OwnerDead):
+        mutex.lock(timeout_s=1)
+    mutex.make_consistent()
+    mutex.unlock()
+
+
+def test_closing_a_robust_mutex_another_thread_holds_keeps_its_memory_mapped():
+    # glibc links a held robust mutex into its holder thread's robust list, and
+    # unlocking an older entry walks the list through it: had close() unmapped
+    # it, that walk would crash the process.
+    m, other = Mutex(), Mutex()
+    held, done, seen = threading.Event(), threading.Event(), []
+
+    def hold_both():
+        other.lock()
+        m.lock()                               # the list now runs: head -> m -> other
+        held.set()
+        done.wait(5)
+        other.unlock()                         # found by walking through m
+        try:
+            m.unlock()
+        except ValueError as e:                # closed meanwhile: refused, not touched
+            seen.append(str(e))
+    thread = threading.Thread(target=hold_both)
+    thread.start()
+    held.wait(5)
+    m.close()
+    done.set()
+    thread.join(5)
+    assert not thread.is_alive() and "used after close" in seen[0]
+    assert other.lock(timeout_s=1)
+    other.unlock()
+    other.close()
+
+
+def test_used_after_close_raises_value_error(mutex):
+    mutex.close()
+    for call in (mutex.lock, mutex.unlock, mutex.try_lock, mutex.make_consistent):
+        with pytest.raises(ValueError, match="after close"):
+            call()
+    mutex.close()                              # idempotent
+
+
+def test_a_forked_childs_close_only_unmaps(mutex, counters):
+    with Children() as kids:
+        pid = kids.fork(lambda: (mutex.close(), mutex.closed or 1)[1] and 0)
+        assert kids.wait(pid) == 0
+    assert mutex.try_lock()                    # not destroyed by the child
+    mutex.unlock()
+
+
+def test_unrelated_processes_share_a_named_mutex(counters):
+    m = Mutex(named=True)
+    region = SharedRegion(8, named=True)
+    try:
+        assert m.where == f"/dev/shm{m.name} (named POSIX shared memory)"
+        assert os.path.exists(f"/dev/shm{m.name}")
+        script = ("import sys\nfrom osvirt.sync import Mutex, SharedRegion, workloads\n"
+                  "m, r = Mutex.open(sys.argv[1]), SharedRegion.open(sys.argv[2])\n"
+                  "workloads.increment(r.view('q'), 20000, m)\nm.close(); r.close()\n")
+        with Children() as kids:
+            procs = [kids.spawn([sys.executable, "-c", script, m.name, region.name]) for _ in range(2)]
+            workloads.increment(region.view("q"), 20000, m)
+            assert [p.wait(60) for p in procs] == [0, 0]
+        assert region.view("q")[0] == 60000
+        assert os.path.exists(f"/dev/shm{m.name}")   # the openers did not unlink it
+    finally:
+        m.close()
+        region.close()
+    assert not os.path.exists(f"/dev/shm{m.name}")
+
+
+def test_opening_a_name_of_another_kind_is_value_error():
+    region = SharedRegion(64, named=True)
+    try:
+        with pytest.raises(ValueError, match="not an osvirt.sync 'mutex'"):
+            Mutex.open(region.name)
+    finally:
+        region.close()
+
+
+@pytest.mark.parametrize("robust", [1, None, "yes"])
+def test_robust_must_be_a_bool(robust):
+    with pytest.raises(TypeError, match="robust"):
+        Mutex(robust=robust)
