@@ -22,7 +22,7 @@ import sys
 from osvirt.demo import run
 from osvirt.naming import private_dir
 from osvirt.sync import Barrier, Condition, Mutex, Semaphore, SharedRegion, SysVSemaphore, workloads
-from osvirt.sync.workloads import BUFFER, OCCUPANCY, PAIR
+from osvirt.sync.workloads import OCCUPANCY, PAIR
 
 NAME = "sync"
 SEED = "4.1.3 sync"

@@ -78,6 +78,7 @@ class SharedRegion:
             self._mm = mmap.mmap(-1, total)  # MAP_SHARED | MAP_ANONYMOUS
         self._size_bytes = self._header  # rounded up: what an opener sees too
         self._creator = os.getpid()
+        self._created = True
         _HEADER.pack_into(self._mm, self._header, bytes(8), kind, self._creator, metadata)
         if ready:
             self.publish()
@@ -108,6 +109,7 @@ class SharedRegion:
         self._mm, self._name, self._views, self._header = mm, name, [], header
         self._size_bytes = header
         self._creator = creator
+        self._created = False  # even in the creator's own process: that instance destroys
         return self
 
     # -- what it is ----------------------------------------------------------
@@ -133,8 +135,9 @@ class SharedRegion:
 
     @property
     def is_creator(self):
-        """True in the process that created it: only that process destroys and unlinks."""
-        return self._creator == os.getpid()
+        """True for the instance that created it, in its own process (not in a forked
+        child, not when opened by name): only it destroys and unlinks."""
+        return self._created and self._creator == os.getpid()
 
     @property
     def metadata(self):
@@ -284,11 +287,13 @@ class SharedObject:
         ptr, self._ptr = self._ptr, None
         if ptr is None:
             return
-        keep_mapped = False
+        keep_mapped = True  # unless shown safe: a leaked mapping beats a crash
         try:
             keep_mapped = not self._safe_to_unmap(ptr)
             if self._region.is_creator:
                 self._destroy(ptr)
+        except OSError:
+            pass  # close() must not raise (it runs in __del__); the memory is handled below
         finally:
             del ptr  # the region unmaps once no pointer into it is left
             self._region.close(keep_mapped)

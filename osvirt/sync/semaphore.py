@@ -81,7 +81,7 @@ class Semaphore(SharedObject):
                 return outcome == 0
 
     def release(self):
-        """Increment, waking one waiter (sem_post); OverflowError past SEM_VALUE_MAX."""
+        """Increment, waking one waiter (sem_post); OSError(EOVERFLOW) past SEM_VALUE_MAX."""
         _native.sem_post(self._live())
 
     def __enter__(self):

@@ -1,0 +1,130 @@
+import threading
+import time
+
+import pytest
+
+from osvirt.process import Children
+from osvirt.sync import Condition, Mutex, SharedRegion, workloads
+
+
+@pytest.fixture
+def cond():
+    m = Mutex()
+    c = Condition(m)
+    yield c
+    c.close()
+    m.close()
+
+
+def test_wait_times_out_and_returns_holding_the_mutex(cond):
+    with cond:
+        start = time.monotonic()
+        assert cond.wait(timeout_s=0.05) is False
+        assert time.monotonic() - start >= 0.045
+        assert not cond.mutex.try_lock()       # held again by this thread
+
+
+def test_wait_without_holding_the_mutex_is_eperm(cond):
+    with pytest.raises(PermissionError):
+        cond.wait(timeout_s=0.01)
+
+
+def test_notify_from_another_process_wakes_the_waiter(cond):
+    with SharedRegion(8) as region:
+        flag = region.view("q")
+
+        def set_and_notify():
+            time.sleep(0.1)
+            with cond:
+                flag[0] = 1
+                cond.notify()
+        with Children() as kids:
+            pid = kids.fork(set_and_notify)
+            with cond:
+                start = time.monotonic()
+                assert cond.wait_for(lambda: flag[0] == 1, timeout_s=5)
+                waited = time.monotonic() - start
+            assert kids.wait(pid) == 0
+        assert 0.05 <= waited < 5
+
+
+def test_wait_for_gives_up_after_its_timeout(cond):
+    with cond:
+        start = time.monotonic()
+        assert cond.wait_for(lambda: False, timeout_s=0.25) is False
+        assert 0.24 <= time.monotonic() - start < 2
+
+
+def test_notify_all_wakes_every_waiting_process(cond):
+    with SharedRegion(16) as region:
+        state = region.view("q")               # [go, woken]
+
+        def waiter():
+            with cond:
+                cond.wait_for(lambda: state[0] == 1, timeout_s=10)
+                state[1] += 1
+        with Children() as kids:
+            pids = [kids.fork(waiter) for _ in range(3)]
+            time.sleep(0.1)
+            with cond:
+                state[0] = 1
+                cond.notify_all()
+            assert [kids.wait(pid, timeout_s=10) for pid in pids] == [0, 0, 0]
+        assert state[1] == 3
+
+
+def test_producer_and_consumer_pass_every_item_once_in_order(cond):
+    not_empty = Condition(cond.mutex)
+    capacity, count = 3, 500
+    with SharedRegion(8 * (2 + capacity)) as ring, SharedRegion(8 * count) as got:
+        received = got.view("q")
+        with Children() as kids:
+            pids = [kids.fork(workloads.produce, cond, not_empty, ring.view("q"), capacity, range(1, count + 1)),
+                    kids.fork(workloads.consume, cond, not_empty, ring.view("q"), capacity, count, received)]
+            assert [kids.wait(pid, timeout_s=30) for pid in pids] == [0, 0]
+        assert list(received)[:count] == list(range(1, count + 1))
+    not_empty.close()
+
+
+def test_a_waiting_thread_does_not_hold_the_gil(cond):
+    woke = []
+
+    def wait():
+        with cond:
+            woke.append(cond.wait_for(lambda: woke == ["go"] or len(woke) > 1, timeout_s=5))
+    thread = threading.Thread(target=wait)
+    thread.start()
+    spins, end = 0, time.monotonic() + 0.2
+    while time.monotonic() < end:
+        spins += 1
+    assert spins > 10_000 and thread.is_alive()
+    with cond:
+        woke.append("go")
+        cond.notify()
+    thread.join(5)
+    assert woke[-1] is True
+
+
+def test_named_condition_follows_its_named_mutex_and_opens_by_name():
+    m = Mutex(named=True)
+    c = Condition(m)
+    try:
+        assert c.name is not None and c.where.startswith("/dev/shm/")
+        other = Condition.open(c.name, Mutex.open(m.name))
+        with other:
+            assert other.wait(timeout_s=0.01) is False
+        other.mutex.close()
+        other.close()
+    finally:
+        c.close()
+        m.close()
+
+
+def test_bad_use_is_refused(cond):
+    with pytest.raises(TypeError, match="Mutex"):
+        Condition(threading.Lock())
+    with pytest.raises(ValueError, match="timeout_s"):
+        cond.wait(timeout_s=-0.1)
+    cond.close()
+    with pytest.raises(ValueError, match="after close"):
+        cond.notify()
