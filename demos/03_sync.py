@@ -81,6 +81,17 @@ def body(demo):
         demo.check("counter after increments under the mutex", f"exactly {N * M}", str(total),
                    total == N * M and codes == [0] * N)
 
+    with demo.step("unrelated processes open the mutex by name",
+                   asked="shm_open(O_CREAT|O_EXCL, 0600) + pthread_mutex_init; exec'd processes shm_open it"):
+        mutex, region = _owned(demo, Mutex(named=True)), demo.own(SharedRegion(8, named=True))
+        demo.say(f"the mutex lives in {mutex.where}")
+        argv = [sys.executable, "-m", "osvirt.sync.workloads", mutex.name, region.name, str(M)]
+        procs = [demo.children.spawn(argv) for _ in range(2)]
+        workloads.increment(region.view("q"), M, mutex, True)
+        codes = [proc.wait(WAIT_S) for proc in procs]
+        demo.check("counter after this process and 2 exec'd ones each add", f"exactly {3 * M}",
+                   str(region.view("q")[0]), region.view("q")[0] == 3 * M and codes == [0, 0])
+
     with demo.step("robust mutex: its holder is SIGKILLed mid-update",
                    asked="kill(holder, SIGKILL); pthread_mutex_lock -> EOWNERDEAD; pthread_mutex_consistent"):
         mutex = _owned(demo, Mutex(robust=True))

@@ -7,11 +7,14 @@ compare what they record with what theory says.
 """
 import os
 import signal
+import sys
 import time
 
 from osvirt.errors import OwnerDead
+from osvirt.sync.mutex import Mutex
+from osvirt.sync.region import SharedRegion
 
-__all__ = ["increment", "fork_when_ready", "update_pair", "hold_mid_update", "hold_until_killed", "repair_pair", "occupy", "produce", "consume",
+__all__ = ["increment", "increment_by_name", "fork_when_ready", "update_pair", "hold_mid_update", "hold_until_killed", "repair_pair", "occupy", "produce", "consume",
            "run_phases", "kill_and_reap", "PAIR", "OCCUPANCY", "BUFFER"]
 
 
@@ -31,6 +34,19 @@ def increment(counter, times, mutex=None, yield_between=False):
         counter[0] = value + 1
         if mutex is not None:
             mutex.unlock()
+
+
+def increment_by_name(mutex_name, region_name, times):
+    """In an unrelated process: open a named mutex and region, and increment under the mutex.
+
+    Run as `python -m osvirt.sync.workloads MUTEX_NAME REGION_NAME TIMES`.
+    """
+    mutex, region = Mutex.open(mutex_name), SharedRegion.open(region_name)
+    try:
+        increment(region.view("q"), times, mutex)
+    finally:
+        mutex.close()
+        region.close()
 
 
 # A pair of counters that must stay equal outside the critical section:
@@ -176,3 +192,7 @@ def kill_and_reap(children, pid):
     """SIGKILL a child and reap it; its wait status as an exit code (-9)."""
     os.kill(pid, signal.SIGKILL)
     return children.wait(pid)
+
+
+if __name__ == "__main__":
+    increment_by_name(sys.argv[1], sys.argv[2], int(sys.argv[3]))
