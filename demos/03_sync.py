@@ -14,13 +14,11 @@ example, compiled: it does not.
 Usage: python demos/03_sync.py [--json]
 """
 import contextlib
-import os
-import shutil
-import subprocess
 import sys
 
+from osvirt import env
 from osvirt.demo import run
-from osvirt.naming import private_dir
+from osvirt.device import cc
 from osvirt.sync import Barrier, Condition, Mutex, Semaphore, SharedRegion, SysVSemaphore, workloads
 from osvirt.sync.workloads import OCCUPANCY, PAIR
 
@@ -178,7 +176,7 @@ def body(demo):
         demo.check("PTHREAD_BARRIER_SERIAL_THREAD returned per phase", "exactly 1", str(per_phase),
                    per_phase == [1] * phases)
 
-    with demo.step("the seed's 4.1.3 example, compiled", asked="gcc -c sync.c (the article's code)"):
+    with demo.step("the seed's 4.1.3 example, compiled", asked="cc -fsyntax-only on the article's code"):
         _erratum(demo)
 
 
@@ -202,26 +200,27 @@ int main() {
 """
 
 
+# The same program with the three faults fixed, nothing else changed.
+FIXED_CODE = SEED_CODE.replace("void sync(int pid) {\n", "void *sync_process(void *pid) {\n    return pid;\n") \
+    .replace("int main() {\n", "int main() {\n    pid_t pid1 = 1, pid2 = 2;\n") \
+    .replace("NULL, sync, (void *)pid", "NULL, sync_process, (void *)(long)pid")
+
+
 def _erratum(demo):
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        demo.skip("compile the seed's example", "gcc not found on PATH")
-        return
-    with private_dir() as tmp:
-        source = os.path.join(tmp, "sync.c")
-        with open(source, "w") as f:
-            f.write(SEED_CODE)
-        proc = subprocess.run([gcc, "-c", "-o", os.devnull, source], capture_output=True, text=True,
-                              timeout=WAIT_S)
-    errors = [line.split(": error: ", 1)[1] for line in proc.stderr.splitlines() if ": error: " in line]
-    warnings = [line.split(": warning: ", 1)[1] for line in proc.stderr.splitlines() if ": warning: " in line]
-    clash = any("conflicting types for 'sync'" in e or "conflicting types for \u2018sync\u2019" in e
-                for e in errors)
+    demo.require(env.can("cc"), "compile the seed's example")
+    code, diagnostics, _ = cc.compile_source(SEED_CODE, ["-fsyntax-only"], timeout_s=WAIT_S)
+    lines = diagnostics.replace("\u2018", "'").replace("\u2019", "'").splitlines()
+    errors = [line.split(": error: ", 1)[1] for line in lines if ": error: " in line]
+    warnings = [line.split(": warning: ", 1)[1] for line in lines if ": warning: " in line]
+    clash = any(e.startswith("conflicting types for 'sync'") for e in errors)
     undeclared = [e for e in errors if "undeclared" in e]
-    demo.check("gcc on the seed's code", "fails: sync() conflicts with sync(2) in <unistd.h>; "
-               "pid1/pid2 undeclared", f"exit {proc.returncode}; errors: {'; '.join(errors)}",
-               proc.returncode != 0 and clash and len(undeclared) >= 2)
-    demo.say("warnings: " + ("; ".join(warnings) or "none (an error stopped gcc first)"))
+    demo.check("the compiler on the seed's code", "fails: sync() conflicts with sync(2) in <unistd.h>; "
+               "pid1/pid2 undeclared", f"exit {code}; errors: {'; '.join(errors)}",
+               code != 0 and clash and len(undeclared) >= 2)
+    demo.say("warnings: " + ("; ".join(warnings) or "none (an error stopped the compiler first)"))
+    fixed, diagnostics, _ = cc.compile_source(FIXED_CODE, ["-fsyntax-only", "-Wall", "-Werror"], timeout_s=WAIT_S)
+    demo.check("renamed, pids declared, a void *(*)(void *) start routine", "compiles cleanly (exit 0)",
+               f"exit {fixed}" + (f": {diagnostics.strip()}" if fixed else ""), fixed == 0)
     demo.say("The article is wrong here: <unistd.h> declares `void sync(void)` (flush filesystem "
              "buffers), so `void sync(int)` is a conflicting redeclaration; pid1 and pid2 are never "
              "declared; and pthread_create wants a `void *(*)(void *)` start routine, not "
