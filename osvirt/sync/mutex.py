@@ -24,7 +24,7 @@ from osvirt.errors import OwnerDead
 from osvirt.sync import _native
 from osvirt.sync.region import SharedObject
 
-__all__ = ["Mutex", "check_timeout", "SLICE_S"]
+__all__ = ["Mutex", "check_timeout", "wait_in_slices", "SLICE_S"]
 
 # How long one blocking C call may last before Python gets to run signal handlers.
 SLICE_S = 0.1
