@@ -1,6 +1,6 @@
 """The one module of osvirt.sync that touches the C extension.
 
-Pointers reach C only through `pointer_into`, which checks bounds and
+Pointers reach C only through `pointer_to`, which checks size and
 alignment against the mapping they point into. Each call returns 0, or an
 errno the caller expects as an outcome (ETIMEDOUT, EBUSY, EOWNERDEAD), and
 raises the errno's OSError, naming the pthread call, for anything else.

@@ -28,6 +28,8 @@ __all__ = ["Mutex", "check_timeout", "wait_in_slices", "SLICE_S"]
 
 # How long one blocking C call may last before Python gets to run signal handlers.
 SLICE_S = 0.1
+# Deadlines are int64 nanoseconds: a longer timeout is a mistake (None waits forever).
+MAX_TIMEOUT_S = 1e9
 
 
 def check_timeout(facility, timeout_s):
@@ -36,8 +38,9 @@ def check_timeout(facility, timeout_s):
         return None
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)):
         raise TypeError(f"{facility}: timeout_s must be a number of seconds or None, not {timeout_s!r}")
-    if not 0 <= timeout_s < float("inf"):  # also rejects NaN
-        raise ValueError(f"{facility}: timeout_s must be finite and >= 0, not {timeout_s!r}")
+    if not 0 <= timeout_s <= MAX_TIMEOUT_S:  # also rejects NaN and infinity
+        raise ValueError(f"{facility}: timeout_s must be in 0..{MAX_TIMEOUT_S:g} "
+                         f"(None waits forever), not {timeout_s!r}")
     return float(timeout_s)
 
 

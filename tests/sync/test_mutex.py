@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from osvirt.process import Children
 from osvirt.sync import Mutex, OwnerDead, SharedRegion, workloads
@@ -148,7 +149,7 @@ def _hold(m, ready_fd):
 
 
 @pytest.mark.parametrize("timeout_s, error", [(-1, ValueError), (float("nan"), ValueError),
-                                              (float("inf"), ValueError), ("1", TypeError), (True, TypeError)])
+                                              (float("inf"), ValueError), (1e300, ValueError), ("1", TypeError), (True, TypeError)])
 def test_bad_timeouts_are_refused_before_any_call(mutex, timeout_s, error):
     with pytest.raises(error, match="timeout_s"):
         mutex.lock(timeout_s=timeout_s)
@@ -270,3 +271,45 @@ def test_opening_a_name_of_another_kind_is_value_error():
 def test_robust_must_be_a_bool(robust):
     with pytest.raises(TypeError, match="robust"):
         Mutex(robust=robust)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _raise_interrupted(signo, frame):
+    raise _Interrupted
+
+
+def test_a_signal_handler_runs_within_a_slice_while_lock_waits(mutex):
+    # What Ctrl-C needs: the untimed wait returns to Python every SLICE_S.
+    previous = signal.signal(signal.SIGUSR1, _raise_interrupted)
+    try:
+        with Children() as kids:
+            workloads.fork_when_ready(kids, _hold, mutex)
+            timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1))
+            timer.start()
+            start = time.monotonic()
+            with pytest.raises(_Interrupted):
+                mutex.lock()
+            assert time.monotonic() - start < 0.2 + 0.1 + 0.5   # the slice, and slack for load
+            timer.join()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+@settings(max_examples=200, deadline=None)
+@given(timeout_s=st.one_of(st.none(), st.floats(allow_nan=True), st.integers(), st.text(max_size=3),
+                           st.booleans()))
+def test_no_timeout_crashes_anything(timeout_s):
+    m = Mutex()
+    try:
+        try:
+            acquired = m.lock(timeout_s=timeout_s)
+        except (TypeError, ValueError):
+            assert m.try_lock()                # refused before anything was locked
+        else:
+            assert acquired is True
+        m.unlock()
+    finally:
+        m.close()

@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings, strategies as st
 import sysv_ipc
 
 from osvirt.process import Children
@@ -153,3 +154,15 @@ def test_used_after_close_is_value_error():
     for call in (sem.acquire, sem.release, lambda: sem.value, sysv.acquire, sysv.release, lambda: sysv.value):
         with pytest.raises(ValueError, match="after close"):
             call()
+
+
+@settings(max_examples=100, deadline=None)
+@given(value=st.one_of(st.integers(), st.floats(), st.none(), st.booleans()))
+def test_no_initial_value_crashes_anything(value):
+    try:
+        sem = Semaphore(value)
+    except (TypeError, ValueError):
+        assert not (type(value) is int and 0 <= value <= SEM_VALUE_MAX)
+    else:
+        assert sem.value == value
+        sem.close()
