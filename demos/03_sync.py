@@ -40,9 +40,9 @@ def _retry(measure, holds):
     return figure
 
 
-def _shared(demo, count, fmt="q"):
+def _shared(demo, count):
     """`count` int64 counters in a fresh anonymous shared region owned by the demo."""
-    return demo.own(SharedRegion(8 * count)).view(fmt)
+    return demo.own(SharedRegion(8 * count)).view("q")
 
 
 def _owned(demo, obj):
