@@ -288,3 +288,103 @@ int64_t osv_bench_fionread(int fd, int64_t n)
             return -1;
     return now_ns() - t0;
 }
+
+struct shared {
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    sem_t sem;
+    int turn;
+};
+
+size_t osv_bench_shared_size(void)
+{
+    return sizeof(struct shared);
+}
+
+static int pthread_result(int err)
+{
+    if (err == 0)
+        return 0;
+    errno = err;
+    return -1;
+}
+
+int osv_bench_shared_init(void *shared)
+{
+    struct shared *s = shared;
+    pthread_mutexattr_t ma;
+    pthread_condattr_t ca;
+    int err = pthread_mutexattr_init(&ma);
+    if (err == 0 && (err = pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED)) == 0
+        && (err = pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ERRORCHECK)) == 0
+        && (err = pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST)) == 0)
+        err = pthread_mutex_init(&s->mutex, &ma);
+    pthread_mutexattr_destroy(&ma);
+    if (err == 0 && (err = pthread_condattr_init(&ca)) == 0) {
+        if ((err = pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED)) == 0
+            && (err = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC)) == 0)
+            err = pthread_cond_init(&s->cond, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    if (err != 0)
+        return pthread_result(err);
+    s->turn = 0;
+    return sem_init(&s->sem, 1, 0);
+}
+
+int64_t osv_bench_mutex_lock_unlock(void *shared, int64_t n)
+{
+    struct shared *s = shared;
+    int64_t t0 = now_ns();
+    for (int64_t i = 0; i < n; i++) {
+        int err = pthread_mutex_lock(&s->mutex);
+        if (err == 0)
+            err = pthread_mutex_unlock(&s->mutex);
+        if (err != 0)
+            return pthread_result(err);
+    }
+    return now_ns() - t0;
+}
+
+int64_t osv_bench_sem_post_wait(void *shared, int64_t n)
+{
+    struct shared *s = shared;
+    int64_t t0 = now_ns();
+    for (int64_t i = 0; i < n; i++)
+        if (sem_post(&s->sem) == -1 || sem_wait(&s->sem) == -1)
+            return -1;
+    return now_ns() - t0;
+}
+
+int64_t osv_bench_cond_round_trip(void *shared, int64_t n)
+{
+    struct shared *s = shared;
+    int64_t t0 = now_ns();
+    for (int64_t i = 0; i < n; i++) {
+        int err = pthread_mutex_lock(&s->mutex);
+        if (err != 0)
+            return pthread_result(err);
+        s->turn = 1;
+        err = pthread_cond_signal(&s->cond);
+        while (err == 0 && s->turn == 1)  /* until the echo hands the turn back */
+            err = pthread_cond_wait(&s->cond, &s->mutex);
+        pthread_mutex_unlock(&s->mutex);
+        if (err != 0)
+            return pthread_result(err);
+    }
+    return now_ns() - t0;
+}
+
+int osv_bench_cond_echo(void *shared)
+{
+    struct shared *s = shared;
+    int err = pthread_mutex_lock(&s->mutex);
+    while (err == 0) {
+        while (err == 0 && s->turn != 1)
+            err = pthread_cond_wait(&s->cond, &s->mutex);
+        s->turn = 0;
+        if (err == 0)
+            err = pthread_cond_signal(&s->cond);
+    }
+    return pthread_result(err);
+}

@@ -8,6 +8,8 @@
 #ifndef OSV_BENCH_H
 #define OSV_BENCH_H
 #include <mqueue.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include "osv.h"
 
 #ifdef OSV_CDEF
@@ -60,5 +62,21 @@ int64_t osv_bench_pwrite_fsync(int fd, const void *buf, size_t size, int64_t n);
 int64_t osv_bench_durable_write(const char *dir, const char *target, const char *temp,
                                 const void *buf, size_t size, int64_t n);
 int64_t osv_bench_fionread(int fd, int64_t n);
+
+/* The sync loops work on `shared`: a MAP_SHARED mapping of at least
+ * osv_bench_shared_size() bytes (osvirt.bench checks), set up once by
+ * osv_bench_shared_init and then inherited by forked children. It holds a
+ * mutex made as osvirt.sync.Mutex makes it (process-shared, error-checking,
+ * robust), a process-shared condition on CLOCK_MONOTONIC, a process-shared
+ * semaphore at 0 and a turn word. */
+size_t osv_bench_shared_size(void);
+int osv_bench_shared_init(void *shared);
+/* pthread_mutex_lock, pthread_mutex_unlock */
+int64_t osv_bench_mutex_lock_unlock(void *shared, int64_t n);
+/* sem_post, sem_wait */
+int64_t osv_bench_sem_post_wait(void *shared, int64_t n);
+/* under the mutex: turn = 1, signal, wait until the echo sets turn back to 0 */
+int64_t osv_bench_cond_round_trip(void *shared, int64_t n);
+int osv_bench_cond_echo(void *shared);
 
 #endif

@@ -6,12 +6,13 @@ pointer followed by its length, both taken from the object here, so C never
 sees a length that does not match its buffer; a str (a path) is passed as a
 NUL-terminated char *.
 """
+import mmap
 import os
 
 from osvirt._native import ffi, lib
 from osvirt.errors import kernel_error
 
-__all__ = ["c_loop", "has_c_loop", "pipe_echo", "pipe_drain", "mq_echo", "msg_echo"]
+__all__ = ["c_loop", "has_c_loop", "SharedPage", "pipe_echo", "pipe_drain", "mq_echo", "msg_echo", "cond_echo"]
 
 MAX_N = 2 ** 62
 
@@ -20,10 +21,45 @@ def has_c_loop(name):
     return hasattr(lib, f"osv_bench_{name}")
 
 
+class SharedPage:
+    """Shared memory (MAP_SHARED, anonymous: forked children share it) set up
+    by osv_bench_shared_init with the mutex, condition and semaphore the C
+    sync loops use. Pass it to c_loop as an argument; close() unmaps it."""
+
+    def __init__(self):
+        self._map = mmap.mmap(-1, -(-lib.osv_bench_shared_size() // mmap.PAGESIZE) * mmap.PAGESIZE)
+        self.ptr = ffi.from_buffer(self._map)
+        if lib.osv_bench_shared_init(self.ptr) == -1:
+            err = ffi.errno
+            self.close()
+            raise kernel_error(err, "osv_bench_shared_init")
+
+    def close(self):
+        """Unmap. Idempotent."""
+        ptr, self.ptr = self.ptr, None
+        if ptr is not None:
+            ffi.release(ptr)  # else mmap refuses to close while cffi holds its buffer
+            self._map.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        if getattr(self, "ptr", None) is not None:
+            self.close()
+
+
 def _c_args(facility, args):
     out = []
     for arg in args:
-        if isinstance(arg, str):  # a path: a NUL-terminated char * (cffi passes bytes so)
+        if isinstance(arg, SharedPage):
+            if arg.ptr is None:
+                raise ValueError(f"{facility}: the SharedPage is closed")
+            out.append(arg.ptr)
+        elif isinstance(arg, str):  # a path: a NUL-terminated char * (cffi passes bytes so)
             if "\0" in arg:
                 raise ValueError(f"{facility}: {arg!r} holds a NUL byte")
             out.append(os.fsencode(arg))
@@ -78,3 +114,8 @@ def mq_echo(mqd_from, mqd_to, msgsize):
 def msg_echo(msqid):
     """Answer each SysV message of type 1 with type 2, until a zero-length one."""
     _serve("osv_bench_msg_echo", lib.osv_bench_msg_echo(msqid))
+
+
+def cond_echo(page):
+    """Answer each turn handed over on page's condition, until killed."""
+    _serve("osv_bench_cond_echo", lib.osv_bench_cond_echo(page.ptr))

@@ -52,3 +52,16 @@ def test_the_fault_loop_faults_once_per_page():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     _native.c_loop("touch_fresh", (0,), 512)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before >= 512
+
+
+def test_the_sync_loops_share_their_objects_with_a_forked_process():
+    from osvirt.process import Children
+    with _native.SharedPage() as page, Children() as kids:
+        assert _native.c_loop("mutex_lock_unlock", (page,), 1000) > 0
+        assert _native.c_loop("sem_post_wait", (page,), 1000) > 0
+        # each round trip waits for the other process to hand the turn back
+        kids.fork(_native.cond_echo, page)
+        assert _native.c_loop("cond_round_trip", (page,), 100) > 0
+    page.close()  # idempotent
+    with pytest.raises(ValueError, match="SharedPage is closed"):
+        _native.c_loop("mutex_lock_unlock", (page,), 1)
