@@ -9,7 +9,7 @@ report.py turns the result into a table, JSON or a chart.
     >>> result["primitives"][1]["c"]["median_ns"]    # [0] is the loop overhead
     167.3
 """
-from osvirt.bench import device, fs, ipc, memory, process
+from osvirt.bench import device, fs, ipc, memory, process, sync
 from osvirt.bench.harness import LOOP, Batch, Primitive, rig, run
 
 __all__ = ["AREAS", "PRIMITIVES", "Batch", "Primitive", "rig", "run", "select"]
@@ -19,6 +19,7 @@ AREAS = {
     "ipc": ipc.PRIMITIVES,
     "memory": memory.PRIMITIVES,
     "fs": fs.PRIMITIVES,
+    "sync": sync.PRIMITIVES,
     "device": device.PRIMITIVES,
 }
 PRIMITIVES = [LOOP] + [p for area in AREAS.values() for p in area]

@@ -1,0 +1,174 @@
+"""Synchronization primitives: process-shared mutex, semaphore, condition (osvirt.sync)."""
+import contextlib
+import multiprocessing
+import os
+
+import posix_ipc
+
+from osvirt.bench import _native
+from osvirt.bench.harness import Primitive, rig
+from osvirt.errors import OsvirtError
+from osvirt.naming import unique_name
+from osvirt.process import Children
+from osvirt.sync import Condition, Mutex, Semaphore, SharedRegion
+
+__all__ = ["PRIMITIVES"]
+
+
+def _say_started_then(wfd, loop, *args):
+    os.write(wfd, b"1")
+    os.close(wfd)
+    loop(*args)
+
+
+def _start_partner(kids, loop, *args):
+    """Fork a child that runs loop(*args) until killed; return once it runs,
+    so that the first batch is contended too."""
+    r, w = os.pipe()
+    try:
+        kids.fork(_say_started_then, w, loop, *args)
+        os.close(w)
+        w = -1
+        if os.read(r, 1) != b"1":
+            raise OsvirtError("the partner process ended before it started its loop")
+    finally:
+        os.close(r)
+        if w != -1:
+            os.close(w)
+
+
+def _lock_unlock_forever(lock):
+    while True:
+        with lock:
+            pass
+
+
+def _lock_unlock(lock):
+    def lock_unlock():
+        with lock:
+            pass
+    return lock_unlock
+
+
+@rig
+def _mutex_python():
+    with contextlib.closing(Mutex()) as m:
+        yield _lock_unlock(m)
+
+
+@rig
+def _mutex_contended_python():
+    with contextlib.closing(Mutex()) as m, Children() as kids:
+        _start_partner(kids, _lock_unlock_forever, m)
+        yield _lock_unlock(m)
+
+
+@rig
+def _mp_lock():
+    """multiprocessing.Lock: a POSIX semaphore (not robust: a holder's death leaves it held)."""
+    yield _lock_unlock(multiprocessing.Lock())
+
+
+@rig
+def _mp_lock_contended():
+    lock = multiprocessing.Lock()
+    with Children() as kids:
+        _start_partner(kids, _lock_unlock_forever, lock)
+        yield _lock_unlock(lock)
+
+
+@rig
+def _shared_page():
+    with _native.SharedPage() as page:
+        yield (page,)
+
+
+@rig
+def _shared_page_contended():
+    with _native.SharedPage() as page, Children() as kids:
+        _start_partner(kids, _native.c_loop, "mutex_lock_unlock", (page,), _native.MAX_N)
+        yield (page,)
+
+
+@rig
+def _semaphore_python():
+    with contextlib.closing(Semaphore(0)) as sem:
+        def post_wait():
+            sem.release()
+            sem.acquire()
+        yield post_wait
+
+
+@rig
+def _posix_ipc_semaphore():
+    sem = posix_ipc.Semaphore("/" + unique_name(), posix_ipc.O_CREX, mode=0o600, initial_value=0)
+    try:
+        def post_wait():
+            sem.release()
+            sem.acquire()
+        yield post_wait
+    finally:
+        sem.unlink()
+        sem.close()
+
+
+PING, STOP = 1, 2  # the turn word: 0 is the measuring side's turn
+
+
+def _echo_turns(cond, turn):
+    with cond:
+        while True:
+            while turn[0] == 0:
+                cond.wait()
+            if turn[0] == STOP:
+                return
+            turn[0] = 0
+            cond.notify()
+
+
+@rig
+def _cond_round_trip_python():
+    with contextlib.closing(Mutex()) as m, contextlib.closing(Condition(m)) as cond, \
+            SharedRegion(4) as region, Children() as kids:
+        turn = region.view("i")
+        pid = kids.fork(_echo_turns, cond, turn)
+
+        def round_trip():
+            with cond:
+                turn[0] = PING
+                cond.notify()
+                while turn[0] == PING:
+                    cond.wait()
+        try:
+            yield round_trip
+        finally:
+            # Stopped, not killed: glibc's pthread_cond_destroy waits for
+            # every waiter to leave, and a killed one never does.
+            with cond:
+                turn[0] = STOP
+                cond.notify()
+            kids.wait(pid, timeout_s=5)
+
+
+@rig
+def _cond_round_trip_c():
+    with _native.SharedPage() as page, Children() as kids:
+        kids.fork(_native.cond_echo, page)
+        yield (page,)
+
+
+PRIMITIVES = [
+    Primitive("mutex", "with osvirt.sync.Mutex(): lock and unlock, uncontended (process-shared, robust)",
+              python=_mutex_python, c="mutex_lock_unlock", c_args=_shared_page,
+              peer=("multiprocessing.Lock", _mp_lock)),
+    Primitive("mutex-contended", "the same while another process locks and unlocks it in a loop "
+                                 "(unpinned: two CPUs)",
+              python=_mutex_contended_python, c="mutex_lock_unlock", c_args=_shared_page_contended,
+              peer=("multiprocessing.Lock", _mp_lock_contended)),
+    Primitive("semaphore", "osvirt.sync.Semaphore release (sem_post) then acquire (sem_wait), uncontended",
+              python=_semaphore_python, c="sem_post_wait", c_args=_shared_page,
+              peer=("posix_ipc.Semaphore", _posix_ipc_semaphore)),
+    Primitive("cond-rtt", "osvirt.sync.Condition round trip: under the mutex, hand a turn word to a "
+                          "process waiting on the condition, notify, wait for it back; both on one CPU",
+              python=_cond_round_trip_python, c="cond_round_trip", c_args=_cond_round_trip_c, pin=True),
+]
