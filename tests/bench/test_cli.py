@@ -39,3 +39,20 @@ def test_names_select_and_unknown_names_are_a_usage_error():
     assert [line.split()[0] for line in proc.stdout.splitlines()] == [p.name for p in bench.AREAS["memory"]]
     proc = _osvirt("no-such-primitive")
     assert proc.returncode == 2 and "unknown primitive or area 'no-such-primitive'" in proc.stderr
+
+
+def test_ctrl_c_mid_run_exits_130_and_leaves_nothing():
+    # The leak guard checks that no child, queue, semaphore or file is left.
+    import signal
+    proc = subprocess.Popen([sys.executable, "-m", "osvirt", "bench", "posix-mq", "sysv-mq", "semaphore",
+                             "cond-rtt", "fsync-4k"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if line.startswith("[ 3/"):  # the queues have run, the semaphore's worker is up
+                break
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        proc.kill()
+        proc.wait()
