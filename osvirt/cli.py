@@ -140,8 +140,7 @@ def _bench(args):
         for p in chosen:
             print(f"{p.name:16} {p.does}")
         return 0
-    todo = [bench.PRIMITIVES[0]] + [p for p in chosen if p is not bench.PRIMITIVES[0]]
-    progress = _Progress(todo)
+    progress = _Progress([bench.LOOP] + [p for p in chosen if p is not bench.LOOP])  # run() adds LOOP
     try:
         result = bench.run(chosen, min_batch_ns=1_000_000 if args.quick else 10_000_000,
                            progress=progress)

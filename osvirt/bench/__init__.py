@@ -12,7 +12,7 @@ report.py turns the result into a table, JSON or a chart.
 from osvirt.bench import device, fs, ipc, memory, process, sync
 from osvirt.bench.harness import LOOP, Batch, Primitive, rig, run
 
-__all__ = ["AREAS", "PRIMITIVES", "Batch", "Primitive", "rig", "run", "select"]
+__all__ = ["AREAS", "LOOP", "PRIMITIVES", "Batch", "Primitive", "rig", "run", "select"]
 
 AREAS = {
     "process": process.PRIMITIVES,

@@ -34,6 +34,7 @@ import json
 import math
 import os
 import platform
+import resource
 import signal
 import statistics
 import time
@@ -151,6 +152,10 @@ def pin_cpu():
     return max(os.sched_getaffinity(0))
 
 
+def _children_minor_faults():
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
+
+
 @contextlib.contextmanager
 def _opened(path):
     if isinstance(path, Rig):
@@ -180,7 +185,10 @@ def measure(primitive, variant, batches, n=None, min_batch_ns=MIN_BATCH_NS):
     Without n, calibrates first (which warms up); with n, warms up with one
     batch. Should a batch then come out shorter than min_batch_ns, all are
     timed again with a larger n (up to twice more). Returns {"n",
-    "elapsed_ns": [per batch], "cpus", "pid"}.
+    "elapsed_ns": [per batch], "child_minor_faults", "cpus", "pid"}:
+    child_minor_faults are those of the children reaped during the timed
+    batches (a fork's copy-on-write cost, where an operation starts and
+    reaps a process; the rigs' helpers are reaped after).
     """
     gc.disable()  # as timeit does: a collection is not the primitive's cost
     try:
@@ -192,14 +200,17 @@ def measure(primitive, variant, batches, n=None, min_batch_ns=MIN_BATCH_NS):
             else:
                 timed(n)
             for _ in range(3):
+                faults = _children_minor_faults()
                 elapsed = [timed(n) for _ in range(batches)]
+                faults = _children_minor_faults() - faults
                 if min(elapsed) >= min_batch_ns:
                     break
                 # Faster than when calibrated (the load eased): larger batches, timed again.
                 n = math.ceil(n * 1.25 * min_batch_ns / max(min(elapsed), 1))
     finally:
         gc.enable()
-    return {"n": n, "elapsed_ns": elapsed, "cpus": sorted(os.sched_getaffinity(0)), "pid": os.getpid()}
+    return {"n": n, "elapsed_ns": elapsed, "child_minor_faults": faults,
+            "cpus": sorted(os.sched_getaffinity(0)), "pid": os.getpid()}
 
 
 # -- workers ----------------------------------------------------------------------
@@ -250,7 +261,9 @@ def _split(batches, workers):
 
 def _series(label, runs, bytes_per_op):
     per_op = [e / r["n"] for r in runs for e in r["elapsed_ns"]]
+    ops = sum(r["n"] * len(r["elapsed_ns"]) for r in runs)
     series = {"path": label, "n": [r["n"] for r in runs], "per_op_ns": per_op,
+              "child_minor_faults_per_op": sum(r["child_minor_faults"] for r in runs) / ops,
               "batch_ns_min": min(e for r in runs for e in r["elapsed_ns"]),
               "cpus": sorted({c for r in runs for c in r["cpus"]}), "pids": [r["pid"] for r in runs],
               **summarize(per_op)}

@@ -53,9 +53,10 @@ PRIMITIVES = [
         "fork", "fork, the child exits at once, the parent waits: osvirt.process.fork + os.waitpid",
         python=_fork_exit_wait, c="fork",
         peer=("os.posix_spawn(true) + waitpid", _posix_spawn_wait),
-        note="Python's fork pays copy-on-write faults on the interpreter's heap that C's does not; "
-             "to run a program use os.posix_spawn (or subprocess), which copies nothing; "
-             "fork from Python only to run Python code in the child"),
+        note="a Python child copies, on write, the interpreter's pages it touches (its minor "
+             "faults, next to C's); to run a program use os.posix_spawn (or subprocess), whose "
+             "child copies nothing and only loads the program; fork from Python only to run "
+             "Python code in the child"),
     Primitive(
         "ctx-switch", "os.sched_yield() with a second process yielding on the same CPU: "
                       "a switch to it and back",

@@ -61,6 +61,8 @@ def table(result):
                     cells += f"  {row['python_over_c']:4.2f}x"
                 if "bytes_per_s" in series:
                     cells += f"  {_rate(series['bytes_per_s'])}"
+                if series["child_minor_faults_per_op"] >= 1:
+                    cells += f"  {series['child_minor_faults_per_op']:.0f} minor faults in the child"
             pinned = "" if not first else ("-" if row["pinned"] is None else str(row["pinned"]))
             lines.append(f"{row['name'] if first else '':16} {pinned:>5}  {label[:32]:32} {cells}")
             first = False

@@ -42,3 +42,11 @@ def test_plot_writes_a_png(result, tmp_path):
     path = tmp_path / "bench.png"
     report.plot(result, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_table_shows_the_minor_faults_of_children_an_operation_starts():
+    fork = harness.Primitive("fork-c", "fork", python=lambda: os.waitpid(os.fork() or os._exit(0), 0), c="fork")
+    result = harness.run([fork], batches=2, min_batch_ns=1_000_000)
+    faults = result["primitives"][1]["c"]["child_minor_faults_per_op"]
+    assert faults >= 1 and f"{faults:.0f} minor faults in the child" in report.table(result)
+    assert result["primitives"][0]["c"]["child_minor_faults_per_op"] == 0  # the loop starts none
