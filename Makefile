@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 # Rebuilt only when what the install or the extension depends on changes.
+# The plot extra comes too: `osvirt bench --plot` works, and its test runs.
 STAMP   = $(VENV)/.osvirt-installed
 ARGS   ?=
 
@@ -13,9 +14,9 @@ ARGS   ?=
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml osvirt/_build_native.py $(wildcard csrc/*.c csrc/*.h)
+$(STAMP): Makefile pyproject.toml osvirt/_build_native.py $(wildcard csrc/*.c csrc/*.h)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,plot]'
 	touch $@
 
 demo: $(STAMP)  ## run every demo: what the kernel did next to what theory predicts
