@@ -10,6 +10,7 @@ import mmap
 import os
 
 from osvirt._native import ffi, lib
+from osvirt._owned import Owned
 from osvirt.errors import kernel_error
 
 __all__ = ["c_loop", "has_c_loop", "SharedPage", "pipe_echo", "pipe_drain", "mq_echo", "msg_echo", "cond_echo"]
@@ -21,10 +22,12 @@ def has_c_loop(name):
     return hasattr(lib, f"osv_bench_{name}")
 
 
-class SharedPage:
+class SharedPage(Owned):
     """Shared memory (MAP_SHARED, anonymous: forked children share it) set up
     by osv_bench_shared_init with the mutex, condition and semaphore the C
     sync loops use. Pass it to c_loop as an argument; close() unmaps it."""
+
+    ptr = None  # until the page is mapped
 
     def __init__(self):
         self._map = mmap.mmap(-1, -(-lib.osv_bench_shared_size() // mmap.PAGESIZE) * mmap.PAGESIZE)
@@ -40,16 +43,6 @@ class SharedPage:
         if ptr is not None:
             ffi.release(ptr)  # else mmap refuses to close while cffi holds its buffer
             self._map.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        if getattr(self, "ptr", None) is not None:
-            self.close()
 
 
 def _c_args(facility, args):

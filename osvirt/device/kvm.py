@@ -9,7 +9,7 @@ or memory slots). The capability numbers come from <linux/kvm.h>.
 import os
 
 from osvirt.device import _native
-from osvirt.device._owned import OwnedFd
+from osvirt._owned import OwnedFd
 from osvirt.device.ioctl import KVM_CHECK_EXTENSION, KVM_GET_API_VERSION, ioctl
 from osvirt.errors import kernel_error
 

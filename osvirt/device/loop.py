@@ -18,7 +18,7 @@ import os
 import time
 
 from osvirt.device import _native
-from osvirt.device._owned import OwnedFd
+from osvirt._owned import OwnedFd
 from osvirt.device.ioctl import (BLKGETSIZE64, BLKSSZGET, LOOP_CLR_FD, LOOP_CONFIGURE,
                                  LOOP_CTL_GET_FREE, LOOP_GET_STATUS64, LOOP_SET_FD,
                                  LOOP_SET_STATUS64, ioctl, ioctl_int)

@@ -15,7 +15,7 @@ import struct
 import termios
 import time
 
-from osvirt.device._owned import Owned
+from osvirt._owned import Owned
 from osvirt.device.ioctl import (TIOCEXCL, TIOCGEXCL, TIOCGPTN, TIOCGWINSZ, TIOCNXCL, TIOCSCTTY,
                                  TIOCSWINSZ, _fd, ioctl, ioctl_int)
 from osvirt.errors import kernel_error

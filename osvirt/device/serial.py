@@ -16,7 +16,7 @@ import errno
 import os
 import termios
 
-from osvirt.device._owned import OwnedFd
+from osvirt._owned import OwnedFd
 from osvirt.device.ioctl import _fd
 from osvirt.device.pty import read_line, set_raw
 from osvirt.errors import kernel_error

@@ -12,7 +12,7 @@ import stat
 import time
 
 from osvirt import naming
-from osvirt.ipc._owned import Owned
+from osvirt._owned import Owned
 
 __all__ = ["Fifo"]
 
@@ -23,6 +23,8 @@ class Fifo(Owned):
     mkfifo fails with EEXIST rather than reuse a path, and the directory is
     new and private, so no other user can have put anything there first.
     """
+
+    _closed = True  # until __init__ holds the object: what close() and __del__ see on a half-built one
 
     def __init__(self, name="fifo", parent=None):
         if not name or "/" in name or name in (".", ".."):

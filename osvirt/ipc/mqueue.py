@@ -19,7 +19,7 @@ import sysv_ipc
 
 from osvirt import naming
 from osvirt.errors import kernel_error
-from osvirt.ipc._owned import Owned
+from osvirt._owned import Owned
 
 __all__ = ["MQ_PRIO_MAX", "mq_limits", "PosixMessageQueue", "SysVMessageQueue"]
 
@@ -57,6 +57,8 @@ class PosixMessageQueue(Owned):
     unprivileged process may ask for; above it mq_open fails with EINVAL
     unless the caller has CAP_SYS_RESOURCE.
     """
+
+    _closed = True  # until __init__ holds the object: what close() and __del__ see on a half-built one
 
     def __init__(self, max_messages=None, max_message_size=1024):
         limits = mq_limits()
@@ -132,6 +134,8 @@ class PosixMessageQueue(Owned):
 
 class SysVMessageQueue(Owned):
     """A new System V message queue (msgget(IPC_PRIVATE, IPC_CREAT|IPC_EXCL|0600)); close() removes it."""
+
+    _closed = True  # until __init__ holds the object: what close() and __del__ see on a half-built one
 
     def __init__(self):
         self._closed = True

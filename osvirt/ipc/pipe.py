@@ -15,7 +15,7 @@ import select
 import struct
 
 from osvirt.errors import kernel_error
-from osvirt.ipc._owned import Owned
+from osvirt._owned import Owned
 
 __all__ = ["PIPE_BUF", "Pipe", "get_pipe_size", "set_pipe_size", "pipe_max_size", "fill",
            "ConcurrentWrites", "concurrent_writes"]
@@ -32,7 +32,6 @@ class Pipe(Owned):
     read_fd = write_fd = -1  # until pipe2 succeeds
 
     def __init__(self):
-        self._closed = False
         self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC)
 
     def close_read(self):
@@ -47,7 +46,6 @@ class Pipe(Owned):
 
     def close(self):
         """Close both ends still open. Idempotent."""
-        self._closed = True
         try:
             self.close_read()
         finally:

@@ -19,7 +19,7 @@ import sysv_ipc
 
 from osvirt import naming
 from osvirt.errors import kernel_error
-from osvirt.ipc._owned import Owned
+from osvirt._owned import Owned
 
 __all__ = ["PosixSharedMemory", "SysVSharedMemory", "Memfd"]
 
@@ -33,6 +33,8 @@ def _size(facility, size_bytes):
 
 class _Mapped(Owned):
     """An object mapped into this process: `buffer` is a writable memoryview of it."""
+
+    _closed = True  # until __init__ holds the object: what close() and __del__ see on a half-built one
 
     def _map(self, fd, size_bytes):
         self._mmap = mmap.mmap(fd, size_bytes)  # MAP_SHARED, read-write

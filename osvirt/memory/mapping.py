@@ -17,6 +17,7 @@ handler, and fork() while another thread is inside one (csrc/memory.c).
 import operator
 import os
 
+from osvirt._owned import Owned
 from osvirt.memory import _native, procfs
 
 __all__ = ["PAGE_SIZE", "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC",
@@ -54,7 +55,7 @@ def _prot(prot, facility):
     return prot
 
 
-class Mapping:
+class Mapping(Owned):
     """An mmap region, unmapped by `close()` (idempotent; also on `with` exit and in __del__).
 
     Anonymous by default; with `fd`, the file's bytes from `offset` (a
@@ -65,6 +66,8 @@ class Mapping:
     advises MADV_HUGEPAGE, so the kernel may back it with transparent huge
     pages. Any use after close raises ValueError.
     """
+
+    _address = None  # until mmap succeeds
 
     def __init__(self, size_bytes, *, prot=PROT_READ | PROT_WRITE, shared=False, fd=None,
                  offset=0, populate=False, hugepage=False):
@@ -258,13 +261,3 @@ class Mapping:
             if hole_start > start:
                 _native.munmap(address + start, hole_start - start)
             start = max(start, hole_end)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        if getattr(self, "_address", None) is not None:
-            self.close()

@@ -13,6 +13,7 @@ import os
 import struct
 import uuid
 
+from osvirt._owned import Owned
 from osvirt.memory import _native
 from osvirt.naming import unique_name
 
@@ -38,18 +39,23 @@ def _header(pages):
     return bytes(page)
 
 
-class SwapFile:
-    """A swap file of `size_mb` MiB in `directory`, active until `close()`."""
+class SwapFile(Owned):
+    """A swap file of `size_mb` MiB in `directory`, active until `close()`.
+
+    Only the process that created it swaps it off and removes it: a forked
+    child's copy closing (its __del__) leaves it alone.
+    """
+
+    path, active = None, False  # until the file exists
 
     def __init__(self, size_mb, directory=DEFAULT_DIRECTORY):
-        self.path, self.active = None, False
         if isinstance(size_mb, bool) or not isinstance(size_mb, int):
             raise TypeError(f"swap file: size_mb must be an int, not {type(size_mb).__name__}")
         if not 1 <= size_mb <= 1 << 20:
             raise ValueError(f"swap file: size_mb {size_mb} not in 1..{1 << 20}")
         path = os.path.join(directory, unique_name("swap"))
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        self.path = path
+        self.path, self._creator = path, os.getpid()
         try:
             size = size_mb << 20
             os.posix_fallocate(fd, 0, size)
@@ -70,7 +76,7 @@ class SwapFile:
     def close(self):
         """swapoff (every page in it comes back to RAM) and remove the file. Idempotent."""
         path, self.path = self.path, None
-        if path is None:
+        if path is None or not self._is_creator:
             return
         try:
             if self.active:
@@ -78,13 +84,3 @@ class SwapFile:
                 _native.swapoff(path)
         finally:
             os.unlink(path)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        if getattr(self, "path", None) is not None:
-            self.close()

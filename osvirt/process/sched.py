@@ -27,6 +27,7 @@ import typing
 import psutil
 
 from osvirt import env
+from osvirt._owned import Owned
 from osvirt.errors import kernel_error
 from osvirt.process import _native
 
@@ -311,7 +312,7 @@ def _busy_child(gate_r, gate_w, ready_w, limit_s):
     spin(limit_s)
 
 
-class BusyChildren:
+class BusyChildren(Owned):
     """`count` CPU-bound children, held at a gate while their parent sets their
     scheduling, then released together by `start()`.
 
@@ -366,12 +367,6 @@ class BusyChildren:
                 self._children.wait(pid)
         self.pids = []
         self.start()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __del__(self):
         if getattr(self, "_gate_w", -1) >= 0:

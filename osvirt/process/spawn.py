@@ -16,6 +16,7 @@ import subprocess
 import sys
 import traceback
 
+from osvirt._owned import Owned
 from osvirt.process import _native
 
 __all__ = ["set_pdeathsig", "fork", "Children"]
@@ -73,7 +74,7 @@ def fork(target, *args, pdeathsig=signal.SIGKILL):
         os._exit(code & 0xFF)
 
 
-class Children:
+class Children(Owned):
     """Owns the processes it starts: on close, kills and reaps those still running.
 
     >>> with Children() as kids:
@@ -83,7 +84,7 @@ class Children:
     """
 
     def __init__(self):
-        self._owner = os.getpid()
+        self._creator = os.getpid()
         self._pids = set()
         self._popens = []
 
@@ -125,7 +126,7 @@ class Children:
 
     def close(self):
         """SIGKILL every child still running and reap them all. Idempotent."""
-        if os.getpid() != self._owner:  # a forked child holds a copy: not its to close
+        if not self._is_creator:  # a forked child holds a copy: not its to close
             return
         for pid in list(self._pids):
             try:
@@ -142,12 +143,3 @@ class Children:
                 proc.kill()
             proc.wait()
         self._popens.clear()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        self.close()

@@ -50,9 +50,3 @@ class Barrier(SharedObject):
     def wait(self):
         """Block until all parties have arrived; True for the one serial caller."""
         return _native.barrier_wait(self._live())
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

@@ -27,6 +27,7 @@ import struct
 
 import posix_ipc
 
+from osvirt._owned import Owned
 from osvirt.naming import unique_name
 from osvirt.sync import _native
 
@@ -44,7 +45,7 @@ def _kind(kind):
     return kind.encode().ljust(8, b"\0")
 
 
-class SharedRegion:
+class SharedRegion(Owned):
     """`size_bytes` (rounded up to a multiple of 64) of shared memory; anonymous, or named when `named=True`.
 
     `with SharedRegion(n) as region:` closes it at the end.
@@ -77,9 +78,8 @@ class SharedRegion:
         else:
             self._mm = mmap.mmap(-1, total)  # MAP_SHARED | MAP_ANONYMOUS
         self._size_bytes = self._header  # rounded up: what an opener sees too
-        self._creator = os.getpid()
-        self._created = True
-        _HEADER.pack_into(self._mm, self._header, bytes(8), kind, self._creator, metadata)
+        self._creator = self._creator_pid = os.getpid()
+        _HEADER.pack_into(self._mm, self._header, bytes(8), kind, self._creator_pid, metadata)
         if ready:
             self.publish()
 
@@ -108,8 +108,7 @@ class SharedRegion:
         self = cls.__new__(cls)
         self._mm, self._name, self._views, self._header = mm, name, [], header
         self._size_bytes = header
-        self._creator = creator
-        self._created = False  # even in the creator's own process: that instance destroys
+        self._creator_pid = creator  # _creator stays None, even in the creator's own process: that instance destroys
         return self
 
     # -- what it is ----------------------------------------------------------
@@ -131,13 +130,13 @@ class SharedRegion:
 
     @property
     def creator_pid(self):
-        return self._creator
+        return self._creator_pid
 
     @property
     def is_creator(self):
         """True for the instance that created it, in its own process (not in a forked
         child, not when opened by name): only it destroys and unlinks."""
-        return self._created and self._creator == os.getpid()
+        return self._is_creator
 
     @property
     def metadata(self):
@@ -201,18 +200,9 @@ class SharedRegion:
             except posix_ipc.ExistentialError:
                 pass  # already unlinked by hand
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        self.close()
-
     def __repr__(self):
         state = "closed" if self.closed else f"{self._size_bytes} bytes"
-        return f"<SharedRegion in {self.where}, {state}, created by pid {self._creator}>"
+        return f"<SharedRegion in {self.where}, {state}, created by pid {self._creator_pid}>"
 
 
 def _map(shm, size):
@@ -222,7 +212,7 @@ def _map(shm, size):
         shm.close_fd()
 
 
-class SharedObject:
+class SharedObject(Owned):
     """What Mutex, Condition, Barrier and Semaphore share: one pthread object in its own region.
 
     Subclasses set _KIND (the header's kind), _CTYPE and _destroy (the
@@ -301,9 +291,6 @@ class SharedObject:
     def _safe_to_unmap(self, ptr):
         """Whether no thread of this process can still be using the object's memory."""
         return True
-
-    def __del__(self):
-        self.close()
 
     def __repr__(self):
         where = self._region.where if self._region else "nowhere"

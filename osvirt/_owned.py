@@ -1,0 +1,57 @@
+"""The owner protocol every osvirt object that holds a kernel object follows.
+
+An owner is a context manager whose `close()` is idempotent, and whose
+`__del__` calls that same `close()`: so close() must also work on a
+half-built object (`__init__` may have raised before it held anything;
+subclasses give the attribute close() looks at a class-level "nothing held"
+default, such as `fd = -1`).
+
+Only the process that created a kernel object removes it: a forked child
+holds a copy of the owner, and its close() lets go of its own handle only,
+never unlinking or killing what its parent still uses. Owners set
+`_creator = os.getpid()` when they create and ask `_is_creator` before removing.
+"""
+import os
+
+__all__ = ["Owned", "OwnedFd"]
+
+
+class Owned:
+    """Base of the owners: subclasses implement an idempotent `close()`."""
+
+    _creator = None  # pid of the process that created the object (None: opened, not owned)
+
+    @property
+    def _is_creator(self):
+        return self._creator is not None and self._creator == os.getpid()
+
+    def close(self):
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+
+class OwnedFd(Owned):
+    """Owns `self.fd`: close() sets it to -1 before closing (the number may be
+    reused at once), so a second close does nothing. `what` names the object
+    in the error a use after close() raises."""
+
+    fd = -1
+    what = "device"
+
+    def _open_fd(self):
+        if self.fd < 0:
+            raise ValueError(f"{self.what}: closed")
+        return self.fd
+
+    def close(self):
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
