@@ -7,7 +7,16 @@ PR_SET_PDEATHSIG, so it dies with its parent even when the parent is
 SIGKILLed and no Python code runs. `Children` owns the children a caller
 starts; leaving it kills whatever still runs and reaps everything, so no
 zombie and no orphan is left.
+
+`Children` keeps SIGINT and SIGTERM blocked (pthread_sigmask) from before
+fork(2) until the new pid is registered: a Ctrl-C in that window stays
+pending in the kernel and interrupts the caller only once the child is
+owned, so close() kills it. The child restores the caller's mask before it
+runs anything, and a spawned program starts with the caller's mask too.
+(The mask is per thread: a SIGINT another thread takes in the window is
+still handled by the main thread, possibly inside it.)
 """
+import contextlib
 import functools
 import os
 import select
@@ -38,6 +47,26 @@ def set_pdeathsig(signo=signal.SIGKILL, expected_parent=None):
     _native.set_pdeathsig(_signo(signo), os.getppid() if expected_parent is None else expected_parent)
 
 
+_DEFERRED = {signal.SIGINT, signal.SIGTERM}  # what a Ctrl-C or a kill(1) sends
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Block SIGINT and SIGTERM in this thread; yields the mask to restore,
+    which the exit restores (a signal held pending is delivered then)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+    try:
+        yield previous
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _exec_setup(signo, parent, mask):
+    """A spawned child's preexec_fn: PDEATHSIG, then the caller's signal mask back."""
+    set_pdeathsig(signo, parent)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
 def _child_exit_code(target, args, signo, parent):
     try:
         set_pdeathsig(signo, parent)
@@ -59,6 +88,12 @@ def fork(target, *args, pdeathsig=signal.SIGKILL):
     1 after an uncaught exception (its traceback goes to stderr).
     """
     signo = _signo(pdeathsig)
+    with _signals_deferred() as mask:
+        return _fork(target, args, signo, mask)
+
+
+def _fork(target, args, signo, mask):
+    """fork() with SIGINT and SIGTERM blocked: the child restores `mask` first."""
     parent = os.getpid()
     # Unflushed output would be written twice: by the parent and by the child.
     sys.stdout.flush()
@@ -66,6 +101,7 @@ def fork(target, *args, pdeathsig=signal.SIGKILL):
     pid = os.fork()
     if pid:
         return pid
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     code = _child_exit_code(target, args, signo, parent)
     try:
         sys.stdout.flush()
@@ -90,15 +126,19 @@ class Children(Owned):
 
     def fork(self, target, *args, pdeathsig=signal.SIGKILL):
         """`fork()`, owned: see the module function."""
-        pid = fork(target, *args, pdeathsig=pdeathsig)
-        self._pids.add(pid)
+        signo = _signo(pdeathsig)
+        with _signals_deferred() as mask:  # no Ctrl-C between fork and owning the pid
+            pid = _fork(target, args, signo, mask)
+            self._pids.add(pid)
         return pid
 
     def spawn(self, argv, pdeathsig=signal.SIGKILL, **popen_kwargs):
         """Start a program (fork + exec, an unrelated image) as subprocess.Popen, owned."""
-        popen_kwargs["preexec_fn"] = functools.partial(set_pdeathsig, _signo(pdeathsig), os.getpid())
-        proc = subprocess.Popen(argv, **popen_kwargs)
-        self._popens.append(proc)
+        signo = _signo(pdeathsig)
+        with _signals_deferred() as mask:  # no Ctrl-C between fork and owning the Popen
+            popen_kwargs["preexec_fn"] = functools.partial(_exec_setup, signo, os.getpid(), mask)
+            proc = subprocess.Popen(argv, **popen_kwargs)
+            self._popens.append(proc)
         return proc
 
     @property

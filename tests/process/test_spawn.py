@@ -1,5 +1,6 @@
 import os
 import signal
+import subprocess
 import time
 
 import psutil
@@ -115,3 +116,57 @@ def test_waiting_for_a_stranger_is_refused():
     with Children() as kids:
         with pytest.raises(ValueError, match="not a child owned here"):
             kids.wait(1)
+
+
+def _mask(status_line, status=None):
+    """A signal set from /proc/<pid>/status (SigBlk, ShdPnd, ...), as a set of signal numbers."""
+    if status is None:
+        with open("/proc/self/status") as f:
+            status = f.read()
+    bits = int(next(line for line in status.splitlines() if line.startswith(status_line + ":")).split()[1], 16)
+    return {n for n in range(1, 65) if bits >> (n - 1) & 1}
+
+
+def test_sigint_between_fork_and_registration_waits_until_the_child_is_owned(monkeypatch):
+    seen = {}
+    real_fork = os.fork
+
+    def fork_then_ctrl_c():
+        pid = real_fork()
+        if pid:  # the parent, in the window before Children registers the pid
+            os.kill(os.getpid(), signal.SIGINT)
+            seen["pending"] = _mask("ShdPnd")  # held by the kernel, not delivered
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork_then_ctrl_c)
+    kids = Children()
+    with pytest.raises(KeyboardInterrupt):
+        kids.fork(time.sleep, 60)
+    monkeypatch.undo()
+    assert signal.SIGINT in seen["pending"]
+    (pid,) = kids.pids  # the interrupt came once the child was owned
+    assert psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    kids.close()
+    assert _gone(pid)
+    assert not {signal.SIGINT, signal.SIGTERM} & _mask("SigBlk")  # the caller's mask is back
+
+
+def test_forked_child_and_spawned_program_start_with_the_callers_signal_mask():
+    before = _mask("SigBlk")
+    assert not {signal.SIGINT, signal.SIGTERM} & before
+    r, w = os.pipe()
+
+    def report_mask():
+        with open("/proc/self/status") as f:
+            os.write(w, f.read().encode())
+
+    with Children() as kids:
+        assert kids.wait(kids.fork(report_mask), timeout_s=10) == 0
+        os.close(w)
+        with os.fdopen(r) as f:
+            forked = _mask("SigBlk", f.read())
+        proc = kids.spawn(["cat", "/proc/self/status"], stdout=subprocess.PIPE, text=True)
+        spawned = _mask("SigBlk", proc.communicate(timeout=10)[0])
+    assert forked == before
+    assert spawned == before
+    assert _mask("SigBlk") == before
