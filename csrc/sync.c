@@ -68,7 +68,6 @@ int osv_cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline_
 
 int osv_cond_signal(pthread_cond_t *c) { return osv_pthread_result(pthread_cond_signal(c)); }
 int osv_cond_broadcast(pthread_cond_t *c) { return osv_pthread_result(pthread_cond_broadcast(c)); }
-int osv_cond_destroy(pthread_cond_t *c) { return osv_pthread_result(pthread_cond_destroy(c)); }
 
 int osv_barrier_init(pthread_barrier_t *b, unsigned int parties)
 {

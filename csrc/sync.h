@@ -47,7 +47,6 @@ int osv_cond_init(pthread_cond_t *c);
 int osv_cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline_ns);
 int osv_cond_signal(pthread_cond_t *c);
 int osv_cond_broadcast(pthread_cond_t *c);
-int osv_cond_destroy(pthread_cond_t *c);
 
 /* wait returns 1 to the one caller that got PTHREAD_BARRIER_SERIAL_THREAD, 0 to the others. */
 int osv_barrier_init(pthread_barrier_t *b, unsigned int parties);

@@ -142,8 +142,7 @@ def _cond_round_trip_python():
         try:
             yield round_trip
         finally:
-            # Stopped, not killed: glibc's pthread_cond_destroy waits for
-            # every waiter to leave, and a killed one never does.
+            # Stopped, not killed: the echo child leaves its wait and exits 0.
             with cond:
                 turn[0] = STOP
                 cond.notify()

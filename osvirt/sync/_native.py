@@ -126,10 +126,6 @@ def cond_broadcast(c):
     _outcome(lib.osv_cond_broadcast(c), "pthread_cond_broadcast")
 
 
-def cond_destroy(c):
-    return _outcome(lib.osv_cond_destroy(c), "pthread_cond_destroy", (EBUSY,))
-
-
 # -- barrier ---------------------------------------------------------------------
 def barrier_init(b, parties):
     _outcome(lib.osv_barrier_init(b, parties), "pthread_barrier_init")

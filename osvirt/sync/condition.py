@@ -37,7 +37,14 @@ class Condition(SharedObject):
 
     _KIND = "cond"
     _CTYPE = "pthread_cond_t"
-    _destroy = staticmethod(_native.cond_destroy)
+
+    @staticmethod
+    def _destroy(ptr):
+        """Nothing: close() only unmaps. glibc's pthread_cond_destroy waits until every
+        waiter has left the condition, and a waiter SIGKILLed inside wait() never
+        leaves, so destroying would hang close() forever. A process-shared condition
+        owns nothing outside its own mapping, which close() unmaps, so skipping the
+        destroy leaks nothing."""
 
     def __init__(self, mutex, *, named=None):
         """`named` defaults to the mutex's: a named mutex gets a named condition."""

@@ -1,3 +1,5 @@
+import os
+import signal
 import threading
 import time
 
@@ -103,6 +105,28 @@ def test_a_waiting_thread_does_not_hold_the_gil(cond):
         cond.notify()
     thread.join(5)
     assert woke[-1] is True
+
+
+def test_close_returns_after_a_waiter_was_sigkilled(cond):
+    with SharedRegion(8) as region:
+        waiting = region.view("q")
+
+        def wait_forever():
+            with cond:
+                waiting[0] = 1
+                cond.wait_for(lambda: False)
+        with Children() as kids:
+            pid = kids.fork(wait_forever)
+            deadline = time.monotonic() + 10
+            while waiting[0] == 0 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            with cond:                         # acquired only once the child waits on cond
+                os.kill(pid, signal.SIGKILL)   # killed inside pthread_cond_wait
+                assert kids.wait(pid, timeout_s=10) == -signal.SIGKILL
+    closer = threading.Thread(target=cond.close, daemon=True)
+    closer.start()
+    closer.join(5)
+    assert not closer.is_alive() and cond.closed
 
 
 def test_named_condition_follows_its_named_mutex_and_opens_by_name():
