@@ -50,6 +50,14 @@ def _timeout(facility, timeout_s):
     return timeout_s
 
 
+def _wait_s(block, timeout_s):
+    """posix_ipc's timeout for a call: 0 when not blocking. A zero-timeout mq_timedsend or
+    mq_timedreceive fails at once like O_NONBLOCK, without the mq_setattr syscall that
+    toggling O_NONBLOCK costs on every call; and O_NONBLOCK lives in the open file
+    description, which a forked child shares, so it is never set."""
+    return timeout_s if block else 0
+
+
 class PosixMessageQueue(Owned):
     """A new POSIX message queue (mq_open with O_CREAT|O_EXCL, mode 0600); close() unlinks it.
 
@@ -90,9 +98,8 @@ class PosixMessageQueue(Owned):
             raise ValueError(f"mq_send: message of {len(message)} bytes exceeds the queue's "
                              f"max_message_size ({self._mq.max_message_size})")
         timeout_s = _timeout("mq_send", timeout_s)
-        self._mq.block = bool(block)  # mq_setattr: O_NONBLOCK when not blocking
         try:
-            self._mq.send(message, timeout=timeout_s, priority=priority)
+            self._mq.send(message, timeout=_wait_s(block, timeout_s), priority=priority)
         except posix_ipc.BusyError:
             raise self._busy("mq_send", block, timeout_s) from None
 
@@ -100,9 +107,8 @@ class PosixMessageQueue(Owned):
         """mq_receive (mq_timedreceive with `timeout_s`): (message, priority) of the
         oldest message of the highest priority."""
         timeout_s = _timeout("mq_receive", timeout_s)
-        self._mq.block = bool(block)
         try:
-            return self._mq.receive(timeout=timeout_s)
+            return self._mq.receive(timeout=_wait_s(block, timeout_s))
         except posix_ipc.BusyError:
             raise self._busy("mq_receive", block, timeout_s) from None
 
