@@ -87,15 +87,31 @@ def mutex_lock_until(m, deadline):
     return _outcome(lib.osv_mutex_lock_until(m, LOCK_CLOCK, deadline), name, (ETIMEDOUT, EOWNERDEAD))
 
 
+# The raw calls, for the fast paths (`with mutex:`, `with sem:`) that pass a pointer they
+# hold and act only on 0: a non-zero return goes to the matching *_outcome below, which
+# reads the errno cffi saved right after the call.
+raw_mutex_trylock = lib.osv_mutex_trylock
+raw_mutex_unlock = lib.osv_mutex_unlock
+raw_sem_trywait = lib.osv_sem_trywait
+raw_sem_post = lib.osv_sem_post
+
+
 def mutex_trylock(m):
     """0 (locked), EBUSY, EDEADLK (a robust mutex this thread holds), EOWNERDEAD (locked)
     or ENOTRECOVERABLE."""
-    return _outcome(lib.osv_mutex_trylock(m), "pthread_mutex_trylock",
-                    (EBUSY, EDEADLK, EOWNERDEAD, ENOTRECOVERABLE))
+    return mutex_trylock_outcome(lib.osv_mutex_trylock(m))
+
+
+def mutex_trylock_outcome(rc):
+    return _outcome(rc, "pthread_mutex_trylock", (EBUSY, EDEADLK, EOWNERDEAD, ENOTRECOVERABLE))
 
 
 def mutex_unlock(m):
-    _outcome(lib.osv_mutex_unlock(m), "pthread_mutex_unlock")
+    mutex_unlock_outcome(lib.osv_mutex_unlock(m))
+
+
+def mutex_unlock_outcome(rc):
+    _outcome(rc, "pthread_mutex_unlock")
 
 
 def mutex_consistent(m):
@@ -157,7 +173,11 @@ def sem_trywait(s):
 
 
 def sem_post(s):
-    _outcome(lib.osv_sem_post(s), "sem_post")
+    sem_post_outcome(lib.osv_sem_post(s))
+
+
+def sem_post_outcome(rc):
+    _outcome(rc, "sem_post")
 
 
 def sem_getvalue(s):

@@ -19,6 +19,15 @@ later lock raises OSError(ENOTRECOVERABLE), which says so.
 A lock without timeout waits in slices of 0.1 s on CLOCK_MONOTONIC
 (pthread_mutex_clocklock), so a signal handler (Ctrl-C) runs within 0.1 s;
 the GIL is released during each wait, so other threads keep running.
+
+Cost (`osvirt bench mutex`, 2-core test machine, 2026-11-24): `with mutex:`
+uncontended ~0.30 µs, `with multiprocessing.Lock():` ~0.23 µs. The lock
+itself is 8 ns in C; the rest is the interpreter: a `with` on a Python
+__enter__/__exit__ costs ~0.13 µs before they do anything, and each cffi call
+~0.06 µs (it releases the GIL and saves errno), while multiprocessing.Lock's
+methods are C. `with mutex:` is one cffi call each way and nothing else,
+which is as far as Python over cffi goes; what the extra 0.07 µs buys is a
+robust, error-checking mutex that a holder's death does not leave locked.
 """
 from osvirt.errors import OwnerDead
 from osvirt.sync import _native
@@ -26,6 +35,7 @@ from osvirt.sync.region import SharedObject
 
 __all__ = ["Mutex", "check_timeout", "wait_in_slices", "SLICE_S"]
 
+_raw_trylock, _raw_unlock = _native.raw_mutex_trylock, _native.raw_mutex_unlock
 # How long one blocking C call may last before Python gets to run signal handlers.
 SLICE_S = 0.1
 # Deadlines are int64 nanoseconds: a longer timeout is a mistake (None waits forever).
@@ -98,7 +108,10 @@ class Mutex(SharedObject):
         """
         timeout_s = check_timeout("Mutex.lock", timeout_s)
         ptr = self._live()
-        outcome = _native.mutex_trylock(ptr)  # the uncontended case, without reading a clock
+        return self._lock_after(_native.mutex_trylock(ptr), ptr, timeout_s)
+
+    def _lock_after(self, outcome, ptr, timeout_s):
+        """Finish a lock whose first try (the uncontended case, without reading a clock) gave `outcome`."""
         if outcome in (_native.EBUSY, _native.EDEADLK):  # waiting again raises EDEADLK if it is ours
             outcome = wait_in_slices(lambda end: _native.mutex_lock_until(ptr, end), timeout_s)
         return self._acquired(outcome)
@@ -123,13 +136,23 @@ class Mutex(SharedObject):
         """After OwnerDead, once the guarded state is repaired: mark the mutex usable again."""
         _native.mutex_consistent(self._live())
 
+    # `with mutex:` is the hot path: one C call each way on the stored pointer, no
+    # Python call in between unless the C call returns non-zero (-1 with errno).
     def __enter__(self):
         """`with mutex:` locks; OwnerDead propagates out of the `with` with the mutex held."""
-        self.lock()
+        ptr = self._ptr
+        if ptr is None:
+            self.lock()  # ValueError: used after close()
+        elif _raw_trylock(ptr):
+            self._lock_after(_native.mutex_trylock_outcome(-1), ptr, None)
         return self
 
-    def __exit__(self, *exc):
-        self.unlock()
+    def __exit__(self, exc_type, exc, tb):
+        ptr = self._ptr
+        if ptr is None:
+            self.unlock()  # ValueError: used after close()
+        elif _raw_unlock(ptr):
+            _native.mutex_unlock_outcome(-1)
 
     def _safe_to_unmap(self, ptr):
         """A robust mutex a thread holds is linked into that thread's robust list, which

@@ -2,11 +2,13 @@
 
 `Semaphore(value)` is an unnamed POSIX semaphore, sem_init(pshared=1), in a
 SharedRegion, chosen over a named posix_ipc.Semaphore after measuring both.
-An uncontended acquire+release from Python, best of 3 x 200 000 on the
-2-core test machine (timeit, 2026-11-24): posix_ipc 0.29-0.32 µs, this class
-1.1-1.5 µs. posix_ipc is faster per call because its wrapper is C; both are
-the same futex word underneath, so a contended hand-off (a futex sleep and
-wake-up in the kernel) costs the same, and the work a semaphore guards
+An uncontended release+acquire from Python (`osvirt bench semaphore`, 2-core
+test machine, 2026-11-24): posix_ipc 0.09 µs, this class 0.28 µs, 3x. Both
+are one C call each way on the same futex word; the difference is the
+interpreter: this class's methods are Python (~0.07 µs a call) around a cffi
+call (~0.06 µs: it releases the GIL and saves errno), posix_ipc's are C that
+keep the GIL. A contended hand-off (a futex sleep and wake-up in the kernel,
+microseconds) costs the same in both, and the work a semaphore guards
 dwarfs the difference.
 What decides is everything else: this semaphore lives where the other
 osvirt.sync objects do, in an anonymous mapping for related processes
@@ -31,6 +33,7 @@ from osvirt.sync.region import SharedObject
 __all__ = ["Semaphore", "SysVSemaphore", "SEM_VALUE_MAX", "SYSV_VALUE_MAX"]
 
 SEM_VALUE_MAX = _native.SEM_VALUE_MAX
+_raw_trywait, _raw_post = _native.raw_sem_trywait, _native.raw_sem_post
 SYSV_VALUE_MAX = sysv_ipc.SEMAPHORE_VALUE_MAX  # SEMVMX
 
 
@@ -71,6 +74,9 @@ class Semaphore(SharedObject):
 
     def acquire(self, timeout_s=None):
         """Decrement, waiting while the count is 0; True, or False when `timeout_s` passed."""
+        ptr = self._ptr
+        if timeout_s is None and ptr is not None and not _raw_trywait(ptr):
+            return True  # the hot path: one C call on the stored pointer
         timeout_s = check_timeout("Semaphore.acquire", timeout_s)
         ptr = self._live()
         if _native.sem_trywait(ptr) == 0:
@@ -82,13 +88,17 @@ class Semaphore(SharedObject):
 
     def release(self):
         """Increment, waking one waiter (sem_post); OSError(EOVERFLOW) past SEM_VALUE_MAX."""
-        _native.sem_post(self._live())
+        ptr = self._ptr
+        if ptr is None:
+            self._live()  # ValueError: used after close()
+        elif _raw_post(ptr):
+            _native.sem_post_outcome(-1)
 
     def __enter__(self):
         self.acquire()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
         self.release()
 
 
