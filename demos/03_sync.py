@@ -94,7 +94,7 @@ def body(demo):
                    asked="kill(holder, SIGKILL); pthread_mutex_lock -> EOWNERDEAD; pthread_mutex_consistent"):
         mutex = _owned(demo, Mutex(robust=True))
         pair = _shared(demo, 3)
-        holder = workloads.fork_when_ready(demo.children, workloads.hold_mid_update, mutex, pair)
+        holder = demo.children.fork_ready(workloads.hold_mid_update, mutex, pair)
         status = workloads.kill_and_reap(demo.children, holder)
         owner_died, before = workloads.repair_pair(mutex, pair)
         demo.check("the holder's end", "killed by SIGKILL (-9)", str(status), status == -9)
@@ -128,7 +128,7 @@ def body(demo):
     with demo.step("SysV semaphore with SEM_UNDO: the kernel gives it back",
                    asked="semop(-1, SEM_UNDO) in a child; kill(SIGKILL); semctl(GETVAL)"):
         def after_death(sem):
-            pid = workloads.fork_when_ready(demo.children, workloads.hold_until_killed, sem)
+            pid = demo.children.fork_ready(workloads.hold_until_killed, sem)
             held = sem.value
             return held, workloads.kill_and_reap(demo.children, pid), sem.value
         sysv = _owned(demo, SysVSemaphore(1, undo=True))

@@ -17,6 +17,7 @@ import time
 
 from osvirt.errors import kernel_error
 from osvirt.fs import _native
+from osvirt.process.spawn import ready
 
 __all__ = ["LockHolder", "flock", "setlk", "getlk", "hold_in_child"]
 
@@ -103,10 +104,10 @@ def getlk(fd, start, length, kind="write", ofd=False):
     return LockHolder(l_pid, l_start, l_len, _KIND[l_type])
 
 
-def _hold(path, ready_w, lock, hold_s):
+def _hold(path, lock, hold_s, ready_fd):
     fd = os.open(path, os.O_RDWR)
     lock(fd)
-    os.write(ready_w, b"!")
+    ready(ready_fd)
     time.sleep(hold_s)
 
 
@@ -117,15 +118,7 @@ def hold_in_child(children, path, lock, hold_s=60.0):
     Returns the child's pid once it holds the lock, so another process can
     meet it (flock, setlk, getlk) without racing its start.
     """
-    r, w = os.pipe()
     try:
-        pid = children.fork(_hold, path, w, lock, hold_s)
-        os.close(w)
-        w = None
-        if os.read(r, 1) != b"!":
-            raise RuntimeError(f"lock holder {pid} exited before taking its lock on {path}")
-    finally:
-        os.close(r)
-        if w is not None:
-            os.close(w)
-    return pid
+        return children.fork_ready(_hold, path, lock, hold_s)
+    except ChildProcessError as e:
+        raise RuntimeError(f"lock holder exited before taking its lock on {path}: {e}") from None

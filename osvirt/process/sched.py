@@ -30,6 +30,7 @@ from osvirt import env
 from osvirt._owned import Owned
 from osvirt.errors import kernel_error
 from osvirt.process import _native
+from osvirt.process.spawn import ready
 
 __all__ = [
     "Policy", "SchedAttr", "ContextSwitches", "NICE_0_WEIGHT", "SCHED_PRIO_TO_WEIGHT",
@@ -300,14 +301,13 @@ def spin(duration_s):
         pass
 
 
-def _busy_child(gate_r, gate_w, ready_w, limit_s):
+def _busy_child(gate_r, gate_w, limit_s, ready_fd):
     os.close(gate_w)
     # The kernel SIGKILLs this process after limit_s of CPU at a real-time
     # policy without blocking: a SCHED_FIFO spinner cannot hold a CPU forever.
     limit_us = int(limit_s * 1e6)
     resource.setrlimit(resource.RLIMIT_RTTIME, (limit_us, limit_us))
-    os.write(ready_w, b".")
-    os.close(ready_w)
+    ready(ready_fd)
     os.read(gate_r, 1)  # blocks until the parent closes the gate (EOF)
     spin(limit_s)
 
@@ -332,25 +332,14 @@ class BusyChildren(Owned):
         self._children = children
         self.pids = []
         gate_r, self._gate_w = os.pipe()
-        ready_r, ready_w = os.pipe()
         try:
             for _ in range(count):
-                self.pids.append(children.fork(_busy_child, gate_r, self._gate_w, ready_w, limit_s))
-            os.close(ready_w)
-            ready_w = -1
-            ready = b""
-            while len(ready) < count:
-                got = os.read(ready_r, count)
-                if not got:  # every child closed its end: one died before it was ready
-                    raise ChildProcessError(f"BusyChildren: {count - len(ready)} child(ren) died before the gate")
-                ready += got
+                self.pids.append(children.fork_ready(_busy_child, gate_r, self._gate_w, limit_s))
         except BaseException:
             self.close()
             raise
         finally:
-            for fd in (gate_r, ready_r, ready_w):
-                if fd >= 0:
-                    os.close(fd)
+            os.close(gate_r)
 
     def start(self):
         """Open the gate: every child starts spinning. Idempotent."""

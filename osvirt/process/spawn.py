@@ -28,7 +28,7 @@ import traceback
 from osvirt._owned import Owned
 from osvirt.process import _native
 
-__all__ = ["set_pdeathsig", "fork", "Children"]
+__all__ = ["set_pdeathsig", "fork", "ready", "Children"]
 
 
 def _signo(signo):
@@ -110,6 +110,12 @@ def _fork(target, args, signo, mask):
         os._exit(code & 0xFF)
 
 
+def ready(ready_fd):
+    """In a child started by `Children.fork_ready`: tell the parent it is ready."""
+    os.write(ready_fd, b".")
+    os.close(ready_fd)
+
+
 class Children(Owned):
     """Owns the processes it starts: on close, kills and reaps those still running.
 
@@ -130,6 +136,30 @@ class Children(Owned):
         with _signals_deferred() as mask:  # no Ctrl-C between fork and owning the pid
             pid = _fork(target, args, signo, mask)
             self._pids.add(pid)
+        return pid
+
+    def fork_ready(self, target, *args, timeout_s=10.0, pdeathsig=signal.SIGKILL):
+        """Fork `target(*args, ready_fd)`; return its pid once it has called `ready(ready_fd)`.
+
+        So the parent never races the child's set-up (a lock taken, a limit
+        set). ChildProcessError if the child exits before it is ready;
+        TimeoutError (the child still owned) if it is not ready after `timeout_s`.
+        """
+        if not 0 < timeout_s <= 3600:
+            raise ValueError(f"fork: timeout_s must be in (0, 3600], not {timeout_s!r}")
+        what = getattr(target, "__name__", repr(target))
+        r, w = os.pipe()  # O_CLOEXEC: a program the child execs does not hold it
+        try:
+            pid = self.fork(target, *args, w, pdeathsig=pdeathsig)
+        finally:
+            os.close(w)  # the child's copy is the last write end: EOF once it exits
+        try:
+            if not select.select([r], [], [], timeout_s)[0]:
+                raise TimeoutError(f"child {pid} ({what}) not ready after {timeout_s} s")
+            if not os.read(r, 1):
+                raise ChildProcessError(f"child {pid} ({what}) exited before it was ready")
+        finally:
+            os.close(r)
         return pid
 
     def spawn(self, argv, pdeathsig=signal.SIGKILL, **popen_kwargs):

@@ -11,10 +11,11 @@ import sys
 import time
 
 from osvirt.errors import OwnerDead
+from osvirt.process.spawn import ready
 from osvirt.sync.mutex import Mutex
 from osvirt.sync.region import SharedRegion
 
-__all__ = ["increment", "increment_by_name", "fork_when_ready", "update_pair", "hold_mid_update", "hold_until_killed", "repair_pair", "occupy", "produce", "consume",
+__all__ = ["increment", "increment_by_name", "update_pair", "hold_mid_update", "hold_until_killed", "repair_pair", "occupy", "produce", "consume",
            "run_phases", "kill_and_reap", "PAIR", "OCCUPANCY", "BUFFER"]
 
 
@@ -55,26 +56,6 @@ def increment_by_name(mutex_name, region_name, times):
 PAIR = {"first": 0, "second": 1, "repairs": 2}
 
 
-def fork_when_ready(children, target, *args):
-    """Fork `target(*args, ready_fd)` and wait until it writes its byte to ready_fd; its pid."""
-    r, w = os.pipe()
-    try:
-        pid = children.fork(target, *args, w)
-    finally:
-        os.close(w)
-    try:
-        if not os.read(r, 1):
-            raise ChildProcessError(f"child {pid} ({target.__name__}) exited before it was ready")
-    finally:
-        os.close(r)
-    return pid
-
-
-def _ready(ready_fd):
-    os.write(ready_fd, b".")
-    os.close(ready_fd)
-
-
 def _hang():
     while True:
         time.sleep(60)
@@ -94,21 +75,21 @@ def update_pair(mutex, pair, times=None, ready_fd=None):
             pair[PAIR["second"]] += 1
         done += 1
         if ready_fd is not None and done == 1:
-            _ready(ready_fd)
+            ready(ready_fd)
 
 
 def hold_mid_update(mutex, pair, ready_fd):
     """Lock `mutex`, do half of a pair update, tell the parent, and hang there until killed."""
     mutex.lock()
     pair[PAIR["first"]] += 1
-    _ready(ready_fd)
+    ready(ready_fd)
     _hang()
 
 
 def hold_until_killed(semaphore, ready_fd):
     """Take one unit of `semaphore`, tell the parent, and hang until killed."""
     semaphore.acquire()
-    _ready(ready_fd)
+    ready(ready_fd)
     _hang()
 
 

@@ -6,7 +6,7 @@ import time
 import psutil
 import pytest
 
-from osvirt.process import Children, fork, set_pdeathsig
+from osvirt.process import Children, fork, ready, set_pdeathsig
 
 
 def _gone(pid, timeout_s=5.0):
@@ -170,3 +170,40 @@ def test_forked_child_and_spawned_program_start_with_the_callers_signal_mask():
     assert forked == before
     assert spawned == before
     assert _mask("SigBlk") == before
+
+
+def test_fork_ready_returns_once_the_child_is_ready():
+    with Children() as kids:
+        pid = kids.fork_ready(_set_nice_then_ready, 7)
+        assert psutil.Process(pid).nice() == 7  # done before ready(): the parent never races it
+        kids.wait(pid, timeout_s=10)
+
+
+def _set_nice_then_ready(nice, ready_fd):
+    os.setpriority(os.PRIO_PROCESS, 0, nice)
+    ready(ready_fd)
+    time.sleep(1)
+
+
+def test_fork_ready_reports_a_child_that_died_first():
+    with Children() as kids:
+        with pytest.raises(ChildProcessError, match="before it was ready"):
+            kids.fork_ready(lambda fd: None)
+
+
+def test_fork_ready_times_out_with_the_child_still_owned():
+    with Children() as kids:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match="not ready after 0.2 s"):
+            kids.fork_ready(lambda fd: time.sleep(60), timeout_s=0.2)
+        assert time.monotonic() - started >= 0.2
+        (pid,) = kids.pids
+    assert _gone(pid)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1e9])
+def test_fork_ready_rejects_a_bad_timeout(bad):
+    with Children() as kids:
+        with pytest.raises(ValueError, match="timeout_s"):
+            kids.fork_ready(lambda fd: None, timeout_s=bad)
+        assert kids.pids == []

@@ -48,7 +48,7 @@ def test_holder_killed_at_random_points_50_times_the_mutex_is_always_recovered(m
     owner_died = half_updated = 0
     with Children() as kids:
         for _ in range(50):
-            pid = workloads.fork_when_ready(kids, workloads.update_pair, mutex, counters, None)
+            pid = kids.fork_ready(workloads.update_pair, mutex, counters, None)
             time.sleep(rng.uniform(0, 0.003))
             assert workloads.kill_and_reap(kids, pid) == -signal.SIGKILL
             died, (first, second) = workloads.repair_pair(mutex, counters)
@@ -122,7 +122,7 @@ def test_lock_times_out_while_another_process_holds_it(robust):
     m = Mutex(robust=robust)
     try:
         with Children() as kids:
-            pid = workloads.fork_when_ready(kids, _hold, m)
+            pid = kids.fork_ready(_hold, m)
             start = time.monotonic()
             assert m.lock(timeout_s=0.2) is False
             waited = time.monotonic() - start
@@ -170,7 +170,7 @@ def test_a_blocked_lock_releases_the_gil(mutex):
         outcome.append(mutex.lock(timeout_s=5.0))
         mutex.unlock()
     with Children() as kids:
-        pid = workloads.fork_when_ready(kids, _hold_for, mutex, 0.5)
+        pid = kids.fork_ready(_hold_for, mutex, 0.5)
         thread = threading.Thread(target=lock_and_unlock)
         thread.start()
         spins, end = 0, time.monotonic() + 0.3
@@ -286,7 +286,7 @@ def test_a_signal_handler_runs_within_a_slice_while_lock_waits(mutex):
     previous = signal.signal(signal.SIGUSR1, _raise_interrupted)
     try:
         with Children() as kids:
-            workloads.fork_when_ready(kids, _hold, mutex)
+            kids.fork_ready(_hold, mutex)
             timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1))
             timer.start()
             start = time.monotonic()

@@ -63,7 +63,7 @@ def test_a_posix_semaphore_is_not_given_back_when_its_holder_dies():
     sem = Semaphore(1)
     try:
         with Children() as kids:
-            pid = workloads.fork_when_ready(kids, workloads.hold_until_killed, sem)
+            pid = kids.fork_ready(workloads.hold_until_killed, sem)
             assert workloads.kill_and_reap(kids, pid) == -signal.SIGKILL
         assert sem.value == 0
     finally:
@@ -103,7 +103,7 @@ def test_sysv_semaphore_with_sem_undo_is_given_back_by_the_kernel():
     try:
         assert sem.undo and f"id {sem.id}" in sem.where
         with Children() as kids:
-            pid = workloads.fork_when_ready(kids, workloads.hold_until_killed, sem)
+            pid = kids.fork_ready(workloads.hold_until_killed, sem)
             assert sem.value == 0 and sem.last_pid == pid
             assert workloads.kill_and_reap(kids, pid) == -signal.SIGKILL
         assert sem.value == 1                  # the kernel undid the child's -1
@@ -118,7 +118,7 @@ def test_sysv_semaphore_without_undo_stays_taken():
     sem = SysVSemaphore(1, undo=False)
     try:
         with Children() as kids:
-            pid = workloads.fork_when_ready(kids, workloads.hold_until_killed, sem)
+            pid = kids.fork_ready(workloads.hold_until_killed, sem)
             workloads.kill_and_reap(kids, pid)
         assert sem.value == 0
     finally:

@@ -15,20 +15,10 @@ def test_repair_pair_completes_a_half_update_and_marks_the_mutex_consistent():
     try:
         with SharedRegion(24) as region, Children() as kids:
             pair = region.view("q")
-            pid = workloads.fork_when_ready(kids, workloads.hold_mid_update, m, pair)
+            pid = kids.fork_ready(workloads.hold_mid_update, m, pair)
             assert workloads.kill_and_reap(kids, pid) == -9
             assert workloads.repair_pair(m, pair) == (True, (1, 0))
             assert (pair[PAIR["first"]], pair[PAIR["second"]], pair[PAIR["repairs"]]) == (1, 1, 1)
             assert workloads.repair_pair(m, pair) == (False, (1, 1))
     finally:
         m.close()
-
-
-def test_fork_when_ready_reports_a_child_that_died_first():
-    with Children() as kids:
-        try:
-            workloads.fork_when_ready(kids, lambda fd: None)
-        except ChildProcessError as e:
-            assert "before it was ready" in str(e)
-        else:
-            raise AssertionError("no ChildProcessError")
