@@ -34,16 +34,6 @@ SEED = "4.1.1 schedule"
 SUMMARY = "nice weights, FIFO/RR/BATCH/IDLE/DEADLINE policies and context switches, measured"
 
 WINDOW_S = 1.0  # one RT throttle period: short windows see its 50 ms slots unevenly
-TRIES = 3       # the machine is shared: a measurement may be repeated before it fails
-
-
-def _retry(measure, holds):
-    """Measure until the figure holds, at most TRIES times; returns the last figure."""
-    for _ in range(TRIES):
-        figure = measure()
-        if holds(figure):
-            break
-    return figure
 
 
 def _sysctl(name):
@@ -106,7 +96,7 @@ def body(demo):
         theory = sched.NICE_0_WEIGHT / sched.SCHED_PRIO_TO_WEIGHT[20 + nice]
         with demo.step(f"two CPU-bound children at nice 0 and nice {nice}, pinned to one CPU",
                        asked=f"sched_setaffinity(pid, {{{cpu}}}); setpriority(PRIO_PROCESS, pid, {nice})"):
-            ratio = _retry(lambda: _nice_ratio(demo, cpu, nice), lambda r: _within(r, theory))
+            ratio = demo.retry(lambda: _nice_ratio(demo, cpu, nice), lambda r: _within(r, theory))
             demo.check(f"CPU time ratio nice 0 : nice {nice}",
                        f"{theory:.2f} (weights {sched.NICE_0_WEIGHT}:{sched.SCHED_PRIO_TO_WEIGHT[20 + nice]}) within 25 %",
                        f"{ratio:.2f}", _within(ratio, theory))
@@ -159,7 +149,7 @@ def body(demo):
                 pair.start()
                 return sched.cpu_shares(pair.pids, WINDOW_S)
 
-        fifo_share, other_share = _retry(starve, lambda s: s[1] <= most)
+        fifo_share, other_share = demo.retry(starve, lambda s: s[1] <= most)
         demo.say(f"sched_rt_runtime_us = {rt_runtime} of sched_rt_period_us = {rt_period}: "
                  f"real-time tasks may use {rt_runtime / rt_period:.0%} of each period")
         demo.check("SCHED_OTHER child's share of the CPU", f"<= {left:.0%} of each period ({most:.0%} over a "
@@ -183,7 +173,7 @@ def body(demo):
                 child.start()
                 return attr, sched.cpu_shares(child.pids, WINDOW_S)[0]
 
-        attr, share = _retry(reserved, lambda r: _within(r[1], runtime_ns / period_ns))
+        attr, share = demo.retry(reserved, lambda r: _within(r[1], runtime_ns / period_ns))
         demo.check("sched_getattr reads back", "SCHED_DEADLINE 10000000 / 100000000 / 100000000 ns",
                    f"{attr.policy.name} {attr.runtime_ns} / {attr.deadline_ns} / {attr.period_ns} ns",
                    (attr.policy, attr.runtime_ns, attr.deadline_ns, attr.period_ns)
@@ -204,7 +194,7 @@ def body(demo):
             time.sleep(WINDOW_S / 2)
             slept, *busy = [sched.context_switches(pid) - b for pid, b in zip(watched, before)]
         waiting = psutil.Process(sleeper)
-        state, rss = _retry(lambda: (waiting.status(), waiting.memory_info().rss),
+        state, rss = demo.retry(lambda: (waiting.status(), waiting.memory_info().rss),
                             lambda seen: seen[0] == psutil.STATUS_SLEEPING)
         os.kill(sleeper, signal.SIGKILL)
         demo.children.wait(sleeper)

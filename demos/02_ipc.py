@@ -14,6 +14,7 @@ a child, so they can be looked at with `ipcs`, `ls /dev/shm` and `ps`.
 Usage: python demos/02_ipc.py [--json] [--linger SECONDS]
 """
 import errno
+import itertools
 import os
 import random
 import select
@@ -123,12 +124,12 @@ def body(demo):
         demo.check(f"records of {ipc.PIPE_BUF} bytes (= PIPE_BUF)", "0 torn, 0 out of order of 4000 (atomic, POSIX)",
                    f"{small.torn} torn, {small.out_of_order} out of order of {small.records}",
                    small == (4000, 0, 0))
-        for attempt in range(3):  # mixing is allowed, not promised: give it three chances
-            large = ipc.concurrent_writes(demo.children, writers=4, records=16, record_bytes=256 * 1024)
-            if large.torn:
-                break
+        tries = itertools.count(1)  # mixing is allowed, not promised: give it three chances
+        attempt, large = demo.retry(
+            lambda: (next(tries), ipc.concurrent_writes(demo.children, writers=4, records=16, record_bytes=256 * 1024)),
+            lambda seen: seen[1].torn > 0)
         demo.check("records of 256 KiB (> PIPE_BUF and > the capacity)", "some torn (no atomicity promised)",
-                   f"{large.torn} of {large.records} torn (attempt {attempt + 1})", large.torn > 0)
+                   f"{large.torn} of {large.records} torn (attempt {attempt})", large.torn > 0)
 
     with demo.step("pipe capacity", asked="fill a non-blocking pipe until EAGAIN; fcntl(F_SETPIPE_SZ); fill again"):
         with ipc.Pipe() as p:

@@ -26,18 +26,8 @@ NAME = "sync"
 SEED = "4.1.3 sync"
 SUMMARY = "lost updates, process-shared and robust mutexes, semaphores, condition, barrier"
 
-TRIES = 3        # the machine is shared: a measurement may be repeated before it fails
 WAIT_S = 20      # no child of this demo should live longer
 N, M = 4, 2000   # processes x increments of the shared counter
-
-
-def _retry(measure, holds):
-    """Measure until the figure holds, at most TRIES times; returns the last figure."""
-    for _ in range(TRIES):
-        figure = measure()
-        if holds(figure):
-            break
-    return figure
 
 
 def _shared(demo, count):
@@ -66,7 +56,7 @@ def body(demo):
              f"{M} times: {N * M} increments in all.")
     with demo.step("no lock: updates are lost", asked="mmap(MAP_SHARED|MAP_ANONYMOUS); fork() x4; "
                    "load, sched_yield(), store"):
-        total, codes = _retry(lambda: _count(demo, None), lambda r: r[0] < N * M)
+        total, codes = demo.retry(lambda: _count(demo, None), lambda r: r[0] < N * M)
         demo.check("counter after unsynchronised increments", f"< {N * M} (lost updates)",
                    f"{total} ({N * M - total} lost, {100 * (N * M - total) / (N * M):.1f} %)",
                    total < N * M and codes == [0] * N)
@@ -120,7 +110,7 @@ def body(demo):
             pids = [demo.children.fork(workloads.occupy, sem, lock, stats, 3, 0.02) for _ in range(contenders)]
             codes = _all_exit(demo, pids)
             return stats[OCCUPANCY["max"]], stats[OCCUPANCY["entries"]], codes
-        most, entries, codes = _retry(occupancy, lambda r: r[0] == k)
+        most, entries, codes = demo.retry(occupancy, lambda r: r[0] == k)
         demo.check("most processes inside at once", f"exactly {k} (of {contenders} contending)",
                    f"{most} ({entries} entries)", most == k and entries == 3 * contenders
                    and codes == [0] * contenders)

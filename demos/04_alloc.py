@@ -94,14 +94,16 @@ def body(demo):
     with demo.step("transparent huge pages", asked="mmap 8 MiB aligned to 2 MiB; madvise(MADV_HUGEPAGE); touch"):
         demo.require(env.can("thp"), "transparent huge pages")
         huge = huge_page_size()
-        for _attempt in range(3):  # a huge page needs 2 MiB free and contiguous: compaction may lag
+
+        def touch_huge():
+            """(minor faults, AnonHugePages bytes) of touching a fresh huge-page-aligned mapping."""
             with Mapping(4 * huge, hugepage=True) as m:
                 before = usage()
                 m.touch(write=True)
-                faults = (usage() - before).minflt
-                anon_huge = sum(v.kb("AnonHugePages") for v in m.smaps()) * 1024
-            if anon_huge >= 2 * huge:
-                break
+                return (usage() - before).minflt, sum(v.kb("AnonHugePages") for v in m.smaps()) * 1024
+
+        # a huge page needs 2 MiB free and contiguous: compaction may lag
+        faults, anon_huge = demo.retry(touch_huge, lambda seen: seen[1] >= 2 * huge)
         demo.check("AnonHugePages in smaps", f">= {2 * huge // MiB} MiB of {4 * huge // MiB} MiB",
                    f"{anon_huge / MiB:.0f} MiB", anon_huge >= 2 * huge)
         small_pages = 4 * huge // PAGE_SIZE

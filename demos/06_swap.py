@@ -105,12 +105,14 @@ def body(demo):
         for page in DIRTY:
             m.write(page * PAGE_SIZE, b"dirty")
             data[page * PAGE_SIZE:page * PAGE_SIZE + 5] = b"dirty"
-        for _attempt in range(3):  # a page still in a per-CPU LRU batch is skipped: ask again
+
+        def page_out():
             m.madvise(MADV["MADV_PAGEOUT"])
             resident = m.mincore()
-            left = [i for i, r in enumerate(resident) if r]
-            if left == list(DIRTY):
-                break
+            return resident, [i for i, r in enumerate(resident) if r]
+
+        # a page still in a per-CPU LRU batch is skipped: ask again
+        resident, left = demo.retry(page_out, lambda seen: seen[1] == list(DIRTY))
         demo.say(f"residency of the first 64 pages: {_map(resident)}")
         demo.check("only the dirty pages are still resident (reclaim does not write file pages)",
                    f"pages {list(DIRTY)[:4]}... ({len(DIRTY)})", f"{left[:4]}... ({len(left)})",
@@ -123,13 +125,15 @@ def body(demo):
         demo.check("no page resident", f"0 of {PAGES}", f"{resident} of {PAGES}", resident == 0)
 
     with demo.step("read it all back", asked="madvise(MADV_RANDOM); read 1 MiB; compare checksums"):
-        for _attempt in range(3):  # another process touching the file would share the cost: retry
+
+        def read_back():
+            _evict(m, fd)  # already out after the step above; again on a retry
             before = usage()
             back = m.read(0, PAGES * PAGE_SIZE)
-            cost = usage() - before
-            if abs(cost.majflt - PAGES) <= PAGES * 0.05:
-                break
-            _evict(m, fd)
+            return back, usage() - before
+
+        # another process touching the file would share the cost: retry
+        back, cost = demo.retry(read_back, lambda seen: abs(seen[1].majflt - PAGES) <= PAGES * 0.05)
         demo.check("one major fault per page", f"{PAGES} within 5 %", f"{cost.majflt} major faults",
                    abs(cost.majflt - PAGES) <= PAGES * 0.05)
         demo.check("the data is intact, dirty writes included", f"sha256 {_digest(data)}",
@@ -156,15 +160,17 @@ def body(demo):
         half = PAGES // 2
         m.touch()
         m.mlock(half * PAGE_SIZE)  # 512 KiB: within an unprivileged 8 MiB RLIMIT_MEMLOCK
-        for _attempt in range(3):  # a page still in a per-CPU LRU batch is skipped: ask again
+
+        def page_out_locked():
             try:
                 m.madvise(MADV["MADV_PAGEOUT"])
                 answer = "accepted"
             except OSError as e:
                 answer = errno.errorcode[e.errno]
-            resident = m.mincore()
-            if not any(resident[:half]):
-                break
+            return answer, m.mincore()
+
+        # a page still in a per-CPU LRU batch is skipped: ask again
+        answer, resident = demo.retry(page_out_locked, lambda seen: not any(seen[1][:half]))
         m.munlock()
         demo.check("the kernel refuses to page out the locked range", "EINVAL (after the unlocked range)",
                    answer, answer == "EINVAL")
@@ -191,11 +197,9 @@ def _swap_step(demo):
     with Mapping(ANON_PAGES * PAGE_SIZE) as anon:
         data = os.urandom(ANON_PAGES * PAGE_SIZE)
         anon.write(0, data)
-        for _attempt in range(3):  # another process's swapon/swapoff meanwhile moves pages: again
-            active = swaps()
-            seen = _page_out_and_back(anon, half)
-            if swaps() == active:
-                break
+        # another process's swapon/swapoff meanwhile moves pages: again
+        _, seen = demo.retry(lambda: (swaps(), _page_out_and_back(anon, half)),
+                             lambda figure: swaps() == figure[0])
         demo.check("VmSwap grows by the pages paged out", f"{half * PAGE_SIZE >> 20} MiB within 10 %",
                    f"{seen['grew'] / (1 << 20):.1f} MiB", abs(seen["grew"] - half * PAGE_SIZE) <= half * PAGE_SIZE * 0.1)
         demo.check("pagemap bit 62: the advised half is in swap", f"{half} of {half} swapped (within 10 %)",

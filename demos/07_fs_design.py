@@ -18,7 +18,7 @@ import os
 import sys
 
 from osvirt import fs
-from osvirt.demo import run
+from osvirt.demo import Demo, run
 from osvirt.naming import private_dir
 
 NAME = "fs-design"
@@ -33,12 +33,14 @@ TRIES = 8  # other processes create files on the same filesystems: look for a qu
 def _inode_cost(directory, make, tries=TRIES):
     """How many free inodes `make(path)` took, f_ffree before minus after; retried until 1."""
     drops = []
-    for attempt in range(tries):
+
+    def one_more():
         before = fs.filesystem(directory).inodes_free
-        make(os.path.join(directory, f"new{attempt}"))
+        make(os.path.join(directory, f"new{len(drops)}"))
         drops.append(before - fs.filesystem(directory).inodes_free)
-        if drops[-1] == 1:
-            break
+        return drops[-1]
+
+    Demo.retry(one_more, lambda drop: drop == 1, tries)
     return drops
 
 

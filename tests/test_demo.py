@@ -9,8 +9,9 @@ import time
 import types
 
 import psutil
+import pytest
 
-from osvirt.demo import run
+from osvirt.demo import Demo, run
 from osvirt.env import Answer
 
 
@@ -136,3 +137,13 @@ def test_sigterm_reaps_children_and_exits_143():
     status, kids = _interrupt(signal.SIGTERM)
     assert status == 143
     assert not any(k.is_running() for k in kids)
+
+
+def test_retry_measures_until_the_figure_holds_at_most_tries_times():
+    figures = iter([5, 3, 1, 0])
+    assert Demo.retry(lambda: next(figures), lambda f: f <= 3) == 3  # second try held
+    calls = []
+    assert Demo.retry(lambda: calls.append(1) or len(calls), lambda f: False, tries=4) == 4  # the last figure
+    assert len(calls) == 4
+    with pytest.raises(ValueError, match="Demo.retry: tries"):
+        Demo.retry(lambda: 0, lambda f: True, tries=0)
