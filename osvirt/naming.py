@@ -26,9 +26,16 @@ def unique_name(suffix=""):
 
 @contextlib.contextmanager
 def private_dir(parent=None):
-    """A new directory, mode 0700, in `parent` (the temp dir by default), removed with all it holds."""
+    """A new directory, mode 0700, in `parent` (the temp dir by default), removed with all it holds.
+
+    Only by the process that created it: a forked child holds a copy of this
+    context, and its exit (or its garbage collector closing the copy) must not
+    remove a directory the parent still uses.
+    """
+    creator = os.getpid()
     path = tempfile.mkdtemp(prefix=unique_name() + "-", dir=parent)  # mkdtemp: O_EXCL, 0700
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        if os.getpid() == creator:
+            shutil.rmtree(path, ignore_errors=True)

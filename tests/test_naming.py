@@ -5,6 +5,7 @@ import stat
 import pytest
 
 from osvirt.naming import private_dir, unique_name
+from osvirt.process import Children
 
 
 def test_unique_name_carries_pid_and_randomness():
@@ -32,4 +33,17 @@ def test_private_dir_is_removed_on_exception():
     with pytest.raises(RuntimeError):
         with private_dir() as d:
             raise RuntimeError
+    assert not os.path.exists(d)
+
+
+def test_private_dir_is_left_alone_by_a_forked_childs_copy():
+    context = private_dir()
+    d = context.__enter__()
+    open(os.path.join(d, "f"), "w").close()
+    with Children() as kids:
+        # The child closes its copy of the context (as its garbage collector would).
+        pid = kids.fork(lambda: context.__exit__(None, None, None) or (0 if os.path.isdir(d) else 3))
+        assert kids.wait(pid, timeout_s=10) == 0  # the directory was still there after the child's exit ran
+    assert sorted(os.listdir(d)) == ["f"]  # the parent's directory and what it holds
+    context.__exit__(None, None, None)
     assert not os.path.exists(d)
