@@ -125,28 +125,64 @@ def _fd(fd, facility):
     return fd
 
 
+def _checked_fd(fd, request, name):
+    """`fd` as an int, once it and `request` passed their checks; the error text is built
+    only for an error, so the checks cost next to nothing on the way to the syscall."""
+    if type(fd) is not int or fd < 0:
+        fd = _fd(fd, f"ioctl({name})")
+    if type(request) is not int or not 0 <= request < _REQUEST_LIMIT:
+        decode(request)  # raises the range check's TypeError or ValueError
+    return fd
+
+
+_REQUEST_LIMIT = 1 << DIR_SHIFT + DIR_BITS
+_ARG_MAX = 1024  # fcntl.ioctl's buffer
+
+
+def _check_arg_size(size, name):
+    if size > _ARG_MAX:
+        raise ValueError(f"ioctl({name}): arg of {size} bytes is larger than fcntl.ioctl's {_ARG_MAX}")
+
+
+def _fcntl_ioctl(fd, request, arg, name, mutate=False):
+    try:
+        return fcntl.ioctl(fd, request, arg, mutate)
+    except OSError as e:
+        raise kernel_error(e.errno, f"ioctl({name})") from None
+
+
 def ioctl(fd, request, arg=0, *, name):
     """fcntl.ioctl(fd, request, arg); a refusal is the OSError subclass naming `name`.
 
     `arg` is an int passed by value, or bytes copied in and returned (the
     kernel's answer) as fcntl.ioctl does.
     """
-    facility = f"ioctl({name})"
-    fd = _fd(fd, facility)
-    decode(request)  # range check before the syscall
-    if type(arg) is not int and not isinstance(arg, (bytes, bytearray)):
-        raise TypeError(f"{facility}: arg must be an int or bytes, not {type(arg).__name__}")
-    if isinstance(arg, (bytes, bytearray)) and len(arg) > 1024:
-        raise ValueError(f"{facility}: arg of {len(arg)} bytes is larger than fcntl.ioctl's 1024")
-    try:
-        return fcntl.ioctl(fd, request, arg if type(arg) is int else bytes(arg))
-    except OSError as e:
-        raise kernel_error(e.errno, facility) from None
+    fd = _checked_fd(fd, request, name)
+    if type(arg) is not int:
+        if not isinstance(arg, (bytes, bytearray)):
+            raise TypeError(f"ioctl({name}): arg must be an int or bytes, not {type(arg).__name__}")
+        _check_arg_size(len(arg), name)
+        arg = bytes(arg)
+    return _fcntl_ioctl(fd, request, arg, name)
+
+
+# fmt -> its struct.Struct, made once per format.
+_INT_LAYOUTS = {}
 
 
 def ioctl_int(fd, request, *, name, fmt="i"):
     """An ioctl that fills in one integer of struct format `fmt` ('i' int, 'Q' u64): its value."""
-    return struct.unpack(fmt, ioctl(fd, request, bytes(struct.calcsize(fmt)), name=name))[0]
+    layout = _INT_LAYOUTS.get(fmt)
+    if layout is None:
+        layout = struct.Struct(fmt)
+        _check_arg_size(layout.size, name)
+        _INT_LAYOUTS[fmt] = layout
+    fd = _checked_fd(fd, request, name)
+    # The kernel writes straight into a writable buffer (fcntl.ioctl's mutate): no
+    # copy back into new bytes. A new one per call, so no two threads share it.
+    answer = bytearray(layout.size)
+    _fcntl_ioctl(fd, request, answer, name, True)
+    return layout.unpack_from(answer)[0]
 
 
 # -- terminals (<asm-generic/ioctls.h>: legacy numbers, type 'T', no size) ----------
