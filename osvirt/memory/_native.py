@@ -6,6 +6,7 @@ It takes addresses and lengths that the public classes have already checked
 """
 import errno
 import os
+import threading
 
 from osvirt._native import ffi, lib
 from osvirt.errors import ProtectionFault, kernel_error
@@ -37,24 +38,33 @@ def _check(result, facility, hint=None):
         raise kernel_error(ffi.errno, facility, hint)
 
 
+# mmap's out-parameter, one per thread (the call releases the GIL), made once per
+# thread instead of an ffi.new per call.
+_mmap_out = threading.local()
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
 def mmap(length, prot, flags, fd, offset):
-    out = ffi.new("uintptr_t *")
-    _check(lib.osv_mmap(out, length, prot, flags, fd, offset),
-           f"mmap(NULL, {length}, {prot:#x}, {flags:#x}, {fd}, {offset})")
+    out = getattr(_mmap_out, "address", None)
+    if out is None:
+        out = _mmap_out.address = ffi.new("uintptr_t *")
+    if lib.osv_mmap(out, length, prot, flags, fd, offset) == -1:  # the error text only for an error
+        raise kernel_error(ffi.errno, f"mmap(NULL, {length}, {prot:#x}, {flags:#x}, {fd}, {offset})")
     return out[0]
 
 
 def _alignment_hint(addr):
-    return "the address must be page-aligned" if addr % os.sysconf("SC_PAGE_SIZE") else None
+    return "the address must be page-aligned" if addr % _PAGE_SIZE else None
 
 
 def munmap(addr, length):
-    _check(lib.osv_munmap(addr, length), f"munmap({addr:#x}, {length})", _alignment_hint(addr))
+    if lib.osv_munmap(addr, length) == -1:
+        raise kernel_error(ffi.errno, f"munmap({addr:#x}, {length})", _alignment_hint(addr))
 
 
 def mprotect(addr, length, prot):
-    _check(lib.osv_mprotect(addr, length, prot), f"mprotect({addr:#x}, {length}, {prot:#x})",
-           _alignment_hint(addr))
+    if lib.osv_mprotect(addr, length, prot) == -1:
+        raise kernel_error(ffi.errno, f"mprotect({addr:#x}, {length}, {prot:#x})", _alignment_hint(addr))
 
 
 def madvise(addr, length, advice, name):

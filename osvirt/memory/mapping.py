@@ -41,14 +41,18 @@ def huge_page_size():
         return 2 << 20  # x86-64 and arm64 with 4 KiB pages
 
 
-def _int(value, what):
+def _int(value, facility, name):
+    """`value` as an int; the "facility: name" text is built only for a bool (refused)."""
+    if type(value) is int:
+        return value
     if isinstance(value, bool):
-        raise TypeError(f"{what} must be an int, not bool")
+        raise TypeError(f"{facility}: {name} must be an int, not bool")
     return operator.index(value)  # TypeError for anything that is not an integer
 
 
 def _prot(prot, facility):
-    prot = _int(prot, f"{facility}: prot")
+    if type(prot) is not int:
+        prot = _int(prot, facility, "prot")
     if prot & ~_PROT_ALL or prot < 0:
         raise ValueError(f"{facility}: prot {prot:#x} is not a combination of PROT_READ, PROT_WRITE, "
                          "PROT_EXEC (or PROT_NONE)")
@@ -72,15 +76,15 @@ class Mapping(Owned):
     def __init__(self, size_bytes, *, prot=PROT_READ | PROT_WRITE, shared=False, fd=None,
                  offset=0, populate=False, hugepage=False):
         self._address = None
-        size = _int(size_bytes, "mmap: size_bytes")
+        size = _int(size_bytes, "mmap", "size_bytes")
         if not 0 < size <= _MAX_SIZE:
             raise ValueError(f"mmap: size_bytes must be in 1..{_MAX_SIZE}, not {size}")
         prot = _prot(prot, "mmap")
-        offset = _int(offset, "mmap: offset")
+        offset = _int(offset, "mmap", "offset")
         if not 0 <= offset <= _MAX_SIZE or offset % PAGE_SIZE:
             raise ValueError(f"mmap: offset {offset} must be in 0..{_MAX_SIZE} and a multiple of {PAGE_SIZE}")
         if fd is not None:
-            fd = fd.fileno() if hasattr(fd, "fileno") else _int(fd, "mmap: fd")
+            fd = fd.fileno() if hasattr(fd, "fileno") else _int(fd, "mmap", "fd")
             if not 0 <= fd < 1 << 31:
                 raise ValueError(f"mmap: fd {fd} is not a file descriptor number")
             if hugepage:
@@ -142,21 +146,27 @@ class Mapping(Owned):
 
     def _range(self, facility, offset, length, *, aligned=False, holes_ok=False):
         """(address, length) of a checked sub-range; length None means "to the end"."""
-        self._open()
-        offset = _int(offset, f"{facility}: offset")
-        length = self._size - offset if length is None else _int(length, f"{facility}: length")
+        address = self._address
+        if address is None:
+            self._open()  # ValueError
+        if type(offset) is not int:  # the type checks only for what is not already an int
+            offset = _int(offset, facility, "offset")
+        if length is None:
+            length = self._size - offset
+        elif type(length) is not int:
+            length = _int(length, facility, "length")
         if offset < 0 or length < 0 or offset + length > self._size:
             raise ValueError(f"{facility}: offset {offset} + length {length} is outside the "
                              f"mapping's {self._size} bytes")
         if aligned and offset % PAGE_SIZE:
             raise ValueError(f"{facility}: offset {offset} is not a multiple of the page size "
                              f"{PAGE_SIZE} (the kernel needs a page-aligned address)")
-        if not holes_ok:
+        if self._holes and not holes_ok:
             for start, end in self._holes:
                 if offset < end and offset + length > start:
                     raise ValueError(f"{facility}: [{offset}, {offset + length}) overlaps bytes "
                                      f"[{start}, {end}) this mapping unmapped")
-        return self._address + offset, length
+        return address + offset, length
 
     # -- the kernel calls -----------------------------------------------------
     def mprotect(self, prot, offset=0, length=None, *, kernel_checks_alignment=False):
@@ -172,7 +182,7 @@ class Mapping(Owned):
 
     def madvise(self, advice, offset=0, length=None):
         """Give the kernel `advice` (a value of MADV) about [offset, offset+length)."""
-        advice = _int(advice, "madvise: advice")
+        advice = _int(advice, "madvise", "advice")
         names = {v: n for n, v in MADV.items()}
         if advice not in names:
             raise ValueError(f"madvise: advice {advice} is not one of {', '.join(MADV)}")
@@ -228,7 +238,7 @@ class Mapping(Owned):
     def touch(self, stride=PAGE_SIZE, *, write=False, offset=0, length=None):
         """Read (or, with `write`, rewrite in place) one byte every `stride` bytes; returns
         how many bytes were touched. Data is unchanged; each first touch of a page faults."""
-        stride = _int(stride, "touch: stride")
+        stride = _int(stride, "touch", "stride")
         addr, length = self._range("touch", offset, length)
         if not 0 < stride <= self._size:  # bounded: the C loop's index cannot wrap around
             raise ValueError(f"touch: stride must be in 1..{self._size}, not {stride}")
