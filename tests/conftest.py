@@ -4,6 +4,15 @@ The leak guard snapshots, before and after every test, what the kernel holds
 that osvirt could leak: the test process's children, /dev/shm, POSIX message
 queues, SysV IPC objects, attached loop devices and osvirt-* temp files. A
 test that leaves any of them behind fails, naming what it left.
+
+Temp files live in directories other people's processes share (/tmp,
+/var/tmp, /dev/shm), so a new osvirt-* entry counts as this test's leak only
+if the pid in its name (`osvirt-<pid>-...`, see osvirt.naming) is the test
+process's own, or a pid that did not exist when the test started (a child
+the test started, or a descendant of one). An entry named by a process that
+was already running belongs to someone else: another engineer's run. Simple
+and strict: a name without a pid counts, and a stranger's process started
+during the test would count too (on CI nobody else runs).
 """
 import glob
 import os
@@ -27,10 +36,11 @@ def pytest_runtest_setup(item):
 
 
 def _mqueue_mount():
-    for line in open("/proc/self/mounts"):
-        fields = line.split()
-        if fields[2] == "mqueue":
-            return fields[1]
+    with open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if fields[2] == "mqueue":
+                return fields[1]
     return None
 
 
@@ -66,6 +76,18 @@ def _temp_files():
     return {p for d in dirs for p in glob.glob(os.path.join(d, PREFIX + "*"))}
 
 
+def _named_pid(path):
+    """The pid in an `osvirt-<pid>-...` name, or None."""
+    pid = os.path.basename(path)[len(PREFIX):].split("-", 1)[0]
+    return int(pid) if pid.isdigit() else None
+
+
+def _made_during_test(paths, live_before):
+    """The temp files named by this process or by a process started during the test."""
+    me = os.getpid()
+    return {p for p in paths if (pid := _named_pid(p)) is None or pid == me or pid not in live_before}
+
+
 def _children():
     return {p.pid for p in psutil.Process().children(recursive=True)}
 
@@ -83,11 +105,13 @@ def _snapshot():
 
 @pytest.fixture(autouse=True)
 def leak_guard():
+    live_before = set(psutil.pids())  # first: a process started after this made its files during the test
     before = _snapshot()
     yield
     deadline = time.monotonic() + 2.0  # children killed at teardown may take a moment to go
     while True:
         after = _snapshot()
+        after["osvirt temp files"] = _made_during_test(after["osvirt temp files"], live_before)
         leaks = {kind: sorted(map(str, after[kind] - before[kind])) for kind in after
                  if after[kind] is not None and before[kind] is not None and after[kind] - before[kind]}
         if not leaks or time.monotonic() > deadline:
