@@ -16,7 +16,9 @@ during the test would count too (on CI nobody else runs).
 """
 import glob
 import os
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -25,6 +27,9 @@ import pytest
 
 from osvirt import env
 from osvirt.naming import PREFIX
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def pytest_runtest_setup(item):
@@ -126,3 +131,56 @@ def leak_guard():
     if leaks:
         pytest.fail("left behind: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in leaks.items()),
                     pytrace=False)
+
+
+class LingeringDemo:
+    """A demo started with `--linger 60` (it pauses while it holds its objects), to Ctrl-C."""
+
+    def __init__(self, script):
+        self.text = ""
+        self.proc = subprocess.Popen([sys.executable, os.path.join("demos", script), "--linger", "60"], cwd=ROOT,
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def output_until(self, marker):
+        """Its output up to the first line holding `marker` (its pause); AssertionError if it ends first."""
+        for line in self.proc.stdout:
+            self.text += line
+            if marker in line:
+                return self.text
+        raise AssertionError("the demo ended without pausing:\n" + self.text)
+
+    def interrupt(self):
+        """SIGINT it: it must exit 130 saying it cleaned up. Returns its stderr."""
+        os.kill(self.proc.pid, signal.SIGINT)
+        _, err = self.proc.communicate(timeout=30)
+        assert self.proc.returncode == 128 + signal.SIGINT, err
+        assert "interrupted, children reaped and objects removed" in err
+        return err
+
+    @staticmethod
+    def alive(pid):
+        """Whether `pid` runs (a zombie does not)."""
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+@pytest.fixture
+def lingering_demo():
+    """`lingering_demo("02_ipc.py")` starts a LingeringDemo, killed at teardown if still running."""
+    started = []
+
+    def start(script):
+        started.append(LingeringDemo(script))
+        return started[-1]
+
+    yield start
+    for demo in started:
+        demo.close()

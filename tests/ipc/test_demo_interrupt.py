@@ -7,18 +7,11 @@ checks each one is gone.
 import glob
 import os
 import re
-import signal
 import stat
-import subprocess
-import sys
 import tempfile
 import time
 
 import posix_ipc
-import psutil
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def _sysv_ids(kind):
     with open(f"/proc/sysvipc/{kind}") as f:
@@ -33,24 +26,7 @@ def _mq_exists(name):
     return True
 
 
-def _alive(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _held_objects(proc):
-    """Read the demo's output up to the pause and return what it says it holds."""
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if "(pausing" in line:
-            return "".join(lines)
-    raise AssertionError("the demo ended without pausing:\n" + "".join(lines))
-
-
-def _existence(text):
+def _existence(text, alive):
     """(kind, name) -> whether it exists now, for every object named in the demo's listing."""
     found = {}
     for path in re.findall(r"Fifo\('([^']+)'\)", text):
@@ -65,30 +41,20 @@ def _existence(text):
     for ident in re.findall(r"SysVSharedMemory\(id=(\d+)", text):
         found["SysV shm", ident] = int(ident) in _sysv_ids("shm")
     for pid in re.findall(r"child pid (\d+)", text):
-        found["child", pid] = _alive(int(pid))
+        found["child", pid] = alive(int(pid))
     return found
 
 
-def test_sigint_while_holding_everything_leaves_nothing():
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, os.path.join("demos", "02_ipc.py"), "--linger", "60"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        listing = _held_objects(proc)
-        held = _existence(listing)
-        assert {kind for kind, _ in held} == {"fifo", "private dir", "POSIX mq", "SysV msq", "/dev/shm",
-                                              "SysV shm", "child"}, listing
-        assert all(held.values()), f"not there before SIGINT: {held}"
-        os.kill(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 128 + signal.SIGINT, err
-    assert "interrupted, children reaped and objects removed" in err
+def test_sigint_while_holding_everything_leaves_nothing(lingering_demo):
+    demo = lingering_demo("02_ipc.py")
+    listing = demo.output_until("(pausing")
+    held = _existence(listing, demo.alive)
+    assert {kind for kind, _ in held} == {"fifo", "private dir", "POSIX mq", "SysV msq", "/dev/shm",
+                                          "SysV shm", "child"}, listing
+    assert all(held.values()), f"not there before SIGINT: {held}"
+    demo.interrupt()
     deadline = time.monotonic() + 5  # the orphaned child, if any, may take a moment to be reaped
-    while any((left := _existence(listing)).values()) and time.monotonic() < deadline:
+    while any((left := _existence(listing, demo.alive)).values()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(left.values()), f"left behind after SIGINT: {[k for k, v in left.items() if v]}"
-    assert not glob.glob(os.path.join(tempfile.gettempdir(), f"osvirt-{proc.pid}-*"))
+    assert not glob.glob(os.path.join(tempfile.gettempdir(), f"osvirt-{demo.proc.pid}-*"))
