@@ -10,9 +10,13 @@ import os
 import re
 import struct
 
-__all__ = ["ADDRESS_LIMIT", "Vma", "PageState", "maps", "smaps", "pagemap", "status"]
+__all__ = ["ADDRESS_LIMIT", "PAGEMAP_MAX_PAGES", "Vma", "PageState", "maps", "smaps", "pagemap", "status"]
 
 ADDRESS_LIMIT = 1 << 47  # the end of the x86-64 user address space (4-level page tables)
+# One pagemap() call reads 8 bytes and builds one PageState a page: 4 GiB of
+# address space a call (8 MiB read) keeps any count a caller passes from
+# exhausting memory, since unmapped pages read as zeros, not as a short read.
+PAGEMAP_MAX_PAGES = 1 << 20
 _VMA_LINE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) (\S+) (\d+)\s*(.*)$")
 
 
@@ -80,6 +84,8 @@ def pagemap(address, pages):
     if not 0 <= address < ADDRESS_LIMIT or address % page or not 0 <= pages <= (ADDRESS_LIMIT - address) // page:
         raise ValueError(f"pagemap: address {address:#x} must be page-aligned and {pages} pages "
                          f"must lie below {ADDRESS_LIMIT:#x}")
+    if pages > PAGEMAP_MAX_PAGES:
+        raise ValueError(f"pagemap: {pages} pages is more than one call reads ({PAGEMAP_MAX_PAGES})")
     fd = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
     try:
         raw = os.pread(fd, 8 * pages, address // page * 8)

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from osvirt.memory import PAGE_SIZE, PROT_NONE, PROT_READ, Mapping, pagemap, status
-from osvirt.memory.procfs import maps, smaps
+from osvirt.memory.procfs import PAGEMAP_MAX_PAGES, maps, smaps
 
 P = PAGE_SIZE
 
@@ -49,6 +49,13 @@ def test_pagemap_of_any_address_is_a_list_or_a_value_error(address, pages):
     except ValueError:
         return
     assert len(states) <= pages
+
+
+def test_pagemap_refuses_more_pages_than_one_call_reads():
+    with pytest.raises(ValueError, match="more than one call reads"):
+        pagemap(0, PAGEMAP_MAX_PAGES + 1)
+    assert len(pagemap(0, 4)) == 4  # page 0 is never mapped: four entries, none present
+    assert not any(state.present for state in pagemap(0, 4))
 
 
 def test_pagemap_refuses_non_integers():
