@@ -27,7 +27,7 @@ import sys
 import textwrap
 import traceback
 
-from osvirt.process.spawn import Children
+from osvirt.process.spawn import Children, signals_deferred
 
 __all__ = ["Demo", "StepSkipped", "run"]
 
@@ -116,8 +116,13 @@ class Demo:
 
     # -- what a demo owns ------------------------------------------------------
     def own(self, resource):
-        """Enter a context manager now and exit it when the demo ends; returns its value."""
-        return self._owned.enter_context(resource)
+        """Enter a context manager now and exit it when the demo ends; returns its value.
+
+        A Ctrl-C waits until the exit is registered: between creating the
+        object and registering it, nothing would remove it.
+        """
+        with signals_deferred():
+            return self._owned.enter_context(resource)
 
     def cleanup(self):
         """Kill and reap the children, then remove owned objects (children may be using them)."""
@@ -170,11 +175,10 @@ def run(module, argv=None):
     except SystemExit as e:
         status = e.code
     finally:
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
-            demo.cleanup()
+            with signals_deferred():
+                demo.cleanup()
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             signal.signal(signal.SIGTERM, previous)
     if status is not None:
         print(f"osvirt demo {module.NAME}: interrupted, children reaped and objects removed",

@@ -147,3 +147,18 @@ def test_retry_measures_until_the_figure_holds_at_most_tries_times():
     assert len(calls) == 4
     with pytest.raises(ValueError, match="Demo.retry: tries"):
         Demo.retry(lambda: 0, lambda f: True, tries=0)
+
+
+def test_ctrl_c_while_a_resource_is_being_owned_still_removes_it():
+    removed = []
+
+    class InterruptedWhileCreated:
+        def __enter__(self):
+            os.kill(os.getpid(), signal.SIGINT)  # the object exists, its exit is not yet registered
+            return self
+
+        def __exit__(self, *exc):
+            removed.append(True)
+
+    assert run(_demo(lambda demo: demo.own(InterruptedWhileCreated())), ["--json"]) == 130
+    assert removed == [True]

@@ -4,10 +4,10 @@ from osvirt.process.sched import (
     context_switches, cpu_shares, cpu_time_ns, getpriority, sched_getattr, sched_getscheduler,
     sched_rr_get_interval, sched_setaffinity, sched_setattr, sched_setscheduler, setpriority, spin,
 )
-from osvirt.process.spawn import Children, fork, ready, set_pdeathsig
+from osvirt.process.spawn import Children, fork, ready, set_pdeathsig, signals_deferred
 
 __all__ = [
-    "Children", "fork", "ready", "set_pdeathsig",
+    "Children", "fork", "ready", "set_pdeathsig", "signals_deferred",
     "Policy", "SchedAttr", "ContextSwitches", "NICE_0_WEIGHT", "SCHED_PRIO_TO_WEIGHT",
     "sched_setaffinity", "setpriority", "getpriority", "sched_setscheduler", "sched_getscheduler",
     "sched_setattr", "sched_getattr", "sched_rr_get_interval",

@@ -28,7 +28,7 @@ import traceback
 from osvirt._owned import Owned
 from osvirt.process import _native
 
-__all__ = ["set_pdeathsig", "fork", "ready", "Children"]
+__all__ = ["set_pdeathsig", "signals_deferred", "fork", "ready", "Children"]
 
 
 def _signo(signo):
@@ -51,7 +51,7 @@ _DEFERRED = {signal.SIGINT, signal.SIGTERM}  # what a Ctrl-C or a kill(1) sends
 
 
 @contextlib.contextmanager
-def _signals_deferred():
+def signals_deferred():
     """Block SIGINT and SIGTERM in this thread; yields the mask to restore,
     which the exit restores (a signal held pending is delivered then)."""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
@@ -88,7 +88,7 @@ def fork(target, *args, pdeathsig=signal.SIGKILL):
     1 after an uncaught exception (its traceback goes to stderr).
     """
     signo = _signo(pdeathsig)
-    with _signals_deferred() as mask:
+    with signals_deferred() as mask:
         return _fork(target, args, signo, mask)
 
 
@@ -133,7 +133,7 @@ class Children(Owned):
     def fork(self, target, *args, pdeathsig=signal.SIGKILL):
         """`fork()`, owned: see the module function."""
         signo = _signo(pdeathsig)
-        with _signals_deferred() as mask:  # no Ctrl-C between fork and owning the pid
+        with signals_deferred() as mask:  # no Ctrl-C between fork and owning the pid
             pid = _fork(target, args, signo, mask)
             self._pids.add(pid)
         return pid
@@ -165,7 +165,7 @@ class Children(Owned):
     def spawn(self, argv, pdeathsig=signal.SIGKILL, **popen_kwargs):
         """Start a program (fork + exec, an unrelated image) as subprocess.Popen, owned."""
         signo = _signo(pdeathsig)
-        with _signals_deferred() as mask:  # no Ctrl-C between fork and owning the Popen
+        with signals_deferred() as mask:  # no Ctrl-C between fork and owning the Popen
             popen_kwargs["preexec_fn"] = functools.partial(_exec_setup, signo, os.getpid(), mask)
             proc = subprocess.Popen(argv, **popen_kwargs)
             self._popens.append(proc)
