@@ -9,6 +9,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 
 __all__ = ["PREFIX", "unique_name", "private_dir"]
@@ -33,9 +34,15 @@ def private_dir(parent=None):
     remove a directory the parent still uses.
     """
     creator = os.getpid()
-    path = tempfile.mkdtemp(prefix=unique_name() + "-", dir=parent)  # mkdtemp: O_EXCL, 0700
+    # A Ctrl-C (or kill) while mkdtemp runs would leave the directory made
+    # and not yet owned: both signals wait until we are inside the try.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    path = None
     try:
+        path = tempfile.mkdtemp(prefix=unique_name() + "-", dir=parent)  # mkdtemp: O_EXCL, 0700
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a pending signal is raised here
         yield path
     finally:
-        if os.getpid() == creator:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # when mkdtemp itself failed
+        if path is not None and os.getpid() == creator:
             shutil.rmtree(path, ignore_errors=True)

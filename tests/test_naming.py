@@ -47,3 +47,22 @@ def test_private_dir_is_left_alone_by_a_forked_childs_copy():
     assert sorted(os.listdir(d)) == ["f"]  # the parent's directory and what it holds
     context.__exit__(None, None, None)
     assert not os.path.exists(d)
+
+
+def test_a_ctrl_c_while_the_directory_is_made_still_removes_it(monkeypatch):
+    import signal
+    import tempfile
+
+    made = []
+    real_mkdtemp = tempfile.mkdtemp
+
+    def mkdtemp_then_ctrl_c(**kwargs):
+        made.append(real_mkdtemp(**kwargs))
+        os.kill(os.getpid(), signal.SIGINT)  # arrives before private_dir owns the directory
+        return made[-1]
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        with private_dir():
+            pass
+    assert made and not os.path.exists(made[0])
