@@ -8,13 +8,9 @@
 
 #include "memory.h"
 
-int osv_mmap(uintptr_t *addr, size_t len, int prot, int flags, int fd, off_t offset)
+uintptr_t osv_mmap(size_t len, int prot, int flags, int fd, off_t offset)
 {
-    void *p = mmap(NULL, len, prot, flags, fd, offset);
-    if (p == MAP_FAILED)
-        return -1;
-    *addr = (uintptr_t)p;
-    return 0;
+    return (uintptr_t)mmap(NULL, len, prot, flags, fd, offset);
 }
 
 int osv_munmap(uintptr_t addr, size_t len) { return munmap((void *)addr, len); }

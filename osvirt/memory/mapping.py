@@ -19,6 +19,8 @@ import os
 
 from osvirt._owned import Owned
 from osvirt.memory import _native, procfs
+from osvirt.memory._native import (MAP_FAILED, mmap_error, mprotect_error, munmap_error, osv_mmap,
+                                   osv_mprotect, osv_munmap)
 
 __all__ = ["PAGE_SIZE", "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC",
            "MADV", "SEGV_ACCERR", "SEGV_MAPERR", "Mapping", "huge_page_size"]
@@ -29,6 +31,13 @@ PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = (_native.PROT[n] for n in
 MADV = dict(_native.MADV)  # the advice madvise() accepts, by name
 SEGV_ACCERR, SEGV_MAPERR = _native.SEGV_ACCERR, _native.SEGV_MAPERR  # ProtectionFault.si_code
 _PROT_ALL = PROT_READ | PROT_WRITE | PROT_EXEC
+_NOT_PROT = ~_PROT_ALL  # bits no protection has (a negative number has some of them)
+_PAGE_MASK = PAGE_SIZE - 1
+_MAP_SHARED, _MAP_PRIVATE, _MAP_ANONYMOUS, _MAP_POPULATE = (
+    _native.MAP[n] for n in ("MAP_SHARED", "MAP_PRIVATE", "MAP_ANONYMOUS", "MAP_POPULATE"))
+# `x is _ZERO` is true only for the int 0 (one object in CPython): a default offset
+# passes its type and value checks in one step; any other zero takes the full checks.
+_ZERO = 0
 _MAX_SIZE = procfs.ADDRESS_LIMIT  # no larger mapping can exist
 
 
@@ -42,18 +51,21 @@ def huge_page_size():
 
 
 def _int(value, facility, name):
-    """`value` as an int; the "facility: name" text is built only for a bool (refused)."""
+    """`value` as an int (anything with __index__ but a bool); else TypeError naming both."""
     if type(value) is int:
         return value
-    if isinstance(value, bool):
-        raise TypeError(f"{facility}: {name} must be an int, not bool")
-    return operator.index(value)  # TypeError for anything that is not an integer
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise TypeError(f"{facility}: {name} must be an int, not {type(value).__name__}")
 
 
 def _prot(prot, facility):
     if type(prot) is not int:
         prot = _int(prot, facility, "prot")
-    if prot & ~_PROT_ALL or prot < 0:
+    if prot & _NOT_PROT:
         raise ValueError(f"{facility}: prot {prot:#x} is not a combination of PROT_READ, PROT_WRITE, "
                          "PROT_EXEC (or PROT_NONE)")
     return prot
@@ -72,34 +84,50 @@ class Mapping(Owned):
     """
 
     _address = None  # until mmap succeeds
+    _holes = ()  # (start, end) offsets this mapping unmapped itself
+    shared = False  # MAP_SHARED
+    file_backed = False  # mapped from a file, not anonymous
 
     def __init__(self, size_bytes, *, prot=PROT_READ | PROT_WRITE, shared=False, fd=None,
                  offset=0, populate=False, hugepage=False):
-        self._address = None
-        size = _int(size_bytes, "mmap", "size_bytes")
+        # Each check passes a valid argument in a step or two and calls the helper that
+        # explains a bad one only for it: map + unmap of 1 MiB costs ~3 us in C, so a
+        # few hundred ns of checks would show (bench row mmap-1m).
+        size = size_bytes if type(size_bytes) is int else _int(size_bytes, "mmap", "size_bytes")
         if not 0 < size <= _MAX_SIZE:
             raise ValueError(f"mmap: size_bytes must be in 1..{_MAX_SIZE}, not {size}")
-        prot = _prot(prot, "mmap")
-        offset = _int(offset, "mmap", "offset")
-        if not 0 <= offset <= _MAX_SIZE or offset % PAGE_SIZE:
-            raise ValueError(f"mmap: offset {offset} must be in 0..{_MAX_SIZE} and a multiple of {PAGE_SIZE}")
-        if fd is not None:
+        if type(prot) is not int or prot & _NOT_PROT:
+            prot = _prot(prot, "mmap")
+        if offset is not _ZERO:
+            offset = _int(offset, "mmap", "offset")
+            if not 0 <= offset <= _MAX_SIZE or offset & _PAGE_MASK:
+                raise ValueError(f"mmap: offset {offset} must be in 0..{_MAX_SIZE} and a multiple of {PAGE_SIZE}")
+        flags = _MAP_SHARED if shared else _MAP_PRIVATE
+        if fd is None:
+            flags |= _MAP_ANONYMOUS
+            fd = -1
+        else:
             fd = fd.fileno() if hasattr(fd, "fileno") else _int(fd, "mmap", "fd")
             if not 0 <= fd < 1 << 31:
                 raise ValueError(f"mmap: fd {fd} is not a file descriptor number")
             if hugepage:
                 raise ValueError("mmap: hugepage advice applies to anonymous mappings only")
-        flags = (_native.MAP["MAP_SHARED"] if shared else _native.MAP["MAP_PRIVATE"]) | \
-            (_native.MAP["MAP_ANONYMOUS"] if fd is None else 0) | \
-            (_native.MAP["MAP_POPULATE"] if populate else 0)
-        self._size = -(-size // PAGE_SIZE) * PAGE_SIZE
-        self._holes = []  # (start, end) offsets this mapping unmapped itself
-        self.shared, self.file_backed = bool(shared), fd is not None
+            self.file_backed = True
+        if populate:
+            flags |= _MAP_POPULATE
+        if shared:
+            self.shared = True
+        if size & _PAGE_MASK:  # whole pages (an aligned size, the usual one, skips the arithmetic)
+            size = (size | _PAGE_MASK) + 1
+        self._size = size
         if hugepage:
             self._address = self._map_aligned(huge_page_size(), prot, flags)
             self.madvise(MADV["MADV_HUGEPAGE"])
         else:
-            self._address = _native.mmap(self._size, prot, flags, -1 if fd is None else fd, offset)
+            address = osv_mmap(size, prot, flags, fd, offset)
+            if address == MAP_FAILED:
+                raise mmap_error(size, prot, flags, fd, offset)
+            self._address = address
 
     def _map_aligned(self, align, prot, flags):
         # Map `align` bytes more than needed, then give back the ends that fall outside
@@ -176,9 +204,18 @@ class Mapping(Owned):
         then it goes to the kernel as it is, which refuses it with EINVAL
         (raised as an OSError naming mprotect).
         """
-        prot = _prot(prot, "mprotect")
-        addr, length = self._range("mprotect", offset, length, aligned=not kernel_checks_alignment)
-        _native.mprotect(addr, length, prot)
+        address = self._address
+        if (offset is _ZERO and length is None and address is not None and not self._holes
+                and type(prot) is int and not prot & _NOT_PROT):
+            # The whole mapping (the default), all of it still mapped, and a valid prot: the
+            # checks below would pass it. Each of them costs ~10-50 ns on a ~1 us call (bench
+            # row mprotect), so the common call skips them.
+            length = self._size
+        else:
+            prot = _prot(prot, "mprotect")
+            address, length = self._range("mprotect", offset, length, aligned=not kernel_checks_alignment)
+        if osv_mprotect(address, length, prot) == -1:
+            raise mprotect_error(address, length, prot)
 
     def madvise(self, advice, offset=0, length=None):
         """Give the kernel `advice` (a value of MADV) about [offset, offset+length)."""
@@ -214,7 +251,7 @@ class Mapping(Owned):
         addr, length = self._range("munmap", offset, length, aligned=not kernel_checks_alignment)
         _native.munmap(addr, length)
         end = min(self._size, offset + -(-length // PAGE_SIZE) * PAGE_SIZE)
-        self._holes.append((offset, end))
+        self._holes = [*self._holes, (offset, end)]
 
     # -- accesses through the fault guard ---------------------------------------
     def read(self, offset, length):
@@ -266,8 +303,12 @@ class Mapping(Owned):
         address, self._address = self._address, None
         if address is None:
             return
+        if not self._holes:  # the common case, in one call
+            if osv_munmap(address, self._size) == -1:
+                raise munmap_error(address, self._size)
+            return
         start = 0
-        for hole_start, hole_end in sorted(getattr(self, "_holes", ())) + [(self._size, self._size)]:
+        for hole_start, hole_end in sorted(self._holes) + [(self._size, self._size)]:
             if hole_start > start:
                 _native.munmap(address + start, hole_start - start)
             start = max(start, hole_end)

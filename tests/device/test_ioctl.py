@@ -96,6 +96,52 @@ def test_fionread_counts_the_bytes_waiting_in_a_pipe():
         os.close(w)
 
 
+@pytest.mark.parametrize("fd, number, error", [
+    (-1, ioctl.FIONREAD, ValueError), (1 << 31, ioctl.FIONREAD, ValueError),
+    (1.5, ioctl.FIONREAD, TypeError), (True, ioctl.FIONREAD, TypeError),
+    ("0", ioctl.FIONREAD, TypeError), (0, 1 << 32, ValueError), (0, -1, ValueError),
+    (0, float(ioctl.FIONREAD), TypeError),
+])
+def test_ioctl_int_refuses_bad_fds_and_requests_before_any_syscall(fd, number, error):
+    with pytest.raises(error, match="ioctl"):
+        ioctl.ioctl_int(fd, number, name="FIONREAD")
+
+
+def test_ioctl_int_refusals_carry_the_kernels_errno_and_name_the_request():
+    import resource
+    unused = resource.getrlimit(resource.RLIMIT_NOFILE)[0] + 10  # no fd can have this number
+    with pytest.raises(OSError, match=r"ioctl\(FIONREAD\): Bad file descriptor") as e:
+        ioctl.ioctl_int(unused, ioctl.FIONREAD, name="FIONREAD")
+    assert e.value.errno == 9  # EBADF
+    fd = os.open("/dev/null", os.O_RDONLY)
+    try:
+        with pytest.raises(OSError, match=r"ioctl\(FIONREAD\)") as e:
+            ioctl.ioctl_int(fd, ioctl.FIONREAD, name="FIONREAD")
+        assert e.value.errno == 25  # ENOTTY: the null driver answers no ioctl
+    finally:
+        os.close(fd)
+
+
+def test_ioctl_int_reads_a_files_remaining_bytes_and_the_fileno_path_agrees(tmp_path):
+    path = tmp_path / "data"
+    path.write_bytes(b"x" * 1000)
+    with open(path, "rb", buffering=0) as f:
+        f.seek(300)
+        assert ioctl.ioctl_int(f.fileno(), ioctl.FIONREAD, name="FIONREAD") == 700  # i_size - pos
+        assert ioctl.ioctl_int(f, ioctl.FIONREAD, name="FIONREAD") == 700  # an object with fileno()
+
+
+def test_ioctl_int_gives_the_first_int_of_a_larger_answer():
+    # TIOCGWINSZ copies out a whole struct winsize (8 bytes): the C call has room for
+    # it, and the first int holds ws_row and ws_col (little-endian shorts).
+    from osvirt.device import pty
+    with pty.PseudoTerminal() as p:
+        pty.set_window_size(p.master, 50, 132, 640, 480)
+        assert ioctl.ioctl_int(p.slave, ioctl.TIOCGWINSZ, name="TIOCGWINSZ") == 50 | 132 << 16
+        assert ioctl.ioctl_int(p.slave, ioctl.TIOCGWINSZ, name="TIOCGWINSZ", fmt="Q") == \
+            50 | 132 << 16 | 640 << 32 | 480 << 48  # the same answer through fcntl.ioctl
+
+
 def test_env_probe_cc_names_the_compiler():
     answer = env.can("cc")
     assert bool(answer) == (cc.compiler() is not None)

@@ -71,6 +71,62 @@ def test_a_file_mapping_past_the_end_of_its_file_faults_sigbus():
             assert fault.value.signo == signal.SIGBUS and fault.value.code_name == "BUS_ADRERR"
 
 
+def test_mprotect_of_the_whole_mapping_shows_in_maps_and_faults():
+    with Mapping(3 * P) as m:
+        m.write(3 * P - 4, b"kept")
+        m.mprotect(PROT_READ)  # the default range: the whole mapping
+        assert [(v.start, v.end, v.perms) for v in m.maps()] == [(m.address, m.address + 3 * P, "r--p")]
+        with pytest.raises(ProtectionFault) as fault:
+            m.write(3 * P - 1, b"x")
+        assert fault.value.address == m.address + 3 * P - 1 and fault.value.si_code == SEGV_ACCERR
+        m.mprotect(PROT_READ | PROT_WRITE)
+        assert [v.perms for v in m.maps()] == ["rw-p"]
+        m.write(3 * P - 1, b"!")
+        assert m.read(3 * P - 4, 4) == b"kep!"
+
+
+@pytest.mark.parametrize("prot, error", [(8, ValueError), (-1, ValueError), (1 << 40, ValueError),
+                                         (True, TypeError), (1.0, TypeError), ("1", TypeError)])
+def test_a_bad_prot_for_the_whole_mapping_is_refused_before_the_kernel(prot, error):
+    with Mapping(2 * P) as m:
+        with pytest.raises(error, match="mprotect"):
+            m.mprotect(prot)
+        assert [v.perms for v in m.maps()] == ["rw-p"]  # the kernel was not asked
+
+
+def test_mprotect_of_a_closed_mapping_is_a_value_error():
+    m = Mapping(P)
+    m.close()
+    with pytest.raises(ValueError, match="closed"):
+        m.mprotect(PROT_READ)
+
+
+def test_a_refused_mmap_carries_the_kernels_errno():
+    unused = resource.getrlimit(resource.RLIMIT_NOFILE)[0] + 10  # no fd can have this number
+    with pytest.raises(OSError, match=r"mmap\(NULL, 4096") as refused:
+        Mapping(P, fd=unused)
+    assert refused.value.errno == errno.EBADF
+
+
+@pytest.mark.parametrize("shared, perms", [(False, "rw-p"), (True, "rw-s")])
+def test_a_mapping_is_what_its_flags_asked_and_close_or_del_unmaps_it(shared, perms):
+    m = Mapping(1 << 20, shared=shared)
+    start = m.address
+    assert m.shared is shared and not m.file_backed
+    # One VMA covers it (a private one may have merged with an anonymous neighbour);
+    # shared anonymous memory is a file in the kernel's shmem, with an inode.
+    [vma] = m.maps()
+    assert vma.start <= start and vma.end >= start + (1 << 20)
+    assert (vma.perms, vma.inode == 0) == (perms, not shared)
+    m.close()
+    assert not _maps_near(start, 1 << 20)
+    m = Mapping(3 * P + 1, shared=shared)  # rounded up to whole pages
+    start = m.address
+    assert m.size == 4 * P and m.read(4 * P - 1, 1) == b"\0"  # the last page is there
+    del m  # __del__ unmaps
+    assert not _maps_near(start, 4 * P)
+
+
 def test_the_kernel_refuses_an_unaligned_mprotect_with_einval():
     with Mapping(2 * P) as m:
         with pytest.raises(ValueError, match="page size"):
