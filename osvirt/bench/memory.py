@@ -48,10 +48,11 @@ def _mmap_close():
 
 @rig
 def _mprotect_python():
+    read_write = PROT_READ | PROT_WRITE  # computed once, as C's constant is
     with Mapping(PAGE_SIZE) as m:
         def mprotect_there_and_back():
             m.mprotect(PROT_READ)
-            m.mprotect(PROT_READ | PROT_WRITE)
+            m.mprotect(read_write)
         yield mprotect_there_and_back
 
 
