@@ -2,7 +2,9 @@
 
 It takes addresses and lengths that the public classes have already checked
 (inside a mapping they own, aligned where the kernel needs it), and turns
--1/errno into `kernel_error` and a caught fault into `ProtectionFault`.
+-1/errno into `kernel_error` and a caught fault into `ProtectionFault`. The
+three hot calls (mmap, munmap, mprotect) are also given bare, with the
+function that makes their error: see "the hot calls" below.
 """
 import errno
 import os
