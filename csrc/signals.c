@@ -10,8 +10,7 @@ int osv_sigqueue(pid_t pid, int sig, int value)
     return sigqueue(pid, sig, sv);
 }
 
-int osv_sigtimedwait(const int *signals, int nsignals, long long timeout_ns,
-                     struct osv_siginfo *info)
+int osv_sigtimedwait(uint64_t mask, long long timeout_ns, struct osv_siginfo *info)
 {
     sigset_t set;
     siginfo_t si;
@@ -19,8 +18,8 @@ int osv_sigtimedwait(const int *signals, int nsignals, long long timeout_ns,
     int sig;
 
     sigemptyset(&set);
-    for (int i = 0; i < nsignals; i++)
-        if (sigaddset(&set, signals[i]) == -1)
+    for (int signo = 1; mask; signo++, mask >>= 1)
+        if ((mask & 1) && sigaddset(&set, signo) == -1)
             return -1;
     sig = timeout_ns < 0 ? sigwaitinfo(&set, &si) : sigtimedwait(&set, &si, &ts);
     if (sig == -1)

@@ -23,10 +23,10 @@ struct osv_siginfo {
 /* sigqueue(pid, sig, {.sival_int = value}): 0, or -1 with errno. */
 int osv_sigqueue(pid_t pid, int sig, int value);
 
-/* Accept one of `signals` (which the caller keeps blocked): sigwaitinfo when
+/* Accept one signal of `mask` (bit s - 1 stands for signal s: Linux numbers
+ * them 1..64), which the caller keeps blocked: sigwaitinfo when
  * timeout_ns < 0, else sigtimedwait. Returns the signal number and fills
  * *info, or -1 with errno (EAGAIN on timeout, EINTR, EINVAL). */
-int osv_sigtimedwait(const int *signals, int nsignals, long long timeout_ns,
-                     struct osv_siginfo *info);
+int osv_sigtimedwait(uint64_t mask, long long timeout_ns, struct osv_siginfo *info);
 
 #endif

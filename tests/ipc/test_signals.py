@@ -1,6 +1,7 @@
 import errno
 import os
 import signal
+import threading
 
 import pytest
 
@@ -78,7 +79,8 @@ def test_sigqueue_rejects_bad_arguments_before_any_syscall(args):
         sigqueue(*args)
 
 
-@pytest.mark.parametrize("signals, timeout_s", [({0}, 0), ({65}, 0), (set(), 0), ({RT}, -1)])
+@pytest.mark.parametrize("signals, timeout_s", [({0}, 0), ({65}, 0), (set(), 0), ({RT}, -1), ({RT, 0}, 0),
+                                               ([65], 0), (frozenset(), None), ([], None), ({32}, None)])
 def test_sigtimedwait_rejects_bad_arguments(signals, timeout_s):
     with pytest.raises(ValueError, match="sigtimedwait"):
         sigtimedwait(signals, timeout_s)
@@ -87,8 +89,85 @@ def test_sigtimedwait_rejects_bad_arguments(signals, timeout_s):
 def test_sigtimedwait_wants_a_set_not_an_int():
     with pytest.raises(TypeError):
         sigtimedwait(RT, 0)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="sigqueue"):
         sigqueue(1, RT, 1.5)
+
+
+def test_numbers_that_only_hash_like_a_signal_are_refused_before_any_syscall():
+    with blocked({RT}):
+        with pytest.raises(TypeError, match="sigtimedwait"):
+            sigtimedwait({float(RT)}, 0)  # 34.0 finds 34 in a dict: the type is checked first
+        with pytest.raises(TypeError, match="sigqueue"):
+            sigqueue(os.getpid(), float(RT), 1)
+        with pytest.raises(TypeError, match="sigqueue"):
+            sigqueue(float(os.getpid()), RT, 1)
+        assert RT not in signal.sigpending()  # nothing was sent
+
+
+def test_sigtimedwait_accepts_only_the_signals_asked_for():
+    me = os.getpid()
+    with blocked({RT, RT + 1}):
+        sigqueue(me, RT, 1)
+        sigqueue(me, RT + 1, 2)
+        # RT is pending and numbered lower, but the kernel's set holds only RT + 1
+        assert sigtimedwait({RT + 1}, 0) == (RT + 1, SI_QUEUE, 2, me, os.getuid())
+        assert sigtimedwait(frozenset([RT + 1]), 0) is None
+        assert sigtimedwait([int(RT)], 0).value == 1  # any collection of plain ints, or of Signals
+        assert accept_pending({RT, RT + 1}) == []
+
+
+def test_sigtimedwait_reaches_the_first_and_the_last_signal_number():
+    me, last = os.getpid(), signal.SIGRTMAX  # signals 1 and 64: the two ends of the C mask
+    with blocked({signal.SIGHUP, last}):
+        sigqueue(me, last, -9)
+        os.kill(me, signal.SIGHUP)
+        assert sigtimedwait({last}, 0) == (last, SI_QUEUE, -9, me, os.getuid())
+        assert sigtimedwait({signal.SIGHUP}, 0) == (signal.SIGHUP, SI_USER, 0, me, os.getuid())
+
+
+def test_queued_signal_is_a_named_tuple():
+    me = os.getpid()
+    with blocked({RT}):
+        sigqueue(me, RT, 7)
+        got = sigtimedwait({RT})
+    signo, code, value, pid, uid = got
+    assert (got.signo, got.code, got.value, got.pid, got.uid) == (signo, code, value, pid, uid) == \
+        (RT, SI_QUEUE, 7, me, os.getuid())
+    assert repr(got) == f"QueuedSignal(signo={int(RT)}, code={SI_QUEUE}, value=7, pid={me}, uid={os.getuid()})"
+
+
+def test_sigtimedwait_after_a_timeout_and_an_error_reports_the_next_signal():
+    me = os.getpid()
+    with blocked({RT}):
+        assert sigtimedwait({RT}, 0) is None  # EAGAIN
+        for value in (5, -5):
+            sigqueue(me, RT, value)
+            assert sigtimedwait({RT}, 0) == (RT, SI_QUEUE, value, me, os.getuid())
+
+
+def test_threads_waiting_at_once_each_get_their_own_signal():
+    """Thread-directed signals (pthread_kill), each thread its own number, accepted
+    concurrently: no result may carry another thread's signal."""
+    rounds, wrong, errors = 2000, [], []
+
+    def accept_own(signo):
+        try:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signo})
+            me = threading.get_ident()
+            for _ in range(rounds):
+                signal.pthread_kill(me, signo)
+                got = sigtimedwait({signo}, 1)
+                if got is None or got.signo != signo or got.pid != os.getpid():
+                    wrong.append(got)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=accept_own, args=(RT + i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and wrong == []
 
 
 def test_accept_pending_gives_realtime_signals_lowest_number_first():
