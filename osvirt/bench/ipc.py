@@ -240,10 +240,17 @@ PRIMITIVES = [
     Primitive("pipe-bw", "one 64 KiB os.write to a pipe that another process drains",
               python=_pipe_write_python, c="pipe_write", c_args=_pipe_write_c, bytes_per_op=CHUNK),
     Primitive("signal-self", "os.kill(os.getpid(), SIGUSR1), its handler run",
-              python=_kill_self_python, c="kill_self", c_args=(signal.SIGUSR1,)),
+              python=_kill_self_python, c="kill_self", c_args=(signal.SIGUSR1,),
+              note="CPython's own per-signal work is most of the difference: its C handler only "
+                   "flags the signal, then os.kill scans the flags, builds the (signo, frame) "
+                   "arguments and calls the handler; what the handler does costs little"),
     Primitive("rt-signal", "osvirt.ipc.sigqueue(self, SIGRTMIN, value), then sigtimedwait accepts it "
                            "(blocked: no handler runs) and the value is checked",
-              python=_sigqueue_self_python, c="sigqueue_self", c_args=_sigqueue_self_c),
+              python=_sigqueue_self_python, c="sigqueue_self", c_args=_sigqueue_self_c,
+              note="the two bare cffi calls from Python already cost ~1.3x the C loop (each "
+                   "releases and retakes the GIL, and the kernel's signal paths run slower between "
+                   "interpreter work than in a tight loop); the checks, the signal mask and the "
+                   "QueuedSignal add the rest"),
     # Message queues are pinned: unpinned, a round trip costs 6 or 50 us
     # depending on where the scheduler puts the echo (see pipe-rtt).
     Primitive("posix-mq", "1-byte round trip through two POSIX message queues to an echoing "
