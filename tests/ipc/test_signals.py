@@ -34,14 +34,15 @@ def test_sigtimedwait_returns_none_after_the_timeout(monkeypatch):
         assert sigtimedwait({signal.SIGUSR2}, 0.05) is None
 
 
-def test_sigtimedwait_lets_a_handled_signal_interrupt_it():
+@pytest.mark.parametrize("timeout_s", [5, None])  # sigtimedwait, and sigwaitinfo without a timeout
+def test_sigtimedwait_lets_a_handled_signal_interrupt_it(timeout_s):
     def handler(signo, frame):
         raise KeyboardInterrupt
     previous = signal.signal(signal.SIGALRM, handler)
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.05)
         with blocked({signal.SIGUSR2}), pytest.raises(KeyboardInterrupt):
-            sigtimedwait({signal.SIGUSR2}, 5)
+            sigtimedwait({signal.SIGUSR2}, timeout_s)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
