@@ -12,10 +12,6 @@
 #include <semaphore.h>
 #include "osv.h"
 
-#ifdef OSV_CDEF
-typedef int... mqd_t;
-#endif
-
 int64_t osv_bench_empty(int64_t n);
 int64_t osv_bench_getppid(int64_t n);
 

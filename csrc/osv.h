@@ -2,6 +2,7 @@
  * the `...` lets cffi take each type's size from the C compiler. */
 #ifndef OSV_H
 #define OSV_H
+#include <mqueue.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -9,6 +10,7 @@
 typedef int... pid_t;
 typedef int... uid_t;
 typedef int... off_t;
+typedef int... mqd_t;
 #endif
 
 #endif

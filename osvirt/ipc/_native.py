@@ -54,3 +54,45 @@ def sigtimedwait(mask, timeout_ns):
     accepted = _unpack_siginfo(view)
     _free_siginfo.append((info, view))
     return accepted
+
+
+# -- message queues (osvirt.ipc.mqueue) --------------------------------------------
+# The raw calls, for the send and receive fast paths, which pass what they hold and
+# act on the result alone: -1 sends them to last_errno(), the errno cffi saved
+# right after the call. Each takes a buffer from mq_receiver or msg_buffer, whose
+# size fields are set here from the allocation itself, so C never writes past it.
+raw_mq_send = lib.osv_mq_send
+raw_mq_receive = lib.osv_mq_receive
+raw_msgsnd = lib.osv_msgsnd
+raw_msgrcv = lib.osv_msgrcv
+unpack = ffi.unpack  # unpack(char *, n): the n bytes there, as bytes
+IPC_NOWAIT = lib.IPC_NOWAIT
+
+
+def last_errno():
+    return ffi.errno
+
+
+def mq_receiver(mqd, size):
+    """A struct osv_mq_receive with a `size`-byte buffer, set to mq_receive from mqd
+    without a timeout; and a char * to the buffer, for unpack."""
+    r = ffi.new("struct osv_mq_receive *", {"mqd": mqd, "timeout_ns": -1, "size": size, "buf": size})
+    return r, r.buf
+
+
+def mq_receive_with(r, mqd, timeout_ns):
+    """osv_mq_receive on r from descriptor mqd with timeout_ns (< 0: none); r is set back
+    as mq_receiver left it."""
+    fast_mqd = r.mqd
+    r.mqd, r.timeout_ns = mqd, timeout_ns
+    try:
+        return lib.osv_mq_receive(r)
+    finally:
+        r.mqd, r.timeout_ns = fast_mqd, -1
+
+
+def msg_buffer(msqid, size):
+    """A struct osv_msg for queue msqid with room for `size` bytes of text; and a char * to
+    the text, for unpack."""
+    m = ffi.new("struct osv_msg *", {"msqid": msqid, "size": size, "mtext": size})
+    return m, m.mtext

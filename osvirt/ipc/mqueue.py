@@ -1,4 +1,4 @@
-"""Message queues: POSIX (mq_*, through posix_ipc) and System V (msg*, through sysv_ipc).
+"""Message queues: POSIX (mq_*) and System V (msg*).
 
 A POSIX queue hands out the oldest message of the highest priority first; a
 System V queue lets the receiver choose by message type (msgrcv's msgtyp).
@@ -6,26 +6,39 @@ Each class here creates a new queue exclusively, mode 0600, and removes it on
 close(): the POSIX one under a `/osvirt-<pid>-<random>` name, the System V one
 with key IPC_PRIVATE (a new queue that only its id reaches).
 
-Kernel refusals come out as the stdlib's OSError subclasses with errno
-(BlockingIOError for EAGAIN, ...), not as posix_ipc's or sysv_ipc's own
-exceptions, which carry no errno.
+posix_ipc and sysv_ipc create, remove and describe the queues; send and
+receive are one C call each (csrc/msgqueue.c), one kernel call, on a buffer
+allocated once per queue and receiving thread, so a round trip costs little
+more than its syscalls (`osvirt bench posix-mq sysv-mq`). Kernel refusals come
+out as the stdlib's OSError subclasses with the kernel's own errno
+(BlockingIOError for EAGAIN, TimeoutError for ETIMEDOUT, ...). A blocked call
+that a signal interrupts (EINTR) runs the signal's Python handler, so Ctrl-C
+raises KeyboardInterrupt, and otherwise resumes with the time it has left.
 """
 import errno
 import operator
 import os
+import time
 
 import posix_ipc
 import sysv_ipc
 
 from osvirt import naming
 from osvirt.errors import kernel_error
+from osvirt.ipc import _native
 from osvirt._owned import Owned
 
 __all__ = ["MQ_PRIO_MAX", "mq_limits", "PosixMessageQueue", "SysVMessageQueue"]
 
 MQ_PRIO_MAX = posix_ipc.QUEUE_PRIORITY_MAX + 1  # priorities are 0..MQ_PRIO_MAX-1
 _MQUEUE_SYSCTL = "/proc/sys/fs/mqueue"
+_MSGMAX_SYSCTL = "/proc/sys/kernel/msgmax"
 _LONG_MAX = 2**63 - 1
+MAX_TIMEOUT_S = 1e9  # the C side takes int64 ns: a longer timeout is a mistake (None waits forever)
+_mq_send, _mq_receive, _msgsnd, _msgrcv = (_native.raw_mq_send, _native.raw_mq_receive,
+                                           _native.raw_msgsnd, _native.raw_msgrcv)
+_unpack = _native.unpack
+_IPC_NOWAIT = _native.IPC_NOWAIT
 
 
 def mq_limits():
@@ -37,6 +50,12 @@ def mq_limits():
     return limits
 
 
+def _msgmax():
+    """kernel.msgmax: the longest message msgsnd accepts in this IPC namespace."""
+    with open(_MSGMAX_SYSCTL) as f:
+        return int(f.read())
+
+
 def _positive(facility, name, value):
     value = operator.index(value)
     if value < 1:
@@ -45,17 +64,33 @@ def _positive(facility, name, value):
 
 
 def _timeout(facility, timeout_s):
-    if timeout_s is not None and timeout_s < 0:
-        raise ValueError(f"{facility}: timeout_s must be >= 0, not {timeout_s}")
+    if timeout_s is not None and not 0 <= timeout_s <= MAX_TIMEOUT_S:
+        raise ValueError(f"{facility}: timeout_s must be in 0..{MAX_TIMEOUT_S:g}, not {timeout_s}")
     return timeout_s
 
 
-def _wait_s(block, timeout_s):
-    """posix_ipc's timeout for a call: 0 when not blocking. A zero-timeout mq_timedsend or
-    mq_timedreceive fails at once like O_NONBLOCK, without the mq_setattr syscall that
-    toggling O_NONBLOCK costs on every call; and O_NONBLOCK lives in the open file
-    description, which a forked child shares, so it is never set."""
-    return timeout_s if block else 0
+def _message(facility, message):
+    """`message` (any bytes-like object) as bytes; TypeError for anything else (a str, an int)."""
+    try:
+        return bytes(memoryview(message))
+    except TypeError:
+        raise TypeError(f"{facility}: message must be bytes-like, not {type(message).__name__}") from None
+
+
+def _call(call, timeout_s):
+    """call(timeout_ns) (-1: no timeout) until it fails with anything but EINTR, each time with
+    what is left of `timeout_s` (None: forever). The interrupting signal's Python handler runs
+    before the retry, so a KeyboardInterrupt it raises ends the wait. The call's result
+    (>= 0), or minus the errno it failed with."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        timeout_ns = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1e9))
+        result = call(timeout_ns)
+        if result != -1:
+            return result
+        err = _native.last_errno()
+        if err != errno.EINTR:
+            return -err
 
 
 class PosixMessageQueue(Owned):
@@ -64,15 +99,22 @@ class PosixMessageQueue(Owned):
     `max_messages` defaults to /proc/sys/fs/mqueue/msg_max, the most an
     unprivileged process may ask for; above it mq_open fails with EINVAL
     unless the caller has CAP_SYS_RESOURCE.
+
+    It holds two descriptors of the queue: blocking calls use the first, and
+    `block=False` the second, opened with O_NONBLOCK, so the kernel's EAGAIN
+    is what a non-blocking call reports. (Toggling O_NONBLOCK per call would
+    cost an mq_setattr syscall, and would reach a forked child's calls too:
+    the flag lives in the open file description, which fork shares.)
     """
 
     _closed = True  # until __init__ holds the object: what close() and __del__ see on a half-built one
+    _mq = _nonblocking = None
+    _mqd = _nonblocking_mqd = -1
 
     def __init__(self, max_messages=None, max_message_size=1024):
         limits = mq_limits()
         max_messages = limits["msg_max"] if max_messages is None else _positive("mq_open", "max_messages", max_messages)
         max_message_size = _positive("mq_open", "max_message_size", max_message_size)
-        self._closed = True
         self.name = "/" + naming.unique_name()
         try:
             self._mq = posix_ipc.MessageQueue(self.name, posix_ipc.O_CREX, mode=0o600,
@@ -86,37 +128,94 @@ class PosixMessageQueue(Owned):
             raise kernel_error(errno.EEXIST, f"mq_open({self.name}, O_CREAT|O_EXCL)") from None
         self._creator = os.getpid()
         self._closed = False
+        self._nonblocking = posix_ipc.MessageQueue(self.name)  # close() closes both if this raises
+        self._nonblocking.block = False
+        self._nonblocking_mqd = self._nonblocking.mqd
+        self._mqd = self._mq.mqd
+        self._msgsize = self._mq.max_message_size  # mq_getattr's mq_msgsize: what the kernel set
+        self._receivers = []  # (struct osv_mq_receive, its buffer) not in use by a receive now
 
     def send(self, message, priority=0, block=True, timeout_s=None):
         """mq_send (mq_timedsend with `timeout_s`): BlockingIOError (EAGAIN) when full and not blocking,
         TimeoutError (ETIMEDOUT) after `timeout_s`."""
-        priority = operator.index(priority)
-        if not 0 <= priority < MQ_PRIO_MAX:
-            raise ValueError(f"mq_send: priority must be in 0..{MQ_PRIO_MAX - 1}, not {priority}")
-        message = bytes(message)
-        if len(message) > self._mq.max_message_size:
-            raise ValueError(f"mq_send: message of {len(message)} bytes exceeds the queue's "
-                             f"max_message_size ({self._mq.max_message_size})")
-        timeout_s = _timeout("mq_send", timeout_s)
-        try:
-            self._mq.send(message, timeout=_wait_s(block, timeout_s), priority=priority)
-        except posix_ipc.BusyError:
-            raise self._busy("mq_send", block, timeout_s) from None
+        # The common case (bytes, an int priority, blocking) costs type tests and one C call.
+        if type(message) is not bytes:
+            message = _message("mq_send", message)
+        if type(priority) is not int or not 0 <= priority < MQ_PRIO_MAX:
+            priority = operator.index(priority)
+            if not 0 <= priority < MQ_PRIO_MAX:
+                raise ValueError(f"mq_send: priority must be in 0..{MQ_PRIO_MAX - 1}, not {priority}")
+        size = len(message)
+        if size > self._msgsize:
+            raise ValueError(f"mq_send: message of {size} bytes exceeds the queue's "
+                             f"max_message_size ({self._msgsize})")
+        if block and timeout_s is None:
+            if _mq_send(self._mqd, message, size, priority, -1) == 0:
+                return
+            self._check_eintr("mq_send", _native.last_errno())
+        self._wait(lambda mqd, timeout_ns: _mq_send(mqd, message, size, priority, timeout_ns),
+                   "mq_send", block, timeout_s)
 
     def receive(self, block=True, timeout_s=None):
         """mq_receive (mq_timedreceive with `timeout_s`): (message, priority) of the
-        oldest message of the highest priority."""
-        timeout_s = _timeout("mq_receive", timeout_s)
+        oldest message of the highest priority. BlockingIOError (EAGAIN) when empty and
+        not blocking, TimeoutError (ETIMEDOUT) after `timeout_s`."""
+        receivers = self._receivers  # a receive takes one, so concurrent threads use their own
         try:
-            return self._mq.receive(timeout=_wait_s(block, timeout_s))
-        except posix_ipc.BusyError:
-            raise self._busy("mq_receive", block, timeout_s) from None
+            receiver = receivers.pop()
+        except IndexError:
+            receiver = self._receiver()
+        r, buf = receiver
+        if block and timeout_s is None:
+            size = _mq_receive(r)
+            if size >= 0:
+                received = _unpack(buf, size), r.priority
+                receivers.append(receiver)
+                return received
+        try:
+            return self._receive_slow(r, buf, block, timeout_s)
+        finally:
+            receivers.append(receiver)
 
-    def _busy(self, facility, block, timeout_s):
-        # posix_ipc's BusyError stands for EAGAIN (O_NONBLOCK) or ETIMEDOUT (a timed call).
-        if block and timeout_s is not None:
-            return kernel_error(errno.ETIMEDOUT, f"{facility}({self.name}, timeout_s={timeout_s})")
-        return kernel_error(errno.EAGAIN, f"{facility}({self.name})", "O_NONBLOCK")
+    def _receive_slow(self, r, buf, block, timeout_s):
+        """receive() when it waits for a time, or not at all, or when its call failed."""
+        if block and timeout_s is None:
+            self._check_eintr("mq_receive", _native.last_errno())
+        size = self._wait(lambda mqd, timeout_ns: _native.mq_receive_with(r, mqd, timeout_ns),
+                          "mq_receive", block, timeout_s)
+        return _unpack(buf, size), r.priority
+
+    def _wait(self, call, facility, block, timeout_s):
+        """call(mqd, timeout_ns) on the descriptor `block` picks, with `timeout_s` when blocking,
+        again after EINTR: its result; the errno's OSError when it fails otherwise."""
+        if block:
+            mqd, timeout_s = self._mqd, _timeout(facility, timeout_s)
+        else:
+            mqd, timeout_s = self._nonblocking_mqd, None
+        result = _call(lambda timeout_ns: call(mqd, timeout_ns), timeout_s)
+        if result < 0:
+            raise self._error(-result, facility, timeout_s)
+        return result
+
+    def _check_eintr(self, facility, err):
+        """After a blocking call without a timeout failed with `err`: return to retry on
+        EINTR, else raise."""
+        if err != errno.EINTR:
+            raise self._error(err, facility, None)
+
+    def _receiver(self):
+        if self._closed:
+            raise ValueError(f"mq_receive: {self!r} is closed")
+        return _native.mq_receiver(self._mqd, self._msgsize)
+
+    def _error(self, err, facility, timeout_s):
+        if self._closed:
+            return ValueError(f"{facility}: {self!r} is closed")
+        if err == errno.ETIMEDOUT:
+            return kernel_error(err, f"{facility}({self.name}, timeout_s={timeout_s})")
+        if err == errno.EAGAIN:
+            return kernel_error(err, f"{facility}({self.name})", "O_NONBLOCK")
+        return kernel_error(err, f"{facility}({self.name})")
 
     def attributes(self):
         """mq_getattr: {"current_messages", "max_messages", "max_message_size"}."""
@@ -124,11 +223,15 @@ class PosixMessageQueue(Owned):
                 "max_message_size": self._mq.max_message_size}
 
     def close(self):
-        """Close the descriptor and, in the creating process, unlink the name. Idempotent."""
+        """Close both descriptors and, in the creating process, unlink the name. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        self._mqd = self._nonblocking_mqd = -1  # first: the numbers may be reused at once
+        self._receivers = []  # receivers taken after this find it empty, and see _closed
         try:
+            if self._nonblocking is not None:
+                self._nonblocking.close()
             self._mq.close()
         finally:
             if self._is_creator:
@@ -139,38 +242,99 @@ class PosixMessageQueue(Owned):
 
 
 class SysVMessageQueue(Owned):
-    """A new System V message queue (msgget(IPC_PRIVATE, IPC_CREAT|IPC_EXCL|0600)); close() removes it."""
+    """A new System V message queue (msgget(IPC_PRIVATE, IPC_CREAT|IPC_EXCL|0600)); close() removes it.
+
+    A message may be up to kernel.msgmax bytes (/proc/sys/kernel/msgmax, read when
+    the queue is made): msgsnd refuses longer ones with EINVAL.
+    """
 
     _closed = True  # until __init__ holds the object: what close() and __del__ see on a half-built one
 
     def __init__(self):
-        self._closed = True
+        self._msgmax = _msgmax()
         self._mq = sysv_ipc.MessageQueue(sysv_ipc.IPC_PRIVATE, sysv_ipc.IPC_CREX, mode=0o600)
         self.id = self._mq.id
         self._creator = os.getpid()
         self._closed = False
+        self._buffers = []  # (struct osv_msg, its text) not in use by a call now
 
     def send(self, message, type=1, block=True):
         """msgsnd with mtype `type` (>= 1): BlockingIOError (EAGAIN) when full and not blocking."""
-        type = operator.index(type)
-        if not 1 <= type <= _LONG_MAX:
-            raise ValueError(f"msgsnd: type must be in 1..{_LONG_MAX}, not {type}")
+        # `type` is msgsnd's word, so the builtin is reached as __class__ here.
+        if message.__class__ is not bytes:
+            message = _message("msgsnd", message)
+        if type.__class__ is not int or not 1 <= type <= _LONG_MAX:
+            type = operator.index(type)
+            if not 1 <= type <= _LONG_MAX:
+                raise ValueError(f"msgsnd: type must be in 1..{_LONG_MAX}, not {type}")
+        size = len(message)
+        if size > self._msgmax:  # every buffer has room for msgmax bytes
+            raise ValueError(f"msgsnd: message of {size} bytes exceeds msgmax ({self._msgmax}, {_MSGMAX_SYSCTL})")
+        flags = 0 if block else _IPC_NOWAIT
+        buffers = self._buffers  # a call takes one, so concurrent threads use their own
         try:
-            self._mq.send(bytes(message), block=block, type=type)
-        except sysv_ipc.BusyError:
-            raise kernel_error(errno.EAGAIN, f"msgsnd(id {self.id})", "queue full, non-blocking") from None
+            buffer = buffers.pop()
+        except IndexError:
+            buffer = self._buffer()
+        try:
+            m = buffer[0]
+            if _msgsnd(m, type, message, size, flags) == -1:
+                err = _native.last_errno()
+                if err == errno.EINTR:
+                    err = -_call(lambda _: _msgsnd(m, type, message, size, flags), None)
+                if err:
+                    raise self._error(err, f"msgsnd(id {self.id})",
+                                      "queue full, non-blocking" if err == errno.EAGAIN else None)
+        finally:
+            buffers.append(buffer)
 
     def receive(self, type=0, block=True):
         """msgrcv: (message, type). `type` 0 takes the oldest message, > 0 the oldest
         of that type, < 0 the oldest of the lowest type <= |type|. Without a match
         and not blocking: OSError ENOMSG."""
-        type = operator.index(type)
-        if not -_LONG_MAX <= type <= _LONG_MAX:
-            raise ValueError(f"msgrcv: type must be in -{_LONG_MAX}..{_LONG_MAX}, not {type}")
+        if type.__class__ is not int or not -_LONG_MAX <= type <= _LONG_MAX:
+            type = operator.index(type)
+            if not -_LONG_MAX <= type <= _LONG_MAX:
+                raise ValueError(f"msgrcv: type must be in -{_LONG_MAX}..{_LONG_MAX}, not {type}")
+        flags = 0 if block else _IPC_NOWAIT
+        buffers = self._buffers  # a call takes one, so concurrent threads use their own
         try:
-            return self._mq.receive(block=block, type=type)
-        except sysv_ipc.BusyError:
-            raise kernel_error(errno.ENOMSG, f"msgrcv(id {self.id}, type={type})", "non-blocking") from None
+            buffer = buffers.pop()
+        except IndexError:
+            buffer = self._buffer()
+        try:
+            size = _msgrcv(buffer[0], type, flags)
+            if size == -1:
+                buffer, size = self._receive_again(buffer, type, flags, _native.last_errno())
+            m, text = buffer
+            return _unpack(text, size), m.mtype
+        finally:
+            buffers.append(buffer)
+
+    def _receive_again(self, buffer, type, flags, err):
+        """Finish a msgrcv that failed with `err`: again after EINTR, or into a larger buffer
+        after E2BIG (a message longer than msgmax was when this queue was made). The
+        buffer used and the message's size."""
+        while err in (errno.EINTR, errno.E2BIG):
+            if err == errno.E2BIG:
+                buffer = _native.msg_buffer(self.id, max(2 * buffer[0].size, _msgmax()))
+            m = buffer[0]
+            size = _call(lambda _: _msgrcv(m, type, flags), None)
+            if size >= 0:
+                return buffer, size
+            err = -size
+        raise self._error(err, f"msgrcv(id {self.id}, type={type})",
+                          "non-blocking" if err == errno.ENOMSG else None)
+
+    def _buffer(self):
+        if self._closed:
+            raise ValueError(f"{self!r} is closed")
+        return _native.msg_buffer(self.id, self._msgmax)
+
+    def _error(self, err, facility, hint=None):
+        if self._closed:
+            return ValueError(f"{facility}: {self!r} is closed")
+        return kernel_error(err, facility, hint)
 
     @property
     def current_messages(self):
@@ -182,6 +346,7 @@ class SysVMessageQueue(Owned):
         if self._closed:
             return
         self._closed = True
+        self._buffers = []  # buffers taken after this find it empty, and see _closed
         if self._is_creator:
             self._mq.remove()
 
