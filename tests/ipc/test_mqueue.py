@@ -1,12 +1,16 @@
 import errno
+import os
 import random
+import signal
+import threading
+import time
 
 import posix_ipc
 import pytest
 
 from osvirt import env
-from osvirt.ipc import MQ_PRIO_MAX, PosixMessageQueue, SysVMessageQueue, mq_limits
-from osvirt.process import Children
+from osvirt.ipc import MQ_PRIO_MAX, PosixMessageQueue, SysVMessageQueue, _native, mq_limits
+from osvirt.process import Children, ready
 
 
 def _sysv_msq_ids():
@@ -127,3 +131,223 @@ def test_sysv_queue_is_private_0600_and_removed_on_close():
 def test_sysv_send_rejects_types_out_of_range(mtype):
     with SysVMessageQueue() as q, pytest.raises(ValueError, match="msgsnd"):
         q.send(b"x", type=mtype)
+
+
+# -- the C send/receive path (csrc/msgqueue.c) -------------------------------------
+def _blocked_in_kernel(pid, timeout_s=5.0):
+    """Wait until `pid` sleeps in the kernel (state S); its wchan (the kernel function it waits in)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        if state == "S":
+            with open(f"/proc/{pid}/wchan") as f:
+                return f.read()
+        time.sleep(0.005)
+    raise AssertionError(f"child {pid} never blocked")
+
+
+def _receive_until_interrupted(receive, ready_fd):
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    ready(ready_fd)
+    receive()  # KeyboardInterrupt: Children makes it exit code 130
+    return 1
+
+
+@pytest.mark.parametrize("kind", ["posix", "sysv"])
+def test_sigint_interrupts_a_blocked_receive_with_keyboardinterrupt(kind):
+    with (PosixMessageQueue(max_messages=1) if kind == "posix" else SysVMessageQueue()) as q, \
+            Children() as kids:
+        pid = kids.fork_ready(_receive_until_interrupted, q.receive)
+        wchan = _blocked_in_kernel(pid)
+        sent = time.monotonic()
+        os.kill(pid, signal.SIGINT)
+        assert kids.wait(pid, timeout_s=5) == 128 + signal.SIGINT, f"blocked in {wchan}"
+        assert time.monotonic() - sent < 1.0
+        q.send(b"after")  # nothing was taken: the message sent now is the only one
+        assert q.receive(block=False)[0] == b"after"
+
+
+def _receive_through_sigusr1(q, kwargs, report_fd, ready_fd):
+    """Receive while SIGUSR1 (whose handler only counts) interrupts the wait; report
+    `message handlers-run elapsed-ms` on report_fd."""
+    caught = []
+    signal.signal(signal.SIGUSR1, lambda *_: caught.append(1))
+    ready(ready_fd)
+    start = time.monotonic()
+    try:
+        message = q.receive(**kwargs)[0]
+    except TimeoutError as e:
+        message = errno.errorcode[e.errno].encode()
+    os.write(report_fd, b"%s %d %d" % (message, len(caught), (time.monotonic() - start) * 1000))
+
+
+@pytest.mark.parametrize("kind", ["posix", "sysv"])
+def test_a_signal_whose_handler_returns_resumes_the_blocked_receive(kind):
+    r, w = os.pipe()
+    with (PosixMessageQueue(max_messages=1) if kind == "posix" else SysVMessageQueue()) as q, \
+            Children() as kids, open(r, "rb") as report:
+        pid = kids.fork_ready(_receive_through_sigusr1, q, {}, w)
+        os.close(w)
+        _blocked_in_kernel(pid)
+        os.kill(pid, signal.SIGUSR1)  # EINTR in the child: its handler runs, the receive goes on
+        time.sleep(0.05)
+        q.send(b"late")
+        assert kids.wait(pid, timeout_s=5) == 0
+        message, handled, _ = report.read().split()
+    assert (message, handled) == (b"late", b"1")
+
+
+def test_a_timed_receive_interrupted_by_a_signal_keeps_its_deadline():
+    r, w = os.pipe()
+    with PosixMessageQueue(max_messages=1) as q, Children() as kids, open(r, "rb") as report:
+        pid = kids.fork_ready(_receive_through_sigusr1, q, {"timeout_s": 0.5}, w)
+        os.close(w)
+        _blocked_in_kernel(pid)
+        os.kill(pid, signal.SIGUSR1)
+        assert kids.wait(pid, timeout_s=5) == 0
+        outcome, handled, elapsed_ms = report.read().split()
+    assert (outcome, handled) == (b"ETIMEDOUT", b"1")
+    assert 490 <= int(elapsed_ms) < 5000
+
+
+def test_posix_receive_buffer_below_the_queue_message_size_is_emsgsize():
+    # Why receive() sizes its buffer from mq_msgsize: the kernel refuses a smaller one.
+    with PosixMessageQueue(max_messages=1, max_message_size=64) as q:
+        q.send(b"x")
+        small, _ = _native.mq_receiver(q._mqd, 63)
+        assert _native.raw_mq_receive(small) == -1 and _native.last_errno() == errno.EMSGSIZE
+        assert q.attributes()["current_messages"] == 1
+        assert q.receive() == (b"x", 0)
+
+
+def test_posix_timed_calls_are_etimedout_and_untimed_blocking_waits_for_the_message():
+    with PosixMessageQueue(max_messages=1) as q, Children() as kids:
+        start = time.monotonic()
+        with pytest.raises(TimeoutError) as e:
+            q.receive(timeout_s=0.05)
+        assert e.value.errno == errno.ETIMEDOUT and time.monotonic() - start >= 0.05
+        with pytest.raises(TimeoutError):
+            q.receive(timeout_s=0)
+        kids.fork(lambda: time.sleep(0.05) or q.send(b"m", priority=MQ_PRIO_MAX - 1))
+        assert q.receive(timeout_s=10) == (b"m", MQ_PRIO_MAX - 1)
+        q.send(b"full")
+        with pytest.raises(TimeoutError):
+            q.send(b"more", timeout_s=0)
+
+
+def test_posix_send_accepts_bytes_like_and_refuses_str_and_int():
+    with PosixMessageQueue(max_messages=3, max_message_size=8) as q:
+        q.send(bytearray(b"ba"))
+        q.send(memoryview(b"mv"), priority=True)  # bool is an int
+        q.send(b"12345678")  # exactly max_message_size
+        assert [q.receive() for _ in range(3)] == [(b"mv", 1), (b"ba", 0), (b"12345678", 0)]
+        for bad in ("str", 5, None):
+            with pytest.raises(TypeError, match="mq_send"):
+                q.send(bad)
+        assert q.attributes()["current_messages"] == 0
+
+
+@pytest.mark.parametrize("timeout_s", [-1, float("nan"), 1e10])
+def test_posix_queue_rejects_bad_timeouts_before_the_call(timeout_s):
+    with PosixMessageQueue(max_messages=1) as q:
+        with pytest.raises(ValueError, match="mq_receive: timeout_s"):
+            q.receive(timeout_s=timeout_s)
+        with pytest.raises(ValueError, match="mq_send: timeout_s"):
+            q.send(b"x", timeout_s=timeout_s)
+        assert q.attributes()["current_messages"] == 0
+
+
+@pytest.mark.parametrize("kind", ["posix", "sysv"])
+def test_a_closed_queue_refuses_send_and_receive(kind):
+    q = PosixMessageQueue(max_messages=1) if kind == "posix" else SysVMessageQueue()
+    q.send(b"x")
+    q.receive()  # a buffer is pooled: close() must still make receive refuse
+    q.close()
+    with pytest.raises(ValueError, match="closed"):
+        q.send(b"x")
+    with pytest.raises(ValueError, match="closed"):
+        q.receive()
+
+
+@pytest.mark.parametrize("kind", ["posix", "sysv"])
+def test_two_threads_receiving_on_one_queue_get_every_message_once_and_intact(kind):
+    # Each message is one byte value repeated: a buffer two receives shared would mix two.
+    size = 1000
+    messages_sent = [bytes([i % 256]) * (size - i % 7) for i in range(3000)]
+    with (PosixMessageQueue(max_messages=4, max_message_size=size) if kind == "posix"
+          else SysVMessageQueue()) as q, Children() as kids:
+        got = [[], []]
+
+        def receiver(out):
+            while (message := q.receive()[0]) != b"stop":
+                out.append(message)
+
+        threads = [threading.Thread(target=receiver, args=(out,)) for out in got]
+        for t in threads:
+            t.start()
+        def sender():
+            for message in messages_sent:
+                q.send(message)
+            for _ in threads:
+                q.send(b"stop")
+
+        assert kids.wait(kids.fork(sender), timeout_s=30) == 0
+        for t in threads:
+            t.join(30)
+    messages = got[0] + got[1]
+    assert all(got)  # both threads received
+    assert sorted(messages) == sorted(messages_sent)
+
+
+def test_sysv_full_queue_is_eagain_when_non_blocking():
+    with SysVMessageQueue() as q:
+        big = bytes(q._msgmax)
+        while True:
+            try:
+                q.send(big, block=False)
+            except BlockingIOError as e:
+                assert e.errno == errno.EAGAIN
+                break
+        queued = q.current_messages
+        assert queued >= 1
+        assert q.receive(block=False) == (big, 1)
+        assert q.current_messages == queued - 1
+
+
+def test_sysv_message_of_msgmax_bytes_goes_and_one_more_is_refused_before_msgsnd():
+    with open("/proc/sys/kernel/msgmax") as f:
+        msgmax = int(f.read())
+    with SysVMessageQueue() as q:
+        q.send(b"m" * msgmax, type=9)
+        assert q.receive() == (b"m" * msgmax, 9)
+        with pytest.raises(ValueError, match="msgmax"):
+            q.send(bytes(msgmax + 1))
+        assert q.current_messages == 0
+
+
+def test_sysv_receive_grows_its_buffer_for_a_message_longer_than_it_expected():
+    # As after kernel.msgmax was raised: a message longer than the buffers is E2BIG
+    # for msgrcv, and receive() retries with a larger buffer.
+    with SysVMessageQueue() as q:
+        q._msgmax, q._buffers = 100, []  # the buffers of a queue made when msgmax was 100
+        q._mq.send(b"b" * 300, type=4)  # sysv_ipc's own msgsnd
+        assert q.receive() == (b"b" * 300, 4)
+        assert q.current_messages == 0
+
+
+def test_sysv_receive_blocked_when_the_queue_is_removed_is_eidrm():
+    r, w = os.pipe()
+    with SysVMessageQueue() as q, Children() as kids, open(r, "rb") as report:
+        def child(ready_fd):
+            ready(ready_fd)
+            try:
+                q.receive()
+            except OSError as e:
+                os.write(w, errno.errorcode[e.errno].encode())
+        pid = kids.fork_ready(child)
+        os.close(w)
+        _blocked_in_kernel(pid)
+        q.close()  # IPC_RMID wakes the blocked msgrcv
+        assert kids.wait(pid, timeout_s=5) == 0
+        assert report.read() == b"EIDRM"
