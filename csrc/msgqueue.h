@@ -1,7 +1,8 @@
 /* Message queues, one send or receive per call: POSIX mq_* on a descriptor,
  * System V msg* on an id, of queues posix_ipc and sysv_ipc create and remove
- * (osvirt.ipc.mqueue). Their own send and receive cost several hundred ns
- * above the syscall and hide errno; these return -1 with the kernel's errno.
+ * (osvirt.ipc.mqueue). Theirs hide errno (one BusyError for EAGAIN and
+ * ETIMEDOUT) and allocate a receive buffer per call; these return -1 with the
+ * kernel's errno and use the caller's buffer.
  * (Not csrc/mqueue.h: with -Icsrc it would shadow glibc's <mqueue.h>.) */
 #ifndef OSV_MSGQUEUE_H
 #define OSV_MSGQUEUE_H

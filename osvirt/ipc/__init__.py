@@ -1,7 +1,8 @@
 """Process communication: pipes, FIFOs, message queues, signals, shared memory (seed §4.1.2).
 
-Thin over the stdlib, posix_ipc and sysv_ipc; the C extension adds only
-sigqueue with a value and sigtimedwait that reports it. Every kernel object
+Thin over the stdlib, posix_ipc and sysv_ipc; the C extension adds sigqueue
+with a value, sigtimedwait that reports it, and message-queue send and
+receive that cost one kernel call each and report the kernel's errno. Every kernel object
 created here is new (created exclusively), mode 0600, named
 `osvirt-<pid>-<random>` or IPC_PRIVATE, and owned by a context manager whose
 close() removes it.

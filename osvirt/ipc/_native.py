@@ -1,6 +1,6 @@
 """The one module of osvirt.ipc that touches the C extension.
 
-Callers (osvirt.ipc.signals) have checked every argument's type and range.
+Callers (osvirt.ipc.signals, osvirt.ipc.mqueue) have checked every argument's type and range.
 """
 import struct
 

@@ -8,12 +8,21 @@ with key IPC_PRIVATE (a new queue that only its id reaches).
 
 posix_ipc and sysv_ipc create, remove and describe the queues; send and
 receive are one C call each (csrc/msgqueue.c), one kernel call, on a buffer
-allocated once per queue and receiving thread, so a round trip costs little
-more than its syscalls (`osvirt bench posix-mq sysv-mq`). Kernel refusals come
-out as the stdlib's OSError subclasses with the kernel's own errno
-(BlockingIOError for EAGAIN, TimeoutError for ETIMEDOUT, ...). A blocked call
-that a signal interrupts (EINTR) runs the signal's Python handler, so Ctrl-C
-raises KeyboardInterrupt, and otherwise resumes with the time it has left.
+that a queue allocates once and a receive borrows from a pool (so two
+threads never share one). Kernel refusals come out as the stdlib's OSError
+subclasses with the kernel's own errno (BlockingIOError for EAGAIN,
+TimeoutError for ETIMEDOUT, ...). A blocked call that a signal interrupts
+(EINTR) runs the signal's Python handler, so Ctrl-C raises
+KeyboardInterrupt, and otherwise resumes with the time it has left.
+
+What a call costs (`osvirt bench posix-mq sysv-mq`: a round trip is four
+calls, two processes on one CPU; 2026-11-24, 2-CPU AMD EPYC VM): POSIX
+8.7 us against C's 5.8 us, SysV 9.8 us against 6.4 us. The same round trip
+with the bare cffi calls and no Python method around them takes 7.3 and
+8.1 us (posix_ipc's own C methods: 7.1 us): each call from Python pays
+~0.35 us over C's for the call itself (the GIL released and taken back,
+errno saved, caches cold after the process switch), ~0.2 us for a Python
+method, and ~0.15 us for the argument checks and the buffer pool.
 """
 import errno
 import operator
@@ -34,6 +43,8 @@ MQ_PRIO_MAX = posix_ipc.QUEUE_PRIORITY_MAX + 1  # priorities are 0..MQ_PRIO_MAX-
 _MQUEUE_SYSCTL = "/proc/sys/fs/mqueue"
 _MSGMAX_SYSCTL = "/proc/sys/kernel/msgmax"
 _LONG_MAX = 2**63 - 1
+_LONG_MIN1 = -_LONG_MAX  # the lowest msgrcv msgtyp (LONG_MIN + 1: its absolute value must be a long)
+_class_of = type  # the builtin, for SysVMessageQueue's methods, whose msgtyp argument is named `type`
 MAX_TIMEOUT_S = 1e9  # the C side takes int64 ns: a longer timeout is a mistake (None waits forever)
 _mq_send, _mq_receive, _msgsnd, _msgrcv = (_native.raw_mq_send, _native.raw_mq_receive,
                                            _native.raw_msgsnd, _native.raw_msgrcv)
@@ -153,6 +164,12 @@ class PosixMessageQueue(Owned):
             if _mq_send(self._mqd, message, size, priority, -1) == 0:
                 return
             self._check_eintr("mq_send", _native.last_errno())
+        self._send_slow(message, size, priority, block, timeout_s)
+
+    # The slow paths are methods of their own: a lambda in send() or receive() would make
+    # their variables closure cells, which every call would pay for.
+    def _send_slow(self, message, size, priority, block, timeout_s):
+        """send() when it waits for a time, or not at all, or after EINTR."""
         self._wait(lambda mqd, timeout_ns: _mq_send(mqd, message, size, priority, timeout_ns),
                    "mq_send", block, timeout_s)
 
@@ -260,52 +277,62 @@ class SysVMessageQueue(Owned):
 
     def send(self, message, type=1, block=True):
         """msgsnd with mtype `type` (>= 1): BlockingIOError (EAGAIN) when full and not blocking."""
-        # `type` is msgsnd's word, so the builtin is reached as __class__ here.
-        if message.__class__ is not bytes:
+        if _class_of(message) is not bytes:
             message = _message("msgsnd", message)
-        if type.__class__ is not int or not 1 <= type <= _LONG_MAX:
+        if _class_of(type) is not int or not 1 <= type <= _LONG_MAX:
             type = operator.index(type)
             if not 1 <= type <= _LONG_MAX:
                 raise ValueError(f"msgsnd: type must be in 1..{_LONG_MAX}, not {type}")
         size = len(message)
         if size > self._msgmax:  # every buffer has room for msgmax bytes
             raise ValueError(f"msgsnd: message of {size} bytes exceeds msgmax ({self._msgmax}, {_MSGMAX_SYSCTL})")
-        flags = 0 if block else _IPC_NOWAIT
         buffers = self._buffers  # a call takes one, so concurrent threads use their own
         try:
             buffer = buffers.pop()
         except IndexError:
             buffer = self._buffer()
+        m = buffer[0]
+        flags = 0 if block else _IPC_NOWAIT
+        if _msgsnd(m, type, message, size, flags) == 0:
+            buffers.append(buffer)
+            return
         try:
-            m = buffer[0]
-            if _msgsnd(m, type, message, size, flags) == -1:
-                err = _native.last_errno()
-                if err == errno.EINTR:
-                    err = -_call(lambda _: _msgsnd(m, type, message, size, flags), None)
-                if err:
-                    raise self._error(err, f"msgsnd(id {self.id})",
-                                      "queue full, non-blocking" if err == errno.EAGAIN else None)
+            self._send_again(m, type, message, size, flags, _native.last_errno())
         finally:
             buffers.append(buffer)
+
+    # The slow paths are methods of their own: a lambda in send() or receive() would make
+    # their variables closure cells, which every call would pay for.
+    def _send_again(self, m, type, message, size, flags, err):
+        """Finish a msgsnd that failed with `err`: again after EINTR, else raise."""
+        if err == errno.EINTR:
+            err = -_call(lambda _: _msgsnd(m, type, message, size, flags), None)
+        if err:
+            raise self._error(err, f"msgsnd(id {self.id})",
+                              "queue full, non-blocking" if err == errno.EAGAIN else None)
 
     def receive(self, type=0, block=True):
         """msgrcv: (message, type). `type` 0 takes the oldest message, > 0 the oldest
         of that type, < 0 the oldest of the lowest type <= |type|. Without a match
         and not blocking: OSError ENOMSG."""
-        if type.__class__ is not int or not -_LONG_MAX <= type <= _LONG_MAX:
+        if _class_of(type) is not int or not _LONG_MIN1 <= type <= _LONG_MAX:
             type = operator.index(type)
-            if not -_LONG_MAX <= type <= _LONG_MAX:
-                raise ValueError(f"msgrcv: type must be in -{_LONG_MAX}..{_LONG_MAX}, not {type}")
-        flags = 0 if block else _IPC_NOWAIT
+            if not _LONG_MIN1 <= type <= _LONG_MAX:
+                raise ValueError(f"msgrcv: type must be in {_LONG_MIN1}..{_LONG_MAX}, not {type}")
         buffers = self._buffers  # a call takes one, so concurrent threads use their own
         try:
             buffer = buffers.pop()
         except IndexError:
             buffer = self._buffer()
+        m, text = buffer
+        flags = 0 if block else _IPC_NOWAIT
+        size = _msgrcv(m, type, flags)
+        if size >= 0:
+            received = _unpack(text, size), m.mtype
+            buffers.append(buffer)
+            return received
         try:
-            size = _msgrcv(buffer[0], type, flags)
-            if size == -1:
-                buffer, size = self._receive_again(buffer, type, flags, _native.last_errno())
+            buffer, size = self._receive_again(buffer, type, flags, _native.last_errno())
             m, text = buffer
             return _unpack(text, size), m.mtype
         finally:
