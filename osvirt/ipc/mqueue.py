@@ -116,6 +116,11 @@ class PosixMessageQueue(Owned):
     is what a non-blocking call reports. (Toggling O_NONBLOCK per call would
     cost an mq_setattr syscall, and would reach a forked child's calls too:
     the flag lives in the open file description, which fork shares.)
+
+    `timeout_s` runs on CLOCK_MONOTONIC across retries after EINTR. The kernel
+    takes only an absolute CLOCK_REALTIME deadline (mq_timedsend,
+    mq_timedreceive): C computes it from the time left just before the call,
+    so only a wall-clock jump during the call itself moves it.
     """
 
     _closed = True  # until __init__ holds the object: what close() and __del__ see on a half-built one
