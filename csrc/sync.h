@@ -36,7 +36,7 @@ static const int ENOTRECOVERABLE;
 /* Deadlines are absolute, in ns, on `clock` (CLOCK_MONOTONIC when
  * OSV_HAS_CLOCKWAIT, else CLOCK_REALTIME, which is all the older calls take). */
 int osv_mutex_init(pthread_mutex_t *m, int type, int robustness);
-int osv_mutex_lock_until(pthread_mutex_t *m, int clock, int64_t deadline_ns);
+int osv_mutex_lock_for(pthread_mutex_t *m, int clock, int64_t timeout_ns);
 int osv_mutex_trylock(pthread_mutex_t *m);
 int osv_mutex_unlock(pthread_mutex_t *m);
 int osv_mutex_consistent(pthread_mutex_t *m);
@@ -44,7 +44,7 @@ int osv_mutex_destroy(pthread_mutex_t *m);
 
 /* The condition's own clock is CLOCK_MONOTONIC (pthread_condattr_setclock). */
 int osv_cond_init(pthread_cond_t *c);
-int osv_cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline_ns);
+int osv_cond_wait_for(pthread_cond_t *c, pthread_mutex_t *m, int64_t timeout_ns);
 int osv_cond_signal(pthread_cond_t *c);
 int osv_cond_broadcast(pthread_cond_t *c);
 
@@ -54,7 +54,7 @@ int osv_barrier_wait(pthread_barrier_t *b);
 int osv_barrier_destroy(pthread_barrier_t *b);
 
 int osv_sem_init(sem_t *s, unsigned int value);
-int osv_sem_wait_until(sem_t *s, int clock, int64_t deadline_ns);
+int osv_sem_wait_for(sem_t *s, int clock, int64_t timeout_ns);
 int osv_sem_trywait(sem_t *s);
 int osv_sem_post(sem_t *s);
 int osv_sem_getvalue(sem_t *s, int *value);

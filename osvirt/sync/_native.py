@@ -1,15 +1,17 @@
-"""The one module of osvirt.sync that touches the C extension.
+"""The one module of osvirt.sync that touches the C extensions.
 
 Pointers reach C only through `pointer_to`, which checks size and
 alignment against the mapping they point into. Each call returns 0, or an
 errno the caller expects as an outcome (ETIMEDOUT, EBUSY, EOWNERDEAD), and
 raises the errno's OSError, naming the pthread call, for anything else.
 cffi's API-mode calls release the GIL, so a blocked lock or wait never stops
-the other threads of the process.
+the other threads of the process. MutexFastPath and SemaphoreFastPath
+(osvirt._fastlock) are the exception: `with` in C, for the calls that cannot block.
 """
 import errno
 import time
 
+from osvirt._fastlock import MutexFastPath, SemaphoreFastPath
 from osvirt._native import ffi, lib
 from osvirt.errors import kernel_error
 
@@ -17,7 +19,8 @@ from osvirt.errors import kernel_error
 # does not jump when the wall clock is set; the older calls only CLOCK_REALTIME.
 HAS_CLOCKWAIT = bool(lib.OSV_HAS_CLOCKWAIT)
 LOCK_CLOCK = time.CLOCK_MONOTONIC if HAS_CLOCKWAIT else time.CLOCK_REALTIME
-COND_CLOCK = time.CLOCK_MONOTONIC  # set on every condition with pthread_condattr_setclock
+_MUTEX_TIMEDLOCK = "pthread_mutex_clocklock" if HAS_CLOCKWAIT else "pthread_mutex_timedlock"
+_SEM_TIMEDWAIT = "sem_clockwait" if HAS_CLOCKWAIT else "sem_timedwait"
 SEM_VALUE_MAX = lib.SEM_VALUE_MAX
 EOWNERDEAD = lib.EOWNERDEAD
 ENOTRECOVERABLE = lib.ENOTRECOVERABLE
@@ -56,9 +59,9 @@ def pointer_to(mapping, ctype):
     return ptr
 
 
-def deadline_ns(clock, timeout_s):
-    """The absolute deadline on `clock`, `timeout_s` from now (>= 0, checked by the caller)."""
-    return time.clock_gettime_ns(clock) + int(timeout_s * 1e9)
+def address_of(ptr):
+    """The address a pointer from `pointer_to` holds, for a FastPath's _bind."""
+    return int(ffi.cast("uintptr_t", ptr))
 
 
 def error(err, facility):
@@ -67,9 +70,11 @@ def error(err, facility):
 
 
 def _outcome(rc, facility, expected=()):
-    if rc != -1:
-        return rc
-    err = ffi.errno
+    return rc if rc != -1 else expected_error(ffi.errno, facility, expected)
+
+
+def expected_error(err, facility, expected=()):
+    """`err` when the caller expects it as an outcome; else its OSError, raised."""
     if err in expected:
         return err
     raise error(err, facility)
@@ -81,37 +86,24 @@ def mutex_init(m, robust):
     _outcome(lib.osv_mutex_init(m, lib.PTHREAD_MUTEX_ERRORCHECK, robustness), "pthread_mutex_init")
 
 
-def mutex_lock_until(m, deadline):
+# The timed waits take a relative timeout_ns (>= 0, checked by the caller) that C
+# turns into the deadline on the wait's clock.
+def mutex_lock_for(m, timeout_ns):
     """0 (locked), ETIMEDOUT, or EOWNERDEAD (locked; its previous holder died holding it)."""
-    name = "pthread_mutex_clocklock" if HAS_CLOCKWAIT else "pthread_mutex_timedlock"
-    return _outcome(lib.osv_mutex_lock_until(m, LOCK_CLOCK, deadline), name, (ETIMEDOUT, EOWNERDEAD))
+    return _outcome(lib.osv_mutex_lock_for(m, LOCK_CLOCK, timeout_ns), _MUTEX_TIMEDLOCK, (ETIMEDOUT, EOWNERDEAD))
 
 
-# The raw calls, for the fast paths (`with mutex:`, `with sem:`) that pass a pointer they
-# hold and act only on 0: a non-zero return goes to the matching *_outcome below, which
-# reads the errno cffi saved right after the call.
-raw_mutex_trylock = lib.osv_mutex_trylock
-raw_mutex_unlock = lib.osv_mutex_unlock
-raw_sem_trywait = lib.osv_sem_trywait
-raw_sem_post = lib.osv_sem_post
+TRYLOCK_OUTCOMES = (EBUSY, EDEADLK, EOWNERDEAD, ENOTRECOVERABLE)
 
 
 def mutex_trylock(m):
     """0 (locked), EBUSY, EDEADLK (a robust mutex this thread holds), EOWNERDEAD (locked)
     or ENOTRECOVERABLE."""
-    return mutex_trylock_outcome(lib.osv_mutex_trylock(m))
-
-
-def mutex_trylock_outcome(rc):
-    return _outcome(rc, "pthread_mutex_trylock", (EBUSY, EDEADLK, EOWNERDEAD, ENOTRECOVERABLE))
+    return _outcome(lib.osv_mutex_trylock(m), "pthread_mutex_trylock", TRYLOCK_OUTCOMES)
 
 
 def mutex_unlock(m):
-    mutex_unlock_outcome(lib.osv_mutex_unlock(m))
-
-
-def mutex_unlock_outcome(rc):
-    _outcome(rc, "pthread_mutex_unlock")
+    _outcome(lib.osv_mutex_unlock(m), "pthread_mutex_unlock")
 
 
 def mutex_consistent(m):
@@ -129,9 +121,9 @@ def cond_init(c):
     _outcome(lib.osv_cond_init(c), "pthread_cond_init")
 
 
-def cond_wait_until(c, m, deadline):
+def cond_wait_for(c, m, timeout_ns):
     """0 (woken), ETIMEDOUT, or EOWNERDEAD; the mutex is held again in all three cases."""
-    return _outcome(lib.osv_cond_wait_until(c, m, deadline), "pthread_cond_timedwait", (ETIMEDOUT, EOWNERDEAD))
+    return _outcome(lib.osv_cond_wait_for(c, m, timeout_ns), "pthread_cond_timedwait", (ETIMEDOUT, EOWNERDEAD))
 
 
 def cond_signal(c):
@@ -161,10 +153,9 @@ def sem_init(s, value):
     _outcome(lib.osv_sem_init(s, value), "sem_init")
 
 
-def sem_wait_until(s, deadline):
+def sem_wait_for(s, timeout_ns):
     """0 (taken), ETIMEDOUT, or EINTR (a signal handler ran)."""
-    name = "sem_clockwait" if HAS_CLOCKWAIT else "sem_timedwait"
-    return _outcome(lib.osv_sem_wait_until(s, LOCK_CLOCK, deadline), name, (ETIMEDOUT, EINTR))
+    return _outcome(lib.osv_sem_wait_for(s, LOCK_CLOCK, timeout_ns), _SEM_TIMEDWAIT, (ETIMEDOUT, EINTR))
 
 
 def sem_trywait(s):
@@ -173,11 +164,7 @@ def sem_trywait(s):
 
 
 def sem_post(s):
-    sem_post_outcome(lib.osv_sem_post(s))
-
-
-def sem_post_outcome(rc):
-    _outcome(rc, "sem_post")
+    _outcome(lib.osv_sem_post(s), "sem_post")
 
 
 def sem_getvalue(s):

@@ -11,9 +11,11 @@ A wait returns after at most 0.1 s (`SLICE_S`) so that signal handlers
 (Ctrl-C) run; it does not wait again by itself, because a notify sent while
 it re-acquired the mutex would be lost; `wait_for` loops on the predicate.
 """
+import time
+
 from osvirt.errors import OwnerDead
 from osvirt.sync import _native
-from osvirt.sync.mutex import SLICE_S, Mutex, check_timeout
+from osvirt.sync.mutex import SLICE_NS, Mutex, check_timeout
 from osvirt.sync.region import SharedObject
 
 __all__ = ["Condition"]
@@ -70,25 +72,29 @@ class Condition(SharedObject):
         May return True early (spurious wakeup, or the 0.1 s slice): re-check the predicate.
         Raises OwnerDead (mutex held) if a holder of the robust mutex died meanwhile.
         """
-        timeout_s = check_timeout("Condition.wait", timeout_s)
-        wait_s = SLICE_S if timeout_s is None else min(timeout_s, SLICE_S)
-        cond, mutex = self._live(), self._mutex._live()
-        outcome = _native.cond_wait_until(cond, mutex, _native.deadline_ns(_native.COND_CLOCK, wait_s))
+        if timeout_s is None:
+            wait_ns = SLICE_NS
+        else:
+            timeout_s = check_timeout("Condition.wait", timeout_s)
+            wait_ns = min(int(timeout_s * 1e9), SLICE_NS)
+        cond, mutex = self._ptr, self._mutex._ptr
+        if cond is None or mutex is None:
+            cond, mutex = self._live(), self._mutex._live()  # ValueError: used after close()
+        outcome = _native.cond_wait_for(cond, mutex, wait_ns)
         if outcome == _native.EOWNERDEAD:
             raise OwnerDead(self._mutex.where)
-        return outcome == 0 or timeout_s is None or timeout_s > wait_s
+        return outcome == 0 or timeout_s is None or timeout_s * 1e9 > wait_ns
 
     def wait_for(self, predicate, timeout_s=None):
         """Wait until `predicate()` is true (called with the mutex held); its last value."""
         timeout_s = check_timeout("Condition.wait_for", timeout_s)
-        clock = _native.COND_CLOCK
-        end = None if timeout_s is None else _native.deadline_ns(clock, timeout_s)
+        end = None if timeout_s is None else time.monotonic_ns() + int(timeout_s * 1e9)
         result = predicate()
         while not result:
             if end is None:
                 self.wait()
             else:
-                left_ns = end - _native.deadline_ns(clock, 0)
+                left_ns = end - time.monotonic_ns()
                 if left_ns <= 0:
                     break
                 self.wait(left_ns / 1e9)
@@ -104,8 +110,8 @@ class Condition(SharedObject):
         _native.cond_broadcast(self._live())
 
     def __enter__(self):
-        self._mutex.lock()
+        self._mutex.__enter__()  # the mutex's C path: OwnerDead propagates with it held
         return self
 
     def __exit__(self, *exc):
-        self._mutex.unlock()
+        self._mutex.__exit__(None, None, None)

@@ -20,26 +20,28 @@ A lock without timeout waits in slices of 0.1 s on CLOCK_MONOTONIC
 (pthread_mutex_clocklock), so a signal handler (Ctrl-C) runs within 0.1 s;
 the GIL is released during each wait, so other threads keep running.
 
-Cost (`osvirt bench mutex`, 2-core test machine, 2026-11-24): `with mutex:`
-uncontended ~0.30 µs, `with multiprocessing.Lock():` ~0.23 µs. The lock
-itself is 8 ns in C; the rest is the interpreter: a `with` on a Python
-__enter__/__exit__ costs ~0.13 µs before they do anything, and each cffi call
-~0.06 µs (it releases the GIL and saves errno), while multiprocessing.Lock's
-methods are C. `with mutex:` is one cffi call each way and nothing else,
-which is as far as Python over cffi goes; what the extra 0.07 µs buys is a
-robust, error-checking mutex that a holder's death does not leave locked.
+`with mutex:` is C (osvirt._fastlock, csrc/cpython/fastlock.c): the
+uncontended lock and the unlock are one pthread call each with the GIL held,
+as multiprocessing.Lock's are; waiting, OwnerDead and errors come back here.
+Over cffi (a Python __enter__ and a cffi call each way) it cost ~0.30 µs,
+1.35x `with multiprocessing.Lock():`; the figures now are in the README's
+`osvirt bench` table.
 """
+import functools
+import time
+
 from osvirt.errors import OwnerDead
 from osvirt.sync import _native
 from osvirt.sync.region import SharedObject
 
 __all__ = ["Mutex", "check_timeout", "wait_in_slices", "SLICE_S"]
 
-_raw_trylock, _raw_unlock = _native.raw_mutex_trylock, _native.raw_mutex_unlock
 # How long one blocking C call may last before Python gets to run signal handlers.
 SLICE_S = 0.1
+SLICE_NS = int(SLICE_S * 1e9)
 # Deadlines are int64 nanoseconds: a longer timeout is a mistake (None waits forever).
 MAX_TIMEOUT_S = 1e9
+_GO_ON = (_native.ETIMEDOUT, _native.EINTR)
 
 
 def check_timeout(facility, timeout_s):
@@ -54,19 +56,26 @@ def check_timeout(facility, timeout_s):
     return float(timeout_s)
 
 
-def wait_in_slices(wait_until, timeout_s, clock=_native.LOCK_CLOCK):
-    """Call `wait_until(deadline_ns)` in slices of SLICE_S until it returns anything but
-    ETIMEDOUT or `timeout_s` (None: forever) has passed; its last result."""
-    end = None if timeout_s is None else _native.deadline_ns(clock, timeout_s)
+def wait_in_slices(wait_for, timeout_s):
+    """Call `wait_for(timeout_ns)` with at most SLICE_NS until it returns anything but
+    ETIMEDOUT or EINTR, or `timeout_s` (None: forever) has passed; its last result.
+    Between slices Python runs its signal handlers: Ctrl-C ends a wait within
+    SLICE_S, and a handler that returns (EINTR) lets the wait go on to the same end."""
+    if timeout_s is None:
+        while (outcome := wait_for(SLICE_NS)) in _GO_ON:
+            pass
+        return outcome
+    end = time.monotonic_ns() + int(timeout_s * 1e9)
     while True:
-        slice_end = _native.deadline_ns(clock, SLICE_S)
-        last = end is not None and end <= slice_end
-        outcome = wait_until(end if last else slice_end)
-        if outcome != _native.ETIMEDOUT or last:
+        left = max(end - time.monotonic_ns(), 0)
+        outcome = wait_for(min(left, SLICE_NS))
+        if outcome == _native.EINTR:
+            continue
+        if outcome != _native.ETIMEDOUT or left <= SLICE_NS:
             return outcome
 
 
-class Mutex(SharedObject):
+class Mutex(_native.MutexFastPath, SharedObject):
     """A process-shared, error-checking mutex; robust unless `robust=False`.
 
     `with mutex:` locks and unlocks, as with threading.Lock; `close()` (or
@@ -113,7 +122,7 @@ class Mutex(SharedObject):
     def _lock_after(self, outcome, ptr, timeout_s):
         """Finish a lock whose first try (the uncontended case, without reading a clock) gave `outcome`."""
         if outcome in (_native.EBUSY, _native.EDEADLK):  # waiting again raises EDEADLK if it is ours
-            outcome = wait_in_slices(lambda end: _native.mutex_lock_until(ptr, end), timeout_s)
+            outcome = wait_in_slices(functools.partial(_native.mutex_lock_for, ptr), timeout_s)
         return self._acquired(outcome)
 
     def try_lock(self):
@@ -136,23 +145,21 @@ class Mutex(SharedObject):
         """After OwnerDead, once the guarded state is repaired: mark the mutex usable again."""
         _native.mutex_consistent(self._live())
 
-    # `with mutex:` is the hot path: one C call each way on the stored pointer, no
-    # Python call in between unless the C call returns non-zero (-1 with errno).
-    def __enter__(self):
-        """`with mutex:` locks; OwnerDead propagates out of the `with` with the mutex held."""
-        ptr = self._ptr
-        if ptr is None:
+    # `with mutex:` runs MutexFastPath's C __enter__/__exit__; anything but a 0 from
+    # pthread_mutex_trylock/unlock lands here with its error number (None: closed).
+    def _enter_slow(self, err):
+        """OwnerDead propagates out of the `with` with the mutex held."""
+        if err is None:
             self.lock()  # ValueError: used after close()
-        elif _raw_trylock(ptr):
-            self._lock_after(_native.mutex_trylock_outcome(-1), ptr, None)
-        return self
+        else:
+            self._lock_after(_native.expected_error(err, "pthread_mutex_trylock", _native.TRYLOCK_OUTCOMES),
+                             self._ptr, None)
 
-    def __exit__(self, exc_type, exc, tb):
-        ptr = self._ptr
-        if ptr is None:
+    def _exit_slow(self, err):
+        if err is None:
             self.unlock()  # ValueError: used after close()
-        elif _raw_unlock(ptr):
-            _native.mutex_unlock_outcome(-1)
+        else:
+            raise _native.error(err, "pthread_mutex_unlock")
 
     def _safe_to_unmap(self, ptr):
         """A robust mutex a thread holds is linked into that thread's robust list, which

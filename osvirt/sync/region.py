@@ -236,7 +236,7 @@ class SharedObject(Owned):
         except BaseException:
             region.close()
             raise
-        self._region, self._ptr = region, ptr
+        self._hold(region, ptr)
         region.publish()
 
     @classmethod
@@ -244,8 +244,21 @@ class SharedObject(Owned):
         """A new instance on the named object another process created."""
         self = cls.__new__(cls)
         region = SharedRegion.open(name, cls._KIND)
-        self._region, self._ptr = region, region.pointer(cls._CTYPE)
+        self._hold(region, region.pointer(cls._CTYPE))
         return self
+
+    def _hold(self, region, ptr):
+        self._region, self._ptr = region, ptr
+        self._bind(ptr, _native.address_of(ptr))
+
+    # A C `with` path (osvirt._fastlock) overrides these two: it is handed the
+    # object's address (and the pointer, which keeps the mapping alive) and told
+    # when close() takes it away.
+    def _bind(self, keeper, address):
+        pass
+
+    def _unbind(self):
+        pass
 
     @property
     def name(self):
@@ -277,6 +290,7 @@ class SharedObject(Owned):
         ptr, self._ptr = self._ptr, None
         if ptr is None:
             return
+        self._unbind()
         keep_mapped = True  # unless shown safe: a leaked mapping beats a crash
         try:
             keep_mapped = not self._safe_to_unmap(ptr)

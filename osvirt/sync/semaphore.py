@@ -2,14 +2,11 @@
 
 `Semaphore(value)` is an unnamed POSIX semaphore, sem_init(pshared=1), in a
 SharedRegion, chosen over a named posix_ipc.Semaphore after measuring both.
-An uncontended release+acquire from Python (`osvirt bench semaphore`, 2-core
-test machine, 2026-11-24): posix_ipc 0.09 µs, this class 0.28 µs, 3x. Both
-are one C call each way on the same futex word; the difference is the
-interpreter: this class's methods are Python (~0.07 µs a call) around a cffi
-call (~0.06 µs: it releases the GIL and saves errno), posix_ipc's are C that
-keep the GIL. A contended hand-off (a futex sleep and wake-up in the kernel,
-microseconds) costs the same in both, and the work a semaphore guards
-dwarfs the difference.
+Its acquire, release and `with` are C (osvirt._fastlock,
+csrc/cpython/fastlock.c) for the calls that cannot block: sem_trywait and
+sem_post with the GIL held, as posix_ipc's are; a wait, a timeout or an error
+comes back to Python. Over cffi an uncontended release+acquire cost ~0.28 µs,
+3x posix_ipc's; the figures now are in the README's `osvirt bench` table.
 What decides is everything else: this semaphore lives where the other
 osvirt.sync objects do, in an anonymous mapping for related processes
 (no /dev/shm name to leak when its creator is SIGKILLed) or a named region
@@ -22,6 +19,7 @@ Neither kind is given back when a holder dies. `SysVSemaphore` is: taken with
 SEM_UNDO (sysv_ipc's `undo`), the kernel records an adjustment per process
 and reverts it in exit(), even after SIGKILL.
 """
+import functools
 import os
 
 import sysv_ipc
@@ -33,7 +31,6 @@ from osvirt.sync.region import SharedObject
 __all__ = ["Semaphore", "SysVSemaphore", "SEM_VALUE_MAX", "SYSV_VALUE_MAX"]
 
 SEM_VALUE_MAX = _native.SEM_VALUE_MAX
-_raw_trywait, _raw_post = _native.raw_sem_trywait, _native.raw_sem_post
 SYSV_VALUE_MAX = sysv_ipc.SEMAPHORE_VALUE_MAX  # SEMVMX
 
 
@@ -45,7 +42,7 @@ def _check_value(facility, value, maximum):
     return value
 
 
-class Semaphore(SharedObject):
+class Semaphore(_native.SemaphoreFastPath, SharedObject):
     """A process-shared counting semaphore; `with sem:` acquires and releases.
 
     >>> sem = Semaphore(2)
@@ -72,34 +69,25 @@ class Semaphore(SharedObject):
         """The count now (sem_getvalue): a snapshot, stale as soon as it is read."""
         return _native.sem_getvalue(self._live())
 
-    def acquire(self, timeout_s=None):
-        """Decrement, waiting while the count is 0; True, or False when `timeout_s` passed."""
-        ptr = self._ptr
-        if timeout_s is None and ptr is not None and not _raw_trywait(ptr):
-            return True  # the hot path: one C call on the stored pointer
+    # acquire(), release() and `with` are SemaphoreFastPath's C methods (their docstrings
+    # are there); what they cannot do in one sem_trywait or sem_post comes here.
+    def _acquire(self, timeout_s=None):
         timeout_s = check_timeout("Semaphore.acquire", timeout_s)
         ptr = self._live()
         if _native.sem_trywait(ptr) == 0:
             return True
-        while True:
-            outcome = wait_in_slices(lambda end: _native.sem_wait_until(ptr, end), timeout_s)
-            if outcome != _native.EINTR:  # a signal handler ran and did not raise: wait on
-                return outcome == 0
+        return wait_in_slices(functools.partial(_native.sem_wait_for, ptr), timeout_s) == 0
 
-    def release(self):
-        """Increment, waking one waiter (sem_post); OSError(EOVERFLOW) past SEM_VALUE_MAX."""
-        ptr = self._ptr
-        if ptr is None:
+    def _enter_slow(self, err):
+        if err is None or err == _native.EAGAIN:
+            self._acquire()  # ValueError when used after close()
+        else:
+            raise _native.error(err, "sem_trywait")
+
+    def _exit_slow(self, err):
+        if err is None:
             self._live()  # ValueError: used after close()
-        elif _raw_post(ptr):
-            _native.sem_post_outcome(-1)
-
-    def __enter__(self):
-        self.acquire()
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        self.release()
+        raise _native.error(err, "sem_post")
 
 
 class SysVSemaphore:

@@ -223,10 +223,76 @@ def test_closing_a_robust_mutex_another_thread_holds_keeps_its_memory_mapped():
 
 def test_used_after_close_raises_value_error(mutex):
     mutex.close()
-    for call in (mutex.lock, mutex.unlock, mutex.try_lock, mutex.make_consistent):
+    for call in (mutex.lock, mutex.unlock, mutex.try_lock, mutex.make_consistent,
+                 mutex.__enter__, lambda: mutex.__exit__(None, None, None)):
         with pytest.raises(ValueError, match="after close"):
             call()
+    with pytest.raises(ValueError, match="after close"):
+        with mutex:
+            pass
     mutex.close()                              # idempotent
+
+
+# `with mutex:` is C (osvirt._fastlock); everything but a free mutex takes its Python slow path.
+def test_with_raises_owner_dead_holding_the_mutex(mutex):
+    with Children() as kids:
+        pid = kids.fork(lambda: (mutex.lock(), os.kill(os.getpid(), signal.SIGKILL)))
+        assert kids.wait(pid) == -signal.SIGKILL
+    with pytest.raises(OwnerDead):
+        with mutex:
+            pytest.fail("the block runs only when the mutex was acquired cleanly")
+    assert not mutex.try_lock()                # held by this thread since the OwnerDead
+    mutex.make_consistent()
+    mutex.unlock()
+    with mutex:
+        assert not mutex.try_lock()
+
+
+def test_with_waits_for_a_holder_in_another_process(mutex):
+    r, w = os.pipe()
+    with Children() as kids:
+        kids.fork(lambda: (mutex.lock(), os.write(w, b"1"), time.sleep(0.3), mutex.unlock()))
+        assert os.read(r, 1) == b"1"            # the child holds it now
+        t0 = time.monotonic()
+        with mutex:
+            waited = time.monotonic() - t0
+        os.close(r)
+        os.close(w)
+    assert 0.2 < waited < 5, f"`with` returned after {waited:.3f} s while the child held the mutex for 0.3 s"
+
+
+def test_with_reports_the_unlock_the_block_made_impossible(mutex):
+    with pytest.raises(PermissionError, match="pthread_mutex_unlock") as caught:
+        with mutex:
+            mutex.unlock()                     # so __exit__'s unlock finds it not held
+    assert caught.value.errno == errno.EPERM
+
+
+def test_with_locking_twice_from_one_thread_is_edeadlk(mutex):
+    with mutex:
+        with pytest.raises(OSError) as caught:
+            with mutex:
+                pass
+        assert caught.value.errno == errno.EDEADLK
+
+
+def _mapped(address):
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            start, end = (int(x, 16) for x in line.split()[0].split("-"))
+            if start <= address < end:
+                return True
+    return False
+
+
+def test_close_unmaps_the_memory_the_c_path_used(mutex):
+    from osvirt.sync import _native
+    address = _native.address_of(mutex._ptr)
+    with mutex:
+        pass
+    assert _mapped(address)
+    mutex.close()                              # unbinds the C path, which lets go of the mapping
+    assert not _mapped(address)
 
 
 def test_a_forked_childs_close_only_unmaps(mutex, counters):

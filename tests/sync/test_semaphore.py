@@ -151,9 +151,66 @@ def test_used_after_close_is_value_error():
     sem, sysv = Semaphore(1), SysVSemaphore(1)
     sem.close()
     sysv.close()
-    for call in (sem.acquire, sem.release, lambda: sem.value, sysv.acquire, sysv.release, lambda: sysv.value):
+    for call in (sem.acquire, sem.release, lambda: sem.value, sysv.acquire, sysv.release, lambda: sysv.value,
+                 sem.__enter__, lambda: sem.__exit__(None, None, None), lambda: sem.acquire(timeout_s=0)):
         with pytest.raises(ValueError, match="after close"):
             call()
+
+
+# acquire, release and `with` are C (osvirt._fastlock) until they need to wait or fail.
+def test_with_and_acquire_wait_for_a_release_from_another_thread():
+    sem = Semaphore(0)
+    try:
+        for take in (sem.acquire, sem.__enter__):
+            timer = threading.Timer(0.2, sem.release)
+            t0 = time.monotonic()
+            timer.start()
+            take()
+            waited = time.monotonic() - t0
+            timer.join()
+            assert 0.15 < waited < 5, f"{take.__name__} returned after {waited:.3f} s, the release came at 0.2 s"
+            assert sem.value == 0
+        sem.release()
+        with sem:                              # count 1: taken without a wait
+            assert sem.value == 0
+        assert sem.value == 1                  # __exit__ posted
+    finally:
+        sem.close()
+
+
+def test_a_timed_acquire_keeps_its_deadline_across_signal_handlers():
+    """sem_clockwait ends with EINTR on every handled signal (SA_RESTART or not): a
+    handler that returns must neither end the wait nor restart its timeout."""
+    sem, runs = Semaphore(0), []
+    old = signal.signal(signal.SIGALRM, lambda *_: runs.append(time.monotonic()))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)
+        t0 = time.monotonic()
+        assert sem.acquire(timeout_s=0.5) is False
+        waited = time.monotonic() - t0
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        assert len(runs) >= 3, f"only {len(runs)} SIGALRM handler runs during a 0.5 s wait"
+        assert 0.45 < waited < 3, f"acquire(timeout_s=0.5) returned after {waited:.3f} s"
+        threading.Timer(0.3, sem.release).start()
+        signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)
+        assert sem.acquire() is True           # untimed: handlers run, the wait goes on
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        sem.close()
+
+
+@pytest.mark.parametrize("args, kwargs, error", [
+    (("1",), {}, TypeError), ((-1,), {}, ValueError), ((1, 2), {}, TypeError), ((), {"timeout": 1}, TypeError),
+])
+def test_acquire_checks_its_arguments_before_any_call(args, kwargs, error):
+    sem = Semaphore(1)
+    try:
+        with pytest.raises(error):
+            sem.acquire(*args, **kwargs)
+        assert sem.value == 1                  # nothing taken
+    finally:
+        sem.close()
 
 
 @settings(max_examples=100, deadline=None)
