@@ -82,23 +82,22 @@ def _echo_connection(conn):
         conn.send_bytes(conn.recv_bytes())
 
 
-def _drain_python(rfd, wfd):
-    buf = bytearray(CHUNK)
-    with open(rfd, "rb", buffering=0, closefd=False) as pipe:
-        while pipe.readinto(buf):
-            pass
+def _drain(rfd, wfd):
+    """The reading end of both pipe-bw series: the same C loop, so that the two
+    rows differ only in the writer."""
+    _native.pipe_drain(rfd, CHUNK)
 
 
 @rig
 def _pipe_write_python():
-    with _pipes_to_child(_drain_python) as (w, _):
+    with _pipes_to_child(_drain) as (w, _):
         chunk = bytes(CHUNK)
         yield lambda: os.write(w, chunk)
 
 
 @rig
 def _pipe_write_c():
-    with _pipes_to_child(lambda r, w: _native.pipe_drain(r, CHUNK)) as (w, _):
+    with _pipes_to_child(_drain) as (w, _):
         yield w, bytes(CHUNK)
 
 
@@ -230,6 +229,7 @@ _MQ_NOTE = ("four library calls a round trip, two in each process: the four bare
             "Python already cost ~1.25x the C loop (posix_ipc's and sysv_ipc's own C methods: "
             "1.22x, 1.28x); a Python method around each, even without checks, makes ~1.4x, and "
             "the argument checks and the receive-buffer pool the rest")
+_PIPE_BW = "one 64 KiB os.write to a pipe that another process (a C loop) drains"
 _PIPE_RTT = "1-byte round trip through two pipes to a process that echoes it: os.write + os.read"
 
 PRIMITIVES = [
@@ -241,8 +241,14 @@ PRIMITIVES = [
               peer=("multiprocessing.Pipe", _connection_round_trip),
               note="unpinned, the scheduler places the two processes: a wake-up on the other CPU "
                    "costs several times one on the same CPU, so this row depends on where they land"),
-    Primitive("pipe-bw", "one 64 KiB os.write to a pipe that another process drains",
-              python=_pipe_write_python, c="pipe_write", c_args=_pipe_write_c, bytes_per_op=CHUNK),
+    Primitive("pipe-bw-pinned", _PIPE_BW + ", both on one CPU",
+              python=_pipe_write_python, c="pipe_write", c_args=_pipe_write_c, bytes_per_op=CHUNK,
+              pin=True),
+    Primitive("pipe-bw", _PIPE_BW + ", unpinned",
+              python=_pipe_write_python, c="pipe_write", c_args=_pipe_write_c, bytes_per_op=CHUNK,
+              note="unpinned, whether the reader drains on the other CPU while the writer writes, "
+                   "or each waits for the other, changes from run to run (15 to 90 µs a write here, "
+                   "C or Python alike): compare the pinned row"),
     Primitive("signal-self", "os.kill(os.getpid(), SIGUSR1), its handler run",
               python=_kill_self_python, c="kill_self", c_args=(signal.SIGUSR1,),
               note="CPython's own per-signal work is most of the difference: its C handler only "
