@@ -32,6 +32,7 @@ def _cpus(cpus):
 def table(result):
     """The result as text: a header on how it was measured, a row per series, then what each primitive does."""
     loop = result["loop_overhead_ns"]
+    width = max([len("path")] + [len(row[v]["path"]) for row in result["primitives"] for v in SERIES if row.get(v)])
     lines = [
         f"osvirt bench, {result['date']}: {result['cpu']}, {result['cpus_online']} CPUs online "
         f"(usable {_cpus(result['cpus_usable'])}), Linux {result['kernel']}, Python {result['python']}",
@@ -43,7 +44,7 @@ def table(result):
         f"load average {result['load_average_before'][0]:.2f} before, "
         f"{result['load_average_after'][0]:.2f} after; {result['duration_s']:.0f} s",
         "",
-        f"{'primitive':16} {'CPU':>5}  {'path':32} {'median':>9} {'min':>9} {'MAD':>9}  {'Py/C':>5}",
+        f"{'primitive':16} {'CPU':>5}  {'path':{width}} {'median':>9} {'min':>9} {'MAD':>9}  {'Py/C':>5}",
     ]
     for row in result["primitives"]:
         first = True
@@ -64,7 +65,7 @@ def table(result):
                 if series["child_minor_faults_per_op"] >= 1:
                     cells += f"  {series['child_minor_faults_per_op']:.0f} minor faults in the child"
             pinned = "" if not first else ("-" if row["pinned"] is None else str(row["pinned"]))
-            lines.append(f"{row['name'] if first else '':16} {pinned:>5}  {label[:32]:32} {cells}")
+            lines.append(f"{row['name'] if first else '':16} {pinned:>5}  {label:{width}} {cells}")
             first = False
     lines += ["", "CPU: the CPU a pinned primitive and every process it talks to ran on; - unpinned.", ""]
     for row in result["primitives"]:
