@@ -1,8 +1,9 @@
-/* Devices: what osvirt.device takes from the kernel's headers, and one call.
- * Most device calls are ioctls that fcntl.ioctl makes; an ioctl whose answer
- * is one int goes through osv_ioctl_int, which returns the int itself: no
- * buffer object to make, fill and unpack. The compiler gives the layout of
- * the structs the loop ioctls copy and the KVM capability numbers. */
+/* Devices: what osvirt.device takes from the kernel's headers. Most device
+ * calls are ioctls that fcntl.ioctl makes; an ioctl whose answer is one int
+ * goes through osvirt._quickcalls.ioctl_int (csrc/cpython/quickcalls.c),
+ * which returns the int itself: no buffer object to make, fill and unpack.
+ * The compiler gives the layout of the structs the loop ioctls copy and the
+ * KVM capability numbers. */
 #ifndef OSV_DEVICE_H
 #define OSV_DEVICE_H
 #include "osv.h"
@@ -10,8 +11,6 @@
 #include <linux/loop.h>
 #include <sys/ioctl.h>
 
-/* What osv_ioctl_int returns for a refusal: no int has this value. */
-#define OSV_IOCTL_INT_FAILED (-(1LL << 32))
 /* The room the kernel may write into: as much as fcntl.ioctl gives, so a
  * request that copies out more than an int cannot overrun the stack. */
 #define OSV_IOCTL_ARG_MAX 1024
@@ -48,12 +47,7 @@ static const int KVM_CAP_NR_MEMSLOTS;
 static const int KVM_CAP_IOEVENTFD;
 static const int KVM_CAP_IRQFD;
 
-static const long long OSV_IOCTL_INT_FAILED;
 static const int OSV_IOCTL_ARG_MAX;
 #endif
-
-/* ioctl(fd, request, &value) for a request that fills in an int: the int, or
- * OSV_IOCTL_INT_FAILED with errno. */
-long long osv_ioctl_int(int fd, unsigned long request);
 
 #endif

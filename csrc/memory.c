@@ -8,13 +8,6 @@
 
 #include "memory.h"
 
-uintptr_t osv_mmap(size_t len, int prot, int flags, int fd, off_t offset)
-{
-    return (uintptr_t)mmap(NULL, len, prot, flags, fd, offset);
-}
-
-int osv_munmap(uintptr_t addr, size_t len) { return munmap((void *)addr, len); }
-int osv_mprotect(uintptr_t addr, size_t len, int prot) { return mprotect((void *)addr, len, prot); }
 int osv_madvise(uintptr_t addr, size_t len, int advice) { return madvise((void *)addr, len, advice); }
 int osv_mincore(uintptr_t addr, size_t len, unsigned char *vec) { return mincore((void *)addr, len, vec); }
 int osv_mlock(uintptr_t addr, size_t len) { return mlock((void *)addr, len); }

@@ -9,9 +9,6 @@
 #include <sys/mman.h>
 #include <sys/swap.h>
 
-/* What osv_mmap returns for a refusal (mmap's MAP_FAILED as a number). */
-#define OSV_MAP_FAILED ((uintptr_t)MAP_FAILED)
-
 #ifdef OSV_CDEF
 static const int PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC;
 static const int MAP_PRIVATE, MAP_SHARED, MAP_ANONYMOUS, MAP_POPULATE, MAP_NORESERVE;
@@ -21,7 +18,6 @@ static const int MADV_DONTFORK, MADV_DOFORK, MADV_DONTDUMP, MADV_DODUMP;
 static const int MCL_CURRENT;
 static const int SIGSEGV, SIGBUS, SEGV_MAPERR, SEGV_ACCERR, BUS_ADRALN, BUS_ADRERR, BUS_OBJERR;
 static const int SWAP_FLAG_PREFER;
-static const uintptr_t OSV_MAP_FAILED;
 #endif
 
 /* What a guarded access met: the faulting address (si_addr), the signal
@@ -32,11 +28,8 @@ typedef struct {
     int code;
 } osv_fault;
 
-/* The new mapping's address, or OSV_MAP_FAILED with errno: a value, not an
- * out-parameter, so Python keeps no buffer for it. */
-uintptr_t osv_mmap(size_t len, int prot, int flags, int fd, off_t offset);
-int osv_munmap(uintptr_t addr, size_t len);
-int osv_mprotect(uintptr_t addr, size_t len, int prot);
+/* mmap, munmap and mprotect are osvirt._quickcalls' (csrc/cpython/quickcalls.c):
+ * made with the GIL held, which cffi cannot do. */
 int osv_madvise(uintptr_t addr, size_t len, int advice);
 int osv_mincore(uintptr_t addr, size_t len, unsigned char *vec);
 int osv_mlock(uintptr_t addr, size_t len);

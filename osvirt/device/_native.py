@@ -7,18 +7,16 @@ of the loop structs and the KVM capability numbers from <linux/loop.h> and
 import os
 
 from osvirt._native import ffi, lib
+from osvirt._quickcalls import ioctl_int as quick_ioctl_int
 from osvirt.errors import kernel_error
 
-# ioctl(fd, request, &int) in C, returning the int: ioctl_int costs ~600 ns with it,
-# against ~870 through fcntl.ioctl, a buffer and struct.unpack (bench row fionread).
-# A Python wrapper around the call would add ~50 ns more, so ioctl_int calls it
-# itself: it compares the result with IOCTL_INT_FAILED (no int has that value) and
-# raises ioctl_error, which reads errno (cffi keeps it per thread until the next C call).
-osv_ioctl_int, IOCTL_INT_FAILED = lib.osv_ioctl_int, lib.OSV_IOCTL_INT_FAILED
-
-
-def ioctl_error(name):
-    return kernel_error(ffi.errno, f"ioctl({name})")
+# ioctl(fd, request, &int) returning the int, made by osvirt._quickcalls with the
+# GIL held (an int-answer ioctl waits for nothing): ioctl_int costs ~400 ns with it,
+# against ~600 over cffi and ~870 through fcntl.ioctl, a buffer and struct.unpack
+# (bench row fionread). A Python wrapper around the call would add ~50 ns more, so
+# ioctl_int calls it itself and renames its OSError with ioctl_error.
+def ioctl_error(err, name):
+    return kernel_error(err, f"ioctl({name})")
 
 
 LO_FLAGS_READ_ONLY = lib.LO_FLAGS_READ_ONLY

@@ -19,8 +19,8 @@ import os
 
 from osvirt._owned import Owned
 from osvirt.memory import _native, procfs
-from osvirt.memory._native import (MAP_FAILED, mmap_error, mprotect_error, munmap_error, osv_mmap,
-                                   osv_mprotect, osv_munmap)
+from osvirt.memory._native import (mmap_error, mprotect_error, munmap_error, quick_mmap, quick_mprotect,
+                                   quick_munmap)
 
 __all__ = ["PAGE_SIZE", "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC",
            "MADV", "SEGV_ACCERR", "SEGV_MAPERR", "Mapping", "huge_page_size"]
@@ -128,10 +128,10 @@ class Mapping(Owned):
             self._address = self._map_aligned(huge_page_size(), prot, flags)
             self.madvise(MADV["MADV_HUGEPAGE"])
         else:
-            address = osv_mmap(size, prot, flags, fd, offset)
-            if address == MAP_FAILED:
-                raise mmap_error(size, prot, flags, fd, offset)
-            self._address = address
+            try:  # free unless it raises (Python 3.11's exception tables)
+                self._address = quick_mmap(size, prot, flags, fd, offset)
+            except OSError as e:
+                raise mmap_error(e.errno, size, prot, flags, fd, offset) from None
 
     def _map_aligned(self, align, prot, flags):
         # Map `align` bytes more than needed, then give back the ends that fall outside
@@ -221,8 +221,10 @@ class Mapping(Owned):
         else:
             prot = _prot(prot, "mprotect")
             address, length = self._range("mprotect", offset, length, aligned=not kernel_checks_alignment)
-        if osv_mprotect(address, length, prot) == -1:
-            raise mprotect_error(address, length, prot)
+        try:
+            quick_mprotect(address, length, prot)
+        except OSError as e:
+            raise mprotect_error(e.errno, address, length, prot) from None
 
     def madvise(self, advice, offset=0, length=None):
         """Give the kernel `advice` (a value of MADV) about [offset, offset+length)."""
@@ -311,8 +313,10 @@ class Mapping(Owned):
         if address is None:
             return
         if not self._holes:  # the common case, in one call
-            if osv_munmap(address, self._size) == -1:
-                raise munmap_error(address, self._size)
+            try:
+                quick_munmap(address, self._size)
+            except OSError as e:
+                raise munmap_error(e.errno, address, self._size) from None
             return
         start = 0
         for hole_start, hole_end in sorted(self._holes) + [(self._size, self._size)]:
