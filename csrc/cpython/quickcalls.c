@@ -46,10 +46,11 @@ static int check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t expected)
     return -1;
 }
 
-/* An int argument (bool too: it is one) or TypeError: no __index__, no float. */
+/* Exactly an int, or TypeError: not a bool or another subclass, no __index__,
+ * no float (the callers' checks take those apart and explain them). */
 static int check_int(const char *name, PyObject *arg)
 {
-    if (PyLong_Check(arg))
+    if (PyLong_CheckExact(arg))
         return 0;
     PyErr_Format(PyExc_TypeError, "%s(): an int is required, not %.100s", name, Py_TYPE(arg)->tp_name);
     return -1;
@@ -80,22 +81,30 @@ static int arg_long(const char *name, PyObject *arg, long *out)
     return *out == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
-/* An unsigned long (an address, a length, an ioctl request); a negative
- * number or one of more than 64 bits is an OverflowError. */
-static int arg_ulong(const char *name, PyObject *arg, unsigned long *out)
+/* An unsigned number in 0..max (an address, a length, an ioctl request, a
+ * descriptor); OverflowError outside it. */
+static int arg_unsigned(const char *name, PyObject *arg, unsigned long max, unsigned long *out)
 {
     if (check_int(name, arg) < 0)
         return -1;
     *out = PyLong_AsUnsignedLong(arg);
-    return *out == (unsigned long)-1 && PyErr_Occurred() ? -1 : 0;
+    if (*out == (unsigned long)-1 && PyErr_Occurred())
+        return -1;
+    if (*out > max) {
+        PyErr_Format(PyExc_OverflowError, "%s(): %lu is not in 0..%lu", name, *out, max);
+        return -1;
+    }
+    return 0;
 }
 
+/* fd in 0..INT_MAX and request in 0..UINT_MAX (the kernel's unsigned int
+ * cmd): exactly the ranges osvirt.device.ioctl accepts, so ioctl_int there
+ * calls this first and checks (and explains) only what it refuses. */
 static PyObject *ioctl_int(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    int fd;
-    unsigned long request;
-    if (check_nargs("ioctl_int", nargs, 2) < 0 || arg_int("ioctl_int", args[0], &fd) < 0
-        || arg_ulong("ioctl_int", args[1], &request) < 0)
+    unsigned long fd, request;
+    if (check_nargs("ioctl_int", nargs, 2) < 0 || arg_unsigned("ioctl_int", args[0], INT_MAX, &fd) < 0
+        || arg_unsigned("ioctl_int", args[1], UINT_MAX, &request) < 0)
         return NULL;
     /* Only `value` is read back; `room` is for a request that writes more
      * (as much as fcntl.ioctl's buffer): it cannot overrun the stack. */
@@ -104,7 +113,7 @@ static PyObject *ioctl_int(PyObject *module, PyObject *const *args, Py_ssize_t n
         unsigned char room[OSV_IOCTL_ARG_MAX];
     } arg;
     arg.value = 0;
-    if (ioctl(fd, request, &arg) == -1)
+    if (ioctl((int)fd, request, &arg) == -1)
         return PyErr_SetFromErrno(PyExc_OSError);
     return PyLong_FromLong(arg.value);
 }
@@ -113,8 +122,8 @@ static PyObject *mprotect_(PyObject *module, PyObject *const *args, Py_ssize_t n
 {
     unsigned long addr, length;
     int prot;
-    if (check_nargs("mprotect", nargs, 3) < 0 || arg_ulong("mprotect", args[0], &addr) < 0
-        || arg_ulong("mprotect", args[1], &length) < 0 || arg_int("mprotect", args[2], &prot) < 0)
+    if (check_nargs("mprotect", nargs, 3) < 0 || arg_unsigned("mprotect", args[0], ULONG_MAX, &addr) < 0
+        || arg_unsigned("mprotect", args[1], ULONG_MAX, &length) < 0 || arg_int("mprotect", args[2], &prot) < 0)
         return NULL;
     if (mprotect((void *)(uintptr_t)addr, length, prot) == -1)
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -126,7 +135,7 @@ static PyObject *mmap_(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     unsigned long length;
     int prot, flags, fd;
     long offset;
-    if (check_nargs("mmap", nargs, 5) < 0 || arg_ulong("mmap", args[0], &length) < 0
+    if (check_nargs("mmap", nargs, 5) < 0 || arg_unsigned("mmap", args[0], ULONG_MAX, &length) < 0
         || arg_int("mmap", args[1], &prot) < 0 || arg_int("mmap", args[2], &flags) < 0
         || arg_int("mmap", args[3], &fd) < 0 || arg_long("mmap", args[4], &offset) < 0)
         return NULL;
@@ -139,8 +148,8 @@ static PyObject *mmap_(PyObject *module, PyObject *const *args, Py_ssize_t nargs
 static PyObject *munmap_(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     unsigned long addr, length;
-    if (check_nargs("munmap", nargs, 2) < 0 || arg_ulong("munmap", args[0], &addr) < 0
-        || arg_ulong("munmap", args[1], &length) < 0)
+    if (check_nargs("munmap", nargs, 2) < 0 || arg_unsigned("munmap", args[0], ULONG_MAX, &addr) < 0
+        || arg_unsigned("munmap", args[1], ULONG_MAX, &length) < 0)
         return NULL;
     if (munmap((void *)(uintptr_t)addr, length) == -1)
         return PyErr_SetFromErrno(PyExc_OSError);
