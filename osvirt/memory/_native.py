@@ -75,6 +75,13 @@ def mmap(length, prot, flags, fd, offset):
         raise mmap_error(e.errno, length, prot, flags, fd, offset) from None
 
 
+def mprotect(addr, length, prot):
+    try:
+        quick_mprotect(addr, length, prot)
+    except OSError as e:
+        raise mprotect_error(e.errno, addr, length, prot) from None
+
+
 def munmap(addr, length):
     try:
         quick_munmap(addr, length)
