@@ -4,7 +4,7 @@ import os
 import pytest
 from hypothesis import given, strategies as st
 
-from osvirt import env
+from osvirt import _quickcalls, env
 from osvirt.device import cc, ioctl
 from osvirt.device.ioctl import IO, IOR, IOW, IOWR, READ, WRITE, NONE, decode, describe
 
@@ -105,6 +105,31 @@ def test_fionread_counts_the_bytes_waiting_in_a_pipe():
 def test_ioctl_int_refuses_bad_fds_and_requests_before_any_syscall(fd, number, error):
     with pytest.raises(error, match="ioctl"):
         ioctl.ioctl_int(fd, number, name="FIONREAD")
+
+
+def test_ioctl_int_never_truncates_an_fd_or_a_request_to_its_c_type():
+    # The C call (osvirt._quickcalls) is the valid path's check: (1 << 32) | FIONREAD would be
+    # FIONREAD to the kernel's unsigned int cmd, and fd + 2**32 the fd itself to a C int. Both
+    # are refused before any syscall, and ioctl_int's checks name the facility.
+    r, w = os.pipe()
+    try:
+        os.write(w, b"x" * 5)
+        assert _quickcalls.ioctl_int(r, ioctl.FIONREAD) == 5  # the bare call ioctl_int makes
+        for fd, request in [(r, 1 << 32 | ioctl.FIONREAD), (r + (1 << 32), ioctl.FIONREAD)]:
+            with pytest.raises(ValueError, match=r"ioctl"):
+                ioctl.ioctl_int(fd, request, name="FIONREAD")
+            with pytest.raises(OverflowError):
+                _quickcalls.ioctl_int(fd, request)
+        for args in [(-1, ioctl.FIONREAD), (r, -1)]:
+            with pytest.raises(OverflowError):
+                _quickcalls.ioctl_int(*args)
+        for args in [(True, ioctl.FIONREAD), (r, float(ioctl.FIONREAD)), (r,), (r, ioctl.FIONREAD, 0)]:
+            with pytest.raises(TypeError):
+                _quickcalls.ioctl_int(*args)
+        assert ioctl.ioctl_int(r, ioctl.FIONREAD, name="FIONREAD") == 5  # nothing read meanwhile
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def test_ioctl_int_refusals_carry_the_kernels_errno_and_name_the_request():
