@@ -11,21 +11,29 @@
  * them. These functions are METH_FASTCALL (no tuple), parse their ints,
  * make the one call with the GIL held and return its answer.
  *
- * Measured on the bench machine (2-core AMD EPYC, Python 3.11.7), timeit of
- * a bare call next to the same call from a C loop (osvirt bench):
- *   ioctl_int(fd, FIONREAD)     ~300 ns   C loop ~270 ns  (cffi bare ~430 ns)
- *   mprotect of one page        ~870 ns   C loop ~840 ns  (cffi bare ~1.0 us)
- *   mmap + munmap of 1 MiB      ~3.3 us   C loop ~3.25 us (cffi bare ~3.8 us)
- * What is left above the C loop in osvirt's paths is Python: the call of
- * the public function or method, its argument checks, and for mmap-1m the
- * Mapping object's life (made, checked, closed, freed).
+ * Measured on the bench machine (2-core AMD EPYC, Python 3.11.7; timeit of
+ * the bare call, best of 7, next to osvirt bench's C loop of the same call):
+ *   ioctl(FIONREAD)           295 ns, C loop 267 ns: 1.10x (over cffi 1.6x)
+ *   mprotect there and back  1.79 us, C loop 1.67 us: 1.07x (over cffi 1.3x)
+ *   mmap + munmap of 1 MiB   3.29 us, C loop 3.07 us: 1.07x (over cffi 1.2x)
+ * The ~15-30 ns left a call is the call of a builtin and the parse of its
+ * ints. Above that, osvirt's paths pay for Python: ioctl_int ~350 ns
+ * (1.31x; bench row fionread 1.41x), two Mapping.mprotect calls 1.21-1.24x
+ * (the method calls). mmap-1m stays at ~1.37x (bench 1.36-1.42x), over its
+ * 1.2x target, because of the owner object, not the calls: a minimal Python
+ * owner around the same two calls (__init__ that maps, close that unmaps,
+ * __del__ = close) already costs 3.85 us, 1.25x; Mapping's argument checks
+ * and keyword-only signature add ~0.2-0.35 us more.
  *
  * No policy here: the callers in osvirt.device and osvirt.memory (through
- * their _native.py) check every value first (the fd and request, the range
- * inside a mapping they own) and turn the OSError raised here (errno only)
- * into kernel_error naming the facility. Still, no Python object passed can
- * crash the interpreter: an argument that is not an int is a TypeError, one
- * out of its C type's range an OverflowError, both before any system call.
+ * their _native.py) check every value (the fd and request, the range inside
+ * a mapping they own), explain a refusal, and turn the OSError raised here
+ * (errno only) into kernel_error naming the facility. No Python object
+ * passed can crash the interpreter or reach the kernel truncated: anything
+ * but exactly an int (a bool, a float, an int subclass) is a TypeError, an
+ * int out of its C type's range an OverflowError, both before any system
+ * call. Where that range is the caller's (ioctl_int), the caller lets this
+ * refusal be its valid path's check and runs its own only after it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

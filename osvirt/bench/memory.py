@@ -70,12 +70,11 @@ PRIMITIVES = [
     Primitive("mmap-1m", "osvirt.memory.Mapping of 1 MiB (MAP_PRIVATE, anonymous), then close (munmap)",
               python=_map_unmap, c="mmap_munmap", c_args=(MIB,),
               peer=("mmap.mmap(MAP_PRIVATE) + close", _mmap_close),
-              note="the two bare cffi calls from Python already cost ~1.2x the C loop (each "
-                   "converts its arguments, releases and retakes the GIL, keeps errno); the Python "
-                   "owner object (made, checked, closed, collected) adds the rest"),
+              note="the two bare calls (osvirt._quickcalls, the GIL kept) cost ~1.07x the C loop; "
+                   "the Python owner object (made, checked, closed, collected) adds the rest: a "
+                   "minimal one around the same calls already costs ~1.25x"),
     Primitive("mprotect", "Mapping.mprotect of one page to PROT_READ and back to read-write (two calls)",
               python=_mprotect_python, c="mprotect",
-              note="the two bare cffi calls from Python already cost ~1.3x the C loop (each "
-                   "converts its arguments, releases and retakes the GIL, keeps errno); the method "
-                   "calls and their checks add the rest"),
+              note="the two bare calls (osvirt._quickcalls, the GIL kept) cost ~1.07x the C loop; "
+                   "the two method calls and their checks add the rest"),
 ]

@@ -1,6 +1,6 @@
 """The one module of osvirt.device that touches the C extension.
 
-It holds one call, the int-answer ioctl; and the compiler gives the layout
+It gives one call, the int-answer ioctl (from osvirt._quickcalls); and the compiler gives the layout
 of the loop structs and the KVM capability numbers from <linux/loop.h> and
 <linux/kvm.h>.
 """
@@ -11,10 +11,10 @@ from osvirt._quickcalls import ioctl_int as quick_ioctl_int
 from osvirt.errors import kernel_error
 
 # ioctl(fd, request, &int) returning the int, made by osvirt._quickcalls with the
-# GIL held (an int-answer ioctl waits for nothing): ioctl_int costs ~400 ns with it,
-# against ~600 over cffi and ~870 through fcntl.ioctl, a buffer and struct.unpack
-# (bench row fionread). A Python wrapper around the call would add ~50 ns more, so
-# ioctl_int calls it itself and renames its OSError with ioctl_error.
+# GIL held (ioctl_int is for requests the driver answers at once): ioctl_int costs
+# ~380 ns with it, against ~600 over cffi and ~870 through fcntl.ioctl, a buffer and
+# struct.unpack (bench row fionread). A Python wrapper around the call would add
+# ~50 ns more, so ioctl_int calls it itself and renames its OSError with ioctl_error.
 def ioctl_error(err, name):
     return kernel_error(err, f"ioctl({name})")
 

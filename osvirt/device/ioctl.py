@@ -177,7 +177,7 @@ def ioctl_int(fd, request, *, name, fmt="i"):
     """An ioctl that fills in one integer of struct format `fmt` ('i' int, 'Q' u64): its value.
 
     A C int ('i', the default) is asked by a C call that returns it and keeps
-    the GIL (osvirt._quickcalls): ~400 ns a call, against ~870 through
+    the GIL (osvirt._quickcalls): ~380 ns a call, against ~870 through
     fcntl.ioctl and a buffer to unpack (bench row fionread). So it is for
     requests the driver answers at once (FIONREAD, TIOCGEXCL, BLKSSZGET, ...);
     a request that waits for an event belongs in `ioctl`, which lets other
@@ -188,7 +188,7 @@ def ioctl_int(fd, request, *, name, fmt="i"):
     if fmt == "i":
         # The C call takes exactly an int fd in 0.._FD_MAX and request below _REQUEST_LIMIT
         # and refuses anything else before the syscall (TypeError, OverflowError). So the
-        # valid call pays for no check in Python (they cost ~70 ns of ~400); a refused
+        # valid call pays for no check in Python (they cost ~70 ns of ~380); a refused
         # one goes through them, which explain it (or take an object's fileno()).
         try:  # free unless it raises (Python 3.11's exception tables)
             return quick_ioctl_int(fd, request)
