@@ -164,21 +164,17 @@ static PyObject *munmap_(PyObject *module, PyObject *const *args, Py_ssize_t nar
     Py_RETURN_NONE;
 }
 
-#define FASTCALL(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL
+/* A METH_FASTCALL function, its signature line for help() and inspect, and what it does. */
+#define FUNCTION(name, f, signature, doc) \
+    {name, (PyCFunction)(void (*)(void))(f), METH_FASTCALL, name signature "\n--\n\n" doc}
 
 static PyMethodDef functions[] = {
-    {"ioctl_int", FASTCALL(ioctl_int),
-     "ioctl_int(fd, request)\n--\n\n"
-     "ioctl(fd, request, &int): the int the kernel wrote; OSError(errno) if refused."},
-    {"mprotect", FASTCALL(mprotect_),
-     "mprotect(addr, length, prot)\n--\n\n"
-     "mprotect(2); OSError(errno) if refused."},
-    {"mmap", FASTCALL(mmap_),
-     "mmap(length, prot, flags, fd, offset)\n--\n\n"
-     "mmap(NULL, length, prot, flags, fd, offset): the new mapping's address; OSError(errno) if refused."},
-    {"munmap", FASTCALL(munmap_),
-     "munmap(addr, length)\n--\n\n"
-     "munmap(2); OSError(errno) if refused."},
+    FUNCTION("ioctl_int", ioctl_int, "(fd, request)",
+             "ioctl(fd, request, &int): the int the kernel wrote; OSError(errno) if refused."),
+    FUNCTION("mprotect", mprotect_, "(addr, length, prot)", "mprotect(2); OSError(errno) if refused."),
+    FUNCTION("mmap", mmap_, "(length, prot, flags, fd, offset)",
+             "mmap(NULL, length, prot, flags, fd, offset): the new mapping's address; OSError(errno) if refused."),
+    FUNCTION("munmap", munmap_, "(addr, length)", "munmap(2); OSError(errno) if refused."),
     {NULL, NULL, 0, NULL},
 };
 
