@@ -9,17 +9,22 @@
  * kernel lock held for a short while (the mm's mmap_lock), never for
  * another process: nothing is gained by letting other threads run during
  * them. These functions are METH_FASTCALL (no tuple), parse their ints,
- * make the one call with the GIL held and return its answer.
+ * make the one call with the GIL held and return its answer. One exception:
+ * an mmap of a file, or with MAP_POPULATE, may wait for the file's driver or
+ * for pages read in, so it releases the GIL as cffi would. (Work that only
+ * grows with the length, such as munmap of a large populated mapping, is
+ * held like any C function's CPU work.)
  *
  * Measured on the bench machine (2-core AMD EPYC, Python 3.11.7; timeit of
  * the bare call, best of 7, next to osvirt bench's C loop of the same call):
  *   ioctl(FIONREAD)           295 ns, C loop 267 ns: 1.10x (over cffi 1.6x)
- *   mprotect there and back  1.79 us, C loop 1.67 us: 1.07x (over cffi 1.3x)
+ *   mprotect there and back  1.93 us, C loop 1.84 us: 1.05x (over cffi 1.3x)
  *   mmap + munmap of 1 MiB   3.29 us, C loop 3.07 us: 1.07x (over cffi 1.2x)
  * The ~15-30 ns left a call is the call of a builtin and the parse of its
  * ints. Above that, osvirt's paths pay for Python: ioctl_int ~350 ns
- * (1.31x; bench row fionread 1.41x), two Mapping.mprotect calls 1.21-1.24x
- * (the method calls). mmap-1m stays at ~1.37x (bench 1.36-1.42x), over its
+ * (1.31x; bench row fionread 1.38-1.43x), two Mapping.mprotect calls 2.18 us
+ * (1.19x; bench 1.20-1.22x: the two method calls, ~45 ns each, and their
+ * checks). mmap-1m stays at ~1.37x (bench 1.32-1.37x), over its
  * 1.2x target, because of the owner object, not the calls: a minimal Python
  * owner around the same two calls (__init__ that maps, close that unmaps,
  * __del__ = close) already costs 3.85 us, 1.25x; Mapping's argument checks
@@ -147,7 +152,14 @@ static PyObject *mmap_(PyObject *module, PyObject *const *args, Py_ssize_t nargs
         || arg_int("mmap", args[1], &prot) < 0 || arg_int("mmap", args[2], &flags) < 0
         || arg_int("mmap", args[3], &fd) < 0 || arg_long("mmap", args[4], &offset) < 0)
         return NULL;
-    void *address = mmap(NULL, length, prot, flags, fd, (off_t)offset);
+    void *address;
+    if (fd == -1 && !(flags & MAP_POPULATE)) {  /* nothing to read, no page faulted in yet */
+        address = mmap(NULL, length, prot, flags, fd, (off_t)offset);
+    } else {  /* a file's mapping (its driver's mmap, a read of its pages) or MAP_POPULATE may wait */
+        Py_BEGIN_ALLOW_THREADS
+        address = mmap(NULL, length, prot, flags, fd, (off_t)offset);
+        Py_END_ALLOW_THREADS  /* keeps errno */
+    }
     if (address == MAP_FAILED)
         return PyErr_SetFromErrno(PyExc_OSError);
     return PyLong_FromUnsignedLong((unsigned long)(uintptr_t)address);

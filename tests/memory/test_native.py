@@ -33,6 +33,24 @@ def test_mmap_gives_an_address_that_maps_shows_and_munmap_removes_it():
     assert _perms(addr, 3 * P) == []
 
 
+def test_a_populated_file_mapping_holds_the_files_bytes(tmp_path):
+    # The mmap that may wait (a file, MAP_POPULATE): made with the GIL released.
+    path = tmp_path / "data"
+    path.write_bytes(b"0123456789" * 1000)
+    flags = _native.MAP["MAP_SHARED"] | _native.MAP["MAP_POPULATE"]
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = _native.mmap(3 * P, PROT_READ, flags, fd, P)
+    finally:
+        os.close(fd)
+    try:
+        assert _native.read(addr, 10) == (b"0123456789" * 1000)[P:P + 10]
+        assert [b & 1 for b in _native.mincore(addr, 2 * P, 2)] == [1, 1]  # in by MAP_POPULATE
+        assert procfs.maps(addr, addr + P)[0].path == str(path)
+    finally:
+        _native.munmap(addr, 3 * P)
+
+
 def test_mprotect_to_prot_none_shows_in_maps_and_faults_then_back_reads_the_data():
     addr = _native.mmap(2 * P, PROT_READ | PROT_WRITE, PRIVATE_ANONYMOUS, -1, 0)
     try:
