@@ -35,7 +35,7 @@
  * a mapping they own), explain a refusal, and turn the OSError raised here
  * (errno only) into kernel_error naming the facility. No Python object
  * passed can crash the interpreter or reach the kernel truncated: anything
- * but exactly an int (a bool, a float, an int subclass) is a TypeError, an
+ * but an int (a bool, a float, an object with __index__) is a TypeError, an
  * int out of its C type's range an OverflowError, both before any system
  * call. Where that range is the caller's (ioctl_int), the caller lets this
  * refusal be its valid path's check and runs its own only after it.
@@ -45,8 +45,11 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include "../device.h"  /* OSV_IOCTL_ARG_MAX */
 
@@ -59,53 +62,63 @@ static int check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t expected)
     return -1;
 }
 
-/* Exactly an int, or TypeError: not a bool or another subclass, no __index__,
- * no float (the callers' checks take those apart and explain them). */
+/* An int, or TypeError: not a bool, nothing converted through __index__, no
+ * float (the callers' checks take those apart and explain them). An int
+ * subclass such as signal.Signals is read as the int it is (PyLong_AsLong
+ * calls nothing of the subclass's). */
 static int check_int(const char *name, PyObject *arg)
 {
-    if (PyLong_CheckExact(arg))
+    if (PyLong_CheckExact(arg) || (PyLong_Check(arg) && !PyBool_Check(arg)))
         return 0;
     PyErr_Format(PyExc_TypeError, "%s(): an int is required, not %.100s", name, Py_TYPE(arg)->tp_name);
     return -1;
 }
 
-/* A C int; OverflowError outside INT_MIN..INT_MAX. */
+/* OverflowError for an int outside the C range `range`, named after the call
+ * (in place of PyLong_As*'s own, which names neither); another error stays. */
+static int out_of_range(const char *name, PyObject *arg, const char *range)
+{
+    if (PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return -1;
+        PyErr_Clear();
+    }
+    PyErr_Format(PyExc_OverflowError, "%s(): %R is not in %s", name, arg, range);
+    return -1;
+}
+
+/* A C int. */
 static int arg_int(const char *name, PyObject *arg, int *out)
 {
     if (check_int(name, arg) < 0)
         return -1;
     long value = PyLong_AsLong(arg);
-    if (value == -1 && PyErr_Occurred())
-        return -1;
-    if (value < INT_MIN || value > INT_MAX) {
-        PyErr_Format(PyExc_OverflowError, "%s(): %ld does not fit in a C int", name, value);
-        return -1;
-    }
+    if ((value == -1 && PyErr_Occurred()) || value < INT_MIN || value > INT_MAX)
+        return out_of_range(name, arg, "a C int's range");
     *out = (int)value;
     return 0;
 }
 
-/* A C long (off_t on Linux's 64-bit ABIs); OverflowError outside its range. */
+/* A C long (off_t on Linux's 64-bit ABIs). */
 static int arg_long(const char *name, PyObject *arg, long *out)
 {
     if (check_int(name, arg) < 0)
         return -1;
     *out = PyLong_AsLong(arg);
-    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+    return *out == -1 && PyErr_Occurred() ? out_of_range(name, arg, "a C long's range") : 0;
 }
 
 /* An unsigned number in 0..max (an address, a length, an ioctl request, a
- * descriptor); OverflowError outside it. */
+ * descriptor). */
 static int arg_unsigned(const char *name, PyObject *arg, unsigned long max, unsigned long *out)
 {
     if (check_int(name, arg) < 0)
         return -1;
     *out = PyLong_AsUnsignedLong(arg);
-    if (*out == (unsigned long)-1 && PyErr_Occurred())
-        return -1;
-    if (*out > max) {
-        PyErr_Format(PyExc_OverflowError, "%s(): %lu is not in 0..%lu", name, *out, max);
-        return -1;
+    if ((*out == (unsigned long)-1 && PyErr_Occurred()) || *out > max) {
+        char range[48];
+        snprintf(range, sizeof range, "0..%lu", max);
+        return out_of_range(name, arg, range);
     }
     return 0;
 }
@@ -176,6 +189,73 @@ static PyObject *munmap_(PyObject *module, PyObject *const *args, Py_ssize_t nar
     Py_RETURN_NONE;
 }
 
+/* sigqueue(pid, signo, value), value as si_value.sival_int. It never waits:
+ * a full queue at the receiver is EAGAIN. */
+static PyObject *sigqueue_(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    int pid, signo, value;
+    if (check_nargs("sigqueue", nargs, 3) < 0 || arg_int("sigqueue", args[0], &pid) < 0
+        || arg_int("sigqueue", args[1], &signo) < 0 || arg_int("sigqueue", args[2], &value) < 0)
+        return NULL;
+    union sigval sv = {.sival_int = value};
+    if (sigqueue(pid, signo, sv) == -1)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+/* (signo, code, value, pid, uid) of an accepted signal. */
+static PyObject *siginfo_tuple(const siginfo_t *si)
+{
+    long fields[] = {si->si_signo, si->si_code, si->si_value.sival_int, si->si_pid, si->si_uid};
+    PyObject *tuple = PyTuple_New(5);
+    for (Py_ssize_t i = 0; tuple != NULL && i < 5; i++) {
+        PyObject *field = PyLong_FromLong(fields[i]);
+        if (field == NULL)
+            Py_CLEAR(tuple);
+        else
+            PyTuple_SET_ITEM(tuple, i, field);
+    }
+    return tuple;
+}
+
+/* Accept one signal of `mask` (bit s - 1 stands for signal s: Linux numbers
+ * them 1..64), which the caller keeps blocked: its siginfo_tuple, or None once
+ * timeout_ns has passed (EAGAIN); timeout_ns < 0 waits forever (sigwaitinfo).
+ * A signal already pending is taken with the GIL held (a zero timeout); only
+ * the wait for one releases it. */
+static PyObject *sigtimedwait_(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    long timeout_ns;
+    if (check_nargs("sigtimedwait", nargs, 2) < 0 || check_int("sigtimedwait", args[0]) < 0
+        || arg_long("sigtimedwait", args[1], &timeout_ns) < 0)
+        return NULL;
+    unsigned long long mask = PyLong_AsUnsignedLongLong(args[0]);
+    if (mask == (unsigned long long)-1 && PyErr_Occurred()) {
+        out_of_range("sigtimedwait", args[0], "an unsigned 64-bit mask's range");
+        return NULL;
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    for (int signo = 1; mask; signo++, mask >>= 1)
+        if ((mask & 1) && sigaddset(&set, signo) == -1)
+            return PyErr_SetFromErrno(PyExc_OSError);
+    siginfo_t si;
+    struct timespec wait = {0, 0};
+    int sig = sigtimedwait(&set, &si, &wait);
+    if (sig == -1 && errno == EAGAIN && timeout_ns != 0) {
+        wait.tv_sec = timeout_ns / 1000000000L;
+        wait.tv_nsec = timeout_ns % 1000000000L;
+        Py_BEGIN_ALLOW_THREADS
+        sig = timeout_ns < 0 ? sigwaitinfo(&set, &si) : sigtimedwait(&set, &si, &wait);
+        Py_END_ALLOW_THREADS  /* keeps errno */
+    }
+    if (sig != -1)
+        return siginfo_tuple(&si);
+    if (errno == EAGAIN)
+        Py_RETURN_NONE;
+    return PyErr_SetFromErrno(PyExc_OSError);  /* InterruptedError for EINTR */
+}
+
 /* A METH_FASTCALL function, its signature line for help() and inspect, and what it does. */
 #define FUNCTION(name, f, signature, doc) \
     {name, (PyCFunction)(void (*)(void))(f), METH_FASTCALL, name signature "\n--\n\n" doc}
@@ -187,6 +267,11 @@ static PyMethodDef functions[] = {
     FUNCTION("mmap", mmap_, "(length, prot, flags, fd, offset)",
              "mmap(NULL, length, prot, flags, fd, offset): the new mapping's address; OSError(errno) if refused."),
     FUNCTION("munmap", munmap_, "(addr, length)", "munmap(2); OSError(errno) if refused."),
+    FUNCTION("sigqueue", sigqueue_, "(pid, signo, value)",
+             "sigqueue(pid, signo, {.sival_int = value}); OSError(errno) if refused."),
+    FUNCTION("sigtimedwait", sigtimedwait_, "(mask, timeout_ns)",
+             "Accept one blocked signal of mask (bit s - 1: signal s): (signo, code, value, pid, uid),\n"
+             "or None after timeout_ns (< 0: wait forever); OSError(errno) if refused."),
     {NULL, NULL, 0, NULL},
 };
 

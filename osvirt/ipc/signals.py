@@ -34,6 +34,7 @@ _SIGNAL_BIT = {signo: 1 << (signo - 1) for signo in _VALID_SIGNALS}
 _PLAIN_INTS = (int, signal.Signals)
 _SETS = (set, frozenset)
 _new_tuple = tuple.__new__
+_sigqueue, _sigtimedwait = _native.sigqueue, _native.sigtimedwait  # module globals: one lookup each
 
 
 class QueuedSignal(typing.NamedTuple):
@@ -95,8 +96,10 @@ def sigqueue(pid, signo, value=0):
     if not (type(pid) is int and 1 <= pid <= _INT_MAX and type(signo) in _PLAIN_INTS
             and signo in _SIGNAL_BIT and type(value) is int and _INT_MIN <= value <= _INT_MAX):
         pid, signo, value = _sigqueue_arguments(pid, signo, value)
-    if _native.raw_sigqueue(pid, signo, value) == -1:
-        raise _native.sigqueue_error(pid, signo, value)
+    try:
+        _sigqueue(pid, signo, value)
+    except OSError as e:
+        raise _native.sigqueue_error(e.errno, pid, signo, value) from None
 
 
 def _sigqueue_arguments(pid, signo, value):
@@ -126,11 +129,12 @@ def sigtimedwait(signals, timeout_s=None):
     while True:
         timeout_ns = -1 if timeout_s is None else max(0, int((deadline - time.monotonic()) * 1e9))
         try:
-            return _new_tuple(QueuedSignal, _native.sigtimedwait(mask, timeout_ns))
-        except BlockingIOError:  # EAGAIN: the timeout passed
-            return None
+            accepted = _sigtimedwait(mask, timeout_ns)
         except InterruptedError:  # EINTR: a handled signal came; Python runs its handler here
             continue
+        except OSError as e:
+            raise _native.sigtimedwait_error(e.errno, timeout_ns) from None
+        return None if accepted is None else _new_tuple(QueuedSignal, accepted)
 
 
 def accept_pending(signals):

@@ -2,9 +2,11 @@ import errno
 import os
 import signal
 import threading
+import time
 
 import pytest
 
+from osvirt import _quickcalls
 from osvirt.ipc import SI_QUEUE, SI_USER, QueuedSignal, accept_pending, blocked, sigqueue, sigtimedwait
 from osvirt.process import Children
 
@@ -179,3 +181,68 @@ def test_accept_pending_gives_realtime_signals_lowest_number_first():
         sigqueue(me, RT + 1, 3)
         assert [(s.signo, s.value) for s in accept_pending({RT, RT + 1})] == [(RT, 2), (RT + 1, 1), (RT + 1, 3)]
         assert accept_pending({RT, RT + 1}) == []
+
+
+# -- the C calls under sigqueue and sigtimedwait (osvirt._quickcalls) ----------------
+@pytest.mark.parametrize("args, error", [
+    (("1", 0), TypeError), ((1.0, 0), TypeError), ((True, 0), TypeError), ((None, 0), TypeError),
+    ((-1, 0), OverflowError), ((2**64, 0), OverflowError), ((1, 0.5), TypeError), ((1, 2**63), OverflowError),
+    ((1,), TypeError), ((1, 0, 0), TypeError),
+])
+def test_the_c_sigtimedwait_refuses_arguments_before_the_call_leaving_the_signal_pending(args, error):
+    me = os.getpid()
+    with blocked({RT}):
+        sigqueue(me, RT, 3)
+        with pytest.raises(error, match="sigtimedwait"):
+            _quickcalls.sigtimedwait(*args)
+        assert accept_pending({RT}) == [(RT, SI_QUEUE, 3, me, os.getuid())]  # still queued
+
+
+@pytest.mark.parametrize("args, error", [
+    ((True, RT, 0), TypeError), ((1, RT, 1.0), TypeError), ((1, "34", 0), TypeError),
+    ((2**31, RT, 0), OverflowError), ((1, RT, -2**31 - 1), OverflowError), ((1, RT), TypeError),
+])
+def test_the_c_sigqueue_refuses_arguments_before_the_call(args, error):
+    with blocked({RT}):
+        with pytest.raises(error, match="sigqueue"):
+            _quickcalls.sigqueue(*args)
+        assert accept_pending({RT}) == []  # nothing was sent
+
+
+def test_the_c_calls_take_signal_numbers_as_the_ints_they_are():
+    me = os.getpid()
+    with blocked({RT}):
+        _quickcalls.sigqueue(me, signal.Signals(RT), -9)  # an IntEnum member
+        assert _quickcalls.sigtimedwait(1 << (RT - 1), 0) == (RT, SI_QUEUE, -9, me, os.getuid())
+
+
+def test_the_c_sigtimedwait_refuses_a_signal_the_c_library_keeps_for_itself():
+    # 32 and 33 are glibc's (thread cancellation, setxid): sigaddset refuses them.
+    with pytest.raises(OSError) as refused:
+        _quickcalls.sigtimedwait(1 << (32 - 1), 0)
+    assert refused.value.errno == errno.EINVAL
+
+
+def test_a_wait_for_a_signal_lets_the_other_threads_run():
+    """The wait (nothing pending yet) releases the GIL: this thread counts while
+    another waits, then sends it the signal it waits for."""
+    signo, got, counted = RT + 3, [], 0
+    waiting = threading.Event()
+
+    def wait():
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signo})
+        waiting.set()
+        got.append(sigtimedwait({signo}, 10))
+
+    waiter = threading.Thread(target=wait)
+    with blocked({signo}):  # were the signal to reach this thread, it stays pending here
+        t0 = time.monotonic()
+        waiter.start()
+        waiting.wait(5)
+        while time.monotonic() - t0 < 0.3:
+            counted += 1
+        signal.pthread_kill(waiter.ident, signo)
+        waiter.join(10)
+        elapsed = time.monotonic() - t0
+    assert got and got[0].signo == signo and got[0].pid == os.getpid()
+    assert counted > 1000 and elapsed < 5, f"{counted} loops in {elapsed:.2f} s while the other thread waited"
