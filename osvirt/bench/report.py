@@ -33,6 +33,7 @@ def table(result):
     """The result as text: a header on how it was measured, a row per series, then what each primitive does."""
     loop = result["loop_overhead_ns"]
     width = max([len("path")] + [len(row[v]["path"]) for row in result["primitives"] for v in SERIES if row.get(v)])
+    names = max([len("primitive")] + [len(row["name"]) for row in result["primitives"] + result["skipped"]])
     lines = [
         f"osvirt bench, {result['date']}: {result['cpu']}, {result['cpus_online']} CPUs online "
         f"(usable {_cpus(result['cpus_usable'])}), Linux {result['kernel']}, Python {result['python']}",
@@ -44,7 +45,7 @@ def table(result):
         f"load average {result['load_average_before'][0]:.2f} before, "
         f"{result['load_average_after'][0]:.2f} after; {result['duration_s']:.0f} s",
         "",
-        f"{'primitive':16} {'CPU':>5}  {'path':{width}} {'median':>9} {'min':>9} {'MAD':>9}  {'Py/C':>5}",
+        f"{'primitive':{names}} {'CPU':>5}  {'path':{width}} {'median':>9} {'min':>9} {'MAD':>9}  {'Py/C':>5}",
     ]
     for row in result["primitives"]:
         first = True
@@ -65,15 +66,15 @@ def table(result):
                 if series["child_minor_faults_per_op"] >= 1:
                     cells += f"  {series['child_minor_faults_per_op']:.0f} minor faults in the child"
             pinned = "" if not first else ("-" if row["pinned"] is None else str(row["pinned"]))
-            lines.append(f"{row['name'] if first else '':16} {pinned:>5}  {label:{width}} {cells}")
+            lines.append(f"{row['name'] if first else '':{names}} {pinned:>5}  {label:{width}} {cells}")
             first = False
     lines += ["", "CPU: the CPU a pinned primitive and every process it talks to ran on; - unpinned.", ""]
     for row in result["primitives"]:
-        lines.append(f"{row['name']:16} {row['does']}")
+        lines.append(f"{row['name']:{names}} {row['does']}")
         if row["note"]:
-            lines.append(f"{'':16} note: {row['note']}")
+            lines.append(f"{'':{names}} note: {row['note']}")
     for skip in result["skipped"]:
-        lines.append(f"{skip['name']:16} skipped: {skip['reason']}")
+        lines.append(f"{skip['name']:{names}} skipped: {skip['reason']}")
     return "\n".join(lines)
 
 
