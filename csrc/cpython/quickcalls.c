@@ -35,7 +35,7 @@
  * a mapping they own), explain a refusal, and turn the OSError raised here
  * (errno only) into kernel_error naming the facility. No Python object
  * passed can crash the interpreter or reach the kernel truncated: anything
- * but an int (a bool, a float, an object with __index__) is a TypeError, an
+ * but exactly an int (a bool, a float, an int subclass) is a TypeError, an
  * int out of its C type's range an OverflowError, both before any system
  * call. Where that range is the caller's (ioctl_int), the caller lets this
  * refusal be its valid path's check and runs its own only after it.
@@ -62,13 +62,11 @@ static int check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t expected)
     return -1;
 }
 
-/* An int, or TypeError: not a bool, nothing converted through __index__, no
- * float (the callers' checks take those apart and explain them). An int
- * subclass such as signal.Signals is read as the int it is (PyLong_AsLong
- * calls nothing of the subclass's). */
+/* Exactly an int, or TypeError: not a bool or another subclass, no __index__,
+ * no float (the callers' checks take those apart and explain them). */
 static int check_int(const char *name, PyObject *arg)
 {
-    if (PyLong_CheckExact(arg) || (PyLong_Check(arg) && !PyBool_Check(arg)))
+    if (PyLong_CheckExact(arg))
         return 0;
     PyErr_Format(PyExc_TypeError, "%s(): an int is required, not %.100s", name, Py_TYPE(arg)->tp_name);
     return -1;

@@ -186,7 +186,7 @@ def ioctl_int(fd, request, *, name, fmt="i"):
     first integer is the answer.
     """
     if fmt == "i":
-        # The C call takes exactly an int fd in 0.._FD_MAX and request below _REQUEST_LIMIT
+        # The C call takes an int (not a bool) fd in 0.._FD_MAX and request below _REQUEST_LIMIT
         # and refuses anything else before the syscall (TypeError, OverflowError). So the
         # valid call pays for no check in Python (they cost ~70 ns of ~380); a refused
         # one goes through them, which explain it (or take an object's fileno()).

@@ -29,6 +29,9 @@ _INT_MIN, _INT_MAX = -2**31, 2**31 - 1
 _VALID_SIGNALS = frozenset(signal.valid_signals())
 # Signal s is bit s - 1 of the mask C takes (Linux numbers them 1..64).
 _SIGNAL_BIT = {signo: 1 << (signo - 1) for signo in _VALID_SIGNALS}
+# Each valid number as a plain int, for the C call, which takes nothing else
+# (signal.SIGRTMIN is a signal.Signals, which finds its number here by hash).
+_SIGNO = {signo: int(signo) for signo in _VALID_SIGNALS}
 # Types the fast paths take as they are. Others go through operator.index: a
 # float such as 34.0 hashes like 34 and would otherwise pass a lookup.
 _PLAIN_INTS = (int, signal.Signals)
@@ -94,12 +97,13 @@ def _signal_mask(facility, signals):
 def sigqueue(pid, signo, value=0):
     """Send `signo` to process `pid` with the int `value` (si_value.sival_int)."""
     if not (type(pid) is int and 1 <= pid <= _INT_MAX and type(signo) in _PLAIN_INTS
-            and signo in _SIGNAL_BIT and type(value) is int and _INT_MIN <= value <= _INT_MAX):
-        pid, signo, value = _sigqueue_arguments(pid, signo, value)
+            and (number := _SIGNO.get(signo)) is not None and type(value) is int
+            and _INT_MIN <= value <= _INT_MAX):
+        pid, number, value = _sigqueue_arguments(pid, signo, value)
     try:
-        _sigqueue(pid, signo, value)
+        _sigqueue(pid, number, value)
     except OSError as e:
-        raise _native.sigqueue_error(e.errno, pid, signo, value) from None
+        raise _native.sigqueue_error(e.errno, pid, number, value) from None
 
 
 def _sigqueue_arguments(pid, signo, value):

@@ -91,6 +91,8 @@ def test_fionread_counts_the_bytes_waiting_in_a_pipe():
         assert ioctl.ioctl_int(r, ioctl.FIONREAD, name="FIONREAD") == 1234
         os.read(r, 1000)
         assert ioctl.ioctl_int(r, ioctl.FIONREAD, name="FIONREAD") == 234
+        with open(r, "rb", closefd=False) as pipe:  # an object with fileno(): its descriptor
+            assert ioctl.ioctl_int(pipe, ioctl.FIONREAD, name="FIONREAD") == 234
     finally:
         os.close(r)
         os.close(w)

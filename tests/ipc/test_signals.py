@@ -199,8 +199,8 @@ def test_the_c_sigtimedwait_refuses_arguments_before_the_call_leaving_the_signal
 
 
 @pytest.mark.parametrize("args, error", [
-    ((True, RT, 0), TypeError), ((1, RT, 1.0), TypeError), ((1, "34", 0), TypeError),
-    ((2**31, RT, 0), OverflowError), ((1, RT, -2**31 - 1), OverflowError), ((1, RT), TypeError),
+    ((True, int(RT), 0), TypeError), ((1, int(RT), 1.0), TypeError), ((1, "34", 0), TypeError), ((1, RT, 0), TypeError),
+    ((2**31, int(RT), 0), OverflowError), ((1, int(RT), -2**31 - 1), OverflowError), ((1, int(RT)), TypeError),
 ])
 def test_the_c_sigqueue_refuses_arguments_before_the_call(args, error):
     with blocked({RT}):
@@ -209,10 +209,13 @@ def test_the_c_sigqueue_refuses_arguments_before_the_call(args, error):
         assert accept_pending({RT}) == []  # nothing was sent
 
 
-def test_the_c_calls_take_signal_numbers_as_the_ints_they_are():
+def test_sigqueue_passes_a_signal_enum_member_to_c_as_its_number():
+    # signal.SIGRTMIN is a signal.Signals; the C call takes exactly an int.
     me = os.getpid()
     with blocked({RT}):
-        _quickcalls.sigqueue(me, signal.Signals(RT), -9)  # an IntEnum member
+        sigqueue(me, signal.Signals(RT), -9)
+        with pytest.raises(TypeError, match="sigqueue"):
+            _quickcalls.sigqueue(me, signal.Signals(RT), -9)
         assert _quickcalls.sigtimedwait(1 << (RT - 1), 0) == (RT, SI_QUEUE, -9, me, os.getuid())
 
 
