@@ -184,7 +184,8 @@ def measure(primitive, variant, batches, n=None, min_batch_ns=MIN_BATCH_NS):
 
     Without n, calibrates first (which warms up); with n, warms up with one
     batch. Should a batch then come out shorter than min_batch_ns, all are
-    timed again with a larger n (up to twice more). Returns {"n",
+    timed again with a larger n, until none is (n grows at least 1.25-fold a
+    round, so a loop's batches soon last long enough). Returns {"n",
     "elapsed_ns": [per batch], "child_minor_faults", "cpus", "pid"}:
     child_minor_faults are those of the children reaped during the timed
     batches (a fork's copy-on-write cost, where an operation starts and
@@ -199,7 +200,7 @@ def measure(primitive, variant, batches, n=None, min_batch_ns=MIN_BATCH_NS):
                 n, _ = calibrate(timed, min_batch_ns * 1.25)
             else:
                 timed(n)
-            for _ in range(3):
+            while True:
                 faults = _children_minor_faults()
                 elapsed = [timed(n) for _ in range(batches)]
                 faults = _children_minor_faults() - faults
