@@ -4,7 +4,6 @@ import pickle
 import resource
 import signal
 import threading
-import zlib
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st

@@ -122,7 +122,7 @@ def test_lock_times_out_while_another_process_holds_it(robust):
     m = Mutex(robust=robust)
     try:
         with Children() as kids:
-            pid = kids.fork_ready(_hold, m)
+            kids.fork_ready(_hold, m)
             start = time.monotonic()
             assert m.lock(timeout_s=0.2) is False
             waited = time.monotonic() - start
