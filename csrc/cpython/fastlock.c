@@ -77,8 +77,15 @@ static PyObject *exit_(FastPath *self, op_fn release)
 static PyObject *mutex_enter(PyObject *self, PyObject *unused) { return enter((FastPath *)self, mutex_acquire); }
 static PyObject *sem_enter(PyObject *self, PyObject *unused) { return enter((FastPath *)self, sem_acquire); }
 /* METH_FASTCALL: __exit__'s three arguments are not looked at (nor packed in a tuple). */
-static PyObject *mutex_exit(PyObject *self, PyObject *const *args, Py_ssize_t n) { return exit_((FastPath *)self, mutex_release); }
-static PyObject *sem_exit(PyObject *self, PyObject *const *args, Py_ssize_t n) { return exit_((FastPath *)self, sem_release); }
+static PyObject *mutex_exit(PyObject *self, PyObject *const *args, Py_ssize_t n)
+{
+    return exit_((FastPath *)self, mutex_release);
+}
+
+static PyObject *sem_exit(PyObject *self, PyObject *const *args, Py_ssize_t n)
+{
+    return exit_((FastPath *)self, sem_release);
+}
 
 /* Semaphore.acquire(): the untimed acquire that finds the count above 0 is a
  * sem_trywait; any other call (a timeout, a wait) is the Python _acquire(...). */

@@ -51,7 +51,8 @@ def _alignment_hint(addr):
 # -- the hot calls, bare ---------------------------------------------------------
 # Mapping 1 MiB and unmapping it costs ~3.1-3.3 us, an mprotect ~0.85 us. These
 # three wait for nothing but the mm's lock, so osvirt._quickcalls makes them with
-# the GIL held (but an mmap of a file or with MAP_POPULATE, which may wait for reads): a bare call costs ~1.07x the C loop's, against 1.2-1.3x over cffi
+# the GIL held (except an mmap of a file or with MAP_POPULATE, which may wait for
+# reads): a bare call costs ~1.07x the C loop's, against 1.2-1.3x over cffi
 # (bench rows mmap-1m, mprotect). A Python wrapper around each call would add
 # ~50-70 ns, so Mapping calls them itself and renames their OSError (errno only)
 # with the matching *_error; mmap, mprotect and munmap below are for the rest.
