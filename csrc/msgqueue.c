@@ -1,31 +1,16 @@
 #include <string.h>
-#include <time.h>
 
 #include "msgqueue.h"
 
-/* mq_timed* take an absolute CLOCK_REALTIME deadline. Taken here, just before
- * the call, from a relative timeout: only a wall-clock jump during the call
- * itself moves it. */
-static struct timespec deadline(int64_t timeout_ns)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += timeout_ns / 1000000000;
-    ts.tv_nsec += timeout_ns % 1000000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
-    return ts;
-}
-
+/* mq_timed* take an absolute CLOCK_REALTIME deadline, computed just before
+ * the call: only a wall-clock jump during the call itself moves it. */
 int osv_mq_send(mqd_t mqd, const char *msg, size_t len, unsigned int priority, int64_t timeout_ns)
 {
     struct timespec ts;
 
     if (timeout_ns < 0)
         return mq_send(mqd, msg, len, priority);
-    ts = deadline(timeout_ns);
+    osv_deadline(CLOCK_REALTIME, timeout_ns, &ts);
     return mq_timedsend(mqd, msg, len, priority, &ts);
 }
 
@@ -35,7 +20,7 @@ ssize_t osv_mq_receive(struct osv_mq_receive *r)
 
     if (r->timeout_ns < 0)
         return mq_receive(r->mqd, r->buf, r->size, &r->priority);
-    ts = deadline(r->timeout_ns);
+    osv_deadline(CLOCK_REALTIME, r->timeout_ns, &ts);
     return mq_timedreceive(r->mqd, r->buf, r->size, &r->priority, &ts);
 }
 

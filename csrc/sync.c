@@ -9,18 +9,6 @@ static int osv_pthread_result(int err)
     return -1;
 }
 
-/* `timeout_ns` (>= 0) from now on `clock`: the absolute time the timed calls take.
- * Read here rather than in Python, which would cost a call per wait. */
-static struct timespec osv_deadline(int clock, int64_t timeout_ns)
-{
-    struct timespec ts;
-    clock_gettime(clock, &ts);
-    int64_t ns = ts.tv_nsec + timeout_ns % 1000000000;
-    ts.tv_sec += timeout_ns / 1000000000 + ns / 1000000000;
-    ts.tv_nsec = ns % 1000000000;
-    return ts;
-}
-
 int osv_mutex_init(pthread_mutex_t *m, int type, int robustness)
 {
     pthread_mutexattr_t attr;
@@ -39,7 +27,8 @@ int osv_mutex_init(pthread_mutex_t *m, int type, int robustness)
 
 int osv_mutex_lock_for(pthread_mutex_t *m, int clock, int64_t timeout_ns)
 {
-    struct timespec ts = osv_deadline(clock, timeout_ns);
+    struct timespec ts;
+    osv_deadline(clock, timeout_ns, &ts);
 #if OSV_HAS_CLOCKWAIT
     return osv_pthread_result(pthread_mutex_clocklock(m, clock, &ts));
 #else
@@ -68,7 +57,8 @@ int osv_cond_init(pthread_cond_t *c)
 
 int osv_cond_wait_for(pthread_cond_t *c, pthread_mutex_t *m, int64_t timeout_ns)
 {
-    struct timespec ts = osv_deadline(CLOCK_MONOTONIC, timeout_ns);
+    struct timespec ts;
+    osv_deadline(CLOCK_MONOTONIC, timeout_ns, &ts);
     return osv_pthread_result(pthread_cond_timedwait(c, m, &ts));
 }
 
@@ -101,7 +91,8 @@ int osv_sem_init(sem_t *s, unsigned int value) { return sem_init(s, 1, value); }
 
 int osv_sem_wait_for(sem_t *s, int clock, int64_t timeout_ns)
 {
-    struct timespec ts = osv_deadline(clock, timeout_ns);
+    struct timespec ts;
+    osv_deadline(clock, timeout_ns, &ts);
 #if OSV_HAS_CLOCKWAIT
     return sem_clockwait(s, clock, &ts);
 #else

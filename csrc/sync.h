@@ -33,8 +33,9 @@ static const int EOWNERDEAD;
 static const int ENOTRECOVERABLE;
 #endif
 
-/* Deadlines are absolute, in ns, on `clock` (CLOCK_MONOTONIC when
- * OSV_HAS_CLOCKWAIT, else CLOCK_REALTIME, which is all the older calls take). */
+/* The timed waits take a relative timeout_ns (>= 0) and wait until that
+ * deadline on `clock` (osv_deadline): CLOCK_MONOTONIC when OSV_HAS_CLOCKWAIT,
+ * else CLOCK_REALTIME, which is all the older calls take. */
 int osv_mutex_init(pthread_mutex_t *m, int type, int robustness);
 int osv_mutex_lock_for(pthread_mutex_t *m, int clock, int64_t timeout_ns);
 int osv_mutex_trylock(pthread_mutex_t *m);
