@@ -1,7 +1,11 @@
 import errno
 import os
+import re
+import shutil
 import signal
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -98,6 +102,51 @@ def test_durable_write_creates_and_replaces_keeping_the_mode(tmp):
 def test_durable_write_steps_are_the_documented_ones(tmp):
     steps = list(fs.durable_write_steps(os.path.join(tmp, "t"), b"x" * 10, chunk_bytes=4))
     assert steps == ["open temp", "write", "write", "write", "fsync temp", "rename", "fsync directory"]
+
+
+@pytest.fixture(scope="module")
+def strace():
+    """strace's path, once it has traced a child here; else the test skips with what refused it."""
+    path = shutil.which("strace")
+    if path is None:
+        pytest.skip("strace is not installed (.ci/run installs it)")
+    # ptrace of one's own child needs no capability, but seccomp, Yama or an LSM may refuse it.
+    probe = subprocess.run([path, "-o", os.devnull, sys.executable, "-c", ""], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"strace cannot trace a child here: {(probe.stderr.strip().splitlines() or ['?'])[-1]}")
+    return path
+
+
+_CALL = re.compile(r"^(\w+)\((.*)\)\s+= (-?\d+)")
+
+
+def _traced_calls(trace, directory):
+    """(call, its paths..., result) for each traced call that names a path in `directory`.
+
+    strace -y prints an fd as `3</its/path>`; rename's arguments are quoted paths."""
+    calls = []
+    for line in open(trace):
+        match = _CALL.match(line)
+        if match and directory in match[2]:
+            name, args, result = match[1], match[2], int(match[3])
+            paths = re.findall(r'"([^"]*)"', args) if name.startswith("rename") else re.findall(r"^\d+<(.*?)>", args)
+            calls.append(("rename" if name.startswith("rename") else name, *paths, result))
+    return calls
+
+
+def test_durable_write_fsyncs_the_temp_file_renames_it_then_fsyncs_the_directory(tmp, strace):
+    tmp = os.path.realpath(tmp)  # as strace -y resolves an fd's path
+    path, trace = os.path.join(tmp, "target"), os.path.join(tmp, "trace")
+    fs.durable_write(path, b"old")
+    script = "import sys; from osvirt import fs; fs.durable_write(sys.argv[1], b'new')"
+    # -B: importing writes no .pyc (whose atomic write would be a rename of its own)
+    subprocess.run([strace, "-y", "-o", trace, "-e", "trace=write,fsync,fdatasync,rename,renameat,renameat2",
+                    sys.executable, "-B", "-c", script, path], check=True)
+    calls = _traced_calls(trace, tmp)
+    temp = next((c[1] for c in calls if c[0] == "rename"), None)
+    assert temp and os.path.dirname(temp) == tmp and os.path.basename(temp).startswith("osvirt-"), calls
+    assert calls == [("write", temp, 3), ("fsync", temp, 0), ("rename", temp, path, 0), ("fsync", tmp, 0)]
+    assert open(path, "rb").read() == b"new" and sorted(os.listdir(tmp)) == ["target", "trace"]
 
 
 def _write_then_die(path, data, kill_after):
