@@ -63,6 +63,25 @@ def test_run_spreads_the_batches_over_worker_processes_and_pins_where_asked():
     assert row["python_over_c"] == row["python"]["median_ns"] / row["c"]["median_ns"]
 
 
+def _spin_1us():
+    end = time.perf_counter_ns() + 1000
+    while time.perf_counter_ns() < end:
+        pass
+
+
+def test_per_op_figures_times_n_are_batches_that_fit_in_the_run_s_wall_time():
+    spin = Primitive("spin", "busy-waits 1 us", python=_spin_1us, c="empty")
+    started = time.perf_counter_ns()
+    result = run([spin], batches=3, workers=1, min_batch_ns=1_000_000)
+    wall_ns = time.perf_counter_ns() - started
+    series = result["primitives"][1]["python"]
+    (n,) = series["n"]
+    batches_ns = [per_op * n for per_op in series["per_op_ns"]]
+    # Each batch lasted at least its minimum, and the timed batches are a part of the run.
+    assert min(batches_ns) >= 1_000_000 and sum(batches_ns) <= wall_ns, (n, series["per_op_ns"], wall_ns)
+    assert min(series["per_op_ns"]) >= 1000  # no operation ends before its busy wait
+
+
 def test_a_failing_series_is_reported_with_its_error_and_the_rest_runs():
     broken = Primitive("broken", "reads a closed fd", python=lambda: os.read(-1, 1), c="getppid")
     row = run([broken], batches=2, min_batch_ns=1_000_000)["primitives"][1]
