@@ -58,6 +58,16 @@ def _pipe():
         os.close(w)
 
 
+def _loop_part_shift():
+    """The low bits of a loop minor that number its partitions: fls(max_part) of the loop
+    module (drivers/block/loop.c), so /dev/loopN is minor N << shift; 0 without partitions."""
+    try:
+        with open("/sys/module/loop/parameters/max_part") as f:
+            return int(f.read()).bit_length()
+    except FileNotFoundError:  # loop built in without the parameter exposed: no partitions
+        return 0
+
+
 def _sensor(p):
     os.close(p.slave)  # the device holds only the master: EIO once the client has gone
     serial.serve(p.master, serial.VirtualSensor(temp_c=21.5))
@@ -147,9 +157,16 @@ def body(demo):
                    dev.size_bytes() == os.path.getsize(path))
         demo.check(f"{dev.path}: BLKSSZGET", "512 (the loop driver's default)", dev.block_size_bytes(),
                    dev.block_size_bytes() == 512)
+        n = int(os.path.basename(dev.path).removeprefix("loop"))
+        minor = n << _loop_part_shift()
         seen = devices.identify(dev.path)
-        demo.check(f"{dev.path} identified", "block 7:N, driver loop", f"{seen.kind} {seen.number}, driver "
-                   f"{', '.join(seen.registered)}", seen.kind == "block" and seen.major == 7)
+        served = loop.backing_file(n)  # /sys/block/loopN/loop/: the loop driver's own attributes
+        demo.check(f"{dev.path} identified", f"block 7:{minor} (N = {n} from the name), /proc/devices 7 = loop, "
+                   f"sysfs .../block/loop{n} whose loop/backing_file is {os.path.basename(path)}",
+                   f"{seen.kind} {seen.number}, /proc/devices 7 = {', '.join(seen.registered) or 'none'}, "
+                   f"sysfs {seen.sysfs} whose loop/backing_file is {os.path.basename(served or '-')}",
+                   (seen.kind, seen.major, seen.minor) == ("block", 7, minor) and "loop" in seen.registered
+                   and os.path.basename(seen.sysfs or "") == f"loop{n}" and served == path)
 
     with demo.step("KVM answers on /dev/kvm", asked="ioctl(kvm, KVM_GET_API_VERSION); KVM_CHECK_EXTENSION"):
         demo.require(env.can("kvm"))
