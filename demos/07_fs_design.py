@@ -4,12 +4,14 @@ The article's `design_filesystem(path)` is empty, and a process cannot design
 a filesystem anyway: mkfs did that, and the kernel runs it. What a program
 can do is look at the design it got. This demo asks statfs and statvfs for
 the type, block size and inode counts under the project's directory, /tmp
-and /dev/shm; shows that a new file costs one inode, that a hard link is a
-second name for the same inode while a symlink is an inode of its own, and
-that a directory's link count is 2 plus its subdirectories; and makes a file
-with a 1 GiB hole, which holds almost no blocks, whose data SEEK_DATA and
-SEEK_HOLE find exactly, and whose extents the FIEMAP ioctl maps to disk
-blocks where the filesystem has any (ext4 does; tmpfs has no disk).
+and /dev/shm; counts the free inodes that new files take (one each) and hard
+links take (none on ext4; one each on tmpfs, which charges every name);
+shows that a hard link is a second name for the same inode while a symlink
+is an inode of its own, and that a directory's link count is 2 plus its
+subdirectories; and makes a file with a 1 GiB hole, which holds almost no
+blocks, whose data SEEK_DATA and SEEK_HOLE find exactly, and whose extents
+the FIEMAP ioctl maps to disk blocks where the filesystem has any (ext4
+does; tmpfs has no disk).
 
 Usage: python demos/07_fs_design.py [--json]
 """
@@ -28,20 +30,27 @@ SUMMARY = "the filesystem under a path, inodes and link counts, sparse files' ho
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GiB = 1 << 30
 TRIES = 8  # other processes create files on the same filesystems: look for a quiet window
+BATCH = 100  # names made per measurement of f_ffree
 
 
-def _inode_cost(directory, make, tries=TRIES):
-    """How many free inodes `make(path)` took, f_ffree before minus after; retried until 1."""
+def _inode_cost(directory, prefix, make, theory, tries=TRIES):
+    """How many free inodes `make(path)` of BATCH new names took (f_ffree before minus after),
+    measured again with new names until it equals `theory`; every drop seen."""
     drops = []
 
-    def one_more():
+    def batch():
         before = fs.filesystem(directory).inodes_free
-        make(os.path.join(directory, f"new{len(drops)}"))
+        for i in range(BATCH):
+            make(os.path.join(directory, f"{prefix}{len(drops)}-{i}"))
         drops.append(before - fs.filesystem(directory).inodes_free)
         return drops[-1]
 
-    Demo.retry(one_more, lambda drop: drop == 1, tries)
+    Demo.retry(batch, lambda drop: drop == theory, tries)
     return drops
+
+
+def _tries(drops):
+    return f"after {len(drops)} tries, drops seen {drops}" if len(drops) > 1 else "first try"
 
 
 def _sparse(directory):
@@ -73,30 +82,35 @@ def body(demo):
                        observed=f"f_type {info.magic:#x} ({info.type})",
                        ok=info.mount_type in info.type.split("/"))
 
-    with demo.step("the seed's design_filesystem(path): the design was fixed by mkfs",
-                   asked="statvfs(tmp).f_files and f_ffree around creating 100 files"):
-        before = fs.filesystem(tmp)
-        for i in range(100):
-            open(os.path.join(tmp, f"design{i}"), "x").close()
-        after = fs.filesystem(tmp)
+    with demo.step("the seed's design_filesystem(path): the inodes mkfs made, taken by files, not by links",
+                   asked=f"statvfs(dir).f_files and f_ffree around {BATCH} open(O_CREAT|O_EXCL), "
+                         f"then around {BATCH} link() to one file"):
         demo.say("A process cannot design the filesystem it runs on: the article's "
-                 "design_filesystem(\"/path/to/filesystem\") can only inspect one. On "
-                 f"{before.type} the inode table was sized by mkfs: {before.inodes_total} inodes, "
-                 "however many files exist. (tmpfs sizes its inode limit at mount time instead.)")
-        demo.check("the inode table does not grow as files are made",
-                   expected=f"f_files stays {before.inodes_total}",
-                   observed=f"f_files {after.inodes_total}; f_ffree fell by "
-                            f"{before.inodes_free - after.inodes_free} (other processes count too)",
-                   ok=after.inodes_total == before.inodes_total)
-
-    with demo.step("a new file costs one inode", asked="statvfs(dir).f_ffree; open(O_CREAT|O_EXCL)"):
+                 "design_filesystem(\"/path/to/filesystem\") can only inspect one. ext4's inode table was "
+                 "sized by mkfs (tmpfs sets its inode limit at mount time): a new file takes one of its free "
+                 "inodes, a hard link only adds a directory entry naming an inode that exists.")
         for where in (tmp, shm):
-            drops = _inode_cost(where, lambda p: open(p, "x").close())
-            demo.check(f"{fs.filesystem(where).type}: free inodes after creating a file",
-                       expected="one fewer (f_ffree - 1)",
-                       observed=f"one fewer after {len(drops)} tries (drops seen: {drops})"
-                       if drops[-1] == 1 else f"drops seen: {drops}",
-                       ok=drops[-1] == 1)
+            before = fs.filesystem(where)
+            kind = before.type
+            if not before.inodes_total:
+                demo.skip(f"{kind}: inodes taken ({where})", "f_files is 0: no inode limit to count down")
+                continue
+            files = _inode_cost(where, "new", lambda p: open(p, "x").close(), BATCH)
+            target = os.path.join(where, "target")
+            open(target, "x").close()
+            # tmpfs charges every name an inode slot: its dentries pin memory (mm/shmem.c, shmem_link).
+            per_link = 1 if kind == "tmpfs" else 0
+            links = _inode_cost(where, "link", lambda p: os.link(target, p), per_link * BATCH)
+            after = fs.filesystem(where)
+            demo.check(f"{kind}: free inodes taken by {BATCH} new files",
+                       expected=f"{BATCH} (f_ffree - {BATCH}), f_files stays {before.inodes_total}",
+                       observed=f"{files[-1]} ({_tries(files)}), f_files {after.inodes_total}",
+                       ok=files[-1] == BATCH and after.inodes_total == before.inodes_total)
+            demo.check(f"{kind}: free inodes taken by {BATCH} hard links to one file",
+                       expected=f"{per_link * BATCH}" + (" (tmpfs counts each link against its inode limit)"
+                                                         if per_link else " (a link is only a directory entry)"),
+                       observed=f"{links[-1]} ({_tries(links)}); the file's st_nlink {fs.file_info(target).links}",
+                       ok=links[-1] == per_link * BATCH)
 
     with demo.step("hard links share an inode, a symlink has its own", asked="link(); symlink(); stat(); lstat()"):
         a, b, s = (os.path.join(tmp, n) for n in ("file", "hardlink", "symlink"))
