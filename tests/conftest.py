@@ -108,6 +108,13 @@ def _snapshot():
     }
 
 
+def _leaks(before, after, live_before):
+    """{kind: what `after` holds that `before` did not}, for each kind listed both times."""
+    after = {**after, "osvirt temp files": _made_during_test(after["osvirt temp files"], live_before)}
+    return {kind: sorted(map(str, after[kind] - before[kind])) for kind in after
+            if after[kind] is not None and before[kind] is not None and after[kind] - before[kind]}
+
+
 @pytest.fixture(autouse=True)
 def leak_guard():
     live_before = set(psutil.pids())  # first: a process started after this made its files during the test
@@ -116,9 +123,7 @@ def leak_guard():
     deadline = time.monotonic() + 2.0  # children killed at teardown may take a moment to go
     while True:
         after = _snapshot()
-        after["osvirt temp files"] = _made_during_test(after["osvirt temp files"], live_before)
-        leaks = {kind: sorted(map(str, after[kind] - before[kind])) for kind in after
-                 if after[kind] is not None and before[kind] is not None and after[kind] - before[kind]}
+        leaks = _leaks(before, after, live_before)
         if not leaks or time.monotonic() > deadline:
             break
         time.sleep(0.05)

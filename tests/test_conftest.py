@@ -1,13 +1,20 @@
 """The leak guard's own rules (tests/conftest.py)."""
+import contextlib
+import functools
 import gc
 import importlib.util
 import os
+import tempfile
 import time
 import warnings
 
+import posix_ipc
 import psutil
+import pytest
+import sysv_ipc
 
-from osvirt.naming import unique_name
+from osvirt.device import loop
+from osvirt.naming import private_dir, unique_name
 from osvirt.process import Children
 
 _spec = importlib.util.spec_from_file_location("leak_guard_rules", os.path.join(os.path.dirname(__file__), "conftest.py"))
@@ -36,3 +43,82 @@ def test_mqueue_mount_closes_proc_self_mounts():
         guard._mqueue_mount()
         gc.collect()
     assert [str(w.message) for w in seen if w.category is ResourceWarning] == []
+
+
+# One real object of each kind the guard watches: (kind, how the guard names it).
+@contextlib.contextmanager
+def _child():
+    with Children() as kids:
+        yield "children", str(kids.fork(time.sleep, 60))
+
+
+@contextlib.contextmanager
+def _posix_shm():
+    shm = posix_ipc.SharedMemory("/" + unique_name(), posix_ipc.O_CREX, mode=0o600, size=4096)
+    try:
+        yield "/dev/shm", shm.name[1:]
+    finally:
+        shm.close_fd()
+        shm.unlink()
+
+
+@contextlib.contextmanager
+def _posix_mqueue():
+    if guard._mqueues() is None:
+        pytest.skip("no mqueue filesystem mounted and none can be: the guard cannot list POSIX message queues here")
+    mq = posix_ipc.MessageQueue("/" + unique_name(), posix_ipc.O_CREX, mode=0o600, max_messages=1,
+                                max_message_size=8)
+    try:
+        yield "POSIX message queues", mq.name[1:]
+    finally:
+        mq.close()
+        mq.unlink()
+
+
+@contextlib.contextmanager
+def _sysv(cls, kind, **size):
+    obj = cls(sysv_ipc.IPC_PRIVATE, sysv_ipc.IPC_CREX, mode=0o600, **size)
+    try:
+        yield "SysV IPC", f"{kind} key=0 id={obj.id}"  # IPC_PRIVATE is key 0
+    finally:
+        if kind == "shm":
+            obj.detach()  # a removed segment stays listed while attached
+        obj.remove()
+
+
+@contextlib.contextmanager
+def _loop_device():
+    with private_dir() as d:
+        backing = os.path.join(d, "disk.img")
+        with open(backing, "wb") as f:
+            f.truncate(1 << 20)
+        with loop.LoopDevice(backing) as dev:
+            yield "attached loop devices", f"/sys/block/loop{dev.number}"
+
+
+@contextlib.contextmanager
+def _temp_file():
+    path = os.path.join(tempfile.gettempdir(), unique_name("f"))
+    open(path, "x").close()
+    try:
+        yield "osvirt temp files", path
+    finally:
+        os.unlink(path)
+
+
+@pytest.mark.parametrize("leak", [
+    pytest.param(_child, id="child"),
+    pytest.param(_posix_shm, id="posix-shm"),
+    pytest.param(_posix_mqueue, id="posix-mqueue"),
+    pytest.param(functools.partial(_sysv, sysv_ipc.MessageQueue, "msg"), id="sysv-msg"),
+    pytest.param(functools.partial(_sysv, sysv_ipc.Semaphore, "sem"), id="sysv-sem"),
+    pytest.param(functools.partial(_sysv, sysv_ipc.SharedMemory, "shm", size=4096), id="sysv-shm"),
+    pytest.param(_loop_device, id="loop", marks=pytest.mark.needs("loop")),
+    pytest.param(_temp_file, id="temp-file"),
+])
+def test_the_guard_names_a_live_object_of_each_kind_it_watches_and_forgets_it_once_gone(leak):
+    live_before = set(psutil.pids())
+    before = guard._snapshot()
+    with leak() as (kind, name):
+        assert name in guard._leaks(before, guard._snapshot(), live_before).get(kind, []), kind
+    assert name not in guard._leaks(before, guard._snapshot(), live_before).get(kind, [])
