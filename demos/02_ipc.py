@@ -22,8 +22,9 @@ import signal
 import sys
 import time
 
-from osvirt import env, ipc
+from osvirt import env, fs, ipc
 from osvirt.demo import run
+from osvirt.memory.procfs import ADDRESS_LIMIT, maps
 
 NAME = "ipc"
 SEED = "4.1.2 communication"
@@ -72,6 +73,14 @@ def _pending_signals():
     with open("/proc/self/status") as f:
         mask = int(next(line.split()[1] for line in f if line.startswith("ShdPnd:")), 16)
     return [bit + 1 for bit in range(64) if mask >> bit & 1]
+
+
+def _memfd_held(inode):
+    """What of the memfd `inode` this process holds: (its fds in /proc/self/fd, its ranges in /proc/self/maps)."""
+    fds = [e.fd for e in fs.fd_table() if e.target.startswith("/memfd:") and e.inode == inode]
+    ranges = [f"{v.start:x}-{v.end:x}" for v in maps(0, ADDRESS_LIMIT)
+              if v.path.startswith("/memfd:") and v.inode == inode]
+    return fds, ranges
 
 
 def _sysv_shm_ids():
@@ -272,13 +281,23 @@ def body(demo):
                 time.sleep(demo.args.linger)
             os.write(release.write_fd, b"x")
             demo.children.wait(child)
+        memfd_inode = fs.fd_entry(segments["memfd"].fd).inode
+        memfd_before = _memfd_held(memfd_inode)
         for shm in segments.values():
             shm.close()
+        memfd_after = _memfd_held(memfd_inode)
         gone = {"posix": not os.path.exists(segments["posix"].path),
-                "sysv": segments["sysv"].id not in _sysv_shm_ids(), "memfd": segments["memfd"].fd == -1}
+                "sysv": segments["sysv"].id not in _sysv_shm_ids(), "memfd": memfd_after == ([], [])}
         demo.check("after close()", f"{segments['posix'].path} unlinked, segment {segments['sysv'].id} "
-                   "gone from /proc/sysvipc/shm, memfd descriptor closed",
-                   ", ".join(f"{k}: {'gone' if g else 'STILL THERE'}" for k, g in gone.items()), all(gone.values()))
+                   f"gone from /proc/sysvipc/shm, memfd inode {memfd_inode} in neither /proc/self/fd "
+                   "nor /proc/self/maps",
+                   ", ".join(f"{k}: {'gone' if g else 'STILL THERE'}" for k, g in gone.items())
+                   + f" (memfd: fds {memfd_before[0]} and mappings {memfd_before[1]} before close(), "
+                   f"{memfd_after[0]} and {memfd_after[1]} after)",
+                   all(gone.values()) and memfd_before[0] and memfd_before[1])
+        demo.say("The memfd had two descriptors here: ours, and the dup() Python's mmap keeps of it. "
+                 "With both and the mapping gone (the child's went when it exited), nothing holds the "
+                 "inode: it never had a name, so the kernel frees it and its pages.")
 
     demo.say("The seed's main() calls fork(); fork(); and says it made two processes: it makes four "
              "(see `osvirt demo sched` and docs/ERRATA.md).", indent=0)
