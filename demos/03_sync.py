@@ -44,6 +44,11 @@ def _all_exit(demo, pids):
     return [demo.children.wait(pid, timeout_s=WAIT_S) for pid in pids]
 
 
+def _pair(pair):
+    """(first, second, repairs) of a robust-mutex pair (workloads.PAIR), as they are now."""
+    return pair[PAIR["first"]], pair[PAIR["second"]], pair[PAIR["repairs"]]
+
+
 def _count(demo, mutex):
     counter = _shared(demo, 1)
     pids = [demo.children.fork(workloads.increment, counter, M, mutex, True) for _ in range(N)]
@@ -84,23 +89,30 @@ def body(demo):
                    asked="kill(holder, SIGKILL); pthread_mutex_lock -> EOWNERDEAD; pthread_mutex_consistent"):
         mutex = _owned(demo, Mutex(robust=True))
         pair = _shared(demo, 3)
+        demo.say("The pair (first, second) starts at (0, 0) and must stay equal outside the lock; the "
+                 "holder bumps first, then is killed before it bumps second.")
         holder = demo.children.fork_ready(workloads.hold_mid_update, mutex, pair)
         status = workloads.kill_and_reap(demo.children, holder)
         owner_died, before = workloads.repair_pair(mutex, pair)
+        repaired = _pair(pair)
         demo.check("the holder's end", "killed by SIGKILL (-9)", str(status), status == -9)
-        demo.check("the next lock", "EOWNERDEAD: the caller holds it and must repair",
-                   "EOWNERDEAD (OwnerDead raised, mutex held)" if owner_died else "acquired normally",
-                   owner_died)
-        demo.say(f"pair before repair: first={before[0]} second={before[1]} (half updated); after: "
-                 f"{pair[PAIR['first']]} {pair[PAIR['second']]}")
+        demo.check("the next lock, and the data it guards",
+                   "EOWNERDEAD: the caller holds it, and sees the pair as the holder left it: "
+                   "(1, 0), first - second = 1",
+                   f"{'EOWNERDEAD (OwnerDead raised, mutex held)' if owner_died else 'acquired normally'}; "
+                   f"pair {before}, first - second = {before[0] - before[1]}",
+                   owner_died and before == (1, 0))
+        demo.say("Nothing rolls the dead holder's store back: the memory is shared, and the kernel only "
+                 "hands the lock on with a flag. The new holder completes the update (second = first), "
+                 "then calls pthread_mutex_consistent.")
         after = [workloads.repair_pair(mutex, pair)[0]]
         pid = demo.children.fork(workloads.update_pair, mutex, pair, 100)
         after.append(demo.children.wait(pid, timeout_s=WAIT_S))
-        demo.check("after make_consistent(): work goes on",
-                   "lock without EOWNERDEAD; a new child does 100 updates; pair equal",
-                   f"owner died again: {after[0]}; child exit {after[1]}; "
-                   f"pair {pair[PAIR['first']]}={pair[PAIR['second']]}",
-                   after == [False, 0] and pair[PAIR["first"]] == pair[PAIR["second"]])
+        demo.check("after the repair and pthread_mutex_consistent: work goes on",
+                   "pair (1, 1); lock without EOWNERDEAD; a new child does 100 updates; pair (101, 101)",
+                   f"pair {repaired[:2]}; owner died again: {after[0]}; child exit {after[1]}; "
+                   f"pair {_pair(pair)[:2]}",
+                   repaired == (1, 1, 1) and after == [False, 0] and _pair(pair) == (101, 101, 1))
 
     k, contenders = 2, 5
     with demo.step(f"a counting semaphore of {k} among {contenders} processes",
