@@ -75,10 +75,34 @@ def test_opening_what_is_gone_is_enoent_or_einval():
         Memfd.open(mem.path.rsplit("/", 1)[0] + "/999999")
 
 
-def test_close_is_idempotent():
-    for shm in (PosixSharedMemory(4096), SysVSharedMemory(4096), Memfd(4096)):
+def _mapped(path, inode):
+    """Whether /proc/self/maps has a mapping of `path` (a prefix: maps may add " (deleted)") with that inode."""
+    with open("/proc/self/maps") as maps:
+        return any(f[4] == str(inode) and f[5].startswith(path) for f in map(str.split, maps) if len(f) > 5)
+
+
+def test_close_unmaps_and_removes_once_and_a_second_close_touches_nothing():
+    posix, sysv, memfd = PosixSharedMemory(4096), SysVSharedMemory(4096), Memfd(4096)
+    fd = memfd.fd
+    # How the kernel lists each mapping: a SysV segment's inode is its id.
+    mappings = [(posix.path, os.stat(posix.path).st_ino), ("/SYSV00000000", sysv.id),
+                ("/memfd:osvirt", os.fstat(fd).st_ino)]
+    assert all(_mapped(*m) for m in mappings)
+    for shm in (posix, sysv, memfd):
         shm.close()
-        shm.close()
+    assert not [m for m in mappings if _mapped(*m)]
+    assert not os.path.exists(posix.path) and sysv.id not in _sysv_shm_ids()
+    with pytest.raises(OSError) as e:
+        os.fstat(fd)
+    assert e.value.errno == errno.EBADF and memfd.fd == -1
+    reused = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        assert reused == fd  # the lowest free number: the one the memfd's close freed
+        for shm in (posix, sysv, memfd):
+            shm.close()
+        os.fstat(reused)  # still open: the second close did not close the number again
+    finally:
+        os.close(reused)
 
 
 @pytest.mark.parametrize("cls", [PosixSharedMemory, SysVSharedMemory, Memfd])
