@@ -2,17 +2,21 @@
 
 The seed's §4.4.2 opens one fixed node, /dev/mydevice, and calls an empty
 allocate_and_manage_device(fd). On Linux, allocation is the kernel's: a
-program opens a multiplexer and gets a new device. Each open of /dev/ptmx
-makes a pseudo-terminal pair with its own /dev/pts/N, released (and N
-reused) when the master closes. A terminal can be held exclusively
-(TIOCEXCL: others get EBUSY, except CAP_SYS_ADMIN). /dev/loop-control hands
-out free loop devices (LOOP_CTL_GET_FREE), which are attached to a file,
-sized, and detached back to the pool; sysfs shows none left attached.
+program opens a multiplexer and gets a new device, where two opens of a
+fixed node such as /dev/null are two descriptors on one device. Each open
+of /dev/ptmx makes a pseudo-terminal pair with its own /dev/pts/N, released
+when both ends close; the next open gets the lowest free N. A terminal can
+be held exclusively (TIOCEXCL: others get EBUSY, except CAP_SYS_ADMIN).
+/dev/loop-control hands out free loop devices (LOOP_CTL_GET_FREE), which
+are attached to a file, sized, and detached back to the pool; sysfs shows
+none left attached.
 
 Usage: python demos/11_device_alloc.py [--json] [--hold-s SECONDS]
 """
 import errno
+import itertools
 import os
+import stat
 import sys
 import time
 
@@ -47,23 +51,46 @@ def _second_open(demo, path, uid):
     return demo.children.wait(demo.children.fork(_open_as, path, uid), timeout_s=10)
 
 
+def _reopened(demo):
+    """Hold PAIRS ptys, close the middle one, then open one more: its N and the lowest free
+    index /dev/pts showed just before that open."""
+    held = sorted((demo.own(pty.PseudoTerminal()) for _ in range(PAIRS)), key=lambda p: p.number)
+    released, folder = held[PAIRS // 2].number, os.path.dirname(held[0].path)
+    held[PAIRS // 2].close()  # both ends: the node goes with the master, the index with the last end
+    taken = {int(n) for n in os.listdir(folder) if n.isdigit()}
+    lowest = min(set(range(len(taken) + 1)) - taken)
+    again = demo.own(pty.PseudoTerminal())
+    result = {"released": released, "lowest free": lowest, "got": again.number,
+              "highest": held[-1].number}
+    for p in held + [again]:
+        p.close()
+    return result
+
+
 def _name(err):
     return "opened" if err == 0 else errno.errorcode.get(err, str(err))
 
 
 def body(demo):
     with demo.step("the seed's open(\"/dev/mydevice\"): a fixed node allocates nothing; a multiplexer does",
-                   asked="stat(open(/dev/null)) twice; stat(open(/dev/ptmx)) twice"):
-        nulls = {os.stat("/dev/null").st_rdev for _ in range(2)}
+                   asked="open(/dev/null) twice, fstat(fd) of each; open(/dev/ptmx) twice, ioctl(TIOCGPTN)"):
+        nulls = [demo.own(open("/dev/null", "r+b", buffering=0)) for _ in range(2)]
+        seen = [os.fstat(f.fileno()) for f in nulls]
         a, b = demo.own(pty.PseudoTerminal()), demo.own(pty.PseudoTerminal())
-        demo.check("two opens of /dev/null", "the same device, 1:3", ", ".join(
-            f"{os.major(d)}:{os.minor(d)}" for d in nulls), nulls == {os.makedev(1, 3)})
+        demo.check("two opens of /dev/null, both held", "two fds on one device: char 1:3, one inode",
+                   "; ".join(f"fd {f.fileno()}: {'char' if stat.S_ISCHR(st.st_mode) else 'not char'} "
+                             f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)} inode {st.st_ino}"
+                             for f, st in zip(nulls, seen)),
+                   nulls[0].fileno() != nulls[1].fileno() and os.path.samestat(*seen)
+                   and all(stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3) for st in seen))
         demo.check("two opens of /dev/ptmx", "two new devices", f"{a.path}, {b.path}", a.number != b.number)
         demo.say("Erratum: allocate_and_manage_device(open(\"/dev/mydevice\")) has nothing to allocate: the "
                  "node names one device, and there is no /dev/mydevice "
                  f"({_name(pty.open_errno('/dev/mydevice'))}). The kernel allocates devices when a program "
                  "opens a multiplexer (/dev/ptmx) or asks a control device (/dev/loop-control), as below. "
                  "The seed also calls open() without #include <fcntl.h> (see the device demo).")
+        for f in nulls:
+            f.close()
         a.close()
         b.close()
 
@@ -85,36 +112,37 @@ def body(demo):
                    all("pts" in d.registered and d.minor == p.number % 256 for d, p in zip(nodes, pairs)))
         demo.check("after close: /dev/pts/N removed", f"all {PAIRS}", f"{len(gone)} removed (attempt {attempt + 1})",
                    len(gone) == PAIRS)
-        # devpts hands out the lowest free N, so the released ones come back.
-        for attempt in range(3):
-            again = [demo.own(pty.PseudoTerminal()) for _ in range(PAIRS)]
-            second = sorted(p.number for p in again)
-            for p in again:
-                p.close()
-            if set(second) & set(first):
-                break
-        demo.check("opened again: the released numbers reused", "the same lowest free N (at least one)",
-                   f"{second} (attempt {attempt + 1})", bool(set(second) & set(first)))
+        # devpts hands out the lowest free index: release one of ours from the middle and the
+        # next open of /dev/ptmx gets it back, not a number past the others. Other processes
+        # open and close ptys too, between the listing and the open: up to 3 tries.
+        attempt = itertools.count(1)
+        reuse = demo.retry(lambda: dict(_reopened(demo), attempt=next(attempt)),
+                           lambda r: r["got"] == r["lowest free"])
+        demo.check("released one of ours, opened again: the lowest free N",
+                   f"/dev/pts/{reuse['lowest free']}, the lowest index /dev/pts lacked"
+                   + (", the one just released" if reuse["lowest free"] == reuse["released"] else ""),
+                   f"/dev/pts/{reuse['got']} (released /dev/pts/{reuse['released']}; ours went up to "
+                   f"{reuse['highest']}; attempt {reuse['attempt']})", reuse["got"] == reuse["lowest free"])
 
     with demo.step("exclusive use: after TIOCEXCL a second opener of the slave gets EBUSY",
                    asked="ioctl(slave, TIOCEXCL); open(/dev/pts/N); ioctl(slave, TIOCNXCL); open(/dev/pts/N)"):
         p = demo.own(pty.PseudoTerminal())
-        root = bool(env.can("root"))
-        if root:
-            demo.require(env.can("setuid"), "a second opener as another uid")
+        bypass = env.can("cap_sys_admin")  # tty_reopen: EBUSY unless capable(CAP_SYS_ADMIN)
+        if bypass:
+            demo.require(env.can("setuid"), "a second opener without CAP_SYS_ADMIN")
             os.fchown(p.slave, NOBODY, -1)  # the terminal handed to that user, as grantpt would
-            opener = f"a child of uid {NOBODY} (root bypasses TIOCEXCL)"
+            opener = f"a child of uid {NOBODY} (setuid away from uid 0 clears its capabilities)"
         else:
-            opener = f"the same user (uid {os.geteuid()})"
+            opener = "this process, without CAP_SYS_ADMIN"
         pty.set_exclusive(p.slave)
-        refused = _second_open(demo, p.path, NOBODY if root else None)
+        refused = _second_open(demo, p.path, NOBODY if bypass else None)
         demo.check(f"TIOCEXCL, then {opener} opens {p.path}", "EBUSY", _name(refused), refused == errno.EBUSY)
-        if root:
+        if bypass:
             let_through = pty.open_errno(p.path)
-            demo.check("TIOCEXCL, then root opens it", "opened (CAP_SYS_ADMIN bypasses TIOCEXCL)",
-                       _name(let_through), let_through == 0)
+            demo.check("TIOCEXCL, then this process, holding CAP_SYS_ADMIN, opens it",
+                       "opened (CAP_SYS_ADMIN bypasses TIOCEXCL)", _name(let_through), let_through == 0)
         pty.set_exclusive(p.slave, False)
-        allowed = _second_open(demo, p.path, NOBODY if root else None)
+        allowed = _second_open(demo, p.path, NOBODY if bypass else None)
         demo.check(f"TIOCNXCL, then {opener} opens it", "opened", _name(allowed), allowed == 0)
 
     with demo.step("loop devices taken from the kernel's pool, attached, sized and detached",
