@@ -3,7 +3,8 @@
 Every object gets `osvirt-<pid>-<random>`: the pid says which process made it
 (so a leak can be traced), the random part makes it unguessable, and the
 object is created exclusively (O_EXCL, IPC_CREAT|IPC_EXCL) so a name is never
-shared with something that was already there.
+shared with something that was already there. osvirt.tracker removes what a
+SIGKILLed owner leaves, and only what is named so.
 """
 import contextlib
 import os
@@ -11,6 +12,8 @@ import secrets
 import shutil
 import signal
 import tempfile
+
+from osvirt import tracker
 
 __all__ = ["PREFIX", "unique_name", "private_dir"]
 
@@ -29,20 +32,29 @@ def unique_name(suffix=""):
 def private_dir(parent=None):
     """A new directory, mode 0700, in `parent` (the temp dir by default), removed with all it holds.
 
+    `parent` must be a temp directory (or an osvirt directory in one): the
+    directory is registered with osvirt.tracker, which removes it should this
+    process (and every child it forked) be SIGKILLed first.
+
     Only by the process that created it: a forked child holds a copy of this
     context, and its exit (or its garbage collector closing the copy) must not
     remove a directory the parent still uses.
     """
     creator = os.getpid()
-    # A Ctrl-C (or kill) while mkdtemp runs would leave the directory made
-    # and not yet owned: both signals wait until we are inside the try.
+    path = os.path.join(os.path.abspath(tempfile.gettempdir() if parent is None else parent), unique_name())
+    tracker.register("dir", path)  # before mkdir: no moment in which it exists untracked
+    # A Ctrl-C (or kill) right after mkdir would leave the directory made and
+    # not yet owned: both signals wait until we are inside the try.
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    path = None
+    made = False
     try:
-        path = tempfile.mkdtemp(prefix=unique_name() + "-", dir=parent)  # mkdtemp: O_EXCL, 0700
+        os.mkdir(path, 0o700)  # EEXIST rather than reuse a path
+        made = True
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a pending signal is raised here
         yield path
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # when mkdtemp itself failed
-        if path is not None and os.getpid() == creator:
-            shutil.rmtree(path, ignore_errors=True)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # when mkdir itself failed
+        if os.getpid() == creator:
+            if made:
+                shutil.rmtree(path, ignore_errors=True)
+            tracker.unregister("dir", path)

@@ -51,17 +51,16 @@ def test_private_dir_is_left_alone_by_a_forked_childs_copy():
 
 def test_a_ctrl_c_while_the_directory_is_made_still_removes_it(monkeypatch):
     import signal
-    import tempfile
 
     made = []
-    real_mkdtemp = tempfile.mkdtemp
+    real_mkdir = os.mkdir
 
-    def mkdtemp_then_ctrl_c(**kwargs):
-        made.append(real_mkdtemp(**kwargs))
+    def mkdir_then_ctrl_c(path, mode):
+        real_mkdir(path, mode)
+        made.append(path)
         os.kill(os.getpid(), signal.SIGINT)  # arrives before private_dir owns the directory
-        return made[-1]
 
-    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp_then_ctrl_c)
+    monkeypatch.setattr(os, "mkdir", mkdir_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         with private_dir():
             pass

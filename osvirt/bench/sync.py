@@ -5,6 +5,7 @@ import os
 
 import posix_ipc
 
+from osvirt import tracker
 from osvirt.bench import _native
 from osvirt.bench.harness import Primitive, rig
 from osvirt.errors import OsvirtError
@@ -101,7 +102,9 @@ def _semaphore_python():
 
 @rig
 def _posix_ipc_semaphore():
-    sem = posix_ipc.Semaphore("/" + unique_name(), posix_ipc.O_CREX, mode=0o600, initial_value=0)
+    name = "/" + unique_name()
+    with tracker.tracked("sem", name):
+        sem = posix_ipc.Semaphore(name, posix_ipc.O_CREX, mode=0o600, initial_value=0)
     try:
         def post_wait():
             sem.release()
@@ -109,6 +112,7 @@ def _posix_ipc_semaphore():
         yield post_wait
     finally:
         sem.unlink()
+        tracker.unregister("sem", name)
         sem.close()
 
 

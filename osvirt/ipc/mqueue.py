@@ -32,7 +32,7 @@ import time
 import posix_ipc
 import sysv_ipc
 
-from osvirt import naming
+from osvirt import naming, tracker
 from osvirt.errors import kernel_error
 from osvirt.ipc import _native
 from osvirt._owned import Owned
@@ -133,8 +133,9 @@ class PosixMessageQueue(Owned):
         max_message_size = _positive("mq_open", "max_message_size", max_message_size)
         self.name = "/" + naming.unique_name()
         try:
-            self._mq = posix_ipc.MessageQueue(self.name, posix_ipc.O_CREX, mode=0o600,
-                                              max_messages=max_messages, max_message_size=max_message_size)
+            with tracker.tracked("mqueue", self.name):
+                self._mq = posix_ipc.MessageQueue(self.name, posix_ipc.O_CREX, mode=0o600,
+                                                  max_messages=max_messages, max_message_size=max_message_size)
         except ValueError:  # posix_ipc's word for EINVAL from mq_open
             raise kernel_error(errno.EINVAL, f"mq_open({self.name}, max_messages={max_messages}, "
                                f"max_message_size={max_message_size})",
@@ -258,6 +259,7 @@ class PosixMessageQueue(Owned):
         finally:
             if self._is_creator:
                 self._mq.unlink()
+                tracker.unregister("mqueue", self.name)
 
     def __repr__(self):
         return f"PosixMessageQueue({self.name!r})"
@@ -271,6 +273,7 @@ class SysVMessageQueue(Owned):
     """
 
     _closed = True  # until __init__ holds the object: what close() and __del__ see on a half-built one
+    _tracked = None  # the name osvirt.tracker knows it by, once registered
 
     def __init__(self):
         self._msgmax = _msgmax()
@@ -278,6 +281,7 @@ class SysVMessageQueue(Owned):
         self.id = self._mq.id
         self._creator = os.getpid()
         self._closed = False
+        self._tracked = tracker.register_sysv("sysv-msg", self.id)
         self._buffers = []  # (struct osv_msg, its text) not in use by a call now
 
     def send(self, message, type=1, block=True):
@@ -381,6 +385,8 @@ class SysVMessageQueue(Owned):
         self._buffers = []  # buffers taken after this find it empty, and see _closed
         if self._is_creator:
             self._mq.remove()
+            if self._tracked:
+                tracker.unregister("sysv-msg", self._tracked)
 
     def __repr__(self):
         return f"SysVMessageQueue(id={self.id})"

@@ -17,7 +17,7 @@ import os
 import posix_ipc
 import sysv_ipc
 
-from osvirt import naming
+from osvirt import naming, tracker
 from osvirt.errors import kernel_error
 from osvirt._owned import Owned
 
@@ -65,7 +65,8 @@ class PosixSharedMemory(_Mapped):
         size_bytes = _size("shm_open", size_bytes)
         self._closed = True
         self.name = "/" + naming.unique_name()
-        shm = posix_ipc.SharedMemory(self.name, posix_ipc.O_CREX, mode=0o600, size=size_bytes)
+        with tracker.tracked("shm", self.name):
+            shm = posix_ipc.SharedMemory(self.name, posix_ipc.O_CREX, mode=0o600, size=size_bytes)
         self._creator = os.getpid()
         self._closed = False
         try:
@@ -101,6 +102,7 @@ class PosixSharedMemory(_Mapped):
 
     def _remove(self):
         posix_ipc.unlink_shared_memory(self.name)
+        tracker.unregister("shm", self.name)
 
     def __repr__(self):
         return f"PosixSharedMemory({self.name!r}, {self.size_bytes})"
@@ -109,6 +111,8 @@ class PosixSharedMemory(_Mapped):
 class SysVSharedMemory(_Mapped):
     """A new System V segment (shmget IPC_PRIVATE, IPC_CREAT|IPC_EXCL|0600), attached; close() removes it."""
 
+    _tracked = None  # the name osvirt.tracker knows it by, once registered
+
     def __init__(self, size_bytes):
         size_bytes = _size("shmget", size_bytes)
         self._closed = True
@@ -116,6 +120,7 @@ class SysVSharedMemory(_Mapped):
         self.id = self._shm.id
         self._creator = os.getpid()
         self._closed = False
+        self._tracked = tracker.register_sysv("sysv-shm", self.id)
         self._attach_buffer()
 
     @classmethod
@@ -148,6 +153,8 @@ class SysVSharedMemory(_Mapped):
 
     def _remove(self):
         self._shm.remove()
+        if self._tracked:
+            tracker.unregister("sysv-shm", self._tracked)
 
     def __repr__(self):
         return f"SysVSharedMemory(id={self.id}, {self.size_bytes})"

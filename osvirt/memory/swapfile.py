@@ -13,6 +13,7 @@ import os
 import struct
 import uuid
 
+from osvirt import tracker
 from osvirt._owned import Owned
 from osvirt.memory import _native
 from osvirt.naming import unique_name
@@ -53,8 +54,9 @@ class SwapFile(Owned):
             raise TypeError(f"swap file: size_mb must be an int, not {type(size_mb).__name__}")
         if not 1 <= size_mb <= 1 << 20:
             raise ValueError(f"swap file: size_mb {size_mb} not in 1..{1 << 20}")
-        path = os.path.join(directory, unique_name("swap"))
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        path = os.path.join(os.path.abspath(directory), unique_name("swap"))
+        with tracker.tracked("swap", path):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         self.path, self._creator = path, os.getpid()
         try:
             size = size_mb << 20
@@ -84,3 +86,4 @@ class SwapFile(Owned):
                 _native.swapoff(path)
         finally:
             os.unlink(path)
+            tracker.unregister("swap", path)

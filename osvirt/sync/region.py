@@ -27,6 +27,7 @@ import struct
 
 import posix_ipc
 
+from osvirt import tracker
 from osvirt._owned import Owned
 from osvirt.naming import unique_name
 from osvirt.sync import _native
@@ -68,11 +69,13 @@ class SharedRegion(Owned):
         total = self._header + HEADER_BYTES
         if named:
             name = "/" + unique_name("sync")
-            shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=total)
+            with tracker.tracked("shm", name):
+                shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=total)
             try:
                 self._mm = _map(shm, total)
             except BaseException:
                 shm.unlink()
+                tracker.unregister("shm", name)
                 raise
             self._name = name
         else:
@@ -199,6 +202,7 @@ class SharedRegion(Owned):
                 posix_ipc.unlink_shared_memory(self._name)
             except posix_ipc.ExistentialError:
                 pass  # already unlinked by hand
+            tracker.unregister("shm", self._name)
 
     def __repr__(self):
         state = "closed" if self.closed else f"{self._size_bytes} bytes"

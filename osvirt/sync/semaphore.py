@@ -24,6 +24,7 @@ import os
 
 import sysv_ipc
 
+from osvirt import tracker
 from osvirt.sync import _native
 from osvirt.sync.mutex import check_timeout, wait_in_slices
 from osvirt.sync.region import SharedObject
@@ -98,12 +99,15 @@ class SysVSemaphore:
     `with sem:` acquires and releases; `close()` removes the set (creator only).
     """
 
+    _tracked = None  # the name osvirt.tracker knows it by, once registered
+
     def __init__(self, value=1, *, undo=True):
         _check_value("semget", value, SYSV_VALUE_MAX)
         # key None: sysv_ipc picks a random key and creates with IPC_CREAT|IPC_EXCL.
         self._sem = sysv_ipc.Semaphore(None, sysv_ipc.IPC_CREX, mode=0o600, initial_value=value)
         self._sem.undo = bool(undo)
         self._creator = os.getpid()
+        self._tracked = tracker.register_sysv("sysv-sem", self._sem.id)
 
     @classmethod
     def open(cls, key, *, undo=True):
@@ -184,6 +188,8 @@ class SysVSemaphore:
                 sem.remove()
             except sysv_ipc.ExistentialError:
                 pass
+            if self._tracked:
+                tracker.unregister("sysv-sem", self._tracked)
 
     def __del__(self):
         self.close()

@@ -1,0 +1,328 @@
+"""The resource tracker: what a SIGKILLed owner leaves behind is removed after all.
+
+A process cannot clean up after its own SIGKILL. So, as CPython's
+multiprocessing.resource_tracker does, the first registration starts one
+small tracker process, and every owner of a named kernel object registers it
+there before creating it (a SysV id, which the kernel picks, right after)
+and unregisters it once it is removed. The tracker reads a pipe whose write
+end every client holds: forked children inherit it, which is right, since
+they share their parent's objects; programs they exec do not (O_CLOEXEC).
+EOF means the last process connected has died: the tracker then removes
+what is still registered, says on stderr what it removed, and exits.
+
+It acts only on what its own clients registered and osvirt named: POSIX IPC
+names `/osvirt-<pid>-<random>[-suffix]`, paths of that name directly in a
+temp directory or in such a directory there, SysV ids whose key and creation
+time are still the registered ones, and only on objects its own uid owns. It
+refuses any other name, and says so on stderr.
+
+The kinds table (`KINDS`) maps each kind of object to its name check and its
+remover; a new kind (a mount, a cgroup, a veth pair) is one more row.
+"""
+import collections
+import contextlib
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+
+__all__ = ["KINDS", "register", "unregister", "tracked", "register_sysv"]
+
+_NAME = r"osvirt-[0-9]+-[0-9a-f]{8}(-[^/\s]+)?"  # osvirt.naming.unique_name, with no white space
+_POSIX_NAME = re.compile("/" + _NAME)
+_SYSV_NAME = re.compile(r"id=([0-9]+),key=(-?[0-9]+),ctime=([0-9]+)")
+# What the protocol's one line must fit in: a write of at most PIPE_BUF bytes is
+# atomic, so the lines of concurrent clients (threads, forked children) never mix.
+_LINE_MAX = 4096
+
+
+# -- names: checked by the client (ValueError before anything is made) and by the tracker ----
+def _posix_name(facility, name):
+    if not _POSIX_NAME.fullmatch(name):
+        raise ValueError(f"{facility}: {name!r} is not an osvirt name (/osvirt-<pid>-<random>)")
+
+
+def _temp_roots():
+    return {tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm"}
+
+
+def _temp_path(facility, path):
+    """An osvirt-named path directly in a temp directory, or in an osvirt-named directory there."""
+    if not os.path.isabs(path) or os.path.normpath(path) != path or not re.fullmatch(_NAME, os.path.basename(path)):
+        raise ValueError(f"{facility}: {path!r} is not an absolute, normal path to an osvirt name")
+    parent = os.path.dirname(path)
+    if parent not in _temp_roots():
+        try:
+            _temp_path(facility, parent)
+        except ValueError:
+            raise ValueError(f"{facility}: {path!r} is not in a temp directory ({', '.join(sorted(_temp_roots()))})"
+                             " nor in an osvirt directory there") from None
+
+
+def _sysv_fields(facility, name):
+    match = _SYSV_NAME.fullmatch(name)
+    if not match:
+        raise ValueError(f"{facility}: {name!r} is not 'id=<id>,key=<key>,ctime=<ctime>'")
+    return tuple(map(int, match.groups()))
+
+
+# -- removers, run by the tracker: True when removed, False when there was nothing to remove ----
+def _owned(facility, uid):
+    if uid != os.geteuid():
+        raise PermissionError(f"{facility}: owned by uid {uid}, not {os.geteuid()}: not ours to remove")
+
+
+def _remove_shm(name):
+    import posix_ipc
+    try:
+        shm = posix_ipc.SharedMemory(name, read_only=True)
+    except posix_ipc.ExistentialError:
+        return False
+    try:
+        _owned(f"shm_open({name})", os.fstat(shm.fd).st_uid)
+    finally:
+        shm.close_fd()
+    posix_ipc.unlink_shared_memory(name)
+    return True
+
+
+def _remove_mqueue(name):
+    import posix_ipc
+    try:
+        mq = posix_ipc.MessageQueue(name)
+    except posix_ipc.ExistentialError:
+        return False
+    try:
+        _owned(f"mq_open({name})", os.fstat(mq.mqd).st_uid)  # a queue descriptor is a file descriptor on Linux
+    finally:
+        mq.close()
+    posix_ipc.unlink_message_queue(name)
+    return True
+
+
+def _remove_sem(name):
+    import posix_ipc
+    try:
+        st = os.lstat("/dev/shm/sem." + name[1:])  # where glibc keeps a named semaphore
+    except FileNotFoundError:
+        return False
+    _owned(f"sem_open({name})", st.st_uid)
+    posix_ipc.unlink_semaphore(name)
+    return True
+
+
+def _exists_owned(facility, path, is_kind):
+    """Whether `path` exists; PermissionError or ValueError unless it is our own object of that file type."""
+    try:
+        st = os.lstat(path)  # lstat: a symlink put in its place is not followed
+    except FileNotFoundError:
+        return False
+    if not is_kind(st.st_mode):
+        raise ValueError(f"{facility}: {path} is not of the kind registered")
+    _owned(f"{facility}({path})", st.st_uid)
+    return True
+
+
+def _remove_dir(path):
+    if not _exists_owned("rmtree", path, stat.S_ISDIR):
+        return False
+    shutil.rmtree(path)  # fd-based on Linux: follows no symlink inside
+    return True
+
+
+def _remove_swap(path):
+    if not _exists_owned("swapoff", path, stat.S_ISREG):
+        return False
+    from osvirt.memory import _native, swaps
+    if path in swaps():
+        _native.swapoff(path)  # every page in it back to RAM first
+    os.unlink(path)
+    return True
+
+
+def _sysv_row(table, ident):
+    """The /proc/sysvipc/`table` (msg, sem, shm) row of id `ident` as {column: int}, or None."""
+    with open(f"/proc/sysvipc/{table}") as f:
+        header = f.readline().split()
+        for line in f:
+            row = dict(zip(header, map(int, line.split())))
+            if row[header[1]] == ident:  # the id column: msqid, semid, shmid
+                return row
+    return None
+
+
+def _sysv_remover(table, facility):
+    def remove(name):
+        ident, key, ctime = _sysv_fields(facility, name)
+        row = _sysv_row(table, ident)
+        if row is None or (row["key"], row["ctime"]) != (key, ctime):
+            return False  # gone, and the id may name another object now
+        _owned(f"{facility}(id {ident})", row["cuid"])
+        import sysv_ipc
+        getattr(sysv_ipc, f"remove_{table}")(ident)
+        return True
+    return remove
+
+
+Kind = collections.namedtuple("Kind", "what facility check remove")
+
+KINDS = {
+    "shm": Kind("POSIX shared memory", "shm_open", _posix_name, _remove_shm),
+    "mqueue": Kind("POSIX message queue", "mq_open", _posix_name, _remove_mqueue),
+    "sem": Kind("POSIX named semaphore", "sem_open", _posix_name, _remove_sem),
+    "dir": Kind("directory", "mkdir", _temp_path, _remove_dir),
+    "swap": Kind("swap file", "swapon", _temp_path, _remove_swap),
+    "sysv-msg": Kind("SysV message queue", "msgget", _sysv_fields, _sysv_remover("msg", "msgget")),
+    "sysv-sem": Kind("SysV semaphore set", "semget", _sysv_fields, _sysv_remover("sem", "semget")),
+    "sysv-shm": Kind("SysV shared memory segment", "shmget", _sysv_fields, _sysv_remover("shm", "shmget")),
+}
+_SYSV_TABLES = {"sysv-msg": "msg", "sysv-sem": "sem", "sysv-shm": "shm"}
+
+
+def _line(op, kind, name):
+    """The protocol: one line `+kind name` (register) or `-kind name` (unregister)."""
+    if kind not in KINDS:
+        raise ValueError(f"resource tracker: unknown kind {kind!r} (known: {', '.join(KINDS)})")
+    if not isinstance(name, str):
+        raise TypeError(f"resource tracker: name must be str, not {type(name).__name__}")
+    KINDS[kind].check(KINDS[kind].facility, name)
+    line = f"{op}{kind} {name}\n".encode()
+    if len(line) > _LINE_MAX:
+        raise ValueError(f"resource tracker: name of {len(name)} characters is too long")
+    return line
+
+
+# -- the client side -----------------------------------------------------------------------
+_fd = -1  # the write end of the pipe to this process's tracker, once started
+_lock = threading.Lock()
+
+
+def _new_lock():
+    global _lock
+    _lock = threading.Lock()  # a thread that held it at fork does not exist in the child
+
+
+os.register_at_fork(after_in_child=_new_lock)
+
+
+def _start():
+    """Start a tracker; the write end of its pipe."""
+    r, w = os.pipe()  # O_CLOEXEC: a program a client execs does not keep the tracker alive
+    try:
+        # sh starts the tracker in the background and exits at once (a double fork): the tracker
+        # is nobody's child, so it is no caller's zombie nor in any list of its children. A new
+        # session: a Ctrl-C at the terminal reaches the clients, not it. It runs from the
+        # directory holding this osvirt package, which `-m` puts first on sys.path.
+        subprocess.run(["/bin/sh", "-c", '"$@" &', "sh", sys.executable, "-m", "osvirt.tracker", str(r)],
+                       pass_fds=(r,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), start_new_session=True)
+    except BaseException:
+        os.close(w)
+        raise
+    finally:
+        os.close(r)
+    return w
+
+
+def _send(line):
+    global _fd
+    with _lock:
+        if _fd < 0:
+            _fd = _start()
+        try:
+            os.write(_fd, line)
+        except BrokenPipeError:  # the tracker was killed: a new one tracks what is registered from now on
+            os.close(_fd)
+            _fd = -1
+            _fd = _start()
+            os.write(_fd, line)
+
+
+def register(kind, name):
+    """Have the tracker remove `name`, an object of `kind` (a key of KINDS), should every
+    process connected to it die first. The first call starts the tracker."""
+    _send(_line("+", kind, name))
+
+
+def unregister(kind, name):
+    """`name` was removed by its owner: the tracker forgets it."""
+    _send(_line("-", kind, name))
+
+
+@contextlib.contextmanager
+def tracked(kind, name):
+    """Register `name`, then run the block that creates it; unregistered again if the block fails.
+
+    Registered first, so that there is no moment in which the object exists
+    and a SIGKILL would leave it; a registration of nothing is harmless.
+    """
+    register(kind, name)
+    try:
+        yield
+    except BaseException:
+        unregister(kind, name)
+        raise
+
+
+def register_sysv(kind, ident):
+    """Register the SysV object of `kind` with id `ident`, just made; the name to unregister it by.
+
+    The kernel picks the id, so this comes right after the creation. The
+    name holds the key and creation time /proc/sysvipc shows now, so that the
+    tracker never removes a later object given the same id.
+    """
+    row = _sysv_row(_SYSV_TABLES[kind], ident)
+    if row is None:
+        raise ValueError(f"{KINDS[kind].facility}: no id {ident} in /proc/sysvipc/{_SYSV_TABLES[kind]}")
+    name = f"id={ident},key={row['key']},ctime={row['ctime']}"
+    register(kind, name)
+    return name
+
+
+# -- the tracker process -------------------------------------------------------------------
+def _say(text):
+    print(f"osvirt resource tracker (pid {os.getpid()}): {text}", file=sys.stderr, flush=True)
+
+
+def _parse(line):
+    """(op, kind, name) of a protocol line, checked as the client checks it; ValueError if not."""
+    text = line.decode(errors="replace").rstrip("\n")
+    op, (kind, _, name) = text[:1], text[1:].partition(" ")
+    if op not in ("+", "-"):
+        raise ValueError(f"not a protocol line: {text!r}")
+    _line(op, kind, name)
+    return op, kind, name
+
+
+def main(fd):
+    """Track what the clients on pipe `fd` register; at EOF remove what is left, and exit."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())  # a client may start it with SIGINT and SIGTERM blocked
+    registered = {}  # (kind, name) in order of registration (a dict is an ordered set)
+    with open(fd, "rb") as pipe:
+        for line in pipe:
+            try:
+                op, kind, name = _parse(line)
+            except (ValueError, TypeError) as e:
+                _say(f"refused: {e}")
+                continue
+            if op == "+":
+                registered[kind, name] = None
+            else:
+                registered.pop((kind, name), None)
+    # Newest first: what was made inside a directory goes before the directory.
+    for kind, name in reversed(registered):
+        what = KINDS[kind].what
+        try:
+            if KINDS[kind].remove(name):
+                _say(f"removed {what} {name}: the processes that registered it died without removing it")
+        except Exception as e:  # one object refused or failing must not keep the others
+            _say(f"did not remove {what} {name}: {type(e).__name__}: {e}")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))
