@@ -101,20 +101,6 @@ for _cap in CAPABILITIES:
     probe(_cap.lower())(_capability_probe(_cap))
 
 
-@probe("root")
-def _root():
-    """effective uid 0"""
-    euid = os.geteuid()
-    return Answer(euid == 0, "euid is 0" if euid == 0 else f"needs root (euid is {euid})")
-
-
-@probe("not_root")
-def _not_root():
-    """running as an ordinary user (root bypasses permission checks some steps show)"""
-    euid = os.geteuid()
-    return Answer(euid != 0, f"euid is {euid}" if euid else "root bypasses the check (euid is 0)")
-
-
 @probe("setuid")
 def _setuid():
     """this process can become another user (setgroups, setgid, setuid: CAP_SETGID and CAP_SETUID)"""
@@ -132,11 +118,10 @@ def _kvm():
 
 @probe("loop")
 def _loop():
-    """loop devices can be taken from /dev/loop-control and attached"""
-    opened = _open_answer("/dev/loop-control")
-    if not opened:
-        return opened
-    return _capability_probe("CAP_SYS_ADMIN")()
+    """loop devices can be taken from /dev/loop-control and attached: it opens read-write"""
+    # LOOP_CTL_GET_FREE and LOOP_CONFIGURE check no capability: what decides is opening
+    # /dev/loop-control and /dev/loopN (their modes, and a container's device rules).
+    return _open_answer("/dev/loop-control")
 
 
 @probe("cc")
@@ -238,12 +223,21 @@ def _sigqueue_1000():
 
 
 def can(what):
-    """Answer whether `what` (a probe name, see `probes()`) is allowed here."""
+    """Answer whether `what` (a probe name, see `probes()`) is allowed here.
+
+    "not_" before a name asks the opposite, with the same reason: a step that
+    shows a refusal needs the privilege that would bypass it to be absent
+    (`can("not_cap_sys_admin")`). A privilege is a capability to probe, never
+    a uid to compare: a container's root lacks most of them.
+    """
+    negated = isinstance(what, str) and what.startswith("not_")
     try:
-        fn = _PROBES[what]
+        fn = _PROBES[what[4:] if negated else what]
     except KeyError:
-        raise ValueError(f"osvirt.env.can: no probe named {what!r}; known: {', '.join(sorted(_PROBES))}") from None
-    return fn()
+        raise ValueError(f"osvirt.env.can: no probe named {what!r}; known: {', '.join(sorted(_PROBES))}, "
+                         "each also as not_NAME") from None
+    answer = fn()
+    return Answer(not answer.ok, answer.reason) if negated else answer
 
 
 def probes():

@@ -23,10 +23,11 @@ def test_capabilities_decode_a_known_mask():
     assert env.capabilities(1 << 23 | 1 << 21) == {"CAP_SYS_NICE", "CAP_SYS_ADMIN"}
 
 
-def test_root_answer_follows_euid():
-    answer = env.can("root")
-    assert bool(answer) == (os.geteuid() == 0)
-    assert answer.reason
+def test_not_asks_the_opposite_with_the_same_reason():
+    answer, opposite = env.can("cap_sys_admin"), env.can("not_cap_sys_admin")
+    assert bool(opposite) != bool(answer) and opposite.reason == answer.reason
+    with pytest.raises(ValueError, match="not_warp_drive"):
+        env.can("not_warp_drive")
 
 
 def test_capability_answer_names_the_capability():

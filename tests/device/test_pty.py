@@ -80,7 +80,7 @@ def _open_as(path, uid):
     return pty.open_errno(path)
 
 
-@pytest.mark.needs("not_root")
+@pytest.mark.needs("not_cap_sys_admin")  # the tty layer lets CAP_SYS_ADMIN through TIOCEXCL
 def test_exclusive_mode_refuses_a_second_opener_with_ebusy():
     with pty.PseudoTerminal() as p:
         assert pty.open_errno(p.path) == 0
@@ -92,8 +92,8 @@ def test_exclusive_mode_refuses_a_second_opener_with_ebusy():
         assert pty.open_errno(p.path) == 0
 
 
-@pytest.mark.needs("root", "setuid")
-def test_exclusive_mode_lets_root_through_and_refuses_another_uid():
+@pytest.mark.needs("cap_sys_admin", "setuid")
+def test_exclusive_mode_lets_cap_sys_admin_through_and_refuses_another_uid():
     nobody = 65534
     with pty.PseudoTerminal() as p, Children() as kids:
         os.fchown(p.slave, nobody, -1)  # the terminal handed to that user, as grantpt would

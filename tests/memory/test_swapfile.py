@@ -20,7 +20,7 @@ def test_bad_sizes_are_refused_before_any_file(size, error):
         SwapFile(size)
 
 
-@pytest.mark.needs("not_root")
+@pytest.mark.needs("not_cap_sys_admin")
 def test_swapon_without_cap_sys_admin_is_refused_and_the_file_removed():
     with pytest.raises(PermissionError, match="swapon"):
         SwapFile(1)

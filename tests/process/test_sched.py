@@ -186,7 +186,7 @@ def test_deadline_parameters_read_back(held):
 CPU_CGROUP = "/sys/fs/cgroup/cpu"  # cgroup v1's cpu controller, where mounted so
 
 
-@pytest.mark.needs("root")
+@pytest.mark.needs("cap_sys_nice")
 @pytest.mark.skipif(not os.path.exists(f"{CPU_CGROUP}/cpu.rt_runtime_us") or not os.access(CPU_CGROUP, os.W_OK),
                     reason="needs a writable cgroup v1 cpu controller with real-time group scheduling")
 def test_fifo_in_a_cgroup_without_rt_runtime_is_refused_even_to_root(held):
