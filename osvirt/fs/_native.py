@@ -9,11 +9,12 @@ import os
 from osvirt._native import ffi, lib
 from osvirt.errors import kernel_error
 
-# f_type -> name, from <linux/magic.h>. ext2, ext3 and ext4 share one magic.
+# f_type -> the name the kernel registers the filesystem under (/proc/filesystems,
+# mountinfo), from <linux/magic.h>. ext2, ext3 and ext4 share one magic.
 FS_MAGICS = {
     lib.EXT4_SUPER_MAGIC: "ext2/ext3/ext4", lib.XFS_SUPER_MAGIC: "xfs",
     lib.BTRFS_SUPER_MAGIC: "btrfs", lib.TMPFS_MAGIC: "tmpfs", lib.RAMFS_MAGIC: "ramfs",
-    lib.OVERLAYFS_SUPER_MAGIC: "overlayfs", lib.FUSE_SUPER_MAGIC: "fuse",
+    lib.OVERLAYFS_SUPER_MAGIC: "overlay", lib.FUSE_SUPER_MAGIC: "fuse",
     lib.NFS_SUPER_MAGIC: "nfs", lib.F2FS_SUPER_MAGIC: "f2fs", lib.EXFAT_SUPER_MAGIC: "exfat",
     lib.MSDOS_SUPER_MAGIC: "msdos/vfat", lib.SQUASHFS_MAGIC: "squashfs",
     lib.PROC_SUPER_MAGIC: "proc", lib.SYSFS_MAGIC: "sysfs", lib.DEVPTS_SUPER_MAGIC: "devpts",

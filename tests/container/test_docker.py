@@ -6,6 +6,7 @@ import ctypes
 import errno
 import json
 import os
+import stat
 
 import pytest
 
@@ -155,9 +156,16 @@ def test_inside_docker_like_the_capabilities_are_the_14():
 
 @docker_like
 def test_inside_docker_like_paths_are_masked_and_read_only():
-    with open("/proc/kcore", "rb") as f:  # masked: /dev/null bound over it
-        assert f.read(16) == b""
-    assert os.stat("/proc/kcore").st_rdev == os.makedev(1, 3)
+    masked = {path: os.stat(path) for path in docker.MASKED_PATHS if os.path.exists(path)}
+    files = [p for p, st in masked.items() if stat.S_ISCHR(st.st_mode)]
+    dirs = [p for p, st in masked.items() if stat.S_ISDIR(st.st_mode)]
+    assert files and dirs and len(files) + len(dirs) == len(masked)  # this kernel has some of each
+    for path in files:  # /dev/null bound over it
+        assert masked[path].st_rdev == os.makedev(1, 3), path
+        with open(path, "rb") as f:
+            assert f.read(16) == b"", path
+    for path in dirs:  # an empty read-only tmpfs over it
+        assert os.listdir(path) == [] and os.statvfs(path).f_flag & os.ST_RDONLY, path
     with pytest.raises(OSError) as refused:
         open("/proc/sys/kernel/hostname", "w").close()
     assert refused.value.errno == errno.EROFS

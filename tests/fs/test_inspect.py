@@ -33,6 +33,29 @@ def test_dev_shm_is_tmpfs_by_its_magic():
     assert info.type == "tmpfs" and info.mount_type == "tmpfs" and info.magic == 0x01021994
 
 
+def _mount_points():
+    with open("/proc/self/mountinfo") as f:
+        return sorted({line.split()[4].replace("\\040", " ") for line in f})
+
+
+def test_every_known_magic_is_named_as_the_kernel_names_its_mount():
+    """Each mount here whose magic osvirt knows: the name is mountinfo's type (overlay, not
+    overlayfs: a container's root filesystem)."""
+    named = {}
+    for point in _mount_points():
+        try:
+            info = fs.filesystem(point)
+        except OSError:  # a mount this user may not stat (masked, another's 0700 directory)
+            continue
+        if not info.type.startswith("unknown") and info.mount_point == point:
+            named[point] = (info.mount_type, info.type)
+    assert named
+    same_magic = {"devtmpfs": "tmpfs"}  # devtmpfs is a tmpfs (or ramfs) instance
+    wrong = {point: (mount_type, name) for point, (mount_type, name) in named.items()
+             if same_magic.get(mount_type, mount_type.split(".")[0]) not in name.split("/")}  # fuse.sshfs is fuse
+    assert not wrong, f"mountinfo type vs osvirt's name: {wrong}"
+
+
 def test_bad_paths_raise_file_not_found_naming_the_path(tmp):
     missing = os.path.join(tmp, "missing")
     for call in (fs.filesystem, fs.file_info, fs.data_ranges, fs.hole_ranges, fs.fiemap):
