@@ -9,7 +9,8 @@ runtime/period reservation only `sched_setattr` can carry. A SCHED_FIFO child
 starves a SCHED_OTHER one on its CPU, up to the real-time throttle; a
 SCHED_DEADLINE child gets its reserved share. A sleeper gives up the CPU
 itself (voluntary switches); busy processes sharing a CPU are preempted
-(involuntary switches). Last, the article's `fork(); fork();`, counted.
+(involuntary switches); a process waiting on an empty pipe is not run at all
+and keeps its pages resident. Last, the article's `fork(); fork();`, counted.
 Real-time children are bounded: RLIMIT_RTTIME and a wall-time limit end them,
 and this process moves off their CPU while they run.
 
@@ -26,7 +27,8 @@ import psutil
 
 from osvirt import env
 from osvirt.demo import run
-from osvirt.process import sched, set_pdeathsig
+from osvirt.memory import Mapping
+from osvirt.process import ready, sched, set_pdeathsig
 from osvirt.process.sched import Policy
 
 NAME = "sched"
@@ -34,6 +36,7 @@ SEED = "4.1.1 schedule"
 SUMMARY = "nice weights, FIFO/RR/BATCH/IDLE/DEADLINE policies and context switches, measured"
 
 WINDOW_S = 1.0  # one RT throttle period: short windows see its 50 ms slots unevenly
+WAITER_BYTES = 16 << 20  # what the waiting process holds in memory
 
 
 def _sysctl(name):
@@ -67,6 +70,30 @@ def _nice_ratio(demo, cpu, nice):
 
 def _sleeper(naps):
     for _ in range(naps):
+        time.sleep(0.001)
+
+
+def _waiter(region, resource_r, ready_fd):
+    """A process that waits for a resource: it writes every page of `region` (its own copies
+    from now on), then blocks reading a pipe nobody writes to."""
+    region.touch(write=True)
+    ready(ready_fd)
+    os.read(resource_r, 1)
+
+
+def _waiting(pid, region):
+    """What the kernel says of a waiting process: its state, its CPU time (ns), its context
+    switches and the resident and swapped bytes of `region` in its address space (smaps)."""
+    proc = psutil.Process(pid)
+    vma = next(m for m in proc.memory_maps(grouped=False) if m.addr.startswith(f"{region.address:x}-"))
+    return {"state": proc.status(), "cpu_ns": sched.cpu_time_ns(pid), "switches": sched.context_switches(pid),
+            "rss": vma.rss, "swap": vma.swap}
+
+
+def _until_asleep(pid, timeout_s=10.0):
+    """Wait until `pid` is asleep: between ready() and blocking in read(2) it still runs."""
+    deadline = time.monotonic() + timeout_s
+    while psutil.Process(pid).status() != psutil.STATUS_SLEEPING and time.monotonic() < deadline:
         time.sleep(0.001)
 
 
@@ -181,23 +208,31 @@ def body(demo):
         demo.check("busy child's CPU share", "10 % (runtime / period) within 25 %",
                    f"{share:.1%}", _within(share, runtime_ns / period_ns))
 
-    with demo.step("a sleeper, and two busy children sharing one CPU",
-                   asked="nanosleep(1 ms) in a loop; /proc/PID/status voluntary_ctxt_switches, "
-                         "nonvoluntary_ctxt_switches, State, VmRSS"):
+    with demo.step("a sleeper, a waiter, and two busy children sharing one CPU",
+                   asked="nanosleep(1 ms) in a loop; read(2) on an empty pipe; /proc/PID/status "
+                         "voluntary_ctxt_switches, nonvoluntary_ctxt_switches, State; /proc/PID/smaps Rss, Swap; "
+                         "clock_gettime(the waiter's CPU clock)"):
         sleeper = demo.children.fork(_sleeper, 5000)
-        with sched.BusyChildren(demo.children, 2, limit_s=WINDOW_S + 2) as pair:
-            for pid in pair.pids:
-                sched.sched_setaffinity(pid, {cpu})
-            pair.start()
-            watched = [sleeper] + pair.pids
-            before = [sched.context_switches(pid) for pid in watched]
-            time.sleep(WINDOW_S / 2)
-            slept, *busy = [sched.context_switches(pid) - b for pid, b in zip(watched, before)]
-        waiting = psutil.Process(sleeper)
-        state, rss = demo.retry(lambda: (waiting.status(), waiting.memory_info().rss),
-                            lambda seen: seen[0] == psutil.STATUS_SLEEPING)
-        os.kill(sleeper, signal.SIGKILL)
-        demo.children.wait(sleeper)
+        region = demo.own(Mapping(WAITER_BYTES))  # mapped here, written only by the waiter
+        resource_r, resource_w = os.pipe()
+        try:
+            waiter = demo.children.fork_ready(_waiter, region, resource_r)
+            with sched.BusyChildren(demo.children, 2, limit_s=WINDOW_S + 2) as pair:
+                for pid in pair.pids:
+                    sched.sched_setaffinity(pid, {cpu})
+                pair.start()
+                _until_asleep(waiter)
+                watched = [sleeper] + pair.pids
+                before, waited = [sched.context_switches(pid) for pid in watched], [_waiting(waiter, region)]
+                time.sleep(WINDOW_S / 2)
+                slept, *busy = [sched.context_switches(pid) - b for pid, b in zip(watched, before)]
+                waited.append(_waiting(waiter, region))
+            for pid in (sleeper, waiter):
+                os.kill(pid, signal.SIGKILL)
+                demo.children.wait(pid)
+        finally:
+            os.close(resource_r)
+            os.close(resource_w)
         naps = WINDOW_S / 2 / 0.001
         demo.check("sleeper: voluntary switches", f"one per sleep: up to {naps:.0f}, at least a quarter of that",
                    f"{slept.voluntary} voluntary, {slept.involuntary} involuntary",
@@ -206,12 +241,23 @@ def body(demo):
             demo.check(f"busy child {n}: involuntary switches", "preempted at least every 50 ms (>= 10), "
                        "hardly ever yields", f"{counts.involuntary} involuntary, {counts.voluntary} voluntary",
                        counts.involuntary >= 10 and counts.voluntary < counts.involuntary)
-        demo.check("the waiting sleeper stays in memory", "state sleeping, resident set > 0",
-                   f"state {state}, RSS {rss // 1024} KiB", state == psutil.STATUS_SLEEPING and rss > 0)
+        first, last = waited
+        demo.check(f"the waiter stays in memory for the {WINDOW_S / 2:g} s it waits",
+                   f"state sleeping; all {WAITER_BYTES >> 20} MiB it wrote resident (smaps Rss {WAITER_BYTES >> 10} "
+                   "kB, Swap 0 kB), at the start and at the end",
+                   " -> ".join(f"state {w['state']}, Rss {w['rss'] >> 10} kB, Swap {w['swap'] >> 10} kB"
+                               for w in waited),
+                   all((w["state"], w["rss"], w["swap"]) == (psutil.STATUS_SLEEPING, WAITER_BYTES, 0) for w in waited))
+        switched = last["switches"] - first["switches"]
+        demo.check("the waiter is not run while it waits", "off the run queue: CPU time +0 ns, no context switch",
+                   f"CPU time +{last['cpu_ns'] - first['cpu_ns']} ns, {switched.voluntary} voluntary, "
+                   f"{switched.involuntary} involuntary switches",
+                   last["cpu_ns"] == first["cpu_ns"] and switched == (0, 0))
         demo.say("Erratum: the article (§3.1.1) says a process that waits is removed from memory, its "
                  "state saved to the process table, and that switching happens when a process waits. "
-                 "Linux only takes a waiting process off the run queue: its pages stay resident. And busy "
-                 "processes that never wait are switched too, preempted: the involuntary switches above.")
+                 "Linux only takes a waiting process off the run queue: it is not run, and its pages stay "
+                 "resident. And busy processes that never wait are switched too, preempted: the "
+                 "involuntary switches above.")
 
     with demo.step("the seed's fork(); fork();",
                    asked="fork(); fork(); then each process writes its pid to a pipe"):
