@@ -156,7 +156,8 @@ def _sysv_row(table, ident):
     return None
 
 
-def _sysv_remover(table, facility):
+def _sysv_remover(table, facility, call):
+    """The remover of a SysV kind: sysv_ipc.`call`(id) once /proc/sysvipc/`table` shows it is ours."""
     def remove(name):
         ident, key, ctime = _sysv_fields(facility, name)
         row = _sysv_row(table, ident)
@@ -164,7 +165,7 @@ def _sysv_remover(table, facility):
             return False  # gone, and the id may name another object now
         _owned(f"{facility}(id {ident})", row["cuid"])
         import sysv_ipc
-        getattr(sysv_ipc, f"remove_{table}")(ident)
+        getattr(sysv_ipc, call)(ident)
         return True
     return remove
 
@@ -177,9 +178,12 @@ KINDS = {
     "sem": Kind("POSIX named semaphore", "sem_open", _posix_name, _remove_sem),
     "dir": Kind("directory", "mkdir", _temp_path, _remove_dir),
     "swap": Kind("swap file", "swapon", _temp_path, _remove_swap),
-    "sysv-msg": Kind("SysV message queue", "msgget", _sysv_fields, _sysv_remover("msg", "msgget")),
-    "sysv-sem": Kind("SysV semaphore set", "semget", _sysv_fields, _sysv_remover("sem", "semget")),
-    "sysv-shm": Kind("SysV shared memory segment", "shmget", _sysv_fields, _sysv_remover("shm", "shmget")),
+    "sysv-msg": Kind("SysV message queue", "msgget", _sysv_fields,
+                     _sysv_remover("msg", "msgget", "remove_message_queue")),
+    "sysv-sem": Kind("SysV semaphore set", "semget", _sysv_fields,
+                     _sysv_remover("sem", "semget", "remove_semaphore")),
+    "sysv-shm": Kind("SysV shared memory segment", "shmget", _sysv_fields,
+                     _sysv_remover("shm", "shmget", "remove_shared_memory")),
 }
 _SYSV_TABLES = {"sysv-msg": "msg", "sysv-sem": "sem", "sysv-shm": "shm"}
 
