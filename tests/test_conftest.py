@@ -53,26 +53,16 @@ def _child():
 
 
 @contextlib.contextmanager
-def _posix_shm():
-    shm = posix_ipc.SharedMemory("/" + unique_name(), posix_ipc.O_CREX, mode=0o600, size=4096)
+def _posix(cls, kind, **options):
+    obj = cls("/" + unique_name(), posix_ipc.O_CREX, mode=0o600, **options)
     try:
-        yield "/dev/shm", shm.name[1:]
+        yield kind, obj.name[1:]
     finally:
-        shm.close_fd()
-        shm.unlink()
-
-
-@contextlib.contextmanager
-def _posix_mqueue():
-    if guard._mqueues() is None:
-        pytest.skip("no mqueue filesystem mounted and none can be: the guard cannot list POSIX message queues here")
-    mq = posix_ipc.MessageQueue("/" + unique_name(), posix_ipc.O_CREX, mode=0o600, max_messages=1,
-                                max_message_size=8)
-    try:
-        yield "POSIX message queues", mq.name[1:]
-    finally:
-        mq.close()
-        mq.unlink()
+        if cls is posix_ipc.SharedMemory:
+            obj.close_fd()
+        else:
+            obj.close()
+        obj.unlink()
 
 
 @contextlib.contextmanager
@@ -108,8 +98,9 @@ def _temp_file():
 
 @pytest.mark.parametrize("leak", [
     pytest.param(_child, id="child"),
-    pytest.param(_posix_shm, id="posix-shm"),
-    pytest.param(_posix_mqueue, id="posix-mqueue"),
+    pytest.param(functools.partial(_posix, posix_ipc.SharedMemory, "/dev/shm", size=4096), id="posix-shm"),
+    pytest.param(functools.partial(_posix, posix_ipc.MessageQueue, "POSIX message queues", max_messages=1,
+                                   max_message_size=8), id="posix-mqueue"),
     pytest.param(functools.partial(_sysv, sysv_ipc.MessageQueue, "msg"), id="sysv-msg"),
     pytest.param(functools.partial(_sysv, sysv_ipc.Semaphore, "sem"), id="sysv-sem"),
     pytest.param(functools.partial(_sysv, sysv_ipc.SharedMemory, "shm", size=4096), id="sysv-shm"),
@@ -120,5 +111,7 @@ def test_the_guard_names_a_live_object_of_each_kind_it_watches_and_forgets_it_on
     live_before = set(psutil.pids())
     before = guard._snapshot()
     with leak() as (kind, name):
+        if before[kind] is None:
+            pytest.skip(f"the guard cannot list {kind} here")
         assert name in guard._leaks(before, guard._snapshot(), live_before).get(kind, []), kind
     assert name not in guard._leaks(before, guard._snapshot(), live_before).get(kind, [])
