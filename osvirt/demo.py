@@ -164,22 +164,25 @@ def run(module, argv=None):
     """Run a demo module's body under the protocol; returns the exit status."""
     args = _parser_for(module).parse_args(argv)
     demo = Demo(module.NAME, json_mode=args.json, args=args)
-    demo.say(f"osvirt demo {module.NAME}: seed §{module.SEED}: {module.SUMMARY}", indent=0)
-    demo.say()
     previous = signal.signal(signal.SIGTERM, _raise_system_exit)
     status = None
+    # A Ctrl-C anywhere in here, the first line and the cleanup included (one
+    # held back during the cleanup is raised as it ends), ends the demo as an
+    # interruption: exit 130 and the message, never a traceback.
     try:
-        module.body(demo)
+        try:
+            demo.say(f"osvirt demo {module.NAME}: seed §{module.SEED}: {module.SUMMARY}", indent=0)
+            demo.say()
+            module.body(demo)
+        finally:
+            with signals_deferred():
+                demo.cleanup()
     except KeyboardInterrupt:
         status = 128 + signal.SIGINT
     except SystemExit as e:
         status = e.code
     finally:
-        try:
-            with signals_deferred():
-                demo.cleanup()
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous)
     if status is not None:
         print(f"osvirt demo {module.NAME}: interrupted, children reaped and objects removed",
               file=sys.stderr)

@@ -162,3 +162,21 @@ def test_ctrl_c_while_a_resource_is_being_owned_still_removes_it():
 
     assert run(_demo(lambda demo: demo.own(InterruptedWhileCreated())), ["--json"]) == 130
     assert removed == [True]
+
+
+def test_ctrl_c_during_the_cleanup_of_a_finished_demo_is_an_interruption(capsys):
+    removed = []
+
+    class InterruptedWhileRemoved:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            os.kill(os.getpid(), signal.SIGINT)  # held back until the cleanup ends
+            removed.append(True)
+
+    assert run(_demo(lambda demo: demo.own(InterruptedWhileRemoved())), ["--json"]) == 130
+    assert removed == [True]
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no verdict for an interrupted run
+    assert "interrupted, children reaped and objects removed" in captured.err
