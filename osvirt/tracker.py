@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 
-__all__ = ["KINDS", "register", "unregister", "tracked", "register_sysv"]
+__all__ = ["KINDS", "Kind", "register", "unregister", "tracked", "register_sysv", "main"]
 
 _NAME = r"osvirt-[0-9]+-[0-9a-f]{8}(-[^/\s]+)?"  # osvirt.naming.unique_name, with no white space
 _POSIX_NAME = re.compile("/" + _NAME)
