@@ -147,6 +147,19 @@ def _blocked_in_kernel(pid, timeout_s=5.0):
     raise AssertionError(f"child {pid} never blocked")
 
 
+def _took_and_blocked_again(pid, signo, timeout_s=30.0):
+    """Wait until `pid` has taken `signo` (pending no more: SigPnd, ShdPnd) and sleeps in the kernel again."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/status") as f:
+            status = dict(line.split(":", 1) for line in f)
+        pending = int(status["SigPnd"], 16) | int(status["ShdPnd"], 16)
+        if not pending >> (signo - 1) & 1 and status["State"].split()[0] == "S":
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"child {pid} did not take signal {signo} and block again")
+
+
 def _receive_until_interrupted(receive, ready_fd):
     signal.signal(signal.SIGINT, signal.default_int_handler)
     ready(ready_fd)
@@ -191,7 +204,9 @@ def test_a_signal_whose_handler_returns_resumes_the_blocked_receive(kind):
         os.close(w)
         _blocked_in_kernel(pid)
         os.kill(pid, signal.SIGUSR1)  # EINTR in the child: its handler runs, the receive goes on
-        time.sleep(0.05)
+        # Sent once the receive waits again, not after a fixed sleep: on a loaded
+        # machine the message could come first and the resumed wait go untested.
+        _took_and_blocked_again(pid, signal.SIGUSR1)
         q.send(b"late")
         assert kids.wait(pid, timeout_s=5) == 0
         message, handled, _ = report.read().split()

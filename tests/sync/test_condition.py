@@ -32,22 +32,22 @@ def test_wait_without_holding_the_mutex_is_eperm(cond):
 
 
 def test_notify_from_another_process_wakes_the_waiter(cond):
-    with SharedRegion(8) as region:
-        flag = region.view("q")
+    with SharedRegion(16) as region:
+        flag = region.view("q")                # [set, the waiter holds the mutex]
 
         def set_and_notify():
-            time.sleep(0.1)
-            with cond:
+            while flag[1] == 0:
+                time.sleep(0.001)
+            with cond:                         # free only once the waiter's wait released it
                 flag[0] = 1
                 cond.notify()
         with Children() as kids:
             pid = kids.fork(set_and_notify)
             with cond:
-                start = time.monotonic()
-                assert cond.wait_for(lambda: flag[0] == 1, timeout_s=5)
-                waited = time.monotonic() - start
-            assert kids.wait(pid) == 0
-        assert 0.05 <= waited < 5
+                flag[1] = 1                    # the child sets flag[0] only after our wait releases the mutex,
+                assert flag[0] == 0            # so the wait below really waits (a fixed sleep did not, under load)
+                assert cond.wait_for(lambda: flag[0] == 1, timeout_s=30)
+            assert kids.wait(pid, timeout_s=30) == 0
 
 
 def test_wait_for_gives_up_after_its_timeout(cond):

@@ -157,28 +157,34 @@ def test_bad_timeouts_are_refused_before_any_call(mutex, timeout_s, error):
     mutex.unlock()
 
 
-def _hold_for(m, seconds, ready_fd):
+def _hold_until_released(m, release_fd, ready_fd):
     with m:
         os.write(ready_fd, b".")
-        time.sleep(seconds)
+        os.read(release_fd, 1)  # held until the parent says, not for a fixed time a loaded parent may overrun
 
 
 def test_a_blocked_lock_releases_the_gil(mutex):
     outcome = []
 
     def lock_and_unlock():
-        outcome.append(mutex.lock(timeout_s=5.0))
+        outcome.append(mutex.lock(timeout_s=30))
         mutex.unlock()
-    with Children() as kids:
-        pid = kids.fork_ready(_hold_for, mutex, 0.5)
-        thread = threading.Thread(target=lock_and_unlock)
-        thread.start()
-        spins, end = 0, time.monotonic() + 0.3
-        while time.monotonic() < end:          # Python runs here while the thread waits in C
-            spins += 1
-        assert thread.is_alive() and spins > 10_000
-        thread.join(5)
-        assert kids.wait(pid, timeout_s=5) == 0
+    r, w = os.pipe()
+    try:
+        with Children() as kids:
+            pid = kids.fork_ready(_hold_until_released, mutex, r)
+            thread = threading.Thread(target=lock_and_unlock)
+            thread.start()
+            spins, end = 0, time.monotonic() + 0.3
+            while time.monotonic() < end:          # Python runs here while the thread waits in C
+                spins += 1
+            assert thread.is_alive() and spins > 10_000
+            os.write(w, b".")
+            thread.join(30)
+            assert kids.wait(pid, timeout_s=30) == 0
+    finally:
+        os.close(r)
+        os.close(w)
     assert outcome == [True]
 
 
@@ -248,17 +254,28 @@ def test_with_raises_owner_dead_holding_the_mutex(mutex):
         assert not mutex.try_lock()
 
 
+def _hold_then_stamp_the_unlock(mutex, fd):
+    mutex.lock()
+    os.write(fd, b"1")
+    time.sleep(0.3)
+    unlocking = time.monotonic_ns()
+    mutex.unlock()
+    os.write(fd, b"%d" % unlocking)
+
+
 def test_with_waits_for_a_holder_in_another_process(mutex):
+    # Judged by order, not by a duration from when we saw the child lock: a
+    # parent preempted meanwhile would measure less than the child's hold.
     r, w = os.pipe()
     with Children() as kids:
-        kids.fork(lambda: (mutex.lock(), os.write(w, b"1"), time.sleep(0.3), mutex.unlock()))
+        kids.fork(_hold_then_stamp_the_unlock, mutex, w)
         assert os.read(r, 1) == b"1"            # the child holds it now
-        t0 = time.monotonic()
         with mutex:
-            waited = time.monotonic() - t0
+            acquired = time.monotonic_ns()      # CLOCK_MONOTONIC is one clock for every process
+        unlocked = int(os.read(r, 32))
         os.close(r)
         os.close(w)
-    assert 0.2 < waited < 5, f"`with` returned after {waited:.3f} s while the child held the mutex for 0.3 s"
+    assert unlocked <= acquired, f"`with` took the mutex {(unlocked - acquired) / 1e6:.3f} ms before the child unlocked it"
 
 
 def test_with_reports_the_unlock_the_block_made_impossible(mutex):
