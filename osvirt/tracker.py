@@ -220,9 +220,10 @@ def _start():
     try:
         # sh starts the tracker in the background and exits at once (a double fork): the tracker
         # is nobody's child, so it is no caller's zombie nor in any list of its children. A new
-        # session: a Ctrl-C at the terminal reaches the clients, not it. It runs from the
-        # directory holding this osvirt package, which `-m` puts first on sys.path.
-        subprocess.run(["/bin/sh", "-c", '"$@" &', "sh", sys.executable, "-m", "osvirt.tracker", str(r)],
+        # session: a Ctrl-C at the terminal reaches the clients, not it. It runs in the
+        # directory holding this osvirt package, which `-c` puts first on sys.path.
+        subprocess.run(["/bin/sh", "-c", '"$@" &', "sh", sys.executable, "-c",
+                        "import sys; from osvirt.tracker import main; main(int(sys.argv[1]))", str(r)],
                        pass_fds=(r,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True,
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), start_new_session=True)
     except BaseException:
@@ -242,7 +243,7 @@ def _send(line):
             os.write(_fd, line)
         except BrokenPipeError:  # the tracker was killed: a new one tracks what is registered from now on
             os.close(_fd)
-            _fd = -1
+            _fd = -1  # should the start fail, the next call tries again
             _fd = _start()
             os.write(_fd, line)
 
@@ -290,7 +291,10 @@ def register_sysv(kind, ident):
 
 # -- the tracker process -------------------------------------------------------------------
 def _say(text):
-    print(f"osvirt resource tracker (pid {os.getpid()}): {text}", file=sys.stderr, flush=True)
+    try:
+        os.write(2, f"osvirt resource tracker (pid {os.getpid()}): {text}\n".encode(errors="replace"))
+    except OSError:
+        pass  # the clients' stderr is gone (its reader stopped reading): the removals go on
 
 
 def _parse(line):
@@ -311,7 +315,7 @@ def main(fd):
         for line in pipe:
             try:
                 op, kind, name = _parse(line)
-            except (ValueError, TypeError) as e:
+            except ValueError as e:
                 _say(f"refused: {e}")
                 continue
             if op == "+":
@@ -326,7 +330,3 @@ def main(fd):
                 _say(f"removed {what} {name}: the processes that registered it died without removing it")
         except Exception as e:  # one object refused or failing must not keep the others
             _say(f"did not remove {what} {name}: {type(e).__name__}: {e}")
-
-
-if __name__ == "__main__":
-    main(int(sys.argv[1]))

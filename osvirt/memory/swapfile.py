@@ -41,7 +41,8 @@ def _header(pages):
 
 
 class SwapFile(Owned):
-    """A swap file of `size_mb` MiB in `directory`, active until `close()`.
+    """A swap file of `size_mb` MiB in `directory` (a temp directory: osvirt.tracker
+    swaps it off and removes it should this process be SIGKILLed), active until `close()`.
 
     Only the process that created it swaps it off and removes it: a forked
     child's copy closing (its __del__) leaves it alone.
