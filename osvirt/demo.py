@@ -58,8 +58,9 @@ class Demo:
             return
         width = 100 - indent
         for para in str(text).split("\n"):
-            print(textwrap.fill(para, width, initial_indent=" " * indent,
-                                subsequent_indent=" " * indent) if para else "", file=self.out)
+            # Broken at spaces only: a path or name (osvirt-<pid>-<random>) stays whole.
+            print(textwrap.fill(para, width, initial_indent=" " * indent, subsequent_indent=" " * indent,
+                                break_on_hyphens=False, break_long_words=False) if para else "", file=self.out)
 
     @contextlib.contextmanager
     def step(self, title, asked=None):

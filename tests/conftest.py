@@ -148,11 +148,14 @@ class LingeringDemo:
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def output_until(self, marker):
-        """Its output up to the first line holding `marker` (its pause); AssertionError if it ends first."""
+        """Its output up to the line that completes `marker` (its pause), with each run of white
+        space made one space: Demo.say wraps at spaces, so a marker, pid or path may span two
+        lines. AssertionError if it ends first."""
         for line in self.proc.stdout:
             self.text += line
-            if marker in line:
-                return self.text
+            joined = " ".join(self.text.split())
+            if marker in joined:
+                return joined
         raise AssertionError("the demo ended without pausing:\n" + self.text)
 
     def interrupt(self):
