@@ -136,6 +136,56 @@ def test_what_the_owner_removed_itself_is_not_touched_again():
             remade.close_fd()
 
 
+def test_a_creation_that_fails_unregisters_its_name():
+    """tracked(): the name was registered before the creation; when that fails (here EEXIST),
+    it is unregistered, so the object someone else holds under that name stays."""
+    name = "/" + unique_name()
+    theirs = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=4096)
+    try:
+        with Children() as kids:
+            proc, _ = _client(kids, f"""
+                import posix_ipc
+                from osvirt import tracker
+                try:
+                    with tracker.tracked("shm", {name!r}):
+                        posix_ipc.SharedMemory({name!r}, posix_ipc.O_CREX, mode=0o600, size=4096)
+                except posix_ipc.ExistentialError:
+                    pass
+                made = {{}}
+            """)
+            err = _sigkill(proc)
+        assert _posix_exists("shm", name) and "removed" not in err, err
+    finally:
+        theirs.unlink()
+        theirs.close_fd()
+
+
+def test_a_killed_tracker_is_replaced_by_a_new_one():
+    with Children() as kids:
+        proc, made = _client(kids, """
+            import psutil, signal
+            from osvirt import tracker
+            from osvirt.naming import private_dir, unique_name
+            tracker.register("dir", "/tmp/" + unique_name())  # the first tracker starts
+            pipe = f"pipe:[{os.fstat(tracker._fd).st_ino}]"
+
+            def reads_our_pipe(pid):
+                try:
+                    return any(os.readlink(f"/proc/{pid}/fd/{fd}") == pipe for fd in os.listdir(f"/proc/{pid}/fd"))
+                except OSError:  # gone, or another user's
+                    return False
+            first = next(p for p in psutil.process_iter(["cmdline"])
+                         if "osvirt.tracker" in " ".join(p.info["cmdline"] or []) and reads_our_pipe(p.pid))
+            first.kill()
+            first.wait(10)
+            directory = kept.enter_context(private_dir())  # EPIPE: a second tracker starts
+            made = {"paths": [directory], "first": first.pid}
+        """)
+        err = _sigkill(proc)
+    assert _gone(made) == [], err
+    assert f"removed directory {made['paths'][0]}: " in err and f"(pid {made['first']})" not in err
+
+
 def test_a_forked_child_keeps_the_objects_until_it_dies_too():
     with Children() as kids:
         proc, made = _client(kids, """
