@@ -12,29 +12,33 @@ never unlinking or killing what its parent still uses. Owners set
 `_creator = os.getpid()` when they create and ask `_is_creator` before removing.
 """
 import os
+from typing import TypeVar
 
 __all__ = ["Owned", "OwnedFd"]
+
+
+_O = TypeVar("_O", bound="Owned")
 
 
 class Owned:
     """Base of the owners: subclasses implement an idempotent `close()`."""
 
-    _creator = None  # pid of the process that created the object (None: opened, not owned)
+    _creator: int | None = None  # pid of the process that created the object (None: opened, not owned)
 
     @property
-    def _is_creator(self):
+    def _is_creator(self) -> bool:
         return self._creator is not None and self._creator == os.getpid()
 
-    def close(self):
+    def close(self) -> None:
         raise NotImplementedError
 
-    def __enter__(self):
+    def __enter__(self: _O) -> _O:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         self.close()
 
 
@@ -46,12 +50,12 @@ class OwnedFd(Owned):
     fd = -1
     what = "device"
 
-    def _open_fd(self):
+    def _open_fd(self) -> int:
         if self.fd < 0:
             raise ValueError(f"{self.what}: closed")
         return self.fd
 
-    def close(self):
+    def close(self) -> None:
         fd, self.fd = self.fd, -1
         if fd >= 0:
             os.close(fd)

@@ -26,12 +26,12 @@ class ProtectionFault(OsvirtError):
     was attempted.
     """
 
-    def __init__(self, access, address, signo, si_code, code_name):
+    def __init__(self, access: str, address: int, signo: int, si_code: int, code_name: str) -> None:
         super().__init__(access, address, signo, si_code, code_name)
         self.access, self.address, self.signo, self.si_code, self.code_name = \
             access, address, signo, si_code, code_name
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.access}: {self.code_name} at address {self.address:#x}"
 
 
@@ -45,16 +45,17 @@ class OwnerDead(OsvirtError):
     """
     errno = errno.EOWNERDEAD
 
-    def __init__(self, where):
+    def __init__(self, where: str) -> None:
         super().__init__(where)
         self.where = where
 
-    def __str__(self):
+    def __str__(self) -> str:
         return (f"pthread_mutex_lock: EOWNERDEAD: the previous holder of the mutex in {self.where} "
                 "died holding it; you hold it now: repair the state, call make_consistent(), then unlock()")
 
 
-def kernel_error(err, facility, hint=None, filename=None):
+def kernel_error(err: int, facility: str, hint: str | None = None,
+                 filename: str | bytes | os.PathLike[str] | os.PathLike[bytes] | None = None) -> OSError:
     """The OSError (subclass chosen by errno) for `facility` failing with `err`.
 
     >>> kernel_error(1, "sched_setscheduler(SCHED_FIFO)", "needs CAP_SYS_NICE")

@@ -12,6 +12,7 @@ import secrets
 import shutil
 import signal
 import tempfile
+from collections.abc import Iterator
 
 from osvirt import tracker
 
@@ -20,7 +21,7 @@ __all__ = ["PREFIX", "unique_name", "private_dir"]
 PREFIX = "osvirt-"
 
 
-def unique_name(suffix=""):
+def unique_name(suffix: str = "") -> str:
     """`osvirt-<pid>-<random>[-suffix]`, fit for a file, FIFO or POSIX IPC name."""
     if "/" in suffix or "\0" in suffix:
         raise ValueError(f"unique_name: suffix {suffix!r} may not hold '/' or NUL")
@@ -29,7 +30,7 @@ def unique_name(suffix=""):
 
 
 @contextlib.contextmanager
-def private_dir(parent=None):
+def private_dir(parent: str | os.PathLike[str] | None = None) -> Iterator[str]:
     """A new directory, mode 0700, in `parent` (the temp dir by default), removed with all it holds.
 
     `parent` must be a temp directory (or an osvirt directory in one): the
