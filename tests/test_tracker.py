@@ -7,6 +7,7 @@ for the tracker to finish; what the kernel still holds (/dev/shm, the mqueue
 mount, /proc/sysvipc, /proc/swaps, the temp directories) is then polled for a
 bounded moment.
 """
+import contextlib
 import json
 import os
 import signal
@@ -59,6 +60,17 @@ def _gone(made, timeout_s=10.0):
     while (held := _held(made)) and time.monotonic() < deadline:
         time.sleep(0.05)
     return held
+
+
+@contextlib.contextmanager
+def _untracked_shm(name):
+    """A POSIX shm object `name` made here, unknown to any tracker, and unlinked at the end."""
+    shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=4096)
+    try:
+        yield
+    finally:
+        shm.unlink()
+        shm.close_fd()
 
 
 def _client(kids, source):
@@ -127,43 +139,34 @@ def test_what_the_owner_removed_itself_is_not_touched_again():
             made = {"posix": [("shm", shm.name)]}
         """)
         name = made["posix"][0][1]
-        remade = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=4096)
-        try:
+        with _untracked_shm(name):
             err = _sigkill(proc)
             assert _posix_exists("shm", name) and "removed" not in err, err
-        finally:
-            remade.unlink()
-            remade.close_fd()
 
 
 def test_a_creation_that_fails_unregisters_its_name():
     """tracked(): the name was registered before the creation; when that fails (here EEXIST),
     it is unregistered, so the object someone else holds under that name stays."""
     name = "/" + unique_name()
-    theirs = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=4096)
-    try:
-        with Children() as kids:
-            proc, _ = _client(kids, f"""
-                import posix_ipc
-                from osvirt import tracker
-                try:
-                    with tracker.tracked("shm", {name!r}):
-                        posix_ipc.SharedMemory({name!r}, posix_ipc.O_CREX, mode=0o600, size=4096)
-                except posix_ipc.ExistentialError:
-                    pass
-                made = {{}}
-            """)
-            err = _sigkill(proc)
+    with _untracked_shm(name), Children() as kids:
+        proc, _ = _client(kids, f"""
+            import posix_ipc
+            from osvirt import tracker
+            try:
+                with tracker.tracked("shm", {name!r}):
+                    posix_ipc.SharedMemory({name!r}, posix_ipc.O_CREX, mode=0o600, size=4096)
+            except posix_ipc.ExistentialError:
+                pass
+            made = {{}}
+        """)
+        err = _sigkill(proc)
         assert _posix_exists("shm", name) and "removed" not in err, err
-    finally:
-        theirs.unlink()
-        theirs.close_fd()
 
 
 def test_a_killed_tracker_is_replaced_by_a_new_one():
     with Children() as kids:
         proc, made = _client(kids, """
-            import psutil, signal
+            import psutil
             from osvirt import tracker
             from osvirt.naming import private_dir, unique_name
             tracker.register("dir", "/tmp/" + unique_name())  # the first tracker starts
