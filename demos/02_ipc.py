@@ -31,6 +31,10 @@ SEED = "4.1.2 communication"
 SUMMARY = "pipes, FIFOs, POSIX and System V message queues, queued signals and shared memory, measured"
 
 N_SIGNALS = 1000
+# How long a step waits for a child to start and answer: a cap for a hung child, not a
+# measurement. A new interpreter (the FIFO peer) on a loaded machine, with the CPU taken and
+# the disk busy, may take many seconds to start, and a tighter cap failed the step there.
+WAIT_S = 60
 _SI_CODES = {ipc.SI_QUEUE: "SI_QUEUE", ipc.SI_USER: "SI_USER"}
 
 
@@ -170,12 +174,12 @@ def body(demo):
         demo.check("FIFO mode (stat)", "0o600", f"{oct(request.mode)} and {oct(reply.mode)}",
                    request.mode == reply.mode == 0o600)
         peer = demo.children.spawn([sys.executable, "-m", "osvirt.ipc.echo", request.path, reply.path])
-        request.write_all(b"hello from %d\n" % os.getpid())
-        answer = reply.read_all()
+        request.write_all(b"hello from %d\n" % os.getpid(), timeout_s=WAIT_S)
+        answer = reply.read_all(timeout_s=WAIT_S)
         demo.check("reply from the spawned peer over the second FIFO",
                    f"'<peer pid {peer.pid}> hello from {os.getpid()}'", repr(answer.decode()),
                    answer == b"%d hello from %d\n" % (peer.pid, os.getpid()))
-        peer.wait(timeout=10)
+        peer.wait(timeout=WAIT_S)
 
     with demo.step("erratum: a named pipe is not full duplex", asked="open(fifo, O_RDWR); write('ping'); read()"):
         fd = os.open(request.path, os.O_RDWR | os.O_NONBLOCK)
@@ -258,8 +262,8 @@ def body(demo):
         with ipc.Pipe() as ready, ipc.Pipe() as release:
             child = demo.children.fork(_share, segments["posix"].name, segments["sysv"].id,
                                        segments["memfd"].path, ready.write_fd, release.read_fd)
-            if not select.select([ready.read_fd], [], [], 10)[0]:
-                raise TimeoutError("the sharing child did not write within 10 s")
+            if not select.select([ready.read_fd], [], [], WAIT_S)[0]:
+                raise TimeoutError(f"the sharing child did not write within {WAIT_S} s")
             os.read(ready.read_fd, 1)
             for kind, shm in segments.items():
                 expected = b"%s written by pid %d" % (kind.encode(), child)

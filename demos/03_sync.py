@@ -26,7 +26,10 @@ NAME = "sync"
 SEED = "4.1.3 sync"
 SUMMARY = "lost updates, process-shared and robust mutexes, semaphores, condition, barrier"
 
-WAIT_S = 20      # no child of this demo should live longer
+# How long a step waits for its children: a cap for a hung child, not a measurement. Two new
+# interpreters (the named-mutex step) or the compiler on a loaded machine, with the CPU taken
+# and the disk busy, may take many seconds to start.
+WAIT_S = 60
 N, M = 4, 2000   # processes x increments of the shared counter
 
 
