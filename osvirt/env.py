@@ -17,9 +17,11 @@ import os
 import platform
 import resource
 import shutil
+from collections.abc import Callable
+from typing import TypedDict
 
-__all__ = ["Answer", "CAPABILITIES", "capabilities", "can", "probe", "probes", "facts",
-           "thp_mode", "cgroups", "container_hints", "vm_hints"]
+__all__ = ["Answer", "CAPABILITIES", "capabilities", "can", "probe", "probes", "facts", "Facts",
+           "thp_mode", "cgroups", "Cgroups", "container_hints", "vm_hints"]
 
 # Bit numbers from <linux/capability.h>: CapEff in /proc/self/status is a mask of these.
 CAPABILITIES = (
@@ -41,11 +43,11 @@ class Answer:
     ok: bool
     reason: str
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return self.ok
 
 
-def _read(path, default=None):
+def _read(path: str, default: str | None = None) -> str | None:
     try:
         with open(path) as f:
             return f.read()
@@ -53,43 +55,44 @@ def _read(path, default=None):
         return default
 
 
-def _status_field(name):
+def _status_field(name: str) -> str | None:
     for line in (_read("/proc/self/status") or "").splitlines():
         if line.startswith(name + ":"):
             return line.split(":", 1)[1].strip()
     return None
 
 
-def capabilities(mask=None):
+def capabilities(mask: int | None = None) -> frozenset[str]:
     """Names of the capabilities in a mask (default: this process's effective set, CapEff)."""
     if mask is None:
         mask = int(_status_field("CapEff") or "0", 16)
     return frozenset(name for bit, name in enumerate(CAPABILITIES) if mask >> bit & 1)
 
 
-def _open_answer(path, flags=os.O_RDWR):
+def _open_answer(path: str, flags: int = os.O_RDWR) -> Answer:
     try:
         fd = os.open(path, flags | os.O_CLOEXEC)
     except OSError as e:
+        assert e.errno is not None  # set by every failed system call
         return Answer(False, f"open({path}) failed: {errno.errorcode.get(e.errno, e.errno)} ({e.strerror})")
     os.close(fd)
     return Answer(True, f"{path} opens read-write")
 
 
 # -- the probes: one function per "can I X?" ----------------------------------
-_PROBES = {}
+_PROBES: "dict[str, functools._lru_cache_wrapper[Answer]]" = {}
 
 
-def probe(name):
+def probe(name: str) -> Callable[[Callable[[], Answer]], Callable[[], Answer]]:
     """Register a probe under `name` (the word demos and tests ask `can` for)."""
-    def register(fn):
+    def register(fn: Callable[[], Answer]) -> Callable[[], Answer]:
         _PROBES[name] = functools.lru_cache(maxsize=None)(fn)
         return fn
     return register
 
 
-def _capability_probe(cap):
-    def answer():
+def _capability_probe(cap: str) -> Callable[[], Answer]:
+    def answer() -> Answer:
         if cap in capabilities():
             return Answer(True, f"{cap} in the effective set")
         return Answer(False, f"needs {cap} (not in effective set)")
@@ -102,7 +105,7 @@ for _cap in CAPABILITIES:
 
 
 @probe("setuid")
-def _setuid():
+def _setuid() -> Answer:
     """this process can become another user (setgroups, setgid, setuid: CAP_SETGID and CAP_SETUID)"""
     missing = [cap for cap in ("CAP_SETGID", "CAP_SETUID") if cap not in capabilities()]
     if missing:
@@ -111,13 +114,13 @@ def _setuid():
 
 
 @probe("kvm")
-def _kvm():
+def _kvm() -> Answer:
     """/dev/kvm can be opened"""
     return _open_answer("/dev/kvm")
 
 
 @probe("loop")
-def _loop():
+def _loop() -> Answer:
     """loop devices can be taken from /dev/loop-control and attached: it opens read-write"""
     # LOOP_CTL_GET_FREE and LOOP_CONFIGURE check no capability: what decides is opening
     # /dev/loop-control and /dev/loopN (their modes, and a container's device rules).
@@ -125,7 +128,7 @@ def _loop():
 
 
 @probe("cc")
-def _cc():
+def _cc() -> Answer:
     """a C compiler (cc or gcc) is on PATH"""
     for name in ("cc", "gcc"):
         path = shutil.which(name)
@@ -135,7 +138,7 @@ def _cc():
 
 
 @probe("swap")
-def _swap():
+def _swap() -> Answer:
     """swap is active (/proc/swaps lists a device or file)"""
     lines = (_read("/proc/swaps") or "").splitlines()[1:]
     if lines:
@@ -144,7 +147,7 @@ def _swap():
 
 
 @probe("thp")
-def _thp():
+def _thp() -> Answer:
     """transparent huge pages can back an madvise(MADV_HUGEPAGE) region"""
     mode = thp_mode()
     if mode in ("always", "madvise"):
@@ -152,7 +155,7 @@ def _thp():
     return Answer(False, f"THP mode is {mode or 'unknown (no /sys/kernel/mm/transparent_hugepage)'}")
 
 
-def _tried_in_child(what, attempt):
+def _tried_in_child(what: str, attempt: Callable[[], object]) -> Answer:
     """Run `attempt()` in a short-lived child and answer with what the kernel said.
 
     Some refusals only the kernel knows (a cpu cgroup without real-time runtime
@@ -161,10 +164,11 @@ def _tried_in_child(what, attempt):
     """
     from osvirt.process.spawn import fork  # env is imported by osvirt.process: import late
 
-    def child(report_w):
+    def child(report_w: int) -> int:
         try:
             attempt()
         except OSError as e:
+            assert e.errno is not None
             os.write(report_w, f"{errno.errorcode.get(e.errno, e.errno)}: {e.strerror}".encode())
         return 0
 
@@ -189,7 +193,7 @@ def _tried_in_child(what, attempt):
 
 
 @probe("sched_fifo")
-def _sched_fifo():
+def _sched_fifo() -> Answer:
     """a process can switch itself to SCHED_FIFO priority 1 (tried in a child)"""
     from osvirt.process import sched
     return _tried_in_child("sched_setscheduler(SCHED_FIFO, 1)",
@@ -197,7 +201,7 @@ def _sched_fifo():
 
 
 @probe("sched_rr")
-def _sched_rr():
+def _sched_rr() -> Answer:
     """a process can switch itself to SCHED_RR priority 1 (tried in a child)"""
     from osvirt.process import sched
     return _tried_in_child("sched_setscheduler(SCHED_RR, 1)",
@@ -205,7 +209,7 @@ def _sched_rr():
 
 
 @probe("sched_deadline")
-def _sched_deadline():
+def _sched_deadline() -> Answer:
     """a process can switch itself to SCHED_DEADLINE 10 ms every 100 ms (tried in a child)"""
     from osvirt.process import sched
     return _tried_in_child("sched_setattr(SCHED_DEADLINE, 10 ms / 100 ms)",
@@ -214,7 +218,7 @@ def _sched_deadline():
 
 
 @probe("sigqueue_1000")
-def _sigqueue_1000():
+def _sigqueue_1000() -> Answer:
     """RLIMIT_SIGPENDING lets this user queue 1000 more signals (sigqueue fails with EAGAIN past it)"""
     soft = resource.getrlimit(resource.RLIMIT_SIGPENDING)[0]
     if soft == resource.RLIM_INFINITY or soft >= 1024:
@@ -222,7 +226,7 @@ def _sigqueue_1000():
     return Answer(False, f"RLIMIT_SIGPENDING is {soft}, below the 1024 needed to queue 1000 signals")
 
 
-def can(what):
+def can(what: str) -> Answer:
     """Answer whether `what` (a probe name, see `probes()`) is allowed here.
 
     "not_" before a name asks the opposite, with the same reason: a step that
@@ -240,20 +244,20 @@ def can(what):
     return Answer(not answer.ok, answer.reason) if negated else answer
 
 
-def probes():
+def probes() -> dict[str, str]:
     """The names `can` answers, with what each asks."""
     return {name: (fn.__wrapped__.__doc__ or "").strip() for name, fn in sorted(_PROBES.items())}
 
 
 # -- facts for `osvirt info` ---------------------------------------------------
-def thp_mode():
+def thp_mode() -> str | None:
     text = _read("/sys/kernel/mm/transparent_hugepage/enabled")
     if text and "[" in text:
         return text.split("[", 1)[1].split("]", 1)[0]
     return None
 
 
-def _mounts():
+def _mounts() -> list[tuple[str, str, str]]:
     rows = []
     for line in (_read("/proc/self/mounts") or "").splitlines():
         dev, point, fstype, opts = line.split()[:4]
@@ -261,7 +265,14 @@ def _mounts():
     return rows
 
 
-def cgroups():
+class Cgroups(TypedDict):
+    """What cgroups() finds: the version, the cgroup mounts, and /proc/self/cgroup's lines."""
+    version: str
+    mounts: list[str]
+    self: list[str]
+
+
+def cgroups() -> Cgroups:
     """cgroup version (1, 2 or hybrid) and its mounts, from /proc/self/mounts."""
     mounts = [(p, t, o) for p, t, o in _mounts() if t in ("cgroup", "cgroup2")]
     kinds = {t for _, t, _ in mounts}
@@ -271,7 +282,7 @@ def cgroups():
     return {"version": version, "mounts": [f"{p} ({t})" for p, t, _ in mounts], "self": own}
 
 
-def container_hints():
+def container_hints() -> list[str]:
     """Signs that this is a container; each names its evidence."""
     hints = []
     for path in ("/.dockerenv", "/run/.containerenv"):
@@ -289,7 +300,7 @@ def container_hints():
     return hints
 
 
-def vm_hints():
+def vm_hints() -> list[str]:
     """Signs that this runs on a hypervisor; each names its evidence."""
     hints = []
     cpuinfo = _read("/proc/cpuinfo") or ""
@@ -302,13 +313,37 @@ def vm_hints():
     return hints
 
 
-def _rlimit(name):
+def _rlimit(name: str) -> dict[str, int | str]:
     soft, hard = resource.getrlimit(getattr(resource, name))
-    show = lambda v: "unlimited" if v == resource.RLIM_INFINITY else v  # noqa: E731
+
+    def show(v: int) -> int | str:
+        return "unlimited" if v == resource.RLIM_INFINITY else v
+
     return {"soft": show(soft), "hard": show(hard)}
 
 
-def facts():
+class Facts(TypedDict):
+    """What facts() returns: plain data, as `osvirt info --json` prints it."""
+    kernel: str
+    machine: str
+    uid: int
+    euid: int
+    gid: int
+    capabilities: list[str]
+    container_hints: list[str]
+    vm_hints: list[str]
+    cpus: dict[str, int | list[int] | None]  # online (None: unknown) and usable
+    cgroup: Cgroups
+    devices: dict[str, bool]
+    mqueue_mounted: bool
+    swap: list[str]
+    thp_mode: str | None
+    sched_rt_runtime_us: str | None
+    rlimits: dict[str, dict[str, int | str]]  # soft and hard: a number or "unlimited"
+    can: dict[str, dict[str, object]]  # an Answer's fields: ok and reason
+
+
+def facts() -> Facts:
     """Everything `osvirt info` shows, as plain data."""
     swaps = (_read("/proc/swaps") or "").splitlines()[1:]
     return {

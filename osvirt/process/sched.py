@@ -23,6 +23,7 @@ import resource
 import signal
 import time
 import typing
+from collections.abc import Iterable, Iterator
 
 import psutil
 
@@ -30,7 +31,7 @@ from osvirt import env
 from osvirt._owned import Owned
 from osvirt.errors import kernel_error
 from osvirt.process import _native
-from osvirt.process.spawn import ready
+from osvirt.process.spawn import Children, ready
 
 __all__ = [
     "Policy", "SchedAttr", "ContextSwitches", "NICE_0_WEIGHT", "SCHED_PRIO_TO_WEIGHT",
@@ -40,8 +41,14 @@ __all__ = [
 ]
 
 
-Policy = enum.IntEnum("Policy", _native.SCHED_POLICIES, module=__name__, qualname="Policy")
-Policy.__doc__ = "Scheduling policies (SCHED_OTHER ... SCHED_DEADLINE); the numbers come from <sched.h>."
+class Policy(enum.IntEnum):
+    """Scheduling policies (SCHED_OTHER ... SCHED_DEADLINE); the numbers come from <sched.h>."""
+    SCHED_OTHER = _native.SCHED_POLICIES["SCHED_OTHER"]
+    SCHED_FIFO = _native.SCHED_POLICIES["SCHED_FIFO"]
+    SCHED_RR = _native.SCHED_POLICIES["SCHED_RR"]
+    SCHED_BATCH = _native.SCHED_POLICIES["SCHED_BATCH"]
+    SCHED_IDLE = _native.SCHED_POLICIES["SCHED_IDLE"]
+    SCHED_DEADLINE = _native.SCHED_POLICIES["SCHED_DEADLINE"]
 
 
 _REAL_TIME = (Policy.SCHED_FIFO, Policy.SCHED_RR)
@@ -80,18 +87,18 @@ class ContextSwitches(typing.NamedTuple):
     voluntary: int
     involuntary: int
 
-    def __sub__(self, other):
+    def __sub__(self, other: "ContextSwitches") -> "ContextSwitches":
         return ContextSwitches(self.voluntary - other.voluntary, self.involuntary - other.involuntary)
 
 
 # -- argument checks (before any system call) ----------------------------------
-def _pid(pid, facility):
+def _pid(pid: int, facility: str) -> int:
     if type(pid) is not int or not 0 <= pid < 2**31:
         raise ValueError(f"{facility}: pid must be an int in 0..2**31-1 (0: this process), not {pid!r}")
     return pid
 
 
-def _policy(policy, facility):
+def _policy(policy: int, facility: str) -> Policy:
     try:
         return Policy(policy)
     except ValueError:
@@ -99,20 +106,20 @@ def _policy(policy, facility):
         raise ValueError(f"{facility}: unknown policy {policy!r}; known: {known}") from None
 
 
-def _nice(nice, facility):
+def _nice(nice: int, facility: str) -> int:
     if type(nice) is not int or not -20 <= nice <= 19:
         raise ValueError(f"{facility}: nice must be an int in -20..19, not {nice!r}")
     return nice
 
 
-def _priority(policy, priority, facility):
+def _priority(policy: Policy, priority: int, facility: str) -> int:
     low, high = os.sched_get_priority_min(policy), os.sched_get_priority_max(policy)  # the kernel's range
     if type(priority) is not int or not low <= priority <= high:
         raise ValueError(f"{facility}: {policy.name} takes a priority in {low}..{high}, not {priority!r}")
     return priority
 
 
-def _deadline_ns(runtime_ns, deadline_ns, period_ns, facility):
+def _deadline_ns(runtime_ns: int, deadline_ns: int, period_ns: int, facility: str) -> None:
     """The checks the kernel's __checkparam_dl makes, as clear errors."""
     for name, value in (("runtime_ns", runtime_ns), ("deadline_ns", deadline_ns), ("period_ns", period_ns)):
         if type(value) is not int or not 0 <= value < 2**63:
@@ -123,13 +130,13 @@ def _deadline_ns(runtime_ns, deadline_ns, period_ns, facility):
     if not runtime_ns <= deadline_ns <= period:
         raise ValueError(f"{facility}: needs runtime_ns <= deadline_ns <= period_ns, "
                          f"not {runtime_ns} / {deadline_ns} / {period_ns}")
-    limits = [_sysctl_int(f"sched_deadline_period_{end}_us") for end in ("min", "max")]
-    if None not in limits and not limits[0] * 1000 <= period <= limits[1] * 1000:
-        raise ValueError(f"{facility}: period {period} ns is outside {limits[0] * 1000}..{limits[1] * 1000} ns "
+    low, high = (_sysctl_int(f"sched_deadline_period_{end}_us") for end in ("min", "max"))
+    if low is not None and high is not None and not low * 1000 <= period <= high * 1000:
+        raise ValueError(f"{facility}: period {period} ns is outside {low * 1000}..{high * 1000} ns "
                          f"(/proc/sys/kernel/sched_deadline_period_min_us and _max_us)")
 
 
-def _sysctl_int(name):
+def _sysctl_int(name: str) -> int | None:
     try:
         with open(f"/proc/sys/kernel/{name}") as f:
             return int(f.read())
@@ -138,12 +145,12 @@ def _sysctl_int(name):
 
 
 # -- refusals: the errno's OSError, naming the facility and the likely cause ----
-def _rlimit(name):
+def _rlimit(name: str) -> int | str:
     soft = resource.getrlimit(getattr(resource, name))[0]
     return "unlimited" if soft == resource.RLIM_INFINITY else soft
 
 
-def _cause(err, pid, policy=None, nice=None):
+def _cause(err: int, pid: int, policy: Policy | None = None, nice: int | None = None) -> str | None:
     has_nice = "CAP_SYS_NICE" in env.capabilities()
     if err == errno.ESRCH:
         return f"no process {pid}"
@@ -172,26 +179,28 @@ def _cause(err, pid, policy=None, nice=None):
 
 
 @contextlib.contextmanager
-def _refusal(facility, pid, policy=None, nice=None):
+def _refusal(facility: str, pid: int, policy: Policy | None = None, nice: int | None = None) -> Iterator[None]:
     try:
         yield
     except OSError as e:
+        assert e.errno is not None  # set by every failed system call
         raise kernel_error(e.errno, facility, _cause(e.errno, pid, policy, nice)) from None
 
 
 # -- setting --------------------------------------------------------------------
-def sched_setaffinity(pid, cpus):
+def sched_setaffinity(pid: int, cpus: Iterable[int]) -> None:
     """Pin `pid` (0: this process) to the CPUs in `cpus` (CPU numbers)."""
     _pid(pid, "sched_setaffinity")
-    cpus = set(cpus)
-    if not cpus or not all(type(c) is int and 0 <= c < os.cpu_count() for c in cpus):
+    wanted = set(cpus)
+    count = os.cpu_count() or 1  # None only where the count is unknowable, never on Linux
+    if not wanted or not all(type(c) is int and 0 <= c < count for c in wanted):
         raise ValueError(f"sched_setaffinity: cpus must be a non-empty set of ints in "
-                         f"0..{os.cpu_count() - 1}, not {sorted(cpus, key=str)}")
-    with _refusal(f"sched_setaffinity(pid {pid}, {sorted(cpus)})", pid):
-        os.sched_setaffinity(pid, cpus)
+                         f"0..{count - 1}, not {sorted(wanted, key=str)}")
+    with _refusal(f"sched_setaffinity(pid {pid}, {sorted(wanted)})", pid):
+        os.sched_setaffinity(pid, wanted)
 
 
-def setpriority(pid, nice):
+def setpriority(pid: int, nice: int) -> None:
     """Set the nice value of process `pid` (0: this process), -20..19."""
     _pid(pid, "setpriority")
     _nice(nice, "setpriority")
@@ -199,14 +208,14 @@ def setpriority(pid, nice):
         os.setpriority(os.PRIO_PROCESS, pid, nice)
 
 
-def getpriority(pid):
+def getpriority(pid: int) -> int:
     """The nice value of process `pid` (0: this process)."""
     _pid(pid, "getpriority")
     with _refusal(f"getpriority(PRIO_PROCESS, pid {pid})", pid):
         return os.getpriority(os.PRIO_PROCESS, pid)
 
 
-def sched_setscheduler(pid, policy, priority=0):
+def sched_setscheduler(pid: int, policy: int, priority: int = 0) -> None:
     """Set `pid`'s policy: SCHED_FIFO/RR with a priority 1..99, the others with 0.
 
     SCHED_DEADLINE needs parameters this call cannot carry: use sched_setattr.
@@ -220,14 +229,15 @@ def sched_setscheduler(pid, policy, priority=0):
         os.sched_setscheduler(pid, policy, os.sched_param(priority))
 
 
-def sched_getscheduler(pid):
+def sched_getscheduler(pid: int) -> Policy:
     """`pid`'s policy, as a Policy (the SCHED_RESET_ON_FORK flag left out)."""
     _pid(pid, "sched_getscheduler")
     with _refusal(f"sched_getscheduler(pid {pid})", pid):
         return Policy(os.sched_getscheduler(pid) & ~_native.SCHED_RESET_ON_FORK)
 
 
-def sched_setattr(pid, policy, *, priority=0, nice=0, runtime_ns=0, deadline_ns=0, period_ns=0):
+def sched_setattr(pid: int, policy: int, *, priority: int = 0, nice: int = 0, runtime_ns: int = 0, deadline_ns: int = 0,
+                  period_ns: int = 0) -> None:
     """sched_setattr(2): set any policy with its parameters; for SCHED_DEADLINE,
     the task gets `runtime_ns` of CPU in every `period_ns`, within `deadline_ns`
     of the period's start (period_ns 0: equal to deadline_ns)."""
@@ -248,7 +258,7 @@ def sched_setattr(pid, policy, *, priority=0, nice=0, runtime_ns=0, deadline_ns=
         _native.sched_setattr(pid, policy, 0, nice, priority, runtime_ns, deadline_ns, period_ns)
 
 
-def sched_getattr(pid):
+def sched_getattr(pid: int) -> SchedAttr:
     """sched_getattr(2): `pid`'s policy and parameters, as a SchedAttr."""
     _pid(pid, "sched_getattr")
     with _refusal(f"sched_getattr(pid {pid})", pid):
@@ -256,7 +266,7 @@ def sched_getattr(pid):
     return SchedAttr(Policy(policy), priority, nice, runtime, deadline, period)
 
 
-def sched_rr_get_interval(pid):
+def sched_rr_get_interval(pid: int) -> float:
     """The time slice, in seconds, that `pid` gets under SCHED_RR
     (/proc/sys/kernel/sched_rr_timeslice_ms unless changed)."""
     _pid(pid, "sched_rr_get_interval")
@@ -265,7 +275,7 @@ def sched_rr_get_interval(pid):
 
 
 # -- observing --------------------------------------------------------------------
-def cpu_time_ns(pid):
+def cpu_time_ns(pid: int) -> int:
     """The CPU time process `pid` has used, in ns: its CPU-time clock
     (clock_getcpuclockid), the scheduler's own count, not the 10 ms ticks of /proc/PID/stat."""
     _pid(pid, "cpu_time_ns")
@@ -273,7 +283,7 @@ def cpu_time_ns(pid):
         return time.clock_gettime_ns(_native.clock_getcpuclockid(pid))
 
 
-def context_switches(pid):
+def context_switches(pid: int) -> ContextSwitches:
     """ContextSwitches(voluntary, involuntary) of `pid` so far (/proc/PID/status, via psutil)."""
     _pid(pid, "context_switches")
     try:
@@ -282,7 +292,7 @@ def context_switches(pid):
         raise kernel_error(errno.ESRCH, f"/proc/{pid}/status", f"no process {pid}") from None
 
 
-def cpu_shares(pids, window_s):
+def cpu_shares(pids: Iterable[int], window_s: float) -> list[float]:
     """Each process's CPU time during the next `window_s` seconds, over that
     wall time (1.0: one whole CPU)."""
     if not 0 < window_s <= 60:
@@ -294,14 +304,14 @@ def cpu_shares(pids, window_s):
     return [(b - a) / (wall1 - wall0) for a, b in zip(before, after)]
 
 
-def spin(duration_s):
+def spin(duration_s: float) -> None:
     """Burn CPU for `duration_s` seconds of wall time, never blocking."""
     end = time.monotonic() + duration_s
     while time.monotonic() < end:
         pass
 
 
-def _busy_child(gate_r, gate_w, limit_s, ready_fd):
+def _busy_child(gate_r: int, gate_w: int, limit_s: float, ready_fd: int) -> None:
     os.close(gate_w)
     # The kernel SIGKILLs this process after limit_s of CPU at a real-time
     # policy without blocking: a SCHED_FIFO spinner cannot hold a CPU forever.
@@ -324,13 +334,13 @@ class BusyChildren(Owned):
     die with their parent; `close()` kills and reaps them.
     """
 
-    def __init__(self, children, count, limit_s=5.0):
+    def __init__(self, children: Children, count: int, limit_s: float = 5.0) -> None:
         if type(count) is not int or not 1 <= count <= 64:
             raise ValueError(f"BusyChildren: count must be an int in 1..64, not {count!r}")
         if not 0 < limit_s <= 60:
             raise ValueError(f"BusyChildren: limit_s must be in (0, 60], not {limit_s!r}")
         self._children = children
-        self.pids = []
+        self.pids: list[int] = []
         gate_r, self._gate_w = os.pipe()
         try:
             for _ in range(count):
@@ -341,13 +351,13 @@ class BusyChildren(Owned):
         finally:
             os.close(gate_r)
 
-    def start(self):
+    def start(self) -> None:
         """Open the gate: every child starts spinning. Idempotent."""
         fd, self._gate_w = self._gate_w, -1
         if fd >= 0:
             os.close(fd)
 
-    def close(self):
+    def close(self) -> None:
         """Kill and reap the children, then close the gate. Idempotent."""
         for pid in self.pids:  # killed at the gate: a child given a real-time policy never spins
             with contextlib.suppress(ProcessLookupError):
@@ -357,7 +367,7 @@ class BusyChildren(Owned):
         self.pids = []
         self.start()
 
-    def __del__(self):
+    def __del__(self) -> None:
         if getattr(self, "_gate_w", -1) >= 0:
             os.close(self._gate_w)
             self._gate_w = -1

@@ -24,6 +24,8 @@ import signal
 import subprocess
 import sys
 import traceback
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from osvirt._owned import Owned
 from osvirt.process import _native
@@ -31,14 +33,14 @@ from osvirt.process import _native
 __all__ = ["set_pdeathsig", "signals_deferred", "fork", "ready", "Children"]
 
 
-def _signo(signo):
+def _signo(signo: int) -> int:
     signo = int(signo)
     if not 1 <= signo < signal.NSIG:
         raise ValueError(f"prctl(PR_SET_PDEATHSIG): signal {signo} not in 1..{signal.NSIG - 1}")
     return signo
 
 
-def set_pdeathsig(signo=signal.SIGKILL, expected_parent=None):
+def set_pdeathsig(signo: int = signal.SIGKILL, expected_parent: int | None = None) -> None:
     """Ask the kernel to send `signo` to this process when its parent dies.
 
     `expected_parent` (the parent's pid as seen before fork) closes the race
@@ -51,7 +53,7 @@ _DEFERRED = {signal.SIGINT, signal.SIGTERM}  # what a Ctrl-C or a kill(1) sends
 
 
 @contextlib.contextmanager
-def signals_deferred():
+def signals_deferred() -> Iterator[set[int | signal.Signals]]:
     """Block SIGINT and SIGTERM in this thread; yields the mask to restore,
     which the exit restores (a signal held pending is delivered then)."""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
@@ -61,13 +63,13 @@ def signals_deferred():
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _exec_setup(signo, parent, mask):
+def _exec_setup(signo: int, parent: int, mask: set[int | signal.Signals]) -> None:
     """A spawned child's preexec_fn: PDEATHSIG, then the caller's signal mask back."""
     set_pdeathsig(signo, parent)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
-def _child_exit_code(target, args, signo, parent):
+def _child_exit_code(target: Callable[..., object], args: tuple[object, ...], signo: int, parent: int) -> int:
     try:
         set_pdeathsig(signo, parent)
         result = target(*args)
@@ -81,7 +83,7 @@ def _child_exit_code(target, args, signo, parent):
         return 1
 
 
-def fork(target, *args, pdeathsig=signal.SIGKILL):
+def fork(target: Callable[..., object], *args: object, pdeathsig: int = signal.SIGKILL) -> int:
     """fork(2) a child that runs `target(*args)` and exits; returns its pid.
 
     The child's exit status is target's int result (0 for any other result),
@@ -92,7 +94,7 @@ def fork(target, *args, pdeathsig=signal.SIGKILL):
         return _fork(target, args, signo, mask)
 
 
-def _fork(target, args, signo, mask):
+def _fork(target: Callable[..., object], args: tuple[object, ...], signo: int, mask: set[int | signal.Signals]) -> int:
     """fork() with SIGINT and SIGTERM blocked: the child restores `mask` first."""
     parent = os.getpid()
     # Unflushed output would be written twice: by the parent and by the child.
@@ -110,7 +112,7 @@ def _fork(target, args, signo, mask):
         os._exit(code & 0xFF)
 
 
-def ready(ready_fd):
+def ready(ready_fd: int) -> None:
     """In a child started by `Children.fork_ready`: tell the parent it is ready."""
     os.write(ready_fd, b".")
     os.close(ready_fd)
@@ -125,12 +127,12 @@ class Children(Owned):
     0
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._creator = os.getpid()
-        self._pids = set()
-        self._popens = []
+        self._pids: set[int] = set()
+        self._popens: list[subprocess.Popen[Any]] = []
 
-    def fork(self, target, *args, pdeathsig=signal.SIGKILL):
+    def fork(self, target: Callable[..., object], *args: object, pdeathsig: int = signal.SIGKILL) -> int:
         """`fork()`, owned: see the module function."""
         signo = _signo(pdeathsig)
         with signals_deferred() as mask:  # no Ctrl-C between fork and owning the pid
@@ -138,7 +140,8 @@ class Children(Owned):
             self._pids.add(pid)
         return pid
 
-    def fork_ready(self, target, *args, timeout_s=10.0, pdeathsig=signal.SIGKILL):
+    def fork_ready(self, target: Callable[..., object], *args: object, timeout_s: float = 10.0,
+                   pdeathsig: int = signal.SIGKILL) -> int:
         """Fork `target(*args, ready_fd)`; return its pid once it has called `ready(ready_fd)`.
 
         So the parent never races the child's set-up (a lock taken, a limit
@@ -162,7 +165,10 @@ class Children(Owned):
             os.close(r)
         return pid
 
-    def spawn(self, argv, pdeathsig=signal.SIGKILL, **popen_kwargs):
+    # popen_kwargs: any of subprocess.Popen's, whose types differ (Any) and make
+    # its output bytes or str (Popen[Any]).
+    def spawn(self, argv: Sequence[str | os.PathLike[str]], pdeathsig: int = signal.SIGKILL,
+              **popen_kwargs: Any) -> subprocess.Popen[Any]:
         """Start a program (fork + exec, an unrelated image) as subprocess.Popen, owned."""
         signo = _signo(pdeathsig)
         with signals_deferred() as mask:  # no Ctrl-C between fork and owning the Popen
@@ -172,11 +178,11 @@ class Children(Owned):
         return proc
 
     @property
-    def pids(self):
+    def pids(self) -> list[int]:
         """The pids of the children not yet reaped."""
         return sorted(self._pids | {p.pid for p in self._popens if p.returncode is None})
 
-    def wait(self, pid, timeout_s=None):
+    def wait(self, pid: int, timeout_s: float | None = None) -> int:
         """Reap forked child `pid`; its exit code, or -N when signal N killed it.
 
         With `timeout_s`, raises TimeoutError (the child still owned) if it is
@@ -194,7 +200,7 @@ class Children(Owned):
         self._pids.discard(pid)
         return os.waitstatus_to_exitcode(status)
 
-    def close(self):
+    def close(self) -> None:
         """SIGKILL every child still running and reap them all. Idempotent."""
         if not self._is_creator:  # a forked child holds a copy: not its to close
             return
