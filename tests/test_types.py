@@ -2,9 +2,11 @@
 
 pyproject.toml's [tool.mypy] says what is checked (its `files`: the modules
 typed so far), how strictly, and where the stubs of posix_ipc and sysv_ipc
-are; this test runs mypy with that configuration.
+are; this test runs mypy with that configuration. The README's Python
+examples type-check under the same configuration.
 """
 import os
+import re
 import subprocess
 import sys
 
@@ -22,3 +24,15 @@ def mypy(*args):
 def test_typed_modules_pass_mypy_strict():
     result = mypy()
     assert result.returncode == 0, f"mypy --strict over [tool.mypy] files:\n{result.stdout}{result.stderr}"
+
+
+def test_readme_examples_type_check(tmp_path):
+    with open(os.path.join(ROOT, "README.md")) as f:
+        blocks = re.findall(r"^```python\n(.*?)^```", f.read(), re.M | re.S)
+    assert blocks, "README.md has no ```python example"
+    paths = []
+    for i, block in enumerate(blocks):
+        paths.append(tmp_path / f"readme_example_{i}.py")
+        paths[-1].write_text(block)
+    result = mypy(*map(str, paths))
+    assert result.returncode == 0, f"mypy --strict over README.md's examples:\n{result.stdout}{result.stderr}"
