@@ -26,10 +26,16 @@ import signal
 import sys
 import textwrap
 import traceback
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType, ModuleType
+from typing import TextIO, TypeVar
 
+from osvirt.env import Answer
 from osvirt.process.spawn import Children, signals_deferred
 
 __all__ = ["Demo", "StepSkipped", "run"]
+
+_T = TypeVar("_T")
 
 
 class StepSkipped(Exception):
@@ -39,20 +45,21 @@ class StepSkipped(Exception):
 class Demo:
     """One run of a demo: its steps, checks and skips, and what it owns."""
 
-    def __init__(self, name, *, json_mode=False, args=None, out=None):
+    def __init__(self, name: str, *, json_mode: bool = False, args: argparse.Namespace | None = None,
+                 out: TextIO | None = None) -> None:
         self.name = name
         self.args = args
         self.json_mode = json_mode
         self.out = sys.stdout if out is None else out
-        self.checks = []
-        self.skipped = []
+        self.checks: list[dict[str, object]] = []
+        self.skipped: list[dict[str, str]] = []
         self.children = Children()
         self._owned = contextlib.ExitStack()
         self._step_no = 0
-        self._step_title = None
+        self._step_title: str | None = None
 
     # -- what a demo reports ---------------------------------------------------
-    def say(self, text="", indent=4):
+    def say(self, text: object = "", indent: int = 4) -> None:
         """Print explanatory text (not in --json mode), wrapped."""
         if self.json_mode:
             return
@@ -63,7 +70,7 @@ class Demo:
                                 break_on_hyphens=False, break_long_words=False) if para else "", file=self.out)
 
     @contextlib.contextmanager
-    def step(self, title, asked=None):
+    def step(self, title: str, asked: str | None = None) -> Iterator["Demo"]:
         """A numbered step; an exception in it fails the step, not the demo."""
         self._step_no += 1
         self._step_title = title
@@ -81,7 +88,7 @@ class Demo:
             self._step_title = None
             self.say()
 
-    def check(self, name, expected, observed, ok):
+    def check(self, name: str, expected: object, observed: object, ok: object) -> bool:
         """Record and print one comparison of theory with what the kernel did."""
         ok = bool(ok)
         self.checks.append({"name": name, "expected": expected, "observed": observed, "ok": ok})
@@ -91,7 +98,7 @@ class Demo:
         return ok
 
     @staticmethod
-    def retry(measure, holds, tries=3):
+    def retry(measure: Callable[[], _T], holds: Callable[[_T], object], tries: int = 3) -> _T:
         """Call `measure()` until `holds(figure)`, at most `tries` times; the last figure.
 
         For timing- and load-sensitive measurements: the machine is shared, so
@@ -105,18 +112,18 @@ class Demo:
                 break
         return figure
 
-    def skip(self, name, reason):
+    def skip(self, name: str, reason: object) -> None:
         """Record a step or check that this environment does not allow, with the exact reason."""
         self.skipped.append({"name": name, "reason": str(reason)})
         self.say(f"- {name}: skipped: {reason}")
 
-    def require(self, answer, what=None):
+    def require(self, answer: Answer, what: str | None = None) -> None:
         """Skip the rest of the current step unless `answer` (an osvirt.env.Answer) is ok."""
         if not answer:
             raise StepSkipped(answer.reason if what is None else f"{what}: {answer.reason}")
 
     # -- what a demo owns ------------------------------------------------------
-    def own(self, resource):
+    def own(self, resource: contextlib.AbstractContextManager[_T]) -> _T:
         """Enter a context manager now and exit it when the demo ends; returns its value.
 
         A Ctrl-C waits until the exit is registered: between creating the
@@ -125,7 +132,7 @@ class Demo:
         with signals_deferred():
             return self._owned.enter_context(resource)
 
-    def cleanup(self):
+    def cleanup(self) -> None:
         """Kill and reap the children, then remove owned objects (children may be using them)."""
         try:
             self.children.close()
@@ -134,23 +141,23 @@ class Demo:
 
     # -- the verdict -------------------------------------------------------------
     @property
-    def failed(self):
+    def failed(self) -> list[dict[str, object]]:
         return [c for c in self.checks if not c["ok"]]
 
-    def result(self):
+    def result(self) -> dict[str, object]:
         return {"demo": self.name, "checks": self.checks, "skipped": self.skipped}
 
-    def verdict(self):
+    def verdict(self) -> str:
         held = len(self.checks) - len(self.failed)
         text = f"{self.name}: {held} checks held, {len(self.failed)} failed, {len(self.skipped)} skipped"
         return ("FAILED " if self.failed else "PASSED ") + text
 
 
-def _raise_system_exit(signo, _frame):
+def _raise_system_exit(signo: int, _frame: FrameType | None) -> None:
     raise SystemExit(128 + signo)
 
 
-def _parser_for(module):
+def _parser_for(module: ModuleType) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"osvirt demo {module.NAME}",
         description=f"{module.SUMMARY} (seed §{module.SEED})")
@@ -161,12 +168,13 @@ def _parser_for(module):
     return parser
 
 
-def run(module, argv=None):
-    """Run a demo module's body under the protocol; returns the exit status."""
+def run(module: ModuleType, argv: Sequence[str] | None = None) -> int | str:
+    """Run a demo module's body under the protocol; returns the exit status
+    (a str: the message of a sys.exit(message) in the body)."""
     args = _parser_for(module).parse_args(argv)
     demo = Demo(module.NAME, json_mode=args.json, args=args)
     previous = signal.signal(signal.SIGTERM, _raise_system_exit)
-    status = None
+    status: int | str | None = None
     # A Ctrl-C anywhere in here, the first line and the cleanup included (one
     # held back during the cleanup is raised as it ends), ends the demo as an
     # interruption: exit 130 and the message, never a traceback.
