@@ -18,6 +18,7 @@ whole `config.json` a `docker run` of a command would hand runc.
 import errno
 import os
 import platform
+from collections.abc import Collection, Iterable, Sequence
 
 __all__ = [
     "CAPABILITIES", "MASKED_PATHS", "READONLY_PATHS", "SHM_SIZE_BYTES", "SECCOMP_ALLOW",
@@ -127,10 +128,10 @@ SECCOMP_ALLOW_WITH = {
 }
 
 # Allowed to all from this kernel on: before 4.8 ptrace could bypass seccomp.
-SECCOMP_ALLOW_SINCE = {(4, 8): ("process_vm_readv", "process_vm_writev", "ptrace")}
+SECCOMP_ALLOW_SINCE: dict[tuple[int, int], tuple[str, ...]] = {(4, 8): ("process_vm_readv", "process_vm_writev", "ptrace")}
 
 
-class Arg(tuple):
+class Arg(tuple[int, str, int, int]):
     """One comparison of a system call's argument: `Arg(index, op, value, value_two=0)`.
 
     `op` is the OCI name's tail: "lt", "le", "eq", "ne", "ge", "gt", or
@@ -138,12 +139,12 @@ class Arg(tuple):
     """
     OPS = ("lt", "le", "eq", "ne", "ge", "gt", "masked_eq")
 
-    def __new__(cls, index, op, value, value_two=0):
+    def __new__(cls, index: int, op: str, value: int, value_two: int = 0) -> "Arg":
         if index not in range(6) or op not in cls.OPS:
             raise ValueError(f"seccomp Arg: index {index!r} not in 0..5 or op {op!r} not in {cls.OPS}")
         return super().__new__(cls, (index, op, value, value_two))
 
-    def oci(self):
+    def oci(self) -> dict[str, object]:
         index, op, value, value_two = self
         return {"index": index, "value": value, "valueTwo": value_two, "op": f"SCMP_CMP_{op.upper()}"}
 
@@ -172,11 +173,12 @@ ARCHITECTURES = {
 }
 
 
-def _kernel_version():
+def _kernel_version() -> tuple[int, ...]:
     return tuple(int(part) for part in platform.release().split("-")[0].split(".")[:2])
 
 
-def seccomp(machine=None, capabilities=CAPABILITIES, kernel=None):
+def seccomp(machine: str | None = None, capabilities: Collection[str] = CAPABILITIES,
+            kernel: tuple[int, ...] | None = None) -> dict[str, object]:
     """Docker's default profile for a container holding `capabilities`, as OCI `linux.seccomp`.
 
     `machine` defaults to this one's (`uname -m`), `kernel` to the running
@@ -197,7 +199,7 @@ def seccomp(machine=None, capabilities=CAPABILITIES, kernel=None):
     for cap, names in SECCOMP_ALLOW_WITH.items():
         if cap in capabilities:
             allowed.update(names)
-    rules = [{"names": sorted(allowed), "action": "SCMP_ACT_ALLOW"}]
+    rules: list[dict[str, object]] = [{"names": sorted(allowed), "action": "SCMP_ACT_ALLOW"}]
     for name, alternatives in SECCOMP_ALLOW_IF.items():
         rules += [{"names": [name], "action": "SCMP_ACT_ALLOW", "args": [arg.oci()]} for arg in alternatives]
     if "CAP_SYS_ADMIN" not in capabilities:
@@ -221,11 +223,13 @@ _ALL_CAPABILITIES = (
 )
 
 
-def _mount(destination, fstype, source, *options):
+def _mount(destination: str, fstype: str, source: str, *options: str) -> dict[str, object]:
     return {"destination": destination, "type": fstype, "source": source, "options": list(options)}
 
 
-def oci_config(rootfs, args, *, cwd="/", env=(), binds=(), hostname="osvirt", network=False):
+def oci_config(rootfs: str, args: Sequence[str], *, cwd: str = "/", env: Iterable[str] = (),
+               binds: Iterable[tuple[str, str, bool]] = (), hostname: str = "osvirt",
+               network: bool = False) -> dict[str, object]:
     """The `config.json` a `docker run` of `args` in `rootfs` would give runc.
 
     Root in the container with Docker's 14 capabilities (none inheritable or
