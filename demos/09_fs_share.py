@@ -2,14 +2,14 @@
 
 The article's `share_and_protect_file(path, 0644)` is empty. Protection: a
 new file's mode is the mode asked for minus the umask's bits; a mode-000
-file refuses its owner unless CAP_DAC_OVERRIDE says otherwise; a process
-running as another user (a child that drops to uid 65534, when this runs as
-root) gets EACCES on a 0600 file the owner reads, and on any file in a
-directory it may not search. Sharing: a forked child shares its parent's
-open file description and so its offset, while two opens of one file have
-an offset each. Locks: flock conflicts between processes; an fcntl
-byte-range lock blocks an overlapping request and not a disjoint one,
-F_GETLK names the holder's pid, and the kernel drops the lock when its
+file refuses its owner a read unless CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH
+says otherwise; a process running as another user (a child that drops to uid
+65534, when this runs as root) gets EACCES on a 0600 file the owner reads,
+and on any file in a directory it may not search. Sharing: a forked child
+shares its parent's open file description and so its offset, while two opens
+of one file have an offset each. Locks: flock conflicts between processes;
+an fcntl byte-range lock blocks an overlapping request and not a disjoint
+one, F_GETLK names the holder's pid, and the kernel drops the lock when its
 holder is SIGKILLed. Open-file-description locks have no holder pid (-1).
 
 Usage: python demos/09_fs_share.py [--json] [--linger SECONDS]
@@ -85,17 +85,18 @@ def body(demo):
                        observed=f"{got[0]:04o} ({stat.filemode(got[0] | stat.S_IFREG)}), {got[1]:04o}",
                        ok=got == want)
 
-    with demo.step("mode 000: even the owner is refused, unless CAP_DAC_OVERRIDE",
+    with demo.step("mode 000: even the owner is refused, unless CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH",
                    asked="chmod(0000); open(O_RDONLY) as the owner"):
         locked = os.path.join(tmp, "locked")
         open(locked, "x").close()
         os.chmod(locked, 0)
         code = _refused(lambda: _read(locked))
-        override = env.can("cap_dac_override")
+        # Either capability lets a read past the mode bits (CAP_DAC_READ_SEARCH only reads and searches).
+        bypass = [cap.upper() for cap in ("cap_dac_override", "cap_dac_read_search") if env.can(cap)]
         demo.check("the owner opens a mode-000 file",
-                   expected="success: CAP_DAC_OVERRIDE skips the mode check" if override
+                   expected=f"success: the mode check is skipped ({' and '.join(bypass)})" if bypass
                    else "EACCES: the owner's bits are ---",
-                   observed=_errno_name(code), ok=code == (0 if override else errno.EACCES))
+                   observed=_errno_name(code), ok=code == (0 if bypass else errno.EACCES))
 
     with demo.step("another uid is refused a 0600 file the owner reads",
                    asked="chmod(0600); child: setgroups([]), setgid(65534), setuid(65534), open()"):
