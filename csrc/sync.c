@@ -41,6 +41,11 @@ int osv_mutex_unlock(pthread_mutex_t *m) { return osv_pthread_result(pthread_mut
 int osv_mutex_consistent(pthread_mutex_t *m) { return osv_pthread_result(pthread_mutex_consistent(m)); }
 int osv_mutex_destroy(pthread_mutex_t *m) { return osv_pthread_result(pthread_mutex_destroy(m)); }
 
+/* glibc's struct __pthread_mutex_s: __lock is the futex word, __count the recursion count. */
+int osv_mutex_futex_word(pthread_mutex_t *m) { return __atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED); }
+int osv_mutex_count(pthread_mutex_t *m) { return __atomic_load_n(&m->__data.__count, __ATOMIC_RELAXED); }
+int osv_mutex_owner(pthread_mutex_t *m) { return __atomic_load_n(&m->__data.__owner, __ATOMIC_RELAXED); }
+
 int osv_cond_init(pthread_cond_t *c)
 {
     pthread_condattr_t attr;
@@ -64,28 +69,6 @@ int osv_cond_wait_for(pthread_cond_t *c, pthread_mutex_t *m, int64_t timeout_ns)
 
 int osv_cond_signal(pthread_cond_t *c) { return osv_pthread_result(pthread_cond_signal(c)); }
 int osv_cond_broadcast(pthread_cond_t *c) { return osv_pthread_result(pthread_cond_broadcast(c)); }
-
-int osv_barrier_init(pthread_barrier_t *b, unsigned int parties)
-{
-    pthread_barrierattr_t attr;
-    int err = pthread_barrierattr_init(&attr);
-    if (err == 0)
-        err = pthread_barrierattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-    if (err == 0)
-        err = pthread_barrier_init(b, &attr, parties);
-    pthread_barrierattr_destroy(&attr);
-    return osv_pthread_result(err);
-}
-
-int osv_barrier_wait(pthread_barrier_t *b)
-{
-    int err = pthread_barrier_wait(b);
-    if (err == PTHREAD_BARRIER_SERIAL_THREAD)
-        return 1;
-    return osv_pthread_result(err);
-}
-
-int osv_barrier_destroy(pthread_barrier_t *b) { return osv_pthread_result(pthread_barrier_destroy(b)); }
 
 int osv_sem_init(sem_t *s, unsigned int value) { return sem_init(s, 1, value); }
 

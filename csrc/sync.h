@@ -21,10 +21,10 @@
 #ifdef OSV_CDEF
 typedef struct { ...; } pthread_mutex_t;
 typedef struct { ...; } pthread_cond_t;
-typedef struct { ...; } pthread_barrier_t;
 typedef struct { ...; } sem_t;
 static const int OSV_HAS_CLOCKWAIT;
 static const int PTHREAD_MUTEX_ERRORCHECK;
+static const int PTHREAD_MUTEX_RECURSIVE;
 static const int PTHREAD_MUTEX_NORMAL;
 static const int PTHREAD_MUTEX_STALLED;
 static const int PTHREAD_MUTEX_ROBUST;
@@ -32,6 +32,15 @@ static const int SEM_VALUE_MAX;
 static const int EOWNERDEAD;
 static const int ENOTRECOVERABLE;
 #endif
+
+/* The objects of the threading protocol that need more than one pthread
+ * object, each laid out in one shared mapping. */
+/* Condition: the pthread condition, and how many wait on it (notify(n), repr). */
+typedef struct { pthread_cond_t cond; int64_t waiters; } osv_condition;
+/* Event and Barrier: a robust mutex, a condition on it, and the words it guards. */
+typedef struct { pthread_mutex_t mutex; pthread_cond_t cond; int64_t words[8]; } osv_monitor;
+/* BoundedSemaphore: its release checks the bound and posts under `guard`. */
+typedef struct { sem_t sem; pthread_mutex_t guard; } osv_bounded_sem;
 
 /* The timed waits take a relative timeout_ns (>= 0) and wait until that
  * deadline on `clock` (osv_deadline): CLOCK_MONOTONIC when OSV_HAS_CLOCKWAIT,
@@ -42,17 +51,19 @@ int osv_mutex_trylock(pthread_mutex_t *m);
 int osv_mutex_unlock(pthread_mutex_t *m);
 int osv_mutex_consistent(pthread_mutex_t *m);
 int osv_mutex_destroy(pthread_mutex_t *m);
+/* Reads, no call: the holder's TID in a robust mutex's futex word (the word
+ * the kernel's robust-futex protocol defines: TID | FUTEX_WAITERS |
+ * FUTEX_OWNER_DIED), 0 when free; and a recursive mutex's lock count. */
+int osv_mutex_futex_word(pthread_mutex_t *m);
+int osv_mutex_count(pthread_mutex_t *m);
+/* The holder's TID as glibc records it: what a non-robust mutex has instead. */
+int osv_mutex_owner(pthread_mutex_t *m);
 
 /* The condition's own clock is CLOCK_MONOTONIC (pthread_condattr_setclock). */
 int osv_cond_init(pthread_cond_t *c);
 int osv_cond_wait_for(pthread_cond_t *c, pthread_mutex_t *m, int64_t timeout_ns);
 int osv_cond_signal(pthread_cond_t *c);
 int osv_cond_broadcast(pthread_cond_t *c);
-
-/* wait returns 1 to the one caller that got PTHREAD_BARRIER_SERIAL_THREAD, 0 to the others. */
-int osv_barrier_init(pthread_barrier_t *b, unsigned int parties);
-int osv_barrier_wait(pthread_barrier_t *b);
-int osv_barrier_destroy(pthread_barrier_t *b);
 
 int osv_sem_init(sem_t *s, unsigned int value);
 int osv_sem_wait_for(sem_t *s, int clock, int64_t timeout_ns);

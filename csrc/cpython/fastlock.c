@@ -11,8 +11,8 @@
  *
  * No policy here: anything but success (busy, owner died, an error, used
  * after close) calls the Python method _enter_slow(err) or _exit_slow(err)
- * with the error number (None when unbound), or _acquire(...) with the
- * semaphore's arguments, which waits with the GIL
+ * with the error number (None when unbound), or _acquire(...) and _release(...)
+ * with the semaphore's arguments, which wait with the GIL
  * released, raises OwnerDead, names the failing call. The object's address
  * comes from osvirt.sync through _bind(keeper, address), checked there for
  * size and alignment; `keeper` (the cffi pointer, a buffer export of the
@@ -87,8 +87,8 @@ static PyObject *sem_exit(PyObject *self, PyObject *const *args, Py_ssize_t n)
     return exit_((FastPath *)self, sem_release);
 }
 
-/* Semaphore.acquire(): the untimed acquire that finds the count above 0 is a
- * sem_trywait; any other call (a timeout, a wait) is the Python _acquire(...). */
+/* Semaphore.acquire(): acquire() that finds the count above 0 is a sem_trywait;
+ * any other call (arguments, a wait) is the Python _acquire(...). */
 static PyObject *sem_acquire_method(PyObject *op, PyObject *args, PyObject *kwargs)
 {
     FastPath *self = (FastPath *)op;
@@ -102,7 +102,18 @@ static PyObject *sem_acquire_method(PyObject *op, PyObject *args, PyObject *kwar
     return result;
 }
 
-static PyObject *sem_release_method(PyObject *self, PyObject *unused) { return exit_((FastPath *)self, sem_release); }
+/* Semaphore.release(): release() is a sem_post; release(n) is the Python _release(n). */
+static PyObject *sem_release_method(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    if (PyTuple_GET_SIZE(args) == 0 && kwargs == NULL)
+        return exit_((FastPath *)op, sem_release);
+    PyObject *release = PyObject_GetAttrString(op, "_release");
+    if (release == NULL)
+        return NULL;
+    PyObject *result = PyObject_Call(release, args, kwargs);
+    Py_DECREF(release);
+    return result;
+}
 
 static PyObject *bind(PyObject *op, PyObject *args)
 {
@@ -170,11 +181,12 @@ static PyMethodDef sem_methods[] = {
     {"__exit__", (PyCFunction)(void (*)(void))sem_exit, METH_FASTCALL,
      "sem_post; anything but 0 goes to _exit_slow(errno)."},
     {"acquire", (PyCFunction)(void (*)(void))sem_acquire_method, METH_VARARGS | METH_KEYWORDS,
-     "acquire(timeout_s=None)\n--\n\n"
-     "Decrement, waiting while the count is 0; True, or False when `timeout_s` passed."},
-    {"release", sem_release_method, METH_NOARGS,
-     "release()\n--\n\n"
-     "Increment, waking one waiter (sem_post); OSError(EOVERFLOW) past SEM_VALUE_MAX."},
+     "acquire(blocking=True, timeout=None)\n--\n\n"
+     "Decrement, waiting while the count is 0 (threading's arguments); True, or False\n"
+     "when not blocking or when `timeout` passed first."},
+    {"release", (PyCFunction)(void (*)(void))sem_release_method, METH_VARARGS | METH_KEYWORDS,
+     "release(n=1)\n--\n\n"
+     "Increment by n, waking as many waiters (sem_post); OSError(EOVERFLOW) past SEM_VALUE_MAX."},
     BIND_METHODS,
     {NULL, NULL, 0, NULL},
 };

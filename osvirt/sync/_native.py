@@ -10,6 +10,7 @@ the other threads of the process. MutexFastPath and SemaphoreFastPath
 """
 import errno
 import time
+from typing import Any
 
 from osvirt._fastlock import MutexFastPath, SemaphoreFastPath
 from osvirt._native import ffi, lib
@@ -29,6 +30,9 @@ EBUSY = errno.EBUSY
 EAGAIN = errno.EAGAIN
 EDEADLK = errno.EDEADLK
 EINTR = errno.EINTR
+EPERM = errno.EPERM
+PTHREAD_MUTEX_ERRORCHECK = lib.PTHREAD_MUTEX_ERRORCHECK
+PTHREAD_MUTEX_RECURSIVE = lib.PTHREAD_MUTEX_RECURSIVE
 
 _HINTS = {
     errno.EPERM: "the calling thread does not hold the mutex",
@@ -36,14 +40,13 @@ _HINTS = {
     ENOTRECOVERABLE: "a holder died and the next one unlocked it without make_consistent(): "
                      "the mutex can never be locked again",
 }
-UINT_MAX = 2 ** 32 - 1  # pthread_barrier_init's count is an unsigned int
 
 
-def sizeof(ctype):
-    return ffi.sizeof(ctype)
+def sizeof(ctype: str) -> int:
+    return int(ffi.sizeof(ctype))
 
 
-def pointer_to(mapping, ctype):
+def pointer_to(mapping: Any, ctype: str) -> Any:
     """`ctype *` to the start of a writable mapping (mmap), checked to fit and be aligned.
 
     The pointer holds a buffer export of the mapping itself (never of a
@@ -59,21 +62,33 @@ def pointer_to(mapping, ctype):
     return ptr
 
 
-def address_of(ptr):
+def field(ptr: Any, name: str) -> Any:
+    """A pointer to a field of the struct `ptr` points to. It does not keep the mapping
+    mapped: use it only while `ptr` is held (a local of the calling method)."""
+    return ffi.addressof(ptr[0], name)
+
+
+def following(ptr: Any, ctype: str) -> Any:
+    """A `ctype *` just past the struct `ptr` points to (the caller checked that the
+    mapping holds what it reads there); valid only while `ptr` is held, as `field`'s."""
+    return ffi.cast(f"{ctype} *", ptr + 1)
+
+
+def address_of(ptr: Any) -> int:
     """The address a pointer from `pointer_to` holds, for a FastPath's _bind."""
     return int(ffi.cast("uintptr_t", ptr))
 
 
-def error(err, facility):
+def error(err: int, facility: str) -> OSError:
     """The OSError for `facility` failing with `err`, with a hint when one helps."""
     return kernel_error(err, facility, _HINTS.get(err))
 
 
-def _outcome(rc, facility, expected=()):
+def _outcome(rc: int, facility: str, expected: tuple[int, ...] = ()) -> int:
     return rc if rc != -1 else expected_error(ffi.errno, facility, expected)
 
 
-def expected_error(err, facility, expected=()):
+def expected_error(err: int, facility: str, expected: tuple[int, ...] = ()) -> int:
     """`err` when the caller expects it as an outcome; else its OSError, raised."""
     if err in expected:
         return err
@@ -81,14 +96,15 @@ def expected_error(err, facility, expected=()):
 
 
 # -- mutex -----------------------------------------------------------------------
-def mutex_init(m, robust):
+def mutex_init(m: Any, kind: int, robust: bool) -> None:
+    """A process-shared mutex of `kind` (PTHREAD_MUTEX_ERRORCHECK or _RECURSIVE)."""
     robustness = lib.PTHREAD_MUTEX_ROBUST if robust else lib.PTHREAD_MUTEX_STALLED
-    _outcome(lib.osv_mutex_init(m, lib.PTHREAD_MUTEX_ERRORCHECK, robustness), "pthread_mutex_init")
+    _outcome(lib.osv_mutex_init(m, kind, robustness), "pthread_mutex_init")
 
 
 # The timed waits take a relative timeout_ns (>= 0, checked by the caller) that C
 # turns into the deadline on the wait's clock.
-def mutex_lock_for(m, timeout_ns):
+def mutex_lock_for(m: Any, timeout_ns: int) -> int:
     """0 (locked), ETIMEDOUT, or EOWNERDEAD (locked; its previous holder died holding it)."""
     return _outcome(lib.osv_mutex_lock_for(m, LOCK_CLOCK, timeout_ns), _MUTEX_TIMEDLOCK, (ETIMEDOUT, EOWNERDEAD))
 
@@ -96,82 +112,88 @@ def mutex_lock_for(m, timeout_ns):
 TRYLOCK_OUTCOMES = (EBUSY, EDEADLK, EOWNERDEAD, ENOTRECOVERABLE)
 
 
-def mutex_trylock(m):
+def mutex_trylock(m: Any) -> int:
     """0 (locked), EBUSY, EDEADLK (a robust mutex this thread holds), EOWNERDEAD (locked)
     or ENOTRECOVERABLE."""
     return _outcome(lib.osv_mutex_trylock(m), "pthread_mutex_trylock", TRYLOCK_OUTCOMES)
 
 
-def mutex_unlock(m):
+def mutex_unlock(m: Any) -> None:
     _outcome(lib.osv_mutex_unlock(m), "pthread_mutex_unlock")
 
 
-def mutex_consistent(m):
+def mutex_release(m: Any) -> int:
+    """0 (unlocked) or EPERM (the calling thread does not hold it)."""
+    return _outcome(lib.osv_mutex_unlock(m), "pthread_mutex_unlock", (EPERM,))
+
+
+def mutex_futex_word(m: Any) -> int:
+    """The robust futex word: the holder's TID | FUTEX_WAITERS | FUTEX_OWNER_DIED, 0 when free."""
+    return int(lib.osv_mutex_futex_word(m)) & 0xFFFFFFFF
+
+
+def mutex_owner(m: Any) -> int:
+    """The holder's TID as glibc records it (__owner): a non-robust mutex's futex word has none."""
+    return int(lib.osv_mutex_owner(m))
+
+
+def mutex_count(m: Any) -> int:
+    """A recursive mutex's lock count (its holder's; 0 when free)."""
+    return int(lib.osv_mutex_count(m))
+
+
+def mutex_consistent(m: Any) -> None:
     if lib.osv_mutex_consistent(m) == -1:
         raise kernel_error(ffi.errno, "pthread_mutex_consistent",
                            "only a robust mutex just acquired with EOWNERDEAD can be made consistent")
 
 
-def mutex_destroy(m):
+def mutex_destroy(m: Any) -> int:
     return _outcome(lib.osv_mutex_destroy(m), "pthread_mutex_destroy", (EBUSY,))
 
 
 # -- condition -------------------------------------------------------------------
-def cond_init(c):
+def cond_init(c: Any) -> None:
     _outcome(lib.osv_cond_init(c), "pthread_cond_init")
 
 
-def cond_wait_for(c, m, timeout_ns):
+def cond_wait_for(c: Any, m: Any, timeout_ns: int) -> int:
     """0 (woken), ETIMEDOUT, or EOWNERDEAD; the mutex is held again in all three cases."""
     return _outcome(lib.osv_cond_wait_for(c, m, timeout_ns), "pthread_cond_timedwait", (ETIMEDOUT, EOWNERDEAD))
 
 
-def cond_signal(c):
+def cond_signal(c: Any) -> None:
     _outcome(lib.osv_cond_signal(c), "pthread_cond_signal")
 
 
-def cond_broadcast(c):
+def cond_broadcast(c: Any) -> None:
     _outcome(lib.osv_cond_broadcast(c), "pthread_cond_broadcast")
 
 
-# -- barrier ---------------------------------------------------------------------
-def barrier_init(b, parties):
-    _outcome(lib.osv_barrier_init(b, parties), "pthread_barrier_init")
-
-
-def barrier_wait(b):
-    """True for the one caller that got PTHREAD_BARRIER_SERIAL_THREAD."""
-    return _outcome(lib.osv_barrier_wait(b), "pthread_barrier_wait") == 1
-
-
-def barrier_destroy(b):
-    return _outcome(lib.osv_barrier_destroy(b), "pthread_barrier_destroy", (EBUSY,))
-
-
 # -- semaphore -------------------------------------------------------------------
-def sem_init(s, value):
+def sem_init(s: Any, value: int) -> None:
     _outcome(lib.osv_sem_init(s, value), "sem_init")
 
 
-def sem_wait_for(s, timeout_ns):
+def sem_wait_for(s: Any, timeout_ns: int) -> int:
     """0 (taken), ETIMEDOUT, or EINTR (a signal handler ran)."""
     return _outcome(lib.osv_sem_wait_for(s, LOCK_CLOCK, timeout_ns), _SEM_TIMEDWAIT, (ETIMEDOUT, EINTR))
 
 
-def sem_trywait(s):
+def sem_trywait(s: Any) -> int:
     """0 (taken) or EAGAIN."""
     return _outcome(lib.osv_sem_trywait(s), "sem_trywait", (EAGAIN,))
 
 
-def sem_post(s):
+def sem_post(s: Any) -> None:
     _outcome(lib.osv_sem_post(s), "sem_post")
 
 
-def sem_getvalue(s):
+def sem_getvalue(s: Any) -> int:
     value = ffi.new("int *")
     _outcome(lib.osv_sem_getvalue(s, value), "sem_getvalue")
-    return value[0]
+    return int(value[0])
 
 
-def sem_destroy(s):
+def sem_destroy(s: Any) -> None:
     _outcome(lib.osv_sem_destroy(s), "sem_destroy")

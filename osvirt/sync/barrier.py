@@ -1,52 +1,230 @@
-"""A process-shared pthread barrier.
+"""threading's Barrier, process-shared, which a party's death breaks instead of hanging.
 
-`Barrier(parties)` holds every caller of `wait()` until `parties` of them
-have arrived, then releases them all; exactly one of them is told it was the
-serial one (PTHREAD_BARRIER_SERIAL_THREAD), e.g. to do the work between two
-phases. The barrier is ready for the next phase at once.
+`Barrier(parties, action=None, timeout=None)`: `wait(timeout=None)` holds
+each caller until `parties` of them have arrived and returns its arrival
+index, 0..parties-1; the last to arrive runs `action` first. `abort()`,
+`reset()`, a wait's timeout and an action that raises break it: every waiter,
+and every later one until `reset()`, gets BrokenBarrierError (threading's own
+class). Named by default: `Barrier.open(name)` in another process, and
+pickled by name (with its action and timeout, which stay per process).
 
-POSIX has no timed barrier wait, so `wait()` blocks until the last party
-arrives, and a signal handler (Ctrl-C) runs only then. Parties that may die
-should be watched from outside (the demo waits for its children with a
-timeout and kills them).
+Its state is words under a robust mutex (osvirt.sync.monitor): the
+generation, how many arrived in it, whether it is broken, and which of the
+last 64 generations ended by reset(). A waiter waits for the generation to
+change, so a released party never has to come back for the barrier to be
+usable again (threading's barrier drains: a dead party would hang it).
+
+A party that dies inside the barrier breaks it, for the others would wait for
+it at the next phase forever: dying with the mutex held, the next caller gets
+it with EOWNERDEAD; dying while it waits, it leaves a slot behind: each waiter
+holds a robust mutex of its own (a slot, one per party) while it waits, and
+every 0.1 s the waiters try the others' slots: EOWNERDEAD there is a death.
+A party that dies before it arrives is one the barrier never knew of: a
+timeout is what ends that wait.
 """
+from collections.abc import Callable
+import threading
+import time
+from typing import Any
+
 from osvirt.sync import _native
-from osvirt.sync.region import SharedObject
+from osvirt.sync.monitor import Monitor
+from osvirt.sync.mutex import SLICE_NS, wait_timeout
 
-__all__ = ["Barrier"]
+__all__ = ["Barrier", "BrokenBarrierError"]
+
+BrokenBarrierError = threading.BrokenBarrierError
+GEN, COUNT, BROKEN, RESETS = 0, 1, 2, 3  # the monitor's words
+RESET_BITS = 60  # RESETS: bit g % 60 set when generation g ended by reset() (an int64 stays positive)
+MAX_SLOTS = 1024  # waiters past this many wait without a slot: their death goes unseen
+MAX_PARTIES = 2 ** 62
 
 
-class Barrier(SharedObject):
-    """`parties` processes (or threads) meet at `wait()`; `with Barrier(n) as b:` closes it at the end.
+class Barrier(Monitor):
+    """threading.Barrier, process-shared.
 
-    >>> with Barrier(1) as b:
-    ...     b.wait()                # the only party is the serial one
-    True
+    >>> barrier = Barrier(1, action=lambda: print("last in"))
+    >>> barrier.wait()
+    last in
+    0
     """
 
     _KIND = "barrier"
-    _CTYPE = "pthread_barrier_t"
-    _destroy = staticmethod(_native.barrier_destroy)
 
-    def __init__(self, parties, *, named=False):
+    def __init__(self, parties: int, action: Callable[[], object] | None = None,
+                 timeout: float | None = None, *, named: bool = True) -> None:
         if isinstance(parties, bool) or not isinstance(parties, int):
             raise TypeError(f"Barrier: parties must be an int, not {parties!r}")
-        if not 1 <= parties <= _native.UINT_MAX:
-            raise ValueError(f"pthread_barrier_init: parties must be in 1..{_native.UINT_MAX}, not {parties}")
-        self._create(lambda ptr: _native.barrier_init(ptr, parties), named=named, metadata=parties)
-        self._parties = parties
+        if not 1 <= parties <= MAX_PARTIES:
+            raise ValueError(f"Barrier: parties must be in 1..{MAX_PARTIES}, not {parties}")
+        self._set_local(parties, action, timeout)
+        slots = min(parties, MAX_SLOTS)
+        self._create_monitor(named=named, metadata=parties,
+                             size_bytes=_native.sizeof("osv_monitor") + slots * _native.sizeof("pthread_mutex_t"))
+
+    def _init_more(self, ptr: Any) -> None:
+        for slot in self._slots(ptr):
+            _native.mutex_init(slot, _native.PTHREAD_MUTEX_ERRORCHECK, True)
+
+    def _set_local(self, parties: int, action: Callable[[], object] | None, timeout: float | None) -> None:
+        if action is not None and not callable(action):
+            raise TypeError(f"Barrier: action must be callable or None, not {action!r}")
+        wait_timeout("Barrier", timeout)
+        self._parties, self._action, self._timeout = parties, action, timeout
 
     @classmethod
-    def open(cls, name):
-        """The barrier another process created with `named=True`, by its name."""
-        self = cls._opened(name)
-        self._parties = self._region.metadata
+    def open(cls, name: str, action: Callable[[], object] | None = None,
+             timeout: float | None = None) -> "Barrier":
+        """The barrier another process created, by its name, with this process's
+        `action` and default `timeout`."""
+        self: Barrier = cls._opened(name)
+        self._set_local(self._region.metadata, action, timeout)
+        if self._region.size_bytes < (_native.sizeof("osv_monitor")
+                                      + len(self._slots(self._live())) * _native.sizeof("pthread_mutex_t")):
+            self.close()
+            raise ValueError(f"Barrier.open({name}): too small for {self._parties} parties")
         return self
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        name = super().__reduce__()[1][0]
+        return (type(self).open, (name, self._action, self._timeout))
+
+    def _slots(self, ptr: Any) -> list[Any]:
+        first = _native.following(ptr, "pthread_mutex_t")
+        return [first + i for i in range(min(self._parties, MAX_SLOTS))]
+
+    def _mutexes(self, ptr: Any) -> list[Any]:
+        return [*super()._mutexes(ptr), *self._slots(ptr)]
+
     @property
-    def parties(self):
+    def parties(self) -> int:
         return self._parties
 
-    def wait(self):
-        """Block until all parties have arrived; True for the one serial caller."""
-        return _native.barrier_wait(self._live())
+    @property
+    def n_waiting(self) -> int:
+        """How many wait now (0 once broken)."""
+        ptr = self._live()
+        return 0 if ptr.words[BROKEN] else int(ptr.words[COUNT])
+
+    @property
+    def broken(self) -> bool:
+        return bool(self._live().words[BROKEN])
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the other parties; this caller's arrival index (0..parties-1).
+
+        BrokenBarrierError when the barrier is or gets broken (abort, reset,
+        timeout, a failed action, a party's death) before all arrive.
+        """
+        timeout_s = wait_timeout("Barrier.wait", self._timeout if timeout is None else timeout)
+        ptr = self._live()
+        self._lock(ptr)
+        try:
+            if ptr.words[BROKEN]:
+                raise BrokenBarrierError
+            gen, index = ptr.words[GEN], ptr.words[COUNT]
+            ptr.words[COUNT] = index + 1
+            if index + 1 == self._parties:
+                self._release(ptr)
+            else:
+                self._wait_for_release(ptr, gen, timeout_s)
+            return int(index)
+        finally:
+            self._unlock(ptr)
+
+    def _release(self, ptr: Any) -> None:
+        """The last party: run the action, then start the next generation."""
+        try:
+            if self._action is not None:
+                self._action()
+        except BaseException:
+            self._break(ptr)
+            raise
+        gen = ptr.words[GEN]
+        ptr.words[RESETS] &= ~(1 << gen % RESET_BITS)
+        ptr.words[GEN] = gen + 1
+        ptr.words[COUNT] = 0
+        self._broadcast(ptr)
+
+    def _wait_for_release(self, ptr: Any, gen: int, timeout_s: float | None) -> None:
+        slot = self._take_slot(ptr)
+        try:
+            end = None if timeout_s is None else time.monotonic_ns() + int(timeout_s * 1e9)
+            while ptr.words[GEN] == gen and not ptr.words[BROKEN]:
+                left_ns = SLICE_NS if end is None else min(end - time.monotonic_ns(), SLICE_NS)
+                if left_ns <= 0 or (self._wait(ptr, left_ns) == _native.ETIMEDOUT
+                                    and self._a_party_died(ptr, slot)):
+                    self._break(ptr)
+            if ptr.words[GEN] == gen or ptr.words[RESETS] >> gen % RESET_BITS & 1:
+                raise BrokenBarrierError  # broken, or reset() ended this generation
+        finally:
+            if slot is not None:
+                _native.mutex_unlock(slot)
+
+    def _take_slot(self, ptr: Any) -> Any:
+        """Lock a free slot, held while waiting; None when all are taken."""
+        for slot in self._slots(ptr):
+            outcome = _native.mutex_trylock(slot)
+            if outcome == 0:
+                return slot
+            if outcome == _native.EOWNERDEAD:  # a party died waiting: the barrier is broken
+                self._free_dead(slot)
+                self._break(ptr)
+        return None
+
+    def _a_party_died(self, ptr: Any, mine: Any) -> bool:
+        """Whether a slot another waiter held is now its dead holder's (EOWNERDEAD)."""
+        died = False
+        for slot in self._slots(ptr):
+            if slot == mine:
+                continue
+            outcome = _native.mutex_trylock(slot)
+            if outcome == _native.EOWNERDEAD:
+                self._free_dead(slot)
+                died = True
+            elif outcome == 0:
+                _native.mutex_unlock(slot)
+        return died
+
+    @staticmethod
+    def _free_dead(slot: Any) -> None:
+        _native.mutex_consistent(slot)
+        _native.mutex_unlock(slot)
+
+    def _owner_died(self, ptr: Any) -> None:
+        self._break(ptr)
+
+    def _break(self, ptr: Any) -> None:
+        ptr.words[BROKEN] = 1
+        self._broadcast(ptr)
+
+    def abort(self) -> None:
+        """Break the barrier: every waiter, and every later wait, gets BrokenBarrierError."""
+        ptr = self._live()
+        self._lock(ptr)
+        try:
+            self._break(ptr)
+        finally:
+            self._unlock(ptr)
+
+    def reset(self) -> None:
+        """Back to its first state: the present waiters get BrokenBarrierError."""
+        ptr = self._live()
+        self._lock(ptr)
+        try:
+            gen = ptr.words[GEN]
+            bit = 1 << gen % RESET_BITS  # set only if someone waits to be told
+            ptr.words[RESETS] = ptr.words[RESETS] | bit if ptr.words[COUNT] else ptr.words[RESETS] & ~bit
+            ptr.words[GEN] = gen + 1
+            ptr.words[COUNT] = 0
+            ptr.words[BROKEN] = 0
+            self._broadcast(ptr)
+        finally:
+            self._unlock(ptr)
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return f"<osvirt.sync.Barrier at {id(self):#x}: closed>"
+        if self.broken:
+            return f"<osvirt.sync.Barrier at {id(self):#x}: broken>"
+        return f"<osvirt.sync.Barrier at {id(self):#x}: waiters={self.n_waiting}/{self.parties}>"

@@ -1,117 +1,168 @@
-"""A process-shared condition variable bound to a Mutex.
+"""threading's Condition, process-shared: a pthread condition on an osvirt lock.
 
 The pthread_cond_t is PTHREAD_PROCESS_SHARED with CLOCK_MONOTONIC as its
-clock, in its own SharedRegion (anonymous or named, like its mutex's).
-`wait()` must be called with the mutex held (else PermissionError, EPERM,
-from the error-checking mutex) and returns with it held.
+clock, in its own SharedRegion beside a count of its waiters; its lock is a
+Lock, RLock (the default, as in threading) or Mutex of osvirt.sync, robust,
+so a holder that dies hands the lock on with OwnerDead, raised by `wait()` or
+`with` with the lock held. The protocol is threading's: `wait(timeout=None)`,
+`wait_for(predicate, timeout=None)`, `notify(n=1)`, `notify_all()`,
+RuntimeError when the calling thread does not hold the lock.
 
-As with every condition variable, a wait may return without a notify
-(spurious wakeup): wait in a loop on the predicate, or use `wait_for`.
-A wait returns after at most 0.1 s (`SLICE_S`) so that signal handlers
-(Ctrl-C) run; it does not wait again by itself, because a notify sent while
-it re-acquired the mutex would be lost; `wait_for` loops on the predicate.
+`wait()` waits in slices of 0.1 s (SLICE_S) so that signal handlers (Ctrl-C)
+run, and goes on waiting after each: no notify is lost in between, since a
+notifier holds the lock, which every slice gives up only inside
+pthread_cond_timedwait (glibc passes a signal a timed-out waiter took on to
+another waiter). A wait on an RLock held n times releases it n times and
+takes it n times again, as threading's does.
 """
+from collections.abc import Callable
+import functools
 import time
+from typing import Any, TypeVar
 
 from osvirt.errors import OwnerDead
 from osvirt.sync import _native
-from osvirt.sync.mutex import SLICE_NS, Mutex, check_timeout
+from osvirt.sync.lock import RLock
+from osvirt.sync.mutex import BaseMutex, wait_in_slices, wait_timeout
 from osvirt.sync.region import SharedObject
 
 __all__ = ["Condition"]
 
-
-def _check_mutex(facility, mutex):
-    if not isinstance(mutex, Mutex):
-        raise TypeError(f"{facility}: needs an osvirt.sync.Mutex, not {type(mutex).__name__}")
-    return mutex
+_T = TypeVar("_T")
 
 
 class Condition(SharedObject):
-    """Wait for a state guarded by `mutex` to change; `with cond:` locks and unlocks the mutex.
+    """threading.Condition over an osvirt.sync lock (a new RLock by default).
 
-    >>> m = Mutex(); cond = Condition(m)
+    >>> cond = Condition()
     >>> with cond:
-    ...     cond.wait(timeout_s=0.01)   # nobody notifies: times out
+    ...     cond.wait(timeout=0.01)   # nobody notifies: times out
     False
-    >>> cond.close(); m.close()
     """
 
     _KIND = "cond"
-    _CTYPE = "pthread_cond_t"
+    _CTYPE = "osv_condition"
 
     @staticmethod
-    def _destroy(ptr):
+    def _destroy(ptr: Any) -> None:
         """Nothing: close() only unmaps. glibc's pthread_cond_destroy waits until every
         waiter has left the condition, and a waiter SIGKILLed inside wait() never
         leaves, so destroying would hang close() forever. A process-shared condition
         owns nothing outside its own mapping, which close() unmaps, so skipping the
         destroy leaks nothing."""
 
-    def __init__(self, mutex, *, named=None):
-        """`named` defaults to the mutex's: a named mutex gets a named condition."""
-        self._mutex = _check_mutex("Condition", mutex)
-        named = mutex.name is not None if named is None else named
-        self._create(_native.cond_init, named=named)
+    def __init__(self, lock: BaseMutex | None = None, *, named: bool | None = None) -> None:
+        """`named` defaults to the lock's: a named lock gets a named condition."""
+        if lock is None:
+            lock = RLock(named=True if named is None else named)
+        self._lock = _check_lock("Condition", lock)
+        named = lock.name is not None if named is None else named
+        self._create(lambda ptr: _native.cond_init(_native.field(ptr, "cond")), named=named)
 
     @classmethod
-    def open(cls, name, mutex):
-        """The condition another process created with a name, bound to `mutex` (opened by name too)."""
-        _check_mutex("Condition.open", mutex)
-        self = cls._opened(name)
-        self._mutex = mutex
+    def open(cls, name: str, lock: BaseMutex) -> "Condition":
+        """The condition another process created with a name, on `lock` (opened by name too)."""
+        _check_lock("Condition.open", lock)
+        self: Condition = cls._opened(name)
+        self._lock = lock
         return self
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        name, lock = super().__reduce__()[1][0], self._lock
+        return (type(self).open, (name, lock))
+
     @property
-    def mutex(self):
-        return self._mutex
+    def lock(self) -> BaseMutex:
+        return self._lock
 
-    def wait(self, timeout_s=None):
-        """Release the mutex, wait for a notify, re-acquire; False only when `timeout_s` passed.
+    # -- the lock ----------------------------------------------------------------------
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return self._lock.acquire(blocking, timeout)
 
-        May return True early (spurious wakeup, or the 0.1 s slice): re-check the predicate.
-        Raises OwnerDead (mutex held) if a holder of the robust mutex died meanwhile.
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> "Condition":
+        self._lock.__enter__()  # the lock's C path: OwnerDead propagates with it held
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.__exit__(None, None, None)
+
+    # -- waiting and notifying -----------------------------------------------------------
+    def wait(self, timeout: float | None = None) -> bool:
+        """Release the lock, wait for a notify, take the lock again; False when `timeout` passed.
+
+        Raises OwnerDead (lock held) if a holder of the lock died meanwhile.
         """
-        if timeout_s is None:
-            wait_ns = SLICE_NS
-        else:
-            timeout_s = check_timeout("Condition.wait", timeout_s)
-            wait_ns = min(int(timeout_s * 1e9), SLICE_NS)
-        cond, mutex = self._ptr, self._mutex._ptr
-        if cond is None or mutex is None:
-            cond, mutex = self._live(), self._mutex._live()  # ValueError: used after close()
-        outcome = _native.cond_wait_for(cond, mutex, wait_ns)
+        timeout_s = wait_timeout("Condition.wait", timeout)
+        ptr, lock = self._live(), self._lock
+        mutex = lock._live()
+        if not lock._is_owned():
+            raise RuntimeError("cannot wait on un-acquired lock")
+        # The pthread wait gives up one level of a recursive mutex: the others first.
+        levels = _native.mutex_count(mutex) if isinstance(lock, RLock) else 1
+        for _ in range(levels - 1):
+            _native.mutex_unlock(mutex)
+        ptr.waiters += 1
+        try:
+            outcome = wait_in_slices(functools.partial(_native.cond_wait_for, _native.field(ptr, "cond"), mutex),
+                                     timeout_s)
+        finally:  # the mutex is held again here, whatever the wait returned
+            ptr.waiters -= 1
+            for _ in range(levels - 1):
+                _native.mutex_trylock(mutex)
         if outcome == _native.EOWNERDEAD:
-            raise OwnerDead(self._mutex.where)
-        return outcome == 0 or timeout_s is None or timeout_s * 1e9 > wait_ns
+            raise OwnerDead(lock.where)
+        return outcome == 0
 
-    def wait_for(self, predicate, timeout_s=None):
-        """Wait until `predicate()` is true (called with the mutex held); its last value."""
-        timeout_s = check_timeout("Condition.wait_for", timeout_s)
-        end = None if timeout_s is None else time.monotonic_ns() + int(timeout_s * 1e9)
+    def wait_for(self, predicate: Callable[[], _T], timeout: float | None = None) -> _T:
+        """Wait until `predicate()` is true (called with the lock held); its last value."""
+        end = None
+        wait_s = wait_timeout("Condition.wait_for", timeout)
         result = predicate()
         while not result:
-            if end is None:
-                self.wait()
-            else:
-                left_ns = end - time.monotonic_ns()
-                if left_ns <= 0:
-                    break
-                self.wait(left_ns / 1e9)
+            if wait_s is not None:
+                if end is None:
+                    end = time.monotonic() + wait_s
+                else:
+                    wait_s = end - time.monotonic()
+                    if wait_s <= 0:
+                        break
+            self.wait(wait_s)
             result = predicate()
         return result
 
-    def notify(self):
-        """Wake one waiter (pthread_cond_signal)."""
-        _native.cond_signal(self._live())
+    def notify(self, n: int = 1) -> None:
+        """Wake up to `n` waiters (pthread_cond_signal each, or one broadcast for all)."""
+        ptr = self._live()
+        if not self._lock._is_owned():
+            raise RuntimeError("cannot notify on un-acquired lock")
+        waiters = ptr.waiters
+        if n >= waiters:
+            if waiters:
+                _native.cond_broadcast(_native.field(ptr, "cond"))
+            return
+        for _ in range(n):
+            _native.cond_signal(_native.field(ptr, "cond"))
 
-    def notify_all(self):
+    def notify_all(self) -> None:
         """Wake every waiter (pthread_cond_broadcast)."""
-        _native.cond_broadcast(self._live())
+        self.notify(self._live().waiters)
 
-    def __enter__(self):
-        self._mutex.__enter__()  # the mutex's C path: OwnerDead propagates with it held
-        return self
+    @property
+    def _waiters(self) -> int:
+        """How many wait now (threads of every process that shares it)."""
+        return int(self._live().waiters)
 
-    def __exit__(self, *exc):
-        self._mutex.__exit__(None, None, None)
+    def __repr__(self) -> str:
+        if self.closed:
+            return f"<Condition({self._lock!r}), closed>"
+        return f"<Condition({self._lock!r}, {self._waiters})>"
+
+
+def _check_lock(facility: str, lock: object) -> BaseMutex:
+    if not isinstance(lock, BaseMutex):
+        raise TypeError(f"{facility}: needs a process-shared lock (osvirt.sync.Lock, RLock or Mutex), "
+                        f"not {type(lock).__name__}")
+    return lock

@@ -24,6 +24,8 @@ ValueError before reaching C.
 import mmap
 import os
 import struct
+from collections.abc import Callable
+from typing import Any
 
 import posix_ipc
 
@@ -230,10 +232,12 @@ class SharedObject(Owned):
     def _destroy(ptr):
         raise NotImplementedError
 
-    def _create(self, init, *, named, metadata=0):
-        """Map a region, run `init(ptr)` on the object in it, then publish it."""
-        region = SharedRegion(_native.sizeof(self._CTYPE), named=named, kind=self._KIND, metadata=metadata,
-                              ready=False)
+    def _create(self, init: Callable[[Any], None], *, named: bool, metadata: int = 0,
+                size_bytes: int | None = None) -> None:
+        """Map a region (of `size_bytes`, else the object's size), run `init(ptr)` on the
+        object in it, then publish it."""
+        size = _native.sizeof(self._CTYPE) if size_bytes is None else size_bytes
+        region = SharedRegion(size, named=named, kind=self._KIND, metadata=metadata, ready=False)
         try:
             ptr = region.pointer(self._CTYPE)
             init(ptr)
@@ -309,6 +313,14 @@ class SharedObject(Owned):
     def _safe_to_unmap(self, ptr):
         """Whether no thread of this process can still be using the object's memory."""
         return True
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled by name (multiprocessing's spawn start method, a Queue): the
+        unpickler opens the named object, which its creator must not have closed."""
+        if self._region is None or self.name is None:
+            raise TypeError(f"cannot pickle an anonymous {type(self).__name__}: it is shared with forked "
+                            "children only (create it with named=True)")
+        return (type(self).open, (self.name,))
 
     def __repr__(self):
         where = self._region.where if self._region else "nowhere"

@@ -1,7 +1,8 @@
 """Counting semaphores shared between processes: POSIX (sem_init) and SysV (SEM_UNDO).
 
-`Semaphore(value)` is an unnamed POSIX semaphore, sem_init(pshared=1), in a
-SharedRegion, chosen over a named posix_ipc.Semaphore after measuring both.
+`Semaphore(value)` and `BoundedSemaphore(value)` speak threading's protocol;
+each is an unnamed POSIX semaphore, sem_init(pshared=1), in a SharedRegion
+(named unless `named=False`, so pickle and `open(name)` reach it), chosen over a named posix_ipc.Semaphore after measuring both.
 Its acquire, release and `with` are C (osvirt._fastlock,
 csrc/cpython/fastlock.c) for the calls that cannot block: sem_trywait and
 sem_post with the GIL held, as posix_ipc's are; a wait, a timeout or an error
@@ -15,80 +16,167 @@ for unrelated ones; its timed wait is sem_clockwait on CLOCK_MONOTONIC
 clock is set); and it waits in 0.1 s slices, so Ctrl-C gets through, like
 Mutex.
 
-Neither kind is given back when a holder dies. `SysVSemaphore` is: taken with
+A POSIX semaphore has no holder (any thread may release it), so nothing is
+given back when a process that took it dies. `SysVSemaphore` is: taken with
 SEM_UNDO (sysv_ipc's `undo`), the kernel records an adjustment per process
 and reverts it in exit(), even after SIGKILL.
 """
 import functools
 import os
+from typing import Any
 
 import sysv_ipc
 
 from osvirt import tracker
 from osvirt.sync import _native
-from osvirt.sync.mutex import check_timeout, wait_in_slices
+from osvirt.sync.mutex import wait_in_slices, wait_timeout
 from osvirt.sync.region import SharedObject
 
-__all__ = ["Semaphore", "SysVSemaphore", "SEM_VALUE_MAX", "SYSV_VALUE_MAX"]
+__all__ = ["BoundedSemaphore", "Semaphore", "SysVSemaphore", "SEM_VALUE_MAX", "SYSV_VALUE_MAX"]
 
 SEM_VALUE_MAX = _native.SEM_VALUE_MAX
 SYSV_VALUE_MAX = sysv_ipc.SEMAPHORE_VALUE_MAX  # SEMVMX
 
 
-def _check_value(facility, value, maximum):
+def _check_value(facility: str, value: int, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{facility}: value must be an int, not {value!r}")
-    if not 0 <= value <= maximum:
+    if value < 0:
+        raise ValueError("semaphore initial value must be >= 0")
+    if value > maximum:
         raise ValueError(f"{facility}: value must be in 0..{maximum}, not {value}")
     return value
 
 
 class Semaphore(_native.SemaphoreFastPath, SharedObject):
-    """A process-shared counting semaphore; `with sem:` acquires and releases.
+    """threading.Semaphore, process-shared: `acquire(blocking=True, timeout=None)`,
+    `release(n=1)`, `with sem:` acquires and releases.
 
     >>> sem = Semaphore(2)
-    >>> sem.acquire(), sem.acquire(), sem.acquire(timeout_s=0), sem.value
+    >>> sem.acquire(), sem.acquire(), sem.acquire(timeout=0), sem.value
     (True, True, False, 0)
-    >>> sem.release(); sem.release(); sem.close()
+    >>> sem.release(2); sem.value
+    2
     """
 
     _KIND = "sem"
     _CTYPE = "sem_t"
     _destroy = staticmethod(_native.sem_destroy)
 
-    def __init__(self, value=1, *, named=False):
+    def __init__(self, value: int = 1, *, named: bool = True) -> None:
         _check_value("sem_init", value, SEM_VALUE_MAX)
         self._create(lambda ptr: _native.sem_init(ptr, value), named=named)
 
     @classmethod
-    def open(cls, name):
-        """The semaphore another process created with `named=True`, by its name."""
-        return cls._opened(name)
+    def open(cls, name: str) -> "Semaphore":
+        """The semaphore another process created with a name, by its name."""
+        sem: Semaphore = cls._opened(name)
+        return sem
 
     @property
-    def value(self):
+    def value(self) -> int:
         """The count now (sem_getvalue): a snapshot, stale as soon as it is read."""
         return _native.sem_getvalue(self._live())
 
     # acquire(), release() and `with` are SemaphoreFastPath's C methods (their docstrings
     # are there); what they cannot do in one sem_trywait or sem_post comes here.
-    def _acquire(self, timeout_s=None):
-        timeout_s = check_timeout("Semaphore.acquire", timeout_s)
+    def _acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        if not blocking and timeout is not None:
+            raise ValueError("can't specify timeout for non-blocking acquire")
+        timeout_s = wait_timeout("Semaphore.acquire", timeout) if blocking else 0.0
         ptr = self._live()
         if _native.sem_trywait(ptr) == 0:
             return True
+        if timeout_s == 0:
+            return False
         return wait_in_slices(functools.partial(_native.sem_wait_for, ptr), timeout_s) == 0
 
-    def _enter_slow(self, err):
+    def _release(self, n: int = 1) -> None:
+        ptr = self._live()
+        for _ in range(_check_n(n)):
+            _native.sem_post(ptr)
+
+    def _enter_slow(self, err: int | None) -> None:
         if err is None or err == _native.EAGAIN:
             self._acquire()  # ValueError when used after close()
         else:
             raise _native.error(err, "sem_trywait")
 
-    def _exit_slow(self, err):
+    def _exit_slow(self, err: int | None) -> None:
         if err is None:
-            self._live()  # ValueError: used after close()
-        raise _native.error(err, "sem_post")
+            self._live()  # raises ValueError: used after close()
+        else:
+            raise _native.error(err, "sem_post")
+
+    def __repr__(self) -> str:
+        value = "closed" if self.closed else f"value={self.value}"
+        return f"<osvirt.sync.{type(self).__name__} at {id(self):#x}: {value}>"
+
+
+def _check_n(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"Semaphore.release: n must be an int, not {n!r}")
+    if n < 1:
+        raise ValueError("n must be one or more")
+    return n
+
+
+class BoundedSemaphore(Semaphore):
+    """threading.BoundedSemaphore, process-shared: a release past the initial value
+    is a ValueError. The check and the posts are made under a robust mutex of its
+    own, so two releases cannot both pass the check; acquires need no such lock
+    (they only lower the count)."""
+
+    _KIND = "bsem"
+    _CTYPE = "osv_bounded_sem"
+
+    def __init__(self, value: int = 1, *, named: bool = True) -> None:
+        _check_value("sem_init", value, SEM_VALUE_MAX)
+
+        def init(ptr: Any) -> None:
+            _native.sem_init(_native.field(ptr, "sem"), value)
+            _native.mutex_init(_native.field(ptr, "guard"), _native.PTHREAD_MUTEX_ERRORCHECK, True)
+        self._create(init, named=named, metadata=value)
+        self._bound = value
+
+    @classmethod
+    def open(cls, name: str) -> "BoundedSemaphore":
+        sem: BoundedSemaphore = cls._opened(name)
+        sem._bound = sem._region.metadata
+        return sem
+
+    @staticmethod
+    def _destroy(ptr: Any) -> None:
+        _native.sem_destroy(_native.field(ptr, "sem"))
+        _native.mutex_destroy(_native.field(ptr, "guard"))
+
+    def release(self, n: int = 1) -> None:
+        """Increment by `n`, waking as many waiters; ValueError past the initial value."""
+        self._release(n)
+
+    def _release(self, n: int = 1) -> None:
+        _check_n(n)
+        ptr = self._live()
+        guard, sem = _native.field(ptr, "guard"), _native.field(ptr, "sem")
+        outcome = _native.mutex_trylock(guard)
+        if outcome == _native.EBUSY:
+            outcome = wait_in_slices(functools.partial(_native.mutex_lock_for, guard), None)
+        if outcome == _native.EOWNERDEAD:  # a releaser died: it guards no state of its own
+            _native.mutex_consistent(guard)
+        try:
+            if _native.sem_getvalue(sem) + n > self._bound:
+                raise ValueError("Semaphore released too many times")
+            for _ in range(n):
+                _native.sem_post(sem)
+        finally:
+            _native.mutex_unlock(guard)
+
+    def __exit__(self, *exc: object) -> None:
+        self._release()
+
+    def __repr__(self) -> str:
+        value = "closed" if self.closed else f"value={self.value}/{self._bound}"
+        return f"<osvirt.sync.BoundedSemaphore at {id(self):#x}: {value}>"
 
 
 class SysVSemaphore:

@@ -159,14 +159,14 @@ def run_phases(barrier, me, parties, phases, stamps, serials, work_s):
 
     stamps[(phase * parties + me) * 2] / [+ 1] get CLOCK_MONOTONIC ns at the
     phase's start and end; serials[phase * parties + me] is 1 if this party
-    was the serial one at that phase's barrier.
+    arrived first at that phase's barrier (wait() returned index 0).
     """
     for phase in range(phases):
         slot = phase * parties + me
         stamps[slot * 2] = time.monotonic_ns()
         time.sleep(work_s * (1 + me) / parties)  # unequal work: the fast wait for the slow
         stamps[slot * 2 + 1] = time.monotonic_ns()
-        serials[slot] = int(barrier.wait())
+        serials[slot] = int(barrier.wait() == 0)
 
 
 def kill_and_reap(children, pid):

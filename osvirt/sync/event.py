@@ -1,0 +1,92 @@
+"""threading's Event, process-shared: a flag under a robust mutex, and a condition.
+
+`set()` raises the flag and wakes every waiter, `clear()` lowers it,
+`wait(timeout=None)` returns True once it is set (or was set while it
+waited, even if cleared since, as threading's does) and False when the
+timeout passed. Nothing is held between calls, so a process that dies does
+no harm; one that dies inside a call leaves the flag either set or not, and
+the next caller takes the mutex over (EOWNERDEAD, made consistent at once).
+Named by default; `Event.open(name)` in another process, and pickled by name.
+"""
+import time
+from typing import Any
+
+from osvirt.sync.monitor import Monitor
+from osvirt.sync.mutex import SLICE_NS, wait_timeout
+
+__all__ = ["Event"]
+
+# The monitor's words: the flag, and how many times set() raised it (a waiter
+# woken by a set() that a clear() undid before it ran still returns True).
+FLAG, SETS = 0, 1
+
+
+class Event(Monitor):
+    """threading.Event, process-shared.
+
+    >>> event = Event()
+    >>> event.wait(timeout=0.01), event.set(), event.wait(), event.is_set()
+    (False, None, True, True)
+    """
+
+    _KIND = "event"
+
+    def __init__(self, *, named: bool = True) -> None:
+        self._create_monitor(named=named)
+
+    @classmethod
+    def open(cls, name: str) -> "Event":
+        """The event another process created, by its name."""
+        event: Event = cls._opened(name)
+        return event
+
+    def is_set(self) -> bool:
+        """The flag now (one load: a snapshot)."""
+        return bool(self._live().words[FLAG])
+
+    def set(self) -> None:
+        """Raise the flag and wake every waiter."""
+        ptr = self._live()
+        self._lock(ptr)
+        try:
+            if not ptr.words[FLAG]:
+                ptr.words[FLAG] = 1
+                ptr.words[SETS] += 1
+                self._broadcast(ptr)
+        finally:
+            self._unlock(ptr)
+
+    def clear(self) -> None:
+        """Lower the flag."""
+        ptr = self._live()
+        self._lock(ptr)
+        ptr.words[FLAG] = 0
+        self._unlock(ptr)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the flag is set or `timeout` passed; whether it was set."""
+        timeout_s = wait_timeout("Event.wait", timeout)
+        ptr = self._live()
+        if ptr.words[FLAG]:
+            return True
+        self._lock(ptr)
+        try:
+            return self._wait_for_set(ptr, timeout_s)
+        finally:
+            self._unlock(ptr)
+
+    def _wait_for_set(self, ptr: Any, timeout_s: float | None) -> bool:
+        sets = ptr.words[SETS]
+        end = None if timeout_s is None else time.monotonic_ns() + int(timeout_s * 1e9)
+        while not ptr.words[FLAG] and ptr.words[SETS] == sets:
+            if end is None:
+                self._wait(ptr, SLICE_NS)
+            elif (left_ns := end - time.monotonic_ns()) > 0:
+                self._wait(ptr, min(left_ns, SLICE_NS))
+            else:
+                return False
+        return True
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "set" if self.is_set() else "unset"
+        return f"<osvirt.sync.Event at {id(self):#x}: {state}>"

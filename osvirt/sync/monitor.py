@@ -1,0 +1,88 @@
+"""What Event and Barrier are built on: a robust mutex, a condition on it and the
+words they guard, in one shared mapping (csrc/sync.h's osv_monitor).
+
+Each word is written with the mutex held and by one store, so a holder that
+dies leaves the words consistent: taking the mutex with EOWNERDEAD only needs
+`pthread_mutex_consistent`, and then `_owner_died()` (a Barrier breaks).
+"""
+import functools
+import os
+import threading
+from typing import Any
+
+from osvirt.sync import _native
+from osvirt.sync.mutex import FUTEX_TID_MASK, wait_in_slices
+from osvirt.sync.region import SharedObject
+
+__all__ = ["Monitor"]
+
+
+class Monitor(SharedObject):
+    """A SharedObject whose payload starts with an osv_monitor; subclasses use its words."""
+
+    _CTYPE = "osv_monitor"
+
+    def _create_monitor(self, *, named: bool, metadata: int = 0, size_bytes: int | None = None) -> None:
+        def init(ptr: Any) -> None:
+            _native.mutex_init(_native.field(ptr, "mutex"), _native.PTHREAD_MUTEX_ERRORCHECK, True)
+            _native.cond_init(_native.field(ptr, "cond"))
+            self._init_more(ptr)
+        self._create(init, named=named, metadata=metadata, size_bytes=size_bytes)
+
+    def _init_more(self, ptr: Any) -> None:
+        """What a subclass keeps past the osv_monitor, initialised before the region is published."""
+
+    @staticmethod
+    def _destroy(ptr: Any) -> None:
+        """The mutex only: pthread_cond_destroy would wait for a waiter SIGKILLed
+        inside its wait forever (see Condition._destroy)."""
+        _native.mutex_destroy(_native.field(ptr, "mutex"))
+
+    def _lock(self, ptr: Any) -> None:
+        """Take the mutex; a holder that died is recovered from here."""
+        mutex = _native.field(ptr, "mutex")
+        outcome = _native.mutex_trylock(mutex)
+        if outcome == _native.EBUSY:
+            outcome = wait_in_slices(functools.partial(_native.mutex_lock_for, mutex), None)
+        if outcome == _native.EOWNERDEAD:
+            _native.mutex_consistent(mutex)
+            self._owner_died(ptr)
+        elif outcome:
+            raise _native.error(outcome, "pthread_mutex_lock")
+
+    def _owner_died(self, ptr: Any) -> None:
+        """Called with the mutex taken from a holder that died."""
+
+    def _unlock(self, ptr: Any) -> None:
+        _native.mutex_unlock(_native.field(ptr, "mutex"))
+
+    def _wait(self, ptr: Any, timeout_ns: int) -> int:
+        """One pthread_cond_timedwait of at most `timeout_ns`: 0, ETIMEDOUT (the mutex
+        held again in both cases); a holder's death is recovered from."""
+        mutex = _native.field(ptr, "mutex")
+        outcome = _native.cond_wait_for(_native.field(ptr, "cond"), mutex, timeout_ns)
+        if outcome == _native.EOWNERDEAD:
+            _native.mutex_consistent(mutex)
+            self._owner_died(ptr)
+            return 0
+        return outcome
+
+    def _broadcast(self, ptr: Any) -> None:
+        _native.cond_broadcast(_native.field(ptr, "cond"))
+
+    def _mutexes(self, ptr: Any) -> list[Any]:
+        """The robust mutexes in the mapping."""
+        return [_native.field(ptr, "mutex")]
+
+    def _safe_to_unmap(self, ptr: Any) -> bool:
+        """A robust mutex a thread holds is in that thread's robust list, which glibc
+        walks on its later locks: not while another thread of this process holds one
+        (its TID is one of /proc/self/task); one this thread holds is unlocked first."""
+        me = threading.get_native_id()
+        for mutex in self._mutexes(ptr):
+            holder = _native.mutex_futex_word(mutex) & FUTEX_TID_MASK
+            if holder == me:
+                _native.mutex_unlock(mutex)
+            elif holder and os.path.exists(f"/proc/self/task/{holder}"):
+                return False
+        return True
