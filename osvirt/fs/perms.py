@@ -13,21 +13,23 @@ import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Callable, Iterator
 
 from osvirt.errors import kernel_error
+from osvirt.fs.inspect import Path
 from osvirt.naming import private_dir
 
 __all__ = ["current_umask", "umask", "new_file_mode", "unsearchable_ancestor", "searchable_dir",
            "drop_to"]
 
 
-def _mode_bits(value, facility, what):
+def _mode_bits(value: int, facility: str, what: str) -> int:
     if not isinstance(value, int) or not 0 <= value <= 0o7777:
         raise ValueError(f"{facility}: {what} {value!r} not in 0o0..0o7777")
     return value
 
 
-def current_umask():
+def current_umask() -> int:
     """This process's umask, read from /proc/self/status without changing it."""
     with open("/proc/self/status") as f:
         for line in f:
@@ -39,7 +41,7 @@ def current_umask():
 
 
 @contextlib.contextmanager
-def umask(mask):
+def umask(mask: int) -> Iterator[int]:
     """Set the umask for the `with` block (yields the previous one), then restore it."""
     previous = os.umask(_mode_bits(mask, "umask", "mask"))
     try:
@@ -48,12 +50,12 @@ def umask(mask):
         os.umask(previous)
 
 
-def new_file_mode(requested, mask):
+def new_file_mode(requested: int, mask: int) -> int:
     """The mode a new file gets: what open(2) asks for, minus the umask's bits."""
     return _mode_bits(requested, "open", "mode") & ~_mode_bits(mask, "umask", "mask")
 
 
-def unsearchable_ancestor(path):
+def unsearchable_ancestor(path: Path) -> str | None:
     """The first directory on `path`'s way from / that "other" may not search (no o+x), or None.
 
     open(2) as a user who neither owns nor shares a group with those
@@ -74,7 +76,7 @@ def unsearchable_ancestor(path):
 
 
 @contextlib.contextmanager
-def searchable_dir(parent=None):
+def searchable_dir(parent: Path | None = None) -> Iterator[str]:
     """A private directory (osvirt-*, removed after) that every user may search but not list: 0711.
 
     Under `parent` (default: the temp dir, or /tmp when some directory above
@@ -90,7 +92,7 @@ def searchable_dir(parent=None):
         yield path
 
 
-def drop_to(uid, gid):
+def drop_to(uid: int, gid: int) -> None:
     """Become `uid`:`gid` for good, with no supplementary groups (setgroups, setgid, setuid).
 
     The order matters: after setuid the process could no longer change its
@@ -99,10 +101,13 @@ def drop_to(uid, gid):
     for name, value in (("uid", uid), ("gid", gid)):
         if not isinstance(value, int) or not 0 <= value < 2 ** 32 - 1:
             raise ValueError(f"drop_to: {name} {value!r} not in 0..{2 ** 32 - 2}")
-    for facility, call, arg, cap in (("setgroups([])", os.setgroups, [], "CAP_SETGID"),
-                                     (f"setgid({gid})", os.setgid, gid, "CAP_SETGID"),
-                                     (f"setuid({uid})", os.setuid, uid, "CAP_SETUID")):
+    steps: tuple[tuple[str, Callable[[], None], str], ...] = (
+        ("setgroups([])", lambda: os.setgroups([]), "CAP_SETGID"),
+        (f"setgid({gid})", lambda: os.setgid(gid), "CAP_SETGID"),
+        (f"setuid({uid})", lambda: os.setuid(uid), "CAP_SETUID"))
+    for facility, call, cap in steps:
         try:
-            call(arg)
+            call()
         except OSError as e:
+            assert e.errno is not None  # set by every failed system call
             raise kernel_error(e.errno, facility, f"needs {cap}") from None

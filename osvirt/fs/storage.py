@@ -10,23 +10,35 @@ within a filesystem), and the directory is fsynced so the rename itself is on
 disk. `durable_write_steps` is the same, one step at a time, so a test can
 kill the writer between any two of them.
 """
-import collections
+from __future__ import annotations
+
 import errno
 import os
 import stat
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, NamedTuple
 
 from osvirt.errors import kernel_error
 from osvirt.fs import _native
-from osvirt.fs.inspect import data_ranges
+from osvirt.fs.inspect import Path, data_ranges
 from osvirt.naming import unique_name
+
+if TYPE_CHECKING:  # typing_extensions is mypy's; collections.abc.Buffer is Python 3.12's
+    from typing_extensions import Buffer
 
 __all__ = ["FdEntry", "fd_table", "fd_entry", "open_flag_names", "pread", "pwrite",
            "durable_write", "durable_write_steps", "fallocate", "punch_hole",
            "copy_file_range", "copy_sparse"]
 
-FdEntry = collections.namedtuple("FdEntry", ["fd", "target", "pos", "flags", "flag_names", "inode"])
-FdEntry.__doc__ = """One entry of the fd table: /proc/<pid>/fd/N's target, and from
-fdinfo the open file description's offset (`pos`), open flags and inode."""
+class FdEntry(NamedTuple):
+    """One entry of the fd table: /proc/<pid>/fd/N's target, and from
+    fdinfo the open file description's offset (`pos`), open flags and inode."""
+    fd: int
+    target: str
+    pos: int
+    flags: int
+    flag_names: str
+    inode: int  # -1: fdinfo has no ino line (older kernels)
 
 _ACCESS = {os.O_RDONLY: "O_RDONLY", os.O_WRONLY: "O_WRONLY", os.O_RDWR: "O_RDWR"}
 _FLAG_BITS = [(getattr(os, n), n) for n in (
@@ -35,7 +47,7 @@ _FLAG_BITS = [(getattr(os, n), n) for n in (
     if getattr(os, n, 0)]
 
 
-def open_flag_names(flags):
+def open_flag_names(flags: int) -> str:
     """'O_RDWR|O_APPEND|...' for an fdinfo flags word; bits without a name stay octal.
 
     On 64-bit Linux the kernel sets O_LARGEFILE on every open; glibc defines
@@ -52,7 +64,7 @@ def open_flag_names(flags):
     return "|".join(names)
 
 
-def fd_entry(fd, pid="self"):
+def fd_entry(fd: int, pid: int | str = "self") -> FdEntry:
     """One fd of process `pid` as /proc/<pid>/fd and fdinfo show it."""
     if not isinstance(fd, int) or fd < 0:
         raise ValueError(f"/proc/{pid}/fdinfo: fd must be an int >= 0, not {fd!r}")
@@ -61,12 +73,13 @@ def fd_entry(fd, pid="self"):
         with open(f"/proc/{pid}/fdinfo/{fd}") as f:
             info = dict(line.split(":", 1) for line in f if ":" in line)
     except OSError as e:
+        assert e.errno is not None  # set by every failed system call
         raise kernel_error(e.errno, f"/proc/{pid}/fdinfo", f"fd {fd} not open" if e.errno == errno.ENOENT else None) from None
     flags = int(info["flags"], 8)
     return FdEntry(fd, target, int(info["pos"]), flags, open_flag_names(flags), int(info.get("ino", -1)))
 
 
-def fd_table(pid="self"):
+def fd_table(pid: int | str = "self") -> list[FdEntry]:
     """Every open fd of process `pid`, in fd order."""
     entries = []
     for name in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
@@ -77,13 +90,13 @@ def fd_table(pid="self"):
     return entries
 
 
-def _offset(offset, facility):
+def _offset(offset: int, facility: str) -> int:
     if not isinstance(offset, int) or not 0 <= offset <= _native.OFF_MAX:
         raise ValueError(f"{facility}: offset {offset!r} not in 0..{_native.OFF_MAX}")
     return offset
 
 
-def pread(fd, length, offset):
+def pread(fd: int, length: int, offset: int) -> bytes:
     """Read `length` bytes at `offset` (fewer only at end of file); the fd's offset stays."""
     _offset(offset, "pread")
     if not isinstance(length, int) or length < 0:
@@ -98,7 +111,7 @@ def pread(fd, length, offset):
     return b"".join(chunks)
 
 
-def pwrite(fd, data, offset):
+def pwrite(fd: int, data: Buffer, offset: int) -> int:
     """Write all of `data` at `offset`, looping over short writes; the fd's offset stays."""
     _offset(offset, "pwrite")
     view, done = memoryview(data).cast("B"), 0
@@ -107,12 +120,13 @@ def pwrite(fd, data, offset):
     return done
 
 
-def _write_all(fd, view):
+def _write_all(fd: int, view: memoryview) -> None:
     while view:
         view = view[os.write(fd, view):]
 
 
-def durable_write_steps(path, data, mode=None, chunk_bytes=1 << 20):
+def durable_write_steps(path: Path, data: Buffer, mode: int | None = None,
+                        chunk_bytes: int = 1 << 20) -> Iterator[str]:
     """Replace `path` with `data` durably, yielding after each step (its name).
 
     Steps: "open temp", "write" (once per chunk of `chunk_bytes`), "fsync
@@ -131,11 +145,13 @@ def durable_write_steps(path, data, mode=None, chunk_bytes=1 << 20):
     except FileNotFoundError:
         mode = 0o600 if mode is None else mode
     except OSError as e:
+        assert e.errno is not None
         raise kernel_error(e.errno, "durable_write: stat", filename=path) from None
     temp = os.path.join(directory, unique_name("tmp"))
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except OSError as e:
+        assert e.errno is not None
         raise kernel_error(e.errno, "durable_write: open temp file in the target's directory",
                            filename=path) from None
     renamed = False
@@ -167,19 +183,19 @@ def durable_write_steps(path, data, mode=None, chunk_bytes=1 << 20):
                 pass
 
 
-def durable_write(path, data, mode=None):
+def durable_write(path: Path, data: Buffer, mode: int | None = None) -> None:
     """Replace `path` with `data` so that a crash leaves the old or the new content, never a mix."""
     for _ in durable_write_steps(path, data, mode):
         pass
 
 
-def _range(offset, length, facility):
+def _range(offset: int, length: int, facility: str) -> None:
     _offset(offset, facility)
     if not isinstance(length, int) or not 1 <= length <= _native.OFF_MAX - offset:
         raise ValueError(f"{facility}: length {length!r} must be >= 1 and end by {_native.OFF_MAX}")
 
 
-def fallocate(fd, offset, length, keep_size=False):
+def fallocate(fd: int, offset: int, length: int, keep_size: bool = False) -> None:
     """fallocate(2): reserve blocks for [offset, offset+length) (zeros where there was a hole).
 
     With keep_size the file's size stays (the blocks lie past its end).
@@ -188,13 +204,14 @@ def fallocate(fd, offset, length, keep_size=False):
     _native.fallocate(fd, _native.FALLOC_FL_KEEP_SIZE if keep_size else 0, offset, length)
 
 
-def punch_hole(fd, offset, length):
+def punch_hole(fd: int, offset: int, length: int) -> None:
     """fallocate(FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE): free the blocks, leave zeros and the size."""
     _range(offset, length, "fallocate(PUNCH_HOLE)")
     _native.fallocate(fd, _native.FALLOC_FL_PUNCH_HOLE | _native.FALLOC_FL_KEEP_SIZE, offset, length)
 
 
-def copy_file_range(src_fd, dst_fd, length=None, src_offset=0, dst_offset=0):
+def copy_file_range(src_fd: int, dst_fd: int, length: int | None = None, src_offset: int = 0,
+                    dst_offset: int = 0) -> int:
     """Copy `length` bytes (default: to the source's end) inside the kernel; returns bytes copied.
 
     Neither fd's offset moves. The kernel may copy by reflink (btrfs, xfs)
@@ -212,6 +229,7 @@ def copy_file_range(src_fd, dst_fd, length=None, src_offset=0, dst_offset=0):
         try:
             n = os.copy_file_range(src_fd, dst_fd, length - done, src_offset + done, dst_offset + done)
         except OSError as e:
+            assert e.errno is not None
             raise kernel_error(e.errno, f"copy_file_range(fd {src_fd} -> fd {dst_fd})") from None
         if n == 0:  # end of the source
             break
@@ -219,7 +237,7 @@ def copy_file_range(src_fd, dst_fd, length=None, src_offset=0, dst_offset=0):
     return done
 
 
-def copy_sparse(src_fd, dst_fd):
+def copy_sparse(src_fd: int, dst_fd: int) -> int:
     """Copy a file keeping its holes: copy_file_range of each SEEK_DATA range, then ftruncate.
 
     Returns the bytes of data copied (less than the size by the holes).
