@@ -5,9 +5,10 @@ of the loop structs and the KVM capability numbers from <linux/loop.h> and
 <linux/kvm.h>.
 """
 import os
+from typing import Any
 
+from osvirt import _quickcalls
 from osvirt._native import ffi, lib
-from osvirt._quickcalls import ioctl_int as quick_ioctl_int
 from osvirt.errors import kernel_error
 
 # ioctl(fd, request, &int) returning the int, made by osvirt._quickcalls with the
@@ -15,14 +16,17 @@ from osvirt.errors import kernel_error
 # ~380 ns with it, against ~600 over cffi and ~870 through fcntl.ioctl, a buffer and
 # struct.unpack (bench row fionread). A Python wrapper around the call would add
 # ~50 ns more, so ioctl_int calls it itself and renames its OSError with ioctl_error.
-def ioctl_error(err, name):
+quick_ioctl_int = _quickcalls.ioctl_int
+
+
+def ioctl_error(err: int, name: str) -> OSError:
     return kernel_error(err, f"ioctl({name})")
 
 
-LO_FLAGS_READ_ONLY = lib.LO_FLAGS_READ_ONLY
-LO_FLAGS_AUTOCLEAR = lib.LO_FLAGS_AUTOCLEAR
-KVM_API_VERSION = lib.KVM_API_VERSION
-KVM_CAPS = {
+LO_FLAGS_READ_ONLY: int = lib.LO_FLAGS_READ_ONLY
+LO_FLAGS_AUTOCLEAR: int = lib.LO_FLAGS_AUTOCLEAR
+KVM_API_VERSION: int = lib.KVM_API_VERSION
+KVM_CAPS: dict[str, int] = {
     "KVM_CAP_IRQCHIP": lib.KVM_CAP_IRQCHIP,
     "KVM_CAP_HLT": lib.KVM_CAP_HLT,
     "KVM_CAP_USER_MEMORY": lib.KVM_CAP_USER_MEMORY,
@@ -34,35 +38,36 @@ KVM_CAPS = {
 }
 
 
-def _fill_info(info, file_name, flags):
+# `info`, `config`: a struct's cdata, whose fields (the cdef's) are unknown to mypy: Any.
+def _fill_info(info: Any, file_name: str | os.PathLike[str], flags: int) -> None:
     name = os.fsencode(file_name)[:lib.LO_NAME_SIZE - 1]  # the kernel keeps a truncated, NUL-ended copy
     info.lo_flags = flags
     ffi.memmove(info.lo_file_name, name, len(name))
 
 
-def loop_info64(file_name, flags):
+def loop_info64(file_name: str | os.PathLike[str], flags: int) -> bytes:
     """struct loop_info64 for LOOP_SET_STATUS64, as bytes."""
-    info = ffi.new("struct loop_info64 *")
+    info: Any = ffi.new("struct loop_info64 *")
     _fill_info(info, file_name, flags)
     return bytes(ffi.buffer(info))
 
 
-def loop_config(backing_fd, block_size, file_name, flags):
+def loop_config(backing_fd: int, block_size: int, file_name: str | os.PathLike[str], flags: int) -> bytes:
     """struct loop_config for LOOP_CONFIGURE, as bytes (block_size 0: the kernel's default)."""
-    config = ffi.new("struct loop_config *")
+    config: Any = ffi.new("struct loop_config *")
     config.fd = backing_fd
     config.block_size = block_size
     _fill_info(config.info, file_name, flags)
     return bytes(ffi.buffer(config))
 
 
-def loop_info64_file_name(data):
+def loop_info64_file_name(data: bytes) -> str:
     """lo_file_name out of a struct loop_info64 returned by LOOP_GET_STATUS64."""
     if len(data) != ffi.sizeof("struct loop_info64"):
         raise ValueError(f"LOOP_GET_STATUS64: {len(data)} bytes is not a struct loop_info64")
-    info = ffi.new("struct loop_info64 *")
+    info: Any = ffi.new("struct loop_info64 *")
     ffi.memmove(info, data, len(data))
     return os.fsdecode(ffi.string(info.lo_file_name))
 
 
-LOOP_INFO64_SIZE = ffi.sizeof("struct loop_info64")
+LOOP_INFO64_SIZE: int = ffi.sizeof("struct loop_info64")

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterable
 
 from osvirt.errors import OsvirtError
 from osvirt.naming import private_dir
@@ -22,19 +23,20 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _HEADER = re.compile(r"[A-Za-z0-9_./-]+\.h\Z")
 
 
-def compiler():
+def compiler() -> str | None:
     """The path of cc or gcc, or None."""
     return shutil.which("cc") or shutil.which("gcc")
 
 
-def _cc():
+def _cc() -> str:
     cc = compiler()
     if cc is None:
         raise FileNotFoundError("no C compiler (cc or gcc) on PATH")
     return cc
 
 
-def compile_source(source, flags=(), *, run=False, timeout_s=60):
+def compile_source(source: str, flags: Iterable[object] = (), *, run: bool = False,
+                   timeout_s: float = 60) -> tuple[int, str, str]:
     """Compile C `source` (with `flags`) in a private directory.
 
     Returns (returncode, diagnostics, output): the compiler's exit status and
@@ -42,16 +44,16 @@ def compile_source(source, flags=(), *, run=False, timeout_s=60):
     """
     if not isinstance(source, str):
         raise TypeError(f"compile_source: source must be str, not {type(source).__name__}")
-    flags = [str(f) for f in flags]
-    if any(not f.startswith("-") or f.startswith("-o") for f in flags):
-        raise ValueError(f"compile_source: flags must be options (not -o or file names): {flags}")
+    options = [str(f) for f in flags]
+    if any(not f.startswith("-") or f.startswith("-o") for f in options):
+        raise ValueError(f"compile_source: flags must be options (not -o or file names): {options}")
     # Children: the compiler and the program are killed and reaped however
     # this returns (Ctrl-C included), and die with this process.
     with private_dir() as d, Children() as kids:
         src, exe = os.path.join(d, "snippet.c"), os.path.join(d, "snippet")
         with open(src, "w") as f:
             f.write(source)
-        argv = [_cc(), *flags, src] + ([] if "-fsyntax-only" in flags else ["-o", exe])
+        argv = [_cc(), *options, src] + ([] if "-fsyntax-only" in options else ["-o", exe])
         code, _, diagnostics = _run(kids, argv, d, timeout_s)
         diagnostics = diagnostics.replace(src, "snippet.c")
         if code != 0 or not run:
@@ -62,13 +64,13 @@ def compile_source(source, flags=(), *, run=False, timeout_s=60):
         return code, diagnostics, out
 
 
-def _run(kids, argv, cwd, timeout_s):
+def _run(kids: Children, argv: list[str], cwd: str, timeout_s: float) -> tuple[int, str, str]:
     proc = kids.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
     out, err = proc.communicate(timeout=timeout_s)
     return proc.returncode, out, err
 
 
-def header_values(names, includes):
+def header_values(names: Iterable[str], includes: Iterable[str]) -> dict[str, int]:
     """{macro: value} as the compiler evaluates each name after `includes`."""
     names, includes = list(names), list(includes)
     for name in names:

@@ -23,30 +23,31 @@ class Device:
     major: int
     minor: int
     node: str | None     # the /dev path, when one names it
-    registered: tuple    # driver names registered for the major in /proc/devices
+    registered: tuple[str, ...]  # driver names registered for the major in /proc/devices
     driver: str | None   # driver bound to the hardware (sysfs device/driver), if any
     subsystem: str | None
     sysfs: str | None    # the device's directory in sysfs, if it has one
 
     @property
-    def devt(self):
+    def devt(self) -> int:
         return os.makedev(self.major, self.minor)
 
     @property
-    def number(self):
+    def number(self) -> str:
         return f"{self.major}:{self.minor}"
 
     @property
-    def handled_by(self):
+    def handled_by(self) -> str | None:
         """The bound driver, else the subsystem, else the major's registration."""
         return self.driver or self.subsystem or ", ".join(self.registered) or None
 
 
-def registered_drivers(kind):
+def registered_drivers(kind: str) -> dict[int, tuple[str, ...]]:
     """{major: (names...)} from /proc/devices for 'char' or 'block'."""
     _kind(kind)
     section = {"char": "Character devices:", "block": "Block devices:"}[kind]
-    drivers, inside = {}, False
+    drivers: dict[int, tuple[str, ...]] = {}
+    inside = False
     with open("/proc/devices") as f:
         for line in f:
             line = line.strip()
@@ -58,20 +59,20 @@ def registered_drivers(kind):
     return drivers
 
 
-def _kind(kind):
+def _kind(kind: str) -> str:
     if kind not in KINDS:
         raise ValueError(f"device kind must be one of {KINDS}, not {kind!r}")
     return kind
 
 
-def _link_name(path):
+def _link_name(path: str) -> str | None:
     try:
         return os.path.basename(os.readlink(path))
     except OSError:
         return None
 
 
-def _uevent(sysfs):
+def _uevent(sysfs: str) -> dict[str, str]:
     values = {}
     try:
         with open(os.path.join(sysfs, "uevent")) as f:
@@ -83,7 +84,7 @@ def _uevent(sysfs):
     return values
 
 
-def by_devt(kind, devt, node=None):
+def by_devt(kind: str, devt: int, node: str | None = None) -> Device:
     """The Device with number `devt` (os.makedev(major, minor)) of `kind`."""
     _kind(kind)
     if type(devt) is not int or devt < 0:
@@ -100,7 +101,7 @@ def by_devt(kind, devt, node=None):
                   sysfs=sysfs)
 
 
-def identify(name):
+def identify(name: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> Device:
     """The Device behind a node: a path, or a name under /dev ('null', 'pts/3', 'kvm')."""
     if not isinstance(name, (str, bytes, os.PathLike)):
         raise TypeError(f"identify: name must be a path, not {type(name).__name__}")
@@ -119,7 +120,7 @@ def identify(name):
     return by_devt(kind, st.st_rdev, node=path)
 
 
-def list_devices(kind=None):
+def list_devices(kind: str | None = None) -> list[Device]:
     """Every device sysfs lists under /sys/dev/{char,block}, sorted by number."""
     kinds = KINDS if kind is None else (_kind(kind),)
     found = []

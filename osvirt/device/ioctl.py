@@ -18,9 +18,9 @@ checked first and a refusal raised as the OSError subclass naming it;
 `ioctl_int` is the same for a request whose answer is one integer, and makes
 the call in C, without releasing the GIL, when that integer is a C int.
 """
-import collections
 import fcntl
 import struct
+from typing import NamedTuple, Protocol, cast, overload
 
 from osvirt.device._native import ioctl_error, quick_ioctl_int
 
@@ -45,11 +45,20 @@ DIR_SHIFT = SIZE_SHIFT + SIZE_BITS
 NONE, WRITE, READ = 0, 1, 2  # _IOC_NONE, _IOC_WRITE, _IOC_READ; READ | WRITE is both
 _DIRECTIONS = {NONE: "none", WRITE: "write", READ: "read", READ | WRITE: "read|write"}
 
-Request = collections.namedtuple("Request", "direction type number size")
-Request.__doc__ = "An ioctl request number taken apart: direction (NONE/WRITE/READ/both), type, number, size."
+class Request(NamedTuple):
+    """An ioctl request number taken apart: direction (NONE/WRITE/READ/both), type, number, size."""
+    direction: int
+    type: int
+    number: int
+    size: int
 
 
-def _field(what, value, bits):
+class HasFileno(Protocol):
+    """What an fd may also be: an object with fileno() (a file, a socket)."""
+    def fileno(self) -> int: ...
+
+
+def _field(what: str, value: int, bits: int) -> int:
     if type(value) is not int:
         raise TypeError(f"ioctl encoding: {what} must be an int, not {type(value).__name__}")
     if not 0 <= value < 1 << bits:
@@ -57,7 +66,7 @@ def _field(what, value, bits):
     return value
 
 
-def _type(magic):
+def _type(magic: str | int) -> int:
     """A driver's type: a one-character string ('T') or its code (0xAE)."""
     if isinstance(magic, str):
         if len(magic) != 1:
@@ -66,14 +75,14 @@ def _type(magic):
     return _field("type", magic, TYPE_BITS)
 
 
-def _size(size):
+def _size(size: int | str) -> int:
     """The argument's size: bytes, or a struct format whose size is taken (like sizeof)."""
     if isinstance(size, str):
         size = struct.calcsize(size)
     return _field("size", size, SIZE_BITS)
 
 
-def IOC(direction, magic, number, size):
+def IOC(direction: int, magic: str | int, number: int, size: int | str) -> int:
     """_IOC(dir, type, nr, size): the four fields packed into one request number."""
     return (_field("direction", direction, DIR_BITS) << DIR_SHIFT
             | _type(magic) << TYPE_SHIFT
@@ -81,27 +90,27 @@ def IOC(direction, magic, number, size):
             | _size(size) << SIZE_SHIFT)
 
 
-def IO(magic, number):
+def IO(magic: str | int, number: int) -> int:
     """_IO: no argument copied (or, in legacy numbers, one the driver copies itself)."""
     return IOC(NONE, magic, number, 0)
 
 
-def IOW(magic, number, size):
+def IOW(magic: str | int, number: int, size: int | str) -> int:
     """_IOW: user space writes `size` bytes to the kernel (size: bytes or a struct format)."""
     return IOC(WRITE, magic, number, size)
 
 
-def IOR(magic, number, size):
+def IOR(magic: str | int, number: int, size: int | str) -> int:
     """_IOR: the kernel returns `size` bytes to user space."""
     return IOC(READ, magic, number, size)
 
 
-def IOWR(magic, number, size):
+def IOWR(magic: str | int, number: int, size: int | str) -> int:
     """_IOWR: `size` bytes go in and come back."""
     return IOC(READ | WRITE, magic, number, size)
 
 
-def decode(request):
+def decode(request: int) -> Request:
     """A request number taken apart into its fields, as a Request."""
     request = _field("request", request, DIR_SHIFT + DIR_BITS)
     return Request(direction=request >> DIR_SHIFT & (1 << DIR_BITS) - 1,
@@ -110,7 +119,7 @@ def decode(request):
                    size=request >> SIZE_SHIFT & (1 << SIZE_BITS) - 1)
 
 
-def describe(request):
+def describe(request: int) -> str:
     """'_IOR(0x12, 114, 8)'-style text for a request number."""
     d = decode(request)
     kind = {NONE: "_IO", WRITE: "_IOW", READ: "_IOR", READ | WRITE: "_IOWR"}[d.direction]
@@ -118,16 +127,16 @@ def describe(request):
     return f"{kind}({magic}, {d.number:#04x}" + (f", {d.size})" if d.direction else ")")
 
 
-def _fd(fd, facility):
+def _fd(fd: int | HasFileno, facility: str) -> int:
     if type(fd) is not int and not hasattr(fd, "fileno"):
         raise TypeError(f"{facility}: fd must be an int or have fileno(), not {type(fd).__name__}")
-    fd = fd if type(fd) is int else fd.fileno()
+    fd = fd if type(fd) is int else cast(HasFileno, fd).fileno()  # checked above: it has one
     if not 0 <= fd <= _FD_MAX:
         raise ValueError(f"{facility}: fd {fd} is not an open descriptor")
     return fd
 
 
-def _checked_fd(fd, request, name):
+def _checked_fd(fd: int | HasFileno, request: int, name: str) -> int:
     """`fd` as an int, once it and `request` passed their checks; the error text is built
     only for an error, so the checks cost next to nothing on the way to the syscall."""
     if type(fd) is not int or not 0 <= fd <= _FD_MAX:
@@ -142,19 +151,24 @@ _FD_MAX = (1 << 31) - 1  # a C int
 _ARG_MAX = 1024  # fcntl.ioctl's buffer
 
 
-def _check_arg_size(size, name):
+def _check_arg_size(size: int, name: str) -> None:
     if size > _ARG_MAX:
         raise ValueError(f"ioctl({name}): arg of {size} bytes is larger than fcntl.ioctl's {_ARG_MAX}")
 
 
-def _fcntl_ioctl(fd, request, arg, name, mutate=False):
+def _fcntl_ioctl(fd: int, request: int, arg: int | bytes | bytearray, name: str, mutate: bool = False) -> int | bytes:
     try:
         return fcntl.ioctl(fd, request, arg, mutate)
     except OSError as e:
+        assert e.errno is not None  # set by every failed system call
         raise ioctl_error(e.errno, name) from None
 
 
-def ioctl(fd, request, arg=0, *, name):
+@overload
+def ioctl(fd: int | HasFileno, request: int, arg: int = 0, *, name: str) -> int: ...
+@overload
+def ioctl(fd: int | HasFileno, request: int, arg: bytes | bytearray, *, name: str) -> bytes: ...
+def ioctl(fd: int | HasFileno, request: int, arg: int | bytes | bytearray = 0, *, name: str) -> int | bytes:
     """fcntl.ioctl(fd, request, arg); a refusal is the OSError subclass naming `name`.
 
     `arg` is an int passed by value, or bytes copied in and returned (the
@@ -170,10 +184,10 @@ def ioctl(fd, request, arg=0, *, name):
 
 
 # fmt -> its struct.Struct, made once per format.
-_INT_LAYOUTS = {}
+_INT_LAYOUTS: dict[str, struct.Struct] = {}
 
 
-def ioctl_int(fd, request, *, name, fmt="i"):
+def ioctl_int(fd: int | HasFileno, request: int, *, name: str, fmt: str = "i") -> int:
     """An ioctl that fills in one integer of struct format `fmt` ('i' int, 'Q' u64): its value.
 
     A C int ('i', the default) is asked by a C call that returns it and keeps
@@ -191,8 +205,9 @@ def ioctl_int(fd, request, *, name, fmt="i"):
         # valid call pays for no check in Python (they cost ~70 ns of ~380); a refused
         # one goes through them, which explain it (or take an object's fileno()).
         try:  # free unless it raises (Python 3.11's exception tables)
-            return quick_ioctl_int(fd, request)
+            return quick_ioctl_int(fd, request)  # type: ignore[arg-type]  # an object with fileno() raises TypeError, caught below
         except OSError as e:
+            assert e.errno is not None
             raise ioctl_error(e.errno, name) from None
         except (TypeError, OverflowError):
             return ioctl_int(_checked_fd(fd, request, name), request, name=name)
@@ -206,7 +221,8 @@ def ioctl_int(fd, request, *, name, fmt="i"):
     # copy back into new bytes. A new one per call, so no two threads share it.
     answer = bytearray(layout.size)
     _fcntl_ioctl(fd, request, answer, name, True)
-    return layout.unpack_from(answer)[0]
+    value: int = layout.unpack_from(answer)[0]  # fmt is an integer's format
+    return value
 
 
 # -- terminals (<asm-generic/ioctls.h>: legacy numbers, type 'T', no size) ----------

@@ -16,7 +16,7 @@ from osvirt.errors import kernel_error
 __all__ = ["Kvm", "API_VERSION", "CAPABILITIES"]
 
 DEVICE = "/dev/kvm"
-API_VERSION = _native.KVM_API_VERSION  # the version <linux/kvm.h> was written for: 12
+API_VERSION: int = _native.KVM_API_VERSION  # the version <linux/kvm.h> was written for: 12
 CAPABILITIES = dict(_native.KVM_CAPS)  # name: number, for check_extension
 
 
@@ -25,17 +25,18 @@ class Kvm(OwnedFd):
 
     what = DEVICE
 
-    def __init__(self):
+    def __init__(self) -> None:
         try:
             self.fd = os.open(DEVICE, os.O_RDWR | os.O_CLOEXEC)
         except OSError as e:
+            assert e.errno is not None  # set by every failed system call
             raise kernel_error(e.errno, f"open({DEVICE})", filename=DEVICE) from None
 
-    def api_version(self):
+    def api_version(self) -> int:
         """KVM_GET_API_VERSION."""
         return ioctl(self._open_fd(), KVM_GET_API_VERSION, name="KVM_GET_API_VERSION")
 
-    def check_extension(self, capability):
+    def check_extension(self, capability: str | int) -> int:
         """KVM_CHECK_EXTENSION for a capability name ('KVM_CAP_USER_MEMORY') or number."""
         if isinstance(capability, str):
             if capability not in CAPABILITIES:

@@ -31,11 +31,12 @@ LOOP_CONTROL = "/dev/loop-control"
 _BLOCK_SIZES = (512, 1024, 2048, 4096)  # the loop driver accepts powers of two from 512 to the page size
 
 
-def get_free():
+def get_free() -> int:
     """LOOP_CTL_GET_FREE: the number of a free loop device (the kernel adds one if none is)."""
     try:
         fd = os.open(LOOP_CONTROL, os.O_RDWR | os.O_CLOEXEC)
     except OSError as e:
+        assert e.errno is not None  # set by every failed system call
         raise kernel_error(e.errno, f"open({LOOP_CONTROL})", "needs read-write access to it", LOOP_CONTROL) from None
     try:
         return ioctl(fd, LOOP_CTL_GET_FREE, name="LOOP_CTL_GET_FREE")
@@ -43,17 +44,17 @@ def get_free():
         os.close(fd)
 
 
-def size_bytes(fd):
+def size_bytes(fd: int) -> int:
     """BLKGETSIZE64: a block device's size in bytes."""
     return ioctl_int(fd, BLKGETSIZE64, name="BLKGETSIZE64", fmt="Q")
 
 
-def block_size_bytes(fd):
+def block_size_bytes(fd: int) -> int:
     """BLKSSZGET: a block device's logical block (sector) size in bytes."""
     return ioctl_int(fd, BLKSSZGET, name="BLKSSZGET")
 
 
-def backing_file(number):
+def backing_file(number: int) -> str | None:
     """The file loop device `number` serves, from sysfs; None when it is detached."""
     try:
         with open(f"/sys/block/loop{int(number)}/loop/backing_file") as f:
@@ -62,7 +63,7 @@ def backing_file(number):
         return None
 
 
-def attached():
+def attached() -> dict[int, str]:
     """{loop number: backing file} for every attached loop device, from sysfs."""
     found = {}
     for path in glob.glob("/sys/block/loop*/loop/backing_file"):
@@ -86,7 +87,8 @@ class LoopDevice(OwnedFd):
     ('/dev/loop3', 1048576)
     """
 
-    def __init__(self, backing, *, read_only=False, block_size=0, configure=True, attempts=5):
+    def __init__(self, backing: str | bytes | os.PathLike[str] | os.PathLike[bytes], *, read_only: bool = False,
+                 block_size: int = 0, configure: bool = True, attempts: int = 5) -> None:
         if not isinstance(backing, (str, bytes, os.PathLike)):
             raise TypeError(f"loop device: backing must be a path, not {type(backing).__name__}")
         if block_size != 0 and block_size not in _BLOCK_SIZES:
@@ -95,9 +97,9 @@ class LoopDevice(OwnedFd):
             raise ValueError("loop device: block_size needs LOOP_CONFIGURE (configure=True)")
         if type(attempts) is not int or attempts < 1:
             raise ValueError(f"loop device: attempts must be a positive int, not {attempts!r}")
-        self.number = None
+        self.number: int | None = None
         self.backing = os.path.abspath(os.fsdecode(backing))
-        self.method = None
+        self.method: str | None = None
         flags = _native.LO_FLAGS_AUTOCLEAR | (_native.LO_FLAGS_READ_ONLY if read_only else 0)
         file_fd = os.open(self.backing, (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC)
         try:
@@ -118,7 +120,7 @@ class LoopDevice(OwnedFd):
         finally:
             os.close(file_fd)  # the loop driver holds its own reference to the file
 
-    def _attach(self, fd, file_fd, block_size, flags, configure):
+    def _attach(self, fd: int, file_fd: int, block_size: int, flags: int, configure: bool) -> str:
         if configure:
             try:
                 ioctl(fd, LOOP_CONFIGURE, _native.loop_config(file_fd, block_size, self.backing, flags),
@@ -136,27 +138,27 @@ class LoopDevice(OwnedFd):
         return "LOOP_SET_FD + LOOP_SET_STATUS64"
 
     @property
-    def what(self):
+    def what(self) -> str:  # type: ignore[override]  # OwnedFd's is a class attribute; a loop device's name comes with its number
         return f"loop device {self.path}"
 
     @property
-    def path(self):
+    def path(self) -> str:
         return f"/dev/loop{self.number}"
 
-    def size_bytes(self):
+    def size_bytes(self) -> int:
         """BLKGETSIZE64 on the device."""
         return size_bytes(self._open_fd())
 
-    def block_size_bytes(self):
+    def block_size_bytes(self) -> int:
         """BLKSSZGET on the device."""
         return block_size_bytes(self._open_fd())
 
-    def file_name(self):
+    def file_name(self) -> str:
         """lo_file_name, as LOOP_GET_STATUS64 returns it (the kernel's copy, truncated to 63 bytes)."""
         data = ioctl(self._open_fd(), LOOP_GET_STATUS64, bytes(_native.LOOP_INFO64_SIZE), name="LOOP_GET_STATUS64")
         return _native.loop_info64_file_name(data)
 
-    def close(self, timeout_s=2.0):
+    def close(self, timeout_s: float = 2.0) -> None:
         """LOOP_CLR_FD and close; waits (up to timeout_s) until sysfs shows it detached. Idempotent."""
         fd, self.fd = self.fd, -1
         if fd < 0:
@@ -169,13 +171,14 @@ class LoopDevice(OwnedFd):
         finally:
             os.close(fd)  # the last close: autoclear detaches if LOOP_CLR_FD could not
         # The detach completes when the last opener (perhaps udev, briefly) closes.
+        assert self.number is not None  # set with fd
         deadline = time.monotonic() + timeout_s
         while backing_file(self.number) == self.backing and time.monotonic() < deadline:
             time.sleep(0.01)
 
-    def __del__(self):
+    def __del__(self) -> None:
         if self.fd >= 0:
             self.close(timeout_s=0)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<LoopDevice {self.path if self.number is not None else '?'} -> {self.backing}>"

@@ -7,33 +7,40 @@ master arrive at the slave as if typed, through the slave's line discipline
 the master is closed the kernel releases the pair and N can be handed out
 again.
 """
-import collections
 import os
 import select
 import signal
 import struct
 import termios
 import time
+from typing import Any, NamedTuple
 
 from osvirt._owned import Owned
 from osvirt.device.ioctl import (TIOCEXCL, TIOCGEXCL, TIOCGPTN, TIOCGWINSZ, TIOCNXCL, TIOCSCTTY,
-                                 TIOCSWINSZ, _fd, ioctl, ioctl_int)
+                                 TIOCSWINSZ, HasFileno, _fd, ioctl, ioctl_int)
 from osvirt.errors import kernel_error
 
 __all__ = ["PseudoTerminal", "WindowSize", "get_window_size", "set_window_size", "set_raw",
            "set_exclusive", "is_exclusive", "set_controlling_terminal", "foreground_resize_watch",
            "read_line", "read_for", "open_errno"]
 
-WindowSize = collections.namedtuple("WindowSize", "rows cols xpixel ypixel", defaults=(0, 0))
+class WindowSize(NamedTuple):
+    """struct winsize: a terminal's size in characters (and, if its program says, in pixels)."""
+    rows: int
+    cols: int
+    xpixel: int = 0
+    ypixel: int = 0
+
+
 _WINSIZE = "HHHH"  # struct winsize: four unsigned shorts
 
 
-def get_window_size(fd):
+def get_window_size(fd: int | HasFileno) -> WindowSize:
     """TIOCGWINSZ: the terminal's size as the driver keeps it."""
     return WindowSize(*struct.unpack(_WINSIZE, ioctl(fd, TIOCGWINSZ, bytes(8), name="TIOCGWINSZ")))
 
 
-def set_window_size(fd, rows, cols, xpixel=0, ypixel=0):
+def set_window_size(fd: int | HasFileno, rows: int, cols: int, xpixel: int = 0, ypixel: int = 0) -> None:
     """TIOCSWINSZ: set the size; the driver signals SIGWINCH to the foreground process group."""
     for what, value in (("rows", rows), ("cols", cols), ("xpixel", xpixel), ("ypixel", ypixel)):
         if type(value) is not int or not 0 <= value <= 0xFFFF:
@@ -41,7 +48,7 @@ def set_window_size(fd, rows, cols, xpixel=0, ypixel=0):
     ioctl(fd, TIOCSWINSZ, struct.pack(_WINSIZE, rows, cols, xpixel, ypixel), name="TIOCSWINSZ")
 
 
-def set_raw(fd, *, vmin=1, vtime=0):
+def set_raw(fd: int | HasFileno, *, vmin: int = 1, vtime: int = 0) -> list[Any]:
     """Raw mode through termios (what cfmakeraw does): no line buffering, no echo,
     no signal keys, no CR/NL translation, 8-bit characters. Returns the previous
     attributes, for termios.tcsetattr to restore."""
@@ -63,7 +70,7 @@ def set_raw(fd, *, vmin=1, vtime=0):
     return before
 
 
-def set_exclusive(fd, exclusive=True):
+def set_exclusive(fd: int | HasFileno, exclusive: bool = True) -> None:
     """TIOCEXCL / TIOCNXCL: refuse (EBUSY) or allow further opens of this terminal.
     Processes with CAP_SYS_ADMIN are let through regardless."""
     if exclusive:
@@ -72,19 +79,19 @@ def set_exclusive(fd, exclusive=True):
         ioctl(fd, TIOCNXCL, name="TIOCNXCL")
 
 
-def is_exclusive(fd):
+def is_exclusive(fd: int | HasFileno) -> bool:
     """TIOCGEXCL: whether the terminal is in exclusive mode."""
     return bool(ioctl_int(fd, TIOCGEXCL, name="TIOCGEXCL"))
 
 
-def set_controlling_terminal(fd):
+def set_controlling_terminal(fd: int | HasFileno) -> None:
     """TIOCSCTTY: make this terminal the controlling terminal of the calling
     session leader (call os.setsid() first); its process group becomes the
     terminal's foreground group."""
     ioctl(fd, TIOCSCTTY, 0, name="TIOCSCTTY")
 
 
-def foreground_resize_watch(slave_fd, report_fd, timeout_s=10.0):
+def foreground_resize_watch(slave_fd: int, report_fd: int, timeout_s: float = 10.0) -> int:
     """What a full-screen program does, for a child to run: become a session
     leader whose controlling terminal is `slave_fd` (so its group is the
     foreground group), write b"ready\n" to `report_fd`, wait for SIGWINCH,
@@ -105,7 +112,7 @@ def foreground_resize_watch(slave_fd, report_fd, timeout_s=10.0):
     return 0
 
 
-def read_line(fd, timeout_s=5.0):
+def read_line(fd: int | HasFileno, timeout_s: float = 5.0) -> bytes:
     """Read from fd up to and including b"\n"; TimeoutError if it takes longer than timeout_s.
     Reads a byte at a time, so nothing after the line is taken from the fd."""
     fd = _fd(fd, "read_line")
@@ -123,7 +130,7 @@ def read_line(fd, timeout_s=5.0):
     return line
 
 
-def read_for(fd, timeout_s, size=None):
+def read_for(fd: int | HasFileno, timeout_s: float, size: int | None = None) -> bytes:
     """What arrives on fd within timeout_s, stopping early once `size` bytes came."""
     fd = _fd(fd, "read_for")
     if not timeout_s >= 0 or (size is not None and (type(size) is not int or size < 1)):
@@ -140,11 +147,12 @@ def read_for(fd, timeout_s, size=None):
     return data
 
 
-def open_errno(path):
+def open_errno(path: str | os.PathLike[str]) -> int:
     """Open `path` read-write (O_NOCTTY) and close it: 0, or the errno the kernel gave."""
     try:
         os.close(os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC))
     except OSError as e:
+        assert e.errno is not None  # set by every failed system call
         return e.errno
     return 0
 
@@ -160,7 +168,7 @@ class PseudoTerminal(Owned):
 
     master = slave = -1
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.master, self.slave = os.openpty()  # /dev/ptmx, unlockpt, open the slave; both O_CLOEXEC
         try:
             self.number = ioctl_int(self.master, TIOCGPTN, name="TIOCGPTN", fmt="I")
@@ -169,15 +177,15 @@ class PseudoTerminal(Owned):
             self.close()
             raise
 
-    def close(self):
+    def close(self) -> None:
         """Close both ends (the master last: that releases N). Idempotent."""
         for end in ("slave", "master"):
-            fd = getattr(self, end)
+            fd: int = getattr(self, end)
             setattr(self, end, -1)  # first: the number may be reused at once
             if fd >= 0:
                 os.close(fd)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = f"{self.path}" if self.master >= 0 else "closed"
         return f"<PseudoTerminal {state}>"
 

@@ -17,13 +17,13 @@ import os
 import termios
 
 from osvirt._owned import OwnedFd
-from osvirt.device.ioctl import _fd
+from osvirt.device.ioctl import HasFileno, _fd
 from osvirt.device.pty import read_line, set_raw
 from osvirt.errors import kernel_error
 
 __all__ = ["VirtualSensor", "serve", "SerialPort", "BAUD_RATES"]
 
-BAUD_RATES = {rate: getattr(termios, f"B{rate}") for rate in
+BAUD_RATES: dict[int, int] = {rate: getattr(termios, f"B{rate}") for rate in
               (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)}
 _LINE_MAX = 256  # a command longer than this is an error, not an unbounded buffer
 
@@ -33,11 +33,11 @@ class VirtualSensor:
 
     ID = "OSVIRT,VSENSOR-1"
 
-    def __init__(self, temp_c=21.5):
+    def __init__(self, temp_c: float = 21.5) -> None:
         self.temp_c = float(temp_c)
         self.count = 0
 
-    def handle(self, line):
+    def handle(self, line: str) -> str | None:
         """The reply to one command line; None for QUIT (the device stops)."""
         self.count += 1
         words = line.split()
@@ -58,7 +58,7 @@ class VirtualSensor:
         return f"ERR unknown command: {line}"
 
 
-def serve(fd, device):
+def serve(fd: int | HasFileno, device: VirtualSensor) -> int:
     """Answer `device`'s commands arriving on fd (one per line, CR or LF ended)
     until QUIT, or until the other end is gone (EIO on a pty master). Returns
     the number of commands answered."""
@@ -93,12 +93,13 @@ class SerialPort(OwnedFd):
 
     what = "serial port"
 
-    def __init__(self, path, baud=9600):
+    def __init__(self, path: str | os.PathLike[str], baud: int = 9600) -> None:
         if baud not in BAUD_RATES:
             raise ValueError(f"serial port: baud {baud!r} not one of {sorted(BAUD_RATES)}")
         try:
             self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
         except OSError as e:
+            assert e.errno is not None  # set by every failed system call
             raise kernel_error(e.errno, f"open({path})", filename=path) from None
         try:
             self.configure(baud)
@@ -106,7 +107,7 @@ class SerialPort(OwnedFd):
             self.close()
             raise
 
-    def configure(self, baud, data_bits=8, parity="N", stop_bits=1):
+    def configure(self, baud: int, data_bits: int = 8, parity: str = "N", stop_bits: int = 1) -> None:
         """Raw mode, then the frame (data bits, parity N/E/O, stop bits) and
         cfsetospeed/cfsetispeed(baud), in one tcsetattr."""
         if baud not in BAUD_RATES or data_bits not in (5, 6, 7, 8) or parity not in "NEO" \
@@ -129,7 +130,7 @@ class SerialPort(OwnedFd):
             raise kernel_error(e.args[0], f"tcsetattr({baud} {data_bits}{parity}{stop_bits})",
                                "the driver did not keep the frame asked for") from None
 
-    def settings(self):
+    def settings(self) -> dict[str, object]:
         """What the driver kept, read back with tcgetattr/cfgetospeed: baud, data bits, parity, stop bits."""
         iflag, oflag, cflag, lflag, ispeed, ospeed, cc = termios.tcgetattr(self.fd)
         baud = {code: rate for rate, code in BAUD_RATES.items()}.get(ospeed, ospeed)
@@ -138,7 +139,7 @@ class SerialPort(OwnedFd):
         return {"baud": baud, "frame": f"{size}{parity}{2 if cflag & termios.CSTOPB else 1}",
                 "raw": not lflag & (termios.ICANON | termios.ECHO)}
 
-    def command(self, line, timeout_s=5.0):
+    def command(self, line: str, timeout_s: float = 5.0) -> str:
         """Send one command line and return the reply line (without CR LF)."""
         if "\n" in line or "\r" in line:
             raise ValueError(f"serial port: one command per call, without line ends: {line!r}")
