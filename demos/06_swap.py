@@ -9,7 +9,7 @@ zero-filling private anonymous memory and mlock keeping pages in RAM, and
 sends anonymous pages to swap and back (VmSwap, /proc/self/pagemap): only
 the pages asked leave, not the process.
 
-The machine may have no swap: as root, `--swapfile SIZE_MB` makes a
+The machine may have no swap: with CAP_SYS_ADMIN, `--swapfile SIZE_MB` makes a
 temporary swap file for the last step, and always disables and removes it.
 
 Usage: python demos/06_swap.py [--json] [--swapfile SIZE_MB]
@@ -38,7 +38,7 @@ ANON_PAGES = 4096  # the anonymous region sent to swap: 16 MiB
 
 def add_arguments(parser):
     parser.add_argument("--swapfile", type=int, metavar="SIZE_MB",
-                        help="as root: make a temporary swap file of SIZE_MB MiB for the swap step "
+                        help="with CAP_SYS_ADMIN (swapon): make a temporary swap file of SIZE_MB MiB for the swap step "
                              "(disabled and removed at the end, also on Ctrl-C)")
 
 
@@ -192,7 +192,7 @@ def _swap_step(demo):
         except OSError as e:  # e.g. a filesystem or container that refuses swap files
             demo.require(env.Answer(False, str(e)))
     swap = env.can("swap")
-    demo.require(swap if swap else env.Answer(False, f"{swap.reason}; as root, run with --swapfile SIZE_MB"))
+    demo.require(swap if swap else env.Answer(False, f"{swap.reason}; with CAP_SYS_ADMIN, run with --swapfile SIZE_MB"))
     half = ANON_PAGES // 2
     with Mapping(ANON_PAGES * PAGE_SIZE) as anon:
         data = os.urandom(ANON_PAGES * PAGE_SIZE)

@@ -4,7 +4,7 @@ The article's `share_and_protect_file(path, 0644)` is empty. Protection: a
 new file's mode is the mode asked for minus the umask's bits; a mode-000
 file refuses its owner a read unless CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH
 says otherwise; a process running as another user (a child that drops to uid
-65534, when this runs as root) gets EACCES on a 0600 file the owner reads,
+65534, when this holds CAP_SETUID and CAP_SETGID) gets EACCES on a 0600 file the owner reads,
 and on any file in a directory it may not search. Sharing: a forked child
 shares its parent's open file description and so its offset, while two opens
 of one file have an offset each. Locks: flock conflicts between processes;
