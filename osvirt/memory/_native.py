@@ -9,34 +9,36 @@ calls" below.
 """
 import errno
 import os
+from typing import Any
 
+from osvirt import _quickcalls
 from osvirt._native import ffi, lib
-from osvirt._quickcalls import mmap as quick_mmap, mprotect as quick_mprotect, munmap as quick_munmap
 from osvirt.errors import ProtectionFault, kernel_error
 
 # Constants, from the C headers through the cdef.
-PROT = {"PROT_NONE": lib.PROT_NONE, "PROT_READ": lib.PROT_READ,
+PROT: dict[str, int] = {"PROT_NONE": lib.PROT_NONE, "PROT_READ": lib.PROT_READ,
         "PROT_WRITE": lib.PROT_WRITE, "PROT_EXEC": lib.PROT_EXEC}
-MAP = {"MAP_PRIVATE": lib.MAP_PRIVATE, "MAP_SHARED": lib.MAP_SHARED,
+MAP: dict[str, int] = {"MAP_PRIVATE": lib.MAP_PRIVATE, "MAP_SHARED": lib.MAP_SHARED,
        "MAP_ANONYMOUS": lib.MAP_ANONYMOUS, "MAP_POPULATE": lib.MAP_POPULATE,
        "MAP_NORESERVE": lib.MAP_NORESERVE}
 # The advice a Mapping accepts: none of them can hurt memory outside the
 # range (MADV_HWPOISON, MADV_REMOVE and the like are deliberately absent).
-MADV = {name: getattr(lib, name) for name in (
+MADV: dict[str, int] = {name: getattr(lib, name) for name in (
     "MADV_NORMAL", "MADV_RANDOM", "MADV_SEQUENTIAL", "MADV_WILLNEED", "MADV_DONTNEED",
     "MADV_FREE", "MADV_HUGEPAGE", "MADV_NOHUGEPAGE", "MADV_COLD", "MADV_PAGEOUT",
     "MADV_DONTFORK", "MADV_DOFORK", "MADV_DONTDUMP", "MADV_DODUMP")}
-SIGNALS = {lib.SIGSEGV: "SIGSEGV", lib.SIGBUS: "SIGBUS"}
-SI_CODES = {
+SIGNALS: dict[int, str] = {lib.SIGSEGV: "SIGSEGV", lib.SIGBUS: "SIGBUS"}
+SI_CODES: dict[tuple[int, int], str] = {
     (lib.SIGSEGV, lib.SEGV_MAPERR): "SEGV_MAPERR", (lib.SIGSEGV, lib.SEGV_ACCERR): "SEGV_ACCERR",
     (lib.SIGBUS, lib.BUS_ADRALN): "BUS_ADRALN", (lib.SIGBUS, lib.BUS_ADRERR): "BUS_ADRERR",
     (lib.SIGBUS, lib.BUS_OBJERR): "BUS_OBJERR",
 }
-SEGV_MAPERR, SEGV_ACCERR = lib.SEGV_MAPERR, lib.SEGV_ACCERR
-SWAP_FLAG_PREFER = lib.SWAP_FLAG_PREFER
+SEGV_MAPERR: int = lib.SEGV_MAPERR
+SEGV_ACCERR: int = lib.SEGV_ACCERR
+SWAP_FLAG_PREFER: int = lib.SWAP_FLAG_PREFER
 
 
-def _check(result, facility, hint=None):
+def _check(result: int, facility: str, hint: str | None = None) -> None:
     if result == -1:
         raise kernel_error(ffi.errno, facility, hint)
 
@@ -44,7 +46,7 @@ def _check(result, facility, hint=None):
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
-def _alignment_hint(addr):
+def _alignment_hint(addr: int) -> str | None:
     return "the address must be page-aligned" if addr % _PAGE_SIZE else None
 
 
@@ -56,67 +58,72 @@ def _alignment_hint(addr):
 # (bench rows mmap-1m, mprotect). A Python wrapper around each call would add
 # ~50-70 ns, so Mapping calls them itself and renames their OSError (errno only)
 # with the matching *_error; mmap, mprotect and munmap below are for the rest.
+quick_mmap, quick_mprotect, quick_munmap = _quickcalls.mmap, _quickcalls.mprotect, _quickcalls.munmap
 
 
-def mmap_error(err, length, prot, flags, fd, offset):
+def mmap_error(err: int, length: int, prot: int, flags: int, fd: int, offset: int) -> OSError:
     return kernel_error(err, f"mmap(NULL, {length}, {prot:#x}, {flags:#x}, {fd}, {offset})")
 
 
-def munmap_error(err, addr, length):
+def munmap_error(err: int, addr: int, length: int) -> OSError:
     return kernel_error(err, f"munmap({addr:#x}, {length})", _alignment_hint(addr))
 
 
-def mprotect_error(err, addr, length, prot):
+def mprotect_error(err: int, addr: int, length: int, prot: int) -> OSError:
     return kernel_error(err, f"mprotect({addr:#x}, {length}, {prot:#x})", _alignment_hint(addr))
 
 
-def mmap(length, prot, flags, fd, offset):
+def mmap(length: int, prot: int, flags: int, fd: int, offset: int) -> int:
     try:
         return quick_mmap(length, prot, flags, fd, offset)
     except OSError as e:
+        assert e.errno is not None  # set by every failed system call
         raise mmap_error(e.errno, length, prot, flags, fd, offset) from None
 
 
-def mprotect(addr, length, prot):
+def mprotect(addr: int, length: int, prot: int) -> None:
     try:
         quick_mprotect(addr, length, prot)
     except OSError as e:
+        assert e.errno is not None
         raise mprotect_error(e.errno, addr, length, prot) from None
 
 
-def munmap(addr, length):
+def munmap(addr: int, length: int) -> None:
     try:
         quick_munmap(addr, length)
     except OSError as e:
+        assert e.errno is not None
         raise munmap_error(e.errno, addr, length) from None
 
 
-def madvise(addr, length, advice, name):
+def madvise(addr: int, length: int, advice: int, name: str) -> None:
     _check(lib.osv_madvise(addr, length, advice), f"madvise({addr:#x}, {length}, {name})")
 
 
-def mincore(addr, length, pages):
+def mincore(addr: int, length: int, pages: int) -> bytes:
     vec = ffi.new("unsigned char[]", pages)
     _check(lib.osv_mincore(addr, length, vec), f"mincore({addr:#x}, {length})")
     return bytes(ffi.buffer(vec))
 
 
-def mlock(addr, length):
+def mlock(addr: int, length: int) -> None:
     _check(lib.osv_mlock(addr, length), f"mlock({addr:#x}, {length})",
            "RLIMIT_MEMLOCK caps what a process without CAP_IPC_LOCK may lock")
 
 
-def munlock(addr, length):
+def munlock(addr: int, length: int) -> None:
     _check(lib.osv_munlock(addr, length), f"munlock({addr:#x}, {length})")
 
 
-def _fault(fault, access):
+# `fault`: an osv_fault's cdata, whose fields (the cdef's) are unknown to mypy: Any.
+def _fault(fault: Any, access: str) -> ProtectionFault:
     key = (fault.signo, fault.code)
     name = SI_CODES.get(key, f"{SIGNALS.get(fault.signo, fault.signo)} si_code {fault.code}")
     return ProtectionFault(access, fault.addr, fault.signo, fault.code, name)
 
 
-def read(addr, length):
+def read(addr: int, length: int) -> bytes:
     """`length` bytes from `addr`, or ProtectionFault."""
     buf = ffi.new("unsigned char[]", length)
     fault = ffi.new("osv_fault *")
@@ -125,7 +132,7 @@ def read(addr, length):
     return bytes(ffi.buffer(buf))
 
 
-def write(addr, data):
+def write(addr: int, data: bytes | bytearray | memoryview) -> None:
     """Store `data` at `addr`, or ProtectionFault."""
     buf = ffi.from_buffer(data)
     fault = ffi.new("osv_fault *")
@@ -133,25 +140,25 @@ def write(addr, data):
         raise _fault(fault, f"write of {len(data)} bytes at {addr:#x}")
 
 
-def write_unguarded(addr, data):
+def write_unguarded(addr: int, data: bytes | bytearray | memoryview) -> None:
     buf = ffi.from_buffer(data)
     lib.osv_copy_unguarded(addr, int(ffi.cast("uintptr_t", buf)), len(data))
 
 
-def touch(addr, length, stride, write):
+def touch(addr: int, length: int, stride: int, write: bool) -> int:
     """How many bytes the loop reached, one every `stride`; or ProtectionFault."""
     touched = ffi.new("size_t *")
     fault = ffi.new("osv_fault *")
     if lib.osv_touch_guarded(addr, length, stride, int(write), touched, fault) == -1:
         raise _fault(fault, f"touch ({'write' if write else 'read'}) of byte {touched[0]} "
                             f"every {stride} from {addr:#x}")
-    return touched[0]
+    return int(touched[0])
 
 
-def swapon(path, flags):
+def swapon(path: str | os.PathLike[str], flags: int) -> None:
     _check(lib.osv_swapon(os.fsencode(path), flags), f"swapon({path!r}, {flags:#x})",
            "needs CAP_SYS_ADMIN" if ffi.errno == errno.EPERM else None)
 
 
-def swapoff(path):
+def swapoff(path: str | os.PathLike[str]) -> None:
     _check(lib.osv_swapoff(os.fsencode(path)), f"swapoff({path!r})")

@@ -6,29 +6,35 @@ fields 10 and 12 of /proc/self/stat), and resident and swapped bytes from
 /proc/self/status. Subtract two snapshots to see what the code between them
 cost. `children_faults()` is what reaped children paid.
 """
-import collections
+from __future__ import annotations
+
 import resource
+from typing import NamedTuple
 
 from osvirt.memory import procfs
 
 __all__ = ["Usage", "usage", "children_faults"]
 
 
-class Usage(collections.namedtuple("Usage", "minflt majflt rss_bytes swap_bytes")):
+class Usage(NamedTuple):
     """Page faults so far (minor: no I/O; major: read from disk or swap), RSS and VmSwap."""
+    minflt: int
+    majflt: int
+    rss_bytes: int
+    swap_bytes: int
 
-    def __sub__(self, other):
+    def __sub__(self, other: Usage) -> Usage:
         return Usage(*(a - b for a, b in zip(self, other)))
 
 
-def usage():
+def usage() -> Usage:
     """Faults, RSS and VmSwap of this process now."""
     ru = resource.getrusage(resource.RUSAGE_SELF)
     sizes = procfs.status()
     return Usage(ru.ru_minflt, ru.ru_majflt, sizes["VmRSS"], sizes.get("VmSwap", 0))
 
 
-def children_faults():
+def children_faults() -> tuple[int, int]:
     """(minor, major) faults of every child reaped so far (getrusage(RUSAGE_CHILDREN))."""
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_minflt, ru.ru_majflt

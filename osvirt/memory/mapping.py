@@ -14,13 +14,23 @@ threads take turns; a fault on another thread meanwhile goes to the handler
 that was there before. Not supported: guarded accesses from a signal
 handler, and fork() while another thread is inside one (csrc/memory.c).
 """
+from __future__ import annotations
+
 import operator
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, SupportsIndex
 
 from osvirt._owned import Owned
 from osvirt.memory import _native, procfs
 from osvirt.memory._native import (mmap_error, mprotect_error, munmap_error, quick_mmap, quick_mprotect,
                                    quick_munmap)
+from osvirt.memory.procfs import PageState, Vma
+
+if TYPE_CHECKING:  # typing_extensions is mypy's; collections.abc.Buffer is Python 3.12's
+    from typing_extensions import Buffer
+
+    from osvirt.device.ioctl import HasFileno
 
 __all__ = ["PAGE_SIZE", "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC",
            "MADV", "SEGV_ACCERR", "SEGV_MAPERR", "Mapping", "huge_page_size"]
@@ -42,7 +52,7 @@ _ZERO = 0
 _MAX_SIZE = procfs.ADDRESS_LIMIT  # no larger mapping can exist
 
 
-def huge_page_size():
+def huge_page_size() -> int:
     """The transparent huge page size (PMD size), in bytes."""
     try:
         with open("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size") as f:
@@ -51,7 +61,7 @@ def huge_page_size():
         return 2 << 20  # x86-64 and arm64 with 4 KiB pages
 
 
-def _int(value, facility, name):
+def _int(value: SupportsIndex, facility: str, name: str) -> int:
     """`value` as an int (anything with __index__ but a bool); else TypeError naming both."""
     if type(value) is int:
         return value
@@ -63,7 +73,7 @@ def _int(value, facility, name):
     raise TypeError(f"{facility}: {name} must be an int, not {type(value).__name__}")
 
 
-def _prot(prot, facility):
+def _prot(prot: int, facility: str) -> int:
     if type(prot) is not int:
         prot = _int(prot, facility, "prot")
     if prot & _NOT_PROT:
@@ -84,14 +94,15 @@ class Mapping(Owned):
     pages. Any use after close raises ValueError.
     """
 
-    _address = None  # until mmap succeeds
-    _holes = ()  # (start, end) offsets this mapping unmapped itself (this default: for close()
+    _address: int | None = None  # until mmap succeeds
+    _holes: Sequence[tuple[int, int]] = ()  # (start, end) offsets this mapping unmapped itself (this default: for close()
                  # on an object whose __init__ raised)
     shared = False  # MAP_SHARED
     file_backed = False  # mapped from a file, not anonymous
 
-    def __init__(self, size_bytes, *, prot=PROT_READ | PROT_WRITE, shared=False, fd=None,
-                 offset=0, populate=False, hugepage=False):
+    def __init__(self, size_bytes: int, *, prot: int = PROT_READ | PROT_WRITE, shared: bool = False,
+                 fd: int | HasFileno | None = None, offset: int = 0, populate: bool = False,
+                 hugepage: bool = False) -> None:
         # Each check passes a valid argument in a step or two and calls the helper that
         # explains a bad one only for it: map + unmap of 1 MiB costs ~3 us in C, so a
         # few hundred ns of checks would show (bench row mmap-1m).
@@ -132,9 +143,10 @@ class Mapping(Owned):
             try:  # free unless it raises (Python 3.11's exception tables)
                 self._address = quick_mmap(size, prot, flags, fd, offset)
             except OSError as e:
+                assert e.errno is not None  # set by every failed system call
                 raise mmap_error(e.errno, size, prot, flags, fd, offset) from None
 
-    def _map_aligned(self, align, prot, flags):
+    def _map_aligned(self, align: int, prot: int, flags: int) -> int:
         # Map `align` bytes more than needed, then give back the ends that fall outside
         # the aligned part: the kernel picks addresses only page-aligned.
         base = _native.mmap(self._size + align, prot, flags, -1, 0)
@@ -148,40 +160,44 @@ class Mapping(Owned):
 
     # -- what it is ---------------------------------------------------------
     @property
-    def closed(self):
+    def closed(self) -> bool:
         return self._address is None
 
     @property
-    def address(self):
+    def address(self) -> int:
         """The first byte's address."""
-        self._open()
-        return self._address
+        return self._open()
 
     @property
-    def size(self):
+    def size(self) -> int:
         """The length in bytes (the requested size rounded up to whole pages)."""
         self._open()
         return self._size
 
     @property
-    def pages(self):
+    def pages(self) -> int:
         return self.size // PAGE_SIZE
 
-    def __repr__(self):
-        if self.closed:
+    def __repr__(self) -> str:
+        address = self._address
+        if address is None:
             return "<Mapping closed>"
-        return f"<Mapping {self._address:#x}-{self._address + self._size:#x} ({self._size} bytes)>"
+        return f"<Mapping {address:#x}-{address + self._size:#x} ({self._size} bytes)>"
 
     # -- checks every call makes before the kernel sees anything --------------
-    def _open(self):
-        if self._address is None:
+    def _open(self) -> int:
+        """The address, or ValueError once closed."""
+        address = self._address
+        if address is None:
             raise ValueError("operation on a closed Mapping")
+        return address
 
-    def _range(self, facility, offset, length, *, aligned=False, holes_ok=False):
+    def _range(self, facility: str, offset: int, length: int | None, *, aligned: bool = False,
+               holes_ok: bool = False) -> tuple[int, int]:
         """(address, length) of a checked sub-range; length None means "to the end"."""
         address = self._address
         if address is None:
-            self._open()  # ValueError
+            address = self._open()  # ValueError
         if type(offset) is not int:  # the type checks only for what is not already an int
             offset = _int(offset, facility, "offset")
         if length is None:
@@ -205,7 +221,8 @@ class Mapping(Owned):
     # kernel_checks_alignment is not keyword-only, though meant to be passed by keyword:
     # Python 3.11 does not specialize a call to a function with keyword-only parameters,
     # and the unspecialized call costs ~55 ns more of a ~1 us mprotect (bench row mprotect).
-    def mprotect(self, prot, offset=0, length=None, kernel_checks_alignment=False):
+    def mprotect(self, prot: int, offset: int = 0, length: int | None = None,
+                 kernel_checks_alignment: bool = False) -> None:
         """Change the protection of [offset, offset+length) (whole pages).
 
         An unaligned offset is a ValueError, unless `kernel_checks_alignment`
@@ -219,16 +236,17 @@ class Mapping(Owned):
             # a closed mapping's address (None), a prot that only equals one (True, 1.0).
             try:  # free unless it raises (Python 3.11's exception tables)
                 if prot in _PROTS:
-                    quick_mprotect(self._address, self._size, prot)
+                    quick_mprotect(self._address, self._size, prot)  # type: ignore[arg-type]  # None: refused, below
                     return
             except OSError as e:
+                assert e.errno is not None and self._address is not None  # the call was made
                 raise mprotect_error(e.errno, self._address, self._size, prot) from None
             except TypeError:
                 pass  # refused (or prot unhashable): the checks below say why
         prot = _prot(prot, "mprotect")
         _native.mprotect(*self._range("mprotect", offset, length, aligned=not kernel_checks_alignment), prot)
 
-    def madvise(self, advice, offset=0, length=None):
+    def madvise(self, advice: int, offset: int = 0, length: int | None = None) -> None:
         """Give the kernel `advice` (a value of MADV) about [offset, offset+length)."""
         advice = _int(advice, "madvise", "advice")
         names = {v: n for n, v in MADV.items()}
@@ -237,20 +255,20 @@ class Mapping(Owned):
         addr, length = self._range("madvise", offset, length, aligned=True)
         _native.madvise(addr, length, advice, names[advice])
 
-    def mincore(self, offset=0, length=None):
+    def mincore(self, offset: int = 0, length: int | None = None) -> list[bool]:
         """Per page of [offset, offset+length): is it in RAM (page cache or swap cache)?"""
         addr, length = self._range("mincore", offset, length, aligned=True)
         pages = -(-length // PAGE_SIZE)
         return [bool(b & 1) for b in _native.mincore(addr, length, pages)] if pages else []
 
-    def mlock(self, offset=0, length=None):
+    def mlock(self, offset: int = 0, length: int | None = None) -> None:
         """Lock [offset, offset+length) in RAM (faulting it in), within RLIMIT_MEMLOCK."""
         _native.mlock(*self._range("mlock", offset, length))
 
-    def munlock(self, offset=0, length=None):
+    def munlock(self, offset: int = 0, length: int | None = None) -> None:
         _native.munlock(*self._range("munlock", offset, length))
 
-    def unmap(self, offset, length, *, kernel_checks_alignment=False):
+    def unmap(self, offset: int, length: int, *, kernel_checks_alignment: bool = False) -> None:
         """munmap [offset, offset+length): the kernel removes whole pages (the length is
         rounded up), leaving a hole that faults SEGV_MAPERR.
 
@@ -265,25 +283,26 @@ class Mapping(Owned):
         self._holes = [*self._holes, (offset, end)]
 
     # -- accesses through the fault guard ---------------------------------------
-    def read(self, offset, length):
+    def read(self, offset: int, length: int) -> bytes:
         """`length` bytes at `offset`; ProtectionFault if the kernel refuses the access."""
         return _native.read(*self._range("read", offset, length, holes_ok=True))
 
-    def write(self, offset, data):
+    def write(self, offset: int, data: Buffer) -> None:
         """Store the bytes of `data` at `offset`; ProtectionFault if the kernel refuses."""
-        data = memoryview(data).cast("B")
-        addr, _ = self._range("write", offset, len(data))
-        _native.write(addr, data)
+        view = memoryview(data).cast("B")
+        addr, _ = self._range("write", offset, len(view))
+        _native.write(addr, view)
 
-    def write_unguarded(self, offset, data):
+    def write_unguarded(self, offset: int, data: Buffer) -> None:
         """Store `data` at `offset` with no fault guard: if the kernel refuses, this process
         dies of the signal, exactly as a C program would. Meant for a child that is
         expected to die (its parent reads the signal from waitpid)."""
-        data = memoryview(data).cast("B")
-        addr, _ = self._range("write", offset, len(data))
-        _native.write_unguarded(addr, data)
+        view = memoryview(data).cast("B")
+        addr, _ = self._range("write", offset, len(view))
+        _native.write_unguarded(addr, view)
 
-    def touch(self, stride=PAGE_SIZE, *, write=False, offset=0, length=None):
+    def touch(self, stride: int = PAGE_SIZE, *, write: bool = False, offset: int = 0,
+              length: int | None = None) -> int:
         """Read (or, with `write`, rewrite in place) one byte every `stride` bytes; returns
         how many bytes were touched. Data is unchanged; each first touch of a page faults."""
         stride = _int(stride, "touch", "stride")
@@ -293,23 +312,23 @@ class Mapping(Owned):
         return _native.touch(addr, length, stride, write)
 
     # -- what /proc says about it ----------------------------------------------
-    def maps(self):
+    def maps(self) -> list[Vma]:
         """The /proc/self/maps lines (Vma) overlapping this mapping."""
-        self._open()
-        return procfs.maps(self._address, self._address + self._size)
+        address = self._open()
+        return procfs.maps(address, address + self._size)
 
-    def smaps(self):
+    def smaps(self) -> list[Vma]:
         """The /proc/self/smaps entries (Vma with fields) overlapping this mapping."""
-        self._open()
-        return procfs.smaps(self._address, self._address + self._size)
+        address = self._open()
+        return procfs.smaps(address, address + self._size)
 
-    def pagemap(self, offset=0, length=None):
+    def pagemap(self, offset: int = 0, length: int | None = None) -> list[PageState]:
         """Per page, the PageState (present, swapped, file) /proc/self/pagemap reports."""
         addr, length = self._range("pagemap", offset, length, aligned=True, holes_ok=True)
         return procfs.pagemap(addr, -(-length // PAGE_SIZE))
 
     # -- ownership ---------------------------------------------------------------
-    def close(self):
+    def close(self) -> None:
         """munmap what is still mapped. Idempotent."""
         address, self._address = self._address, None
         if address is None:
@@ -318,6 +337,7 @@ class Mapping(Owned):
             try:
                 quick_munmap(address, self._size)
             except OSError as e:
+                assert e.errno is not None
                 raise munmap_error(e.errno, address, self._size) from None
             return
         start = 0

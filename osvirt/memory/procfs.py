@@ -29,19 +29,20 @@ class Vma:
     offset: int
     inode: int
     path: str
-    fields: dict = dataclasses.field(default_factory=dict, compare=False)  # smaps: "Rss" -> kB, ...
+    fields: dict[str, str] = dataclasses.field(default_factory=dict, compare=False)  # smaps: "Rss" -> kB, ...
 
     @property
-    def size(self):
+    def size(self) -> int:
         return self.end - self.start
 
-    def kb(self, name):
+    def kb(self, name: str) -> int:
         """An smaps size field (e.g. "AnonHugePages") in kB."""
         return int(self.fields[name].split()[0])
 
 
-def _vmas(path, start, end):
-    found, current = [], None
+def _vmas(path: str, start: int, end: int) -> list[Vma]:
+    found: list[Vma] = []
+    current: Vma | None = None
     with open(path) as f:
         for line in f:
             m = _VMA_LINE.match(line)
@@ -57,12 +58,12 @@ def _vmas(path, start, end):
     return found
 
 
-def maps(start, end):
+def maps(start: int, end: int) -> list[Vma]:
     """The /proc/self/maps lines overlapping [start, end), whole (a VMA may reach past either end)."""
     return _vmas("/proc/self/maps", start, end)
 
 
-def smaps(start, end):
+def smaps(start: int, end: int) -> list[Vma]:
     """The /proc/self/smaps entries overlapping [start, end), with their fields."""
     return _vmas("/proc/self/smaps", start, end)
 
@@ -75,7 +76,7 @@ class PageState:
     file: bool      # a file page or shared anonymous page
 
 
-def pagemap(address, pages):
+def pagemap(address: int, pages: int) -> list[PageState]:
     """The PageState of `pages` pages from page-aligned `address`."""
     page = os.sysconf("SC_PAGE_SIZE")
     if isinstance(address, bool) or isinstance(pages, bool) or \
@@ -95,7 +96,7 @@ def pagemap(address, pages):
             for e in struct.unpack(f"<{len(raw) // 8}Q", raw)]
 
 
-def status():
+def status() -> dict[str, int]:
     """The sizes in /proc/self/status (VmRSS, RssAnon, VmSwap, ...), in bytes."""
     sizes = {}
     with open("/proc/self/status") as f:
