@@ -2,12 +2,17 @@
 
 Callers (osvirt.ipc.signals, osvirt.ipc.mqueue) have checked every argument's type and range.
 """
+from collections.abc import Callable
+from typing import Any, cast
+
+from _cffi_backend import FFI
+
 from osvirt import _quickcalls
 from osvirt._native import ffi, lib
 from osvirt.errors import kernel_error
 
-SI_QUEUE = lib.SI_QUEUE
-SI_USER = lib.SI_USER
+SI_QUEUE: int = lib.SI_QUEUE
+SI_USER: int = lib.SI_USER
 
 # sigqueue and sigtimedwait are osvirt._quickcalls': each one C call with the GIL held
 # (a sigtimedwait that must wait for its signal releases it), raising a plain OSError
@@ -18,11 +23,11 @@ sigqueue = _quickcalls.sigqueue
 sigtimedwait = _quickcalls.sigtimedwait
 
 
-def sigqueue_error(err, pid, signo, value):
+def sigqueue_error(err: int, pid: int, signo: int, value: int) -> OSError:
     return kernel_error(err, f"sigqueue({pid}, {signo}, {value})")
 
 
-def sigtimedwait_error(err, timeout_ns):
+def sigtimedwait_error(err: int, timeout_ns: int) -> OSError:
     return kernel_error(err, "sigtimedwait" if timeout_ns >= 0 else "sigwaitinfo")
 
 
@@ -31,38 +36,43 @@ def sigtimedwait_error(err, timeout_ns):
 # act on the result alone: -1 sends them to last_errno(), the errno cffi saved
 # right after the call. Each takes a buffer from mq_receiver or msg_buffer, whose
 # size fields are set here from the allocation itself, so C never writes past it.
-raw_mq_send = lib.osv_mq_send
-raw_mq_receive = lib.osv_mq_receive
-raw_msgsnd = lib.osv_msgsnd
-raw_msgrcv = lib.osv_msgrcv
-unpack = ffi.unpack  # unpack(char *, n): the n bytes there, as bytes
-IPC_NOWAIT = lib.IPC_NOWAIT
+# A struct osv_mq_receive or struct osv_msg is cdata whose fields (the cdef's) mypy
+# cannot see: Any. A receiver or a buffer is one with a char * to its bytes.
+Receiver = tuple[Any, FFI.CData]
+MsgBuffer = tuple[Any, FFI.CData]
+raw_mq_send: Callable[[int, bytes, int, int, int], int] = lib.osv_mq_send  # (mqd, msg, len, priority, timeout_ns)
+raw_mq_receive: Callable[[Any], int] = lib.osv_mq_receive  # (struct osv_mq_receive *): the size, or -1
+raw_msgsnd: Callable[[Any, int, bytes, int, int], int] = lib.osv_msgsnd  # (struct osv_msg *, type, msg, len, flags)
+raw_msgrcv: Callable[[Any, int, int], int] = lib.osv_msgrcv  # (struct osv_msg *, type, flags): the size, or -1
+unpack = cast("Callable[[FFI.CData, int], bytes]", ffi.unpack)  # unpack(char *, n): the n bytes there, as bytes
+IPC_NOWAIT: int = lib.IPC_NOWAIT
 
 
-def last_errno():
+def last_errno() -> int:
     return ffi.errno
 
 
-def mq_receiver(mqd, size):
+def mq_receiver(mqd: int, size: int) -> Receiver:
     """A struct osv_mq_receive with a `size`-byte buffer, set to mq_receive from mqd
     without a timeout; and a char * to the buffer, for unpack."""
-    r = ffi.new("struct osv_mq_receive *", {"mqd": mqd, "timeout_ns": -1, "size": size, "buf": size})
+    r: Any = ffi.new("struct osv_mq_receive *", {"mqd": mqd, "timeout_ns": -1, "size": size, "buf": size})
     return r, r.buf
 
 
-def mq_receive_with(r, mqd, timeout_ns):
+def mq_receive_with(r: Any, mqd: int, timeout_ns: int) -> int:
     """osv_mq_receive on r from descriptor mqd with timeout_ns (< 0: none); r is set back
     as mq_receiver left it."""
     fast_mqd = r.mqd
     r.mqd, r.timeout_ns = mqd, timeout_ns
     try:
-        return lib.osv_mq_receive(r)
+        size: int = lib.osv_mq_receive(r)
+        return size
     finally:
         r.mqd, r.timeout_ns = fast_mqd, -1
 
 
-def msg_buffer(msqid, size):
+def msg_buffer(msqid: int, size: int) -> MsgBuffer:
     """A struct osv_msg for queue msqid with room for `size` bytes of text; and a char * to
     the text, for unpack."""
-    m = ffi.new("struct osv_msg *", {"msqid": msqid, "size": size, "mtext": size})
+    m: Any = ffi.new("struct osv_msg *", {"msqid": msqid, "size": size, "mtext": size})
     return m, m.mtext

@@ -11,7 +11,7 @@ import sys
 __all__ = ["echo"]
 
 
-def echo(request_path, reply_path):
+def echo(request_path: str, reply_path: str) -> None:
     """Read one line from the FIFO `request_path`, write `<pid> <line>` to the FIFO `reply_path`."""
     with open(request_path, "rb") as request:
         line = request.readline()

@@ -4,15 +4,21 @@ A FIFO is one byte stream, like a pipe: whatever any process writes, any
 reader may read, the writer included. It is not full duplex: two processes
 that want to talk both ways need two FIFOs, one per direction.
 """
+from __future__ import annotations
+
 import contextlib
 import errno
 import os
 import select
 import stat
 import time
+from typing import TYPE_CHECKING
 
 from osvirt import naming
 from osvirt._owned import Owned
+
+if TYPE_CHECKING:  # typing_extensions is mypy's; collections.abc.Buffer is Python 3.12's
+    from typing_extensions import Buffer
 
 __all__ = ["Fifo"]
 
@@ -26,7 +32,7 @@ class Fifo(Owned):
 
     _closed = True  # until __init__ holds the object: what close() and __del__ see on a half-built one
 
-    def __init__(self, name="fifo", parent=None):
+    def __init__(self, name: str = "fifo", parent: str | os.PathLike[str] | None = None) -> None:
         if not name or "/" in name or name in (".", ".."):
             raise ValueError(f"mkfifo: name {name!r} must be one path component")
         self._closed = True
@@ -43,11 +49,11 @@ class Fifo(Owned):
             raise
 
     @property
-    def mode(self):
+    def mode(self) -> int:
         """The FIFO's permission bits as the kernel reports them (stat)."""
         return stat.S_IMODE(os.stat(self.path).st_mode)
 
-    def write_all(self, data, timeout_s=10.0):
+    def write_all(self, data: Buffer, timeout_s: float = 10.0) -> None:
         """Open for writing, write `data`, close: TimeoutError if no reader opens it within `timeout_s`.
 
         A plain open(O_WRONLY) would wait for a reader forever; O_NONBLOCK
@@ -73,7 +79,7 @@ class Fifo(Owned):
         finally:
             os.close(fd)
 
-    def read_all(self, timeout_s=10.0):
+    def read_all(self, timeout_s: float = 10.0) -> bytes:
         """Open for reading and read until every writer has closed (EOF): TimeoutError after `timeout_s`.
 
         Opened with O_NONBLOCK so that the open itself never waits; Linux reports
@@ -81,7 +87,7 @@ class Fifo(Owned):
         """
         deadline = _deadline("read", timeout_s)
         fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        chunks = []
+        chunks: list[bytes] = []
         try:
             while True:
                 if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
@@ -96,7 +102,7 @@ class Fifo(Owned):
         finally:
             os.close(fd)
 
-    def close(self):
+    def close(self) -> None:
         """Remove the FIFO and its directory (in the creating process only). Idempotent."""
         if self._closed:
             return
@@ -107,11 +113,11 @@ class Fifo(Owned):
         if self._is_creator:
             self._stack.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Fifo({self.path!r})"
 
 
-def _deadline(what, timeout_s):
+def _deadline(what: str, timeout_s: float) -> float:
     if timeout_s is None or timeout_s < 0:
         raise ValueError(f"Fifo.{what}: timeout_s must be a number >= 0, not {timeout_s!r}")
     return time.monotonic() + timeout_s

@@ -24,10 +24,14 @@ with the bare cffi calls and no Python method around them takes 7.3 and
 errno saved, caches cold after the process switch), ~0.2 us for a Python
 method, and ~0.15 us for the argument checks and the buffer pool.
 """
+from __future__ import annotations
+
 import errno
 import operator
 import os
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, SupportsIndex
 
 import posix_ipc
 import sysv_ipc
@@ -36,6 +40,10 @@ from osvirt import naming, tracker
 from osvirt.errors import kernel_error
 from osvirt.ipc import _native
 from osvirt._owned import Owned
+
+if TYPE_CHECKING:  # typing_extensions is mypy's; collections.abc.Buffer is Python 3.12's
+    from _cffi_backend import FFI
+    from typing_extensions import Buffer
 
 __all__ = ["MQ_PRIO_MAX", "mq_limits", "PosixMessageQueue", "SysVMessageQueue"]
 
@@ -52,7 +60,7 @@ _unpack = _native.unpack
 _IPC_NOWAIT = _native.IPC_NOWAIT
 
 
-def mq_limits():
+def mq_limits() -> dict[str, int]:
     """{"msg_max", "msgsize_max"}: the largest queue an unprivileged mq_open may ask for."""
     limits = {}
     for name in ("msg_max", "msgsize_max"):
@@ -61,26 +69,26 @@ def mq_limits():
     return limits
 
 
-def _msgmax():
+def _msgmax() -> int:
     """kernel.msgmax: the longest message msgsnd accepts in this IPC namespace."""
     with open(_MSGMAX_SYSCTL) as f:
         return int(f.read())
 
 
-def _positive(facility, name, value):
+def _positive(facility: str, name: str, value: SupportsIndex) -> int:
     value = operator.index(value)
     if value < 1:
         raise ValueError(f"{facility}: {name} must be >= 1, not {value}")
     return value
 
 
-def _timeout(facility, timeout_s):
+def _timeout(facility: str, timeout_s: float | None) -> float | None:
     if timeout_s is not None and not 0 <= timeout_s <= MAX_TIMEOUT_S:
         raise ValueError(f"{facility}: timeout_s must be in 0..{MAX_TIMEOUT_S:g}, not {timeout_s}")
     return timeout_s
 
 
-def _message(facility, message):
+def _message(facility: str, message: Buffer) -> bytes:
     """`message` (any bytes-like object) as bytes; TypeError for anything else (a str, an int)."""
     try:
         return bytes(memoryview(message))
@@ -88,7 +96,7 @@ def _message(facility, message):
         raise TypeError(f"{facility}: message must be bytes-like, not {type(message).__name__}") from None
 
 
-def _call(call, timeout_s):
+def _call(call: Callable[[int], int], timeout_s: float | None) -> int:
     """call(timeout_ns) (-1: no timeout) until it fails with anything but EINTR, each time with
     what is left of `timeout_s` (None: forever). The interrupting signal's Python handler runs
     before the retry, so a KeyboardInterrupt it raises ends the wait. The call's result
@@ -124,10 +132,11 @@ class PosixMessageQueue(Owned):
     """
 
     _closed = True  # until __init__ holds the object: what close() and __del__ see on a half-built one
-    _mq = _nonblocking = None
+    _mq: posix_ipc.MessageQueue  # held once _closed is False
+    _nonblocking: posix_ipc.MessageQueue | None = None
     _mqd = _nonblocking_mqd = -1
 
-    def __init__(self, max_messages=None, max_message_size=1024):
+    def __init__(self, max_messages: int | None = None, max_message_size: int = 1024) -> None:
         limits = mq_limits()
         max_messages = limits["msg_max"] if max_messages is None else _positive("mq_open", "max_messages", max_messages)
         max_message_size = _positive("mq_open", "max_message_size", max_message_size)
@@ -150,9 +159,9 @@ class PosixMessageQueue(Owned):
         self._nonblocking_mqd = self._nonblocking.mqd
         self._mqd = self._mq.mqd
         self._msgsize = self._mq.max_message_size  # mq_getattr's mq_msgsize: what the kernel set
-        self._receivers = []  # (struct osv_mq_receive, its buffer) not in use by a receive now
+        self._receivers: list[_native.Receiver] = []  # (struct osv_mq_receive, its buffer) not in use by a receive now
 
-    def send(self, message, priority=0, block=True, timeout_s=None):
+    def send(self, message: Buffer, priority: int = 0, block: bool = True, timeout_s: float | None = None) -> None:
         """mq_send (mq_timedsend with `timeout_s`): BlockingIOError (EAGAIN) when full and not blocking,
         TimeoutError (ETIMEDOUT) after `timeout_s`."""
         # The common case (bytes, an int priority, blocking) costs type tests and one C call.
@@ -174,12 +183,12 @@ class PosixMessageQueue(Owned):
 
     # The slow paths are methods of their own: a lambda in send() or receive() would make
     # their variables closure cells, which every call would pay for.
-    def _send_slow(self, message, size, priority, block, timeout_s):
+    def _send_slow(self, message: bytes, size: int, priority: int, block: bool, timeout_s: float | None) -> None:
         """send() when it waits for a time, or not at all, or after EINTR."""
         self._wait(lambda mqd, timeout_ns: _mq_send(mqd, message, size, priority, timeout_ns),
                    "mq_send", block, timeout_s)
 
-    def receive(self, block=True, timeout_s=None):
+    def receive(self, block: bool = True, timeout_s: float | None = None) -> tuple[bytes, int]:
         """mq_receive (mq_timedreceive with `timeout_s`): (message, priority) of the
         oldest message of the highest priority. BlockingIOError (EAGAIN) when empty and
         not blocking, TimeoutError (ETIMEDOUT) after `timeout_s`."""
@@ -200,7 +209,7 @@ class PosixMessageQueue(Owned):
         finally:
             receivers.append(receiver)
 
-    def _receive_slow(self, r, buf, block, timeout_s):
+    def _receive_slow(self, r: Any, buf: FFI.CData, block: bool, timeout_s: float | None) -> tuple[bytes, int]:
         """receive() when it waits for a time, or not at all, or when its call failed."""
         if block and timeout_s is None:
             self._check_eintr("mq_receive", _native.last_errno())
@@ -208,7 +217,7 @@ class PosixMessageQueue(Owned):
                           "mq_receive", block, timeout_s)
         return _unpack(buf, size), r.priority
 
-    def _wait(self, call, facility, block, timeout_s):
+    def _wait(self, call: Callable[[int, int], int], facility: str, block: bool, timeout_s: float | None) -> int:
         """call(mqd, timeout_ns) on the descriptor `block` picks, with `timeout_s` when blocking,
         again after EINTR: its result; the errno's OSError when it fails otherwise."""
         if block:
@@ -220,18 +229,18 @@ class PosixMessageQueue(Owned):
             raise self._error(-result, facility, timeout_s)
         return result
 
-    def _check_eintr(self, facility, err):
+    def _check_eintr(self, facility: str, err: int) -> None:
         """After a blocking call without a timeout failed with `err`: return to retry on
         EINTR, else raise."""
         if err != errno.EINTR:
             raise self._error(err, facility, None)
 
-    def _receiver(self):
+    def _receiver(self) -> _native.Receiver:
         if self._closed:
             raise ValueError(f"mq_receive: {self!r} is closed")
         return _native.mq_receiver(self._mqd, self._msgsize)
 
-    def _error(self, err, facility, timeout_s):
+    def _error(self, err: int, facility: str, timeout_s: float | None) -> ValueError | OSError:
         if self._closed:
             return ValueError(f"{facility}: {self!r} is closed")
         if err == errno.ETIMEDOUT:
@@ -240,12 +249,12 @@ class PosixMessageQueue(Owned):
             return kernel_error(err, f"{facility}({self.name})", "O_NONBLOCK")
         return kernel_error(err, f"{facility}({self.name})")
 
-    def attributes(self):
+    def attributes(self) -> dict[str, int]:
         """mq_getattr: {"current_messages", "max_messages", "max_message_size"}."""
         return {"current_messages": self._mq.current_messages, "max_messages": self._mq.max_messages,
                 "max_message_size": self._mq.max_message_size}
 
-    def close(self):
+    def close(self) -> None:
         """Close both descriptors and, in the creating process, unlink the name. Idempotent."""
         if self._closed:
             return
@@ -261,7 +270,7 @@ class PosixMessageQueue(Owned):
                 self._mq.unlink()
                 tracker.unregister("mqueue", self.name)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"PosixMessageQueue({self.name!r})"
 
 
@@ -273,18 +282,18 @@ class SysVMessageQueue(Owned):
     """
 
     _closed = True  # until __init__ holds the object: what close() and __del__ see on a half-built one
-    _tracked = None  # the name osvirt.tracker knows it by, once registered
+    _tracked: str | None = None  # the name osvirt.tracker knows it by, once registered
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._msgmax = _msgmax()
         self._mq = sysv_ipc.MessageQueue(sysv_ipc.IPC_PRIVATE, sysv_ipc.IPC_CREX, mode=0o600)
         self.id = self._mq.id
         self._creator = os.getpid()
         self._closed = False
         self._tracked = tracker.register_sysv("sysv-msg", self.id)
-        self._buffers = []  # (struct osv_msg, its text) not in use by a call now
+        self._buffers: list[_native.MsgBuffer] = []  # (struct osv_msg, its text) not in use by a call now
 
-    def send(self, message, type=1, block=True):
+    def send(self, message: Buffer, type: int = 1, block: bool = True) -> None:
         """msgsnd with mtype `type` (>= 1): BlockingIOError (EAGAIN) when full and not blocking."""
         if _class_of(message) is not bytes:
             message = _message("msgsnd", message)
@@ -312,7 +321,7 @@ class SysVMessageQueue(Owned):
 
     # The slow paths are methods of their own: a lambda in send() or receive() would make
     # their variables closure cells, which every call would pay for.
-    def _send_again(self, m, type, message, size, flags, err):
+    def _send_again(self, m: Any, type: int, message: bytes, size: int, flags: int, err: int) -> None:
         """Finish a msgsnd that failed with `err`: again after EINTR, else raise."""
         if err == errno.EINTR:
             err = -_call(lambda _: _msgsnd(m, type, message, size, flags), None)
@@ -320,7 +329,7 @@ class SysVMessageQueue(Owned):
             raise self._error(err, f"msgsnd(id {self.id})",
                               "queue full, non-blocking" if err == errno.EAGAIN else None)
 
-    def receive(self, type=0, block=True):
+    def receive(self, type: int = 0, block: bool = True) -> tuple[bytes, int]:
         """msgrcv: (message, type). `type` 0 takes the oldest message, > 0 the oldest
         of that type, < 0 the oldest of the lowest type <= |type|. Without a match
         and not blocking: OSError ENOMSG."""
@@ -347,7 +356,7 @@ class SysVMessageQueue(Owned):
         finally:
             buffers.append(buffer)
 
-    def _receive_again(self, buffer, type, flags, err):
+    def _receive_again(self, buffer: _native.MsgBuffer, type: int, flags: int, err: int) -> tuple[_native.MsgBuffer, int]:
         """Finish a msgrcv that failed with `err`: again after EINTR, or into a larger buffer
         after E2BIG (a message longer than msgmax was when this queue was made). The
         buffer used and the message's size."""
@@ -362,22 +371,22 @@ class SysVMessageQueue(Owned):
         raise self._error(err, f"msgrcv(id {self.id}, type={type})",
                           "non-blocking" if err == errno.ENOMSG else None)
 
-    def _buffer(self):
+    def _buffer(self) -> _native.MsgBuffer:
         if self._closed:
             raise ValueError(f"{self!r} is closed")
         return _native.msg_buffer(self.id, self._msgmax)
 
-    def _error(self, err, facility, hint=None):
+    def _error(self, err: int, facility: str, hint: str | None = None) -> ValueError | OSError:
         if self._closed:
             return ValueError(f"{facility}: {self!r} is closed")
         return kernel_error(err, facility, hint)
 
     @property
-    def current_messages(self):
+    def current_messages(self) -> int:
         """msg_qnum from msgctl(IPC_STAT)."""
         return self._mq.current_messages
 
-    def close(self):
+    def close(self) -> None:
         """Remove the queue (msgctl IPC_RMID), in the creating process only. Idempotent."""
         if self._closed:
             return
@@ -388,5 +397,5 @@ class SysVMessageQueue(Owned):
             if self._tracked:
                 tracker.unregister("sysv-msg", self._tracked)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"SysVMessageQueue(id={self.id})"

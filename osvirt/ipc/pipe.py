@@ -7,15 +7,17 @@ may go in first. The capacity (65536 bytes by default on Linux, 16 pages) is
 what a pipe holds before a writer blocks; F_SETPIPE_SZ changes it, up to
 /proc/sys/fs/pipe-max-size without CAP_SYS_RESOURCE.
 """
-import collections
 import errno
 import fcntl
 import os
 import select
 import struct
+from typing import NamedTuple
 
+from osvirt.device.ioctl import HasFileno
 from osvirt.errors import kernel_error
 from osvirt._owned import Owned
+from osvirt.process.spawn import Children
 
 __all__ = ["PIPE_BUF", "Pipe", "get_pipe_size", "set_pipe_size", "pipe_max_size", "fill",
            "ConcurrentWrites", "concurrent_writes"]
@@ -31,53 +33,54 @@ class Pipe(Owned):
 
     read_fd = write_fd = -1  # until pipe2 succeeds
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC)
 
-    def close_read(self):
+    def close_read(self) -> None:
         fd, self.read_fd = self.read_fd, -1  # -1 first: the number may be reused at once
         if fd >= 0:
             os.close(fd)
 
-    def close_write(self):
+    def close_write(self) -> None:
         fd, self.write_fd = self.write_fd, -1
         if fd >= 0:
             os.close(fd)
 
-    def close(self):
+    def close(self) -> None:
         """Close both ends still open. Idempotent."""
         try:
             self.close_read()
         finally:
             self.close_write()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Pipe(read_fd={self.read_fd}, write_fd={self.write_fd})"
 
 
-def _fd(facility, fd):
+def _fd(facility: str, fd: int | HasFileno) -> int:
     fd = fd.fileno() if hasattr(fd, "fileno") else fd
     if not isinstance(fd, int) or fd < 0:
         raise ValueError(f"{facility}: {fd!r} is not a file descriptor")
     return fd
 
 
-def get_pipe_size(fd):
+def get_pipe_size(fd: int | HasFileno) -> int:
     """The capacity of the pipe or FIFO open on `fd`, in bytes (fcntl F_GETPIPE_SZ)."""
     fd = _fd("fcntl(F_GETPIPE_SZ)", fd)
     try:
         return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
     except OSError as e:
+        assert e.errno is not None  # set by every failed system call
         raise kernel_error(e.errno, f"fcntl({fd}, F_GETPIPE_SZ)", "not a pipe" if e.errno == errno.EBADF else None) from None
 
 
-def pipe_max_size():
+def pipe_max_size() -> int:
     """/proc/sys/fs/pipe-max-size: the most F_SETPIPE_SZ grants without CAP_SYS_RESOURCE."""
     with open(_PIPE_MAX_SIZE) as f:
         return int(f.read())
 
 
-def set_pipe_size(fd, size_bytes):
+def set_pipe_size(fd: int | HasFileno, size_bytes: int) -> int:
     """Ask for a capacity of at least `size_bytes`; returns what the kernel set (a power-of-two number of pages)."""
     fd = _fd("fcntl(F_SETPIPE_SZ)", fd)
     if not isinstance(size_bytes, int) or not 1 <= size_bytes <= _INT_MAX:
@@ -85,12 +88,13 @@ def set_pipe_size(fd, size_bytes):
     try:
         return fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size_bytes)
     except OSError as e:
+        assert e.errno is not None
         hint = {errno.EPERM: f"above {_PIPE_MAX_SIZE} ({pipe_max_size()}) needs CAP_SYS_RESOURCE",
                 errno.EBUSY: "the pipe holds more than the new size"}.get(e.errno)
         raise kernel_error(e.errno, f"fcntl({fd}, F_SETPIPE_SZ, {size_bytes})", hint) from None
 
 
-def fill(write_fd):
+def fill(write_fd: int | HasFileno) -> int:
     """Write to the pipe until it is full (EAGAIN); returns the bytes it took, its measured capacity.
 
     The descriptor is made non-blocking for the fill and restored after.
@@ -111,27 +115,30 @@ def fill(write_fd):
     return total
 
 
-ConcurrentWrites = collections.namedtuple("ConcurrentWrites", "records torn out_of_order")
-ConcurrentWrites.__doc__ = """What the reader of concurrent writers found: records read, records
-whose bytes were mixed with another writer's (torn), and intact records
-that came out of their writer's order."""
+class ConcurrentWrites(NamedTuple):
+    """What the reader of concurrent writers found: records read, records
+    whose bytes were mixed with another writer's (torn), and intact records
+    that came out of their writer's order."""
+    records: int
+    torn: int
+    out_of_order: int
 
 _HEADER = struct.Struct("<HI")  # writer number, sequence number
 
 
-def _record(writer, seq, record_bytes):
+def _record(writer: int, seq: int, record_bytes: int) -> bytes:
     header = _HEADER.pack(writer, seq)
     return header + bytes([0x41 + writer % 64]) * (record_bytes - len(header))
 
 
-def _write_records(write_fd, writer, records, record_bytes):
+def _write_records(write_fd: int, writer: int, records: int, record_bytes: int) -> None:
     for seq in range(records):
         view = memoryview(_record(writer, seq, record_bytes))
         while view:  # a blocking write is whole unless a signal cuts it short
             view = view[os.write(write_fd, view):]
 
 
-def concurrent_writes(children, writers, records, record_bytes):
+def concurrent_writes(children: Children, writers: int, records: int, record_bytes: int) -> ConcurrentWrites:
     """`writers` children (forked by `children`, an osvirt.process.Children) each write
     `records` records of `record_bytes` bytes, one write(2) each, into one pipe;
     this process reads them all and checks every record.

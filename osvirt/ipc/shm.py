@@ -9,10 +9,13 @@ memfd has no name at all and is gone with its last descriptor and mapping.
 Another process reaches them with `open(name)`, `attach(id)` or
 `Memfd.open(path)` (path: /proc/<pid>/fd/<fd>).
 """
+from __future__ import annotations
+
 import errno
 import mmap
 import operator
 import os
+from typing import SupportsIndex
 
 import posix_ipc
 import sysv_ipc
@@ -24,7 +27,7 @@ from osvirt._owned import Owned
 __all__ = ["PosixSharedMemory", "SysVSharedMemory", "Memfd"]
 
 
-def _size(facility, size_bytes):
+def _size(facility: str, size_bytes: SupportsIndex) -> int:
     size_bytes = operator.index(size_bytes)
     if size_bytes < 1:
         raise ValueError(f"{facility}: size_bytes must be >= 1, not {size_bytes}")
@@ -35,18 +38,24 @@ class _Mapped(Owned):
     """An object mapped into this process: `buffer` is a writable memoryview of it."""
 
     _closed = True  # until __init__ holds the object: what close() and __del__ see on a half-built one
+    buffer: memoryview
+    size_bytes: int
 
-    def _map(self, fd, size_bytes):
+    def _map(self, fd: int, size_bytes: int) -> None:
         self._mmap = mmap.mmap(fd, size_bytes)  # MAP_SHARED, read-write
         self.buffer = memoryview(self._mmap)
         self.size_bytes = size_bytes
 
-    def _unmap(self):
+    def _unmap(self) -> None:
         if "buffer" in vars(self):  # __init__ may have failed before mapping
             self.buffer.release()
             self._mmap.close()  # BufferError while a slice of `buffer` is still in use
 
-    def close(self):
+    def _remove(self) -> None:
+        """Remove the object, each kind its own way (the creating process's close)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
         """Unmap, and in the creating process remove the object. Idempotent."""
         if self._closed:
             return
@@ -61,7 +70,7 @@ class _Mapped(Owned):
 class PosixSharedMemory(_Mapped):
     """A new POSIX shared memory object (shm_open O_CREAT|O_EXCL, 0600), mapped; close() unlinks it."""
 
-    def __init__(self, size_bytes):
+    def __init__(self, size_bytes: int) -> None:
         size_bytes = _size("shm_open", size_bytes)
         self._closed = True
         self.name = "/" + naming.unique_name()
@@ -78,7 +87,7 @@ class PosixSharedMemory(_Mapped):
             shm.close_fd()
 
     @classmethod
-    def open(cls, name):
+    def open(cls, name: str) -> PosixSharedMemory:
         """Map the existing object `name` (from another process); close() only unmaps it."""
         self = cls.__new__(cls)
         self._closed = True
@@ -97,23 +106,23 @@ class PosixSharedMemory(_Mapped):
         return self
 
     @property
-    def path(self):
+    def path(self) -> str:
         return "/dev/shm" + self.name
 
-    def _remove(self):
+    def _remove(self) -> None:
         posix_ipc.unlink_shared_memory(self.name)
         tracker.unregister("shm", self.name)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"PosixSharedMemory({self.name!r}, {self.size_bytes})"
 
 
 class SysVSharedMemory(_Mapped):
     """A new System V segment (shmget IPC_PRIVATE, IPC_CREAT|IPC_EXCL|0600), attached; close() removes it."""
 
-    _tracked = None  # the name osvirt.tracker knows it by, once registered
+    _tracked: str | None = None  # the name osvirt.tracker knows it by, once registered
 
-    def __init__(self, size_bytes):
+    def __init__(self, size_bytes: int) -> None:
         size_bytes = _size("shmget", size_bytes)
         self._closed = True
         self._shm = sysv_ipc.SharedMemory(sysv_ipc.IPC_PRIVATE, sysv_ipc.IPC_CREX, mode=0o600, size=size_bytes)
@@ -124,7 +133,7 @@ class SysVSharedMemory(_Mapped):
         self._attach_buffer()
 
     @classmethod
-    def attach(cls, shmid):
+    def attach(cls, shmid: int) -> SysVSharedMemory:
         """Attach the existing segment `shmid` (from another process); close() only detaches it."""
         self = cls.__new__(cls)
         self._closed = True
@@ -142,21 +151,21 @@ class SysVSharedMemory(_Mapped):
         self._attach_buffer()
         return self
 
-    def _attach_buffer(self):
+    def _attach_buffer(self) -> None:
         self.buffer = memoryview(self._shm)  # the attached segment itself (shmat), no copy
         self.size_bytes = self._shm.size
 
-    def _unmap(self):
+    def _unmap(self) -> None:
         if "buffer" in vars(self):
             self.buffer.release()
         self._shm.detach()
 
-    def _remove(self):
+    def _remove(self) -> None:
         self._shm.remove()
         if self._tracked:
             tracker.unregister("sysv-shm", self._tracked)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"SysVSharedMemory(id={self.id}, {self.size_bytes})"
 
 
@@ -168,7 +177,7 @@ class Memfd(_Mapped):
     inherits `fd` (closed at exec).
     """
 
-    def __init__(self, size_bytes, name="osvirt"):
+    def __init__(self, size_bytes: int, name: str = "osvirt") -> None:
         size_bytes = _size("memfd_create", size_bytes)
         self._closed = True
         self.fd = os.memfd_create(name, os.MFD_CLOEXEC)
@@ -182,7 +191,7 @@ class Memfd(_Mapped):
             raise
 
     @classmethod
-    def open(cls, path):
+    def open(cls, path: str) -> Memfd:
         """Map a memfd another process holds, by its /proc/<pid>/fd/<fd> path."""
         self = cls.__new__(cls)
         self._closed = True
@@ -196,19 +205,19 @@ class Memfd(_Mapped):
         return self
 
     @property
-    def path(self):
+    def path(self) -> str:
         """/proc/<pid>/fd/<fd>: how another process of this user opens it."""
         return f"/proc/{os.getpid()}/fd/{self.fd}"
 
-    def _unmap(self):
+    def _unmap(self) -> None:
         fd, self.fd = self.fd, -1
         try:
             super()._unmap()
         finally:
             os.close(fd)
 
-    def _remove(self):
+    def _remove(self) -> None:
         pass  # nothing to unlink: the last descriptor and mapping gone, the memory is freed
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Memfd({self.path!r}, {getattr(self, 'size_bytes', 0)})"

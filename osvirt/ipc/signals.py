@@ -16,22 +16,23 @@ import operator
 import signal
 import time
 import typing
+from collections.abc import Iterable, Iterator
 
 from osvirt.ipc import _native
 
 __all__ = ["QueuedSignal", "SI_QUEUE", "SI_USER", "sigqueue", "sigtimedwait", "accept_pending", "blocked"]
 
-SI_QUEUE = _native.SI_QUEUE  # si_code of a signal sent by sigqueue
+SI_QUEUE: int = _native.SI_QUEUE  # si_code of a signal sent by sigqueue
 SI_USER = _native.SI_USER    # si_code of a signal sent by kill
 
 _INT_MIN, _INT_MAX = -2**31, 2**31 - 1
 # Fixed for the life of the process; signal.valid_signals() costs ~65 µs a call.
-_VALID_SIGNALS = frozenset(signal.valid_signals())
+_VALID_SIGNALS: frozenset[int] = frozenset(signal.valid_signals())
 # Signal s is bit s - 1 of the mask C takes (Linux numbers them 1..64).
-_SIGNAL_BIT = {signo: 1 << (signo - 1) for signo in _VALID_SIGNALS}
+_SIGNAL_BIT: dict[int, int] = {signo: 1 << (signo - 1) for signo in _VALID_SIGNALS}
 # Each valid number as a plain int, for the C call, which takes nothing else
 # (signal.SIGRTMIN is a signal.Signals, which finds its number here by hash).
-_SIGNO = {signo: int(signo) for signo in _VALID_SIGNALS}
+_SIGNO: dict[int, int] = {signo: int(signo) for signo in _VALID_SIGNALS}
 # Types the fast paths take as they are. Others go through operator.index: a
 # float such as 34.0 hashes like 34 and would otherwise pass a lookup.
 _PLAIN_INTS = (int, signal.Signals)
@@ -53,14 +54,14 @@ class QueuedSignal(typing.NamedTuple):
     uid: int     # the sender's real uid
 
 
-def _index(facility, what, x):
+def _index(facility: str, what: str, x: typing.SupportsIndex) -> int:
     try:
         return operator.index(x)
     except TypeError:
         raise TypeError(f"{facility}: {what} must be an int, not {x!r}") from None
 
 
-def _signo(facility, signo):
+def _signo(facility: str, signo: typing.SupportsIndex) -> int:
     signo = _index(facility, "a signal number", signo)
     if signo not in _VALID_SIGNALS:
         raise ValueError(f"{facility}: signal {signo} is not a valid signal number "
@@ -68,7 +69,7 @@ def _signo(facility, signo):
     return signo
 
 
-def _signal_set(facility, signals):
+def _signal_set(facility: str, signals: Iterable[typing.SupportsIndex]) -> set[int]:
     if isinstance(signals, int):
         raise TypeError(f"{facility}: signals must be a collection of signal numbers, not one int")
     chosen = {_signo(facility, s) for s in signals}
@@ -77,7 +78,7 @@ def _signal_set(facility, signals):
     return chosen
 
 
-def _signal_mask(facility, signals):
+def _signal_mask(facility: str, signals: Iterable[typing.SupportsIndex]) -> int:
     """`signals` as the mask osv_sigtimedwait takes, checked as _signal_set checks them."""
     if type(signals) in _SETS:  # the usual {signo}: plain ints, looked up
         mask = 0
@@ -94,7 +95,7 @@ def _signal_mask(facility, signals):
     return mask
 
 
-def sigqueue(pid, signo, value=0):
+def sigqueue(pid: int, signo: int, value: int = 0) -> None:
     """Send `signo` to process `pid` with the int `value` (si_value.sival_int)."""
     if not (type(pid) is int and 1 <= pid <= _INT_MAX and type(signo) in _PLAIN_INTS
             and (number := _SIGNO.get(signo)) is not None and type(value) is int
@@ -103,10 +104,11 @@ def sigqueue(pid, signo, value=0):
     try:
         _sigqueue(pid, number, value)
     except OSError as e:
+        assert e.errno is not None  # set by every failed system call
         raise _native.sigqueue_error(e.errno, pid, number, value) from None
 
 
-def _sigqueue_arguments(pid, signo, value):
+def _sigqueue_arguments(pid: int, signo: int, value: int) -> tuple[int, int, int]:
     """The checks of sigqueue's arguments, for those its fast test did not pass."""
     pid, value = _index("sigqueue", "pid", pid), _index("sigqueue", "value", value)
     signo = _signo("sigqueue", signo)
@@ -117,7 +119,7 @@ def _sigqueue_arguments(pid, signo, value):
     return pid, signo, value
 
 
-def sigtimedwait(signals, timeout_s=None):
+def sigtimedwait(signals: Iterable[int], timeout_s: float | None = None) -> QueuedSignal | None:
     """Accept one pending signal of `signals`; a QueuedSignal, or None after `timeout_s`.
 
     The signals must be blocked in the calling thread (see `blocked`), or the
@@ -137,24 +139,25 @@ def sigtimedwait(signals, timeout_s=None):
         except InterruptedError:  # EINTR: a handled signal came; Python runs its handler here
             continue
         except OSError as e:
+            assert e.errno is not None
             raise _native.sigtimedwait_error(e.errno, timeout_ns) from None
         return None if accepted is None else _new_tuple(QueuedSignal, accepted)
 
 
-def accept_pending(signals):
+def accept_pending(signals: Iterable[int]) -> list[QueuedSignal]:
     """Accept every pending signal of `signals` (blocked), in the kernel's order: a list of QueuedSignal.
 
     A standard signal comes out once however often it was sent; real-time
     signals come out one per sigqueue, lowest number first, in sending order.
     """
-    accepted = []
+    accepted: list[QueuedSignal] = []
     while (queued := sigtimedwait(signals, 0)) is not None:
         accepted.append(queued)
     return accepted
 
 
 @contextlib.contextmanager
-def blocked(signals):
+def blocked(signals: Iterable[int]) -> Iterator[None]:
     """Block `signals` in this thread; on exit, discard those still pending, then restore the mask.
 
     Discarding (accepting and dropping) is deliberate: unblocking a pending
