@@ -226,6 +226,43 @@ def _sigqueue_1000() -> Answer:
     return Answer(False, f"RLIMIT_SIGPENDING is {soft}, below the 1024 needed to queue 1000 signals")
 
 
+def _cgroup_probe(controller: str) -> Callable[[], Answer]:
+    def answer() -> Answer:
+        from osvirt.container import cgroups  # it imports osvirt.process, which imports env: import late
+        try:
+            reasons = []
+            for placement in cgroups.placements((controller,)).values():  # v1 cpu: cpuacct too
+                ok, reason = cgroups.writable(placement)
+                if not ok:
+                    return Answer(False, reason)
+                reasons.append(reason)
+            return Answer(True, "; ".join(reasons))
+        except OSError as e:
+            return Answer(False, f"cgroup {controller} controller: {e}")
+    answer.__doc__ = f"a child cgroup with the {controller} controller can be made under this process's own"
+    return answer
+
+
+for _controller in ("memory", "cpu", "pids"):
+    probe(f"cgroup_{_controller}")(_cgroup_probe(_controller))
+
+
+@probe("cgroup_v2")
+def _cgroup_v2() -> Answer:
+    """a child cgroup v2 with a controller can be made under this process's own (any controller v2 offers)"""
+    from osvirt.container import cgroups
+    try:
+        own = cgroups.v2_own()
+        if own is None:
+            return Answer(False, "no cgroup v2 hierarchy reaches this process's cgroup")
+        parent, offered = own
+        if not offered:
+            return Answer(False, f"cgroup v2 at {parent} offers no controller (cgroup.controllers is empty)")
+        return Answer(*cgroups.writable(cgroups.Placement(sorted(offered)[0], 2, parent)))
+    except OSError as e:
+        return Answer(False, f"cgroup v2: {e}")
+
+
 def can(what: str) -> Answer:
     """Answer whether `what` (a probe name, see `probes()`) is allowed here.
 

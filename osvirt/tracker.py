@@ -13,7 +13,8 @@ what is still registered, says on stderr what it removed, and exits.
 It acts only on what its own clients registered and osvirt named: POSIX IPC
 names `/osvirt-<pid>-<random>[-suffix]`, paths of that name directly in a
 temp directory or in such a directory there, SysV ids whose key and creation
-time are still the registered ones, and only on objects its own uid owns. It
+time are still the registered ones, osvirt-named cgroups inside a cgroup mount
+(their processes killed first), and only on objects its own uid owns. It
 refuses any other name, and says so on stderr.
 
 The kinds table (`KINDS`) maps each kind of object to its name check and its
@@ -145,6 +146,16 @@ def _remove_swap(path):
     return True
 
 
+def _cgroup_path(facility, path):
+    from osvirt.container import cgroups  # what a cgroup mount is, read from mountinfo
+    cgroups.check_path(facility, path)
+
+
+def _remove_cgroup(path):
+    from osvirt.container import cgroups
+    return cgroups.kill_and_rmdir(path)  # its processes SIGKILLed first: rmdir needs it empty
+
+
 def _sysv_row(table, ident):
     """The /proc/sysvipc/`table` (msg, sem, shm) row of id `ident` as {column: int}, or None."""
     with open(f"/proc/sysvipc/{table}") as f:
@@ -178,6 +189,7 @@ KINDS = {
     "sem": Kind("POSIX named semaphore", "sem_open", _posix_name, _remove_sem),
     "dir": Kind("directory", "mkdir", _temp_path, _remove_dir),
     "swap": Kind("swap file", "swapon", _temp_path, _remove_swap),
+    "cgroup": Kind("cgroup", "mkdir", _cgroup_path, _remove_cgroup),
     "sysv-msg": Kind("SysV message queue", "msgget", _sysv_fields,
                      _sysv_remover("msg", "msgget", "remove_message_queue")),
     "sysv-sem": Kind("SysV semaphore set", "semget", _sysv_fields,

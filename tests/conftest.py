@@ -2,11 +2,13 @@
 
 The leak guard snapshots, before and after every test, what the kernel holds
 that osvirt could leak: the test process's children, /dev/shm, POSIX message
-queues, SysV IPC objects, attached loop devices and osvirt-* temp files. A
-test that leaves any of them behind fails, naming what it left.
+queues, SysV IPC objects, attached loop devices, osvirt-* temp files and
+osvirt-* cgroups. A test that leaves any of them behind fails, naming what it
+left.
 
 Temp files live in directories other people's processes share (/tmp,
-/var/tmp, /dev/shm), so a new osvirt-* entry counts as this test's leak only
+/var/tmp, /dev/shm), and cgroups in hierarchies they share (the v1 cpu and
+pids roots), so a new osvirt-* entry counts as this test's leak only
 if the pid in its name (`osvirt-<pid>-...`, see osvirt.naming) is the test
 process's own, or a pid that did not exist when the test started (a child
 the test started, or a descendant of one). An entry named by a process that
@@ -26,6 +28,7 @@ import psutil
 import pytest
 
 from osvirt import env
+from osvirt.container.cgroups import cgroup_directory, cgroup_mounts, own_cgroups
 from osvirt.naming import PREFIX
 
 
@@ -81,6 +84,19 @@ def _temp_files():
     return {p for d in dirs for p in glob.glob(os.path.join(d, PREFIX + "*"))}
 
 
+def _cgroups():
+    """osvirt-* cgroups in this process's own cgroup of every hierarchy: where osvirt.container.cgroups
+    makes them (their names carry a pid, as temp files' do)."""
+    own = own_cgroups()
+    paths = set()
+    for mount in cgroup_mounts():
+        for controller in mount.controllers or {""}:  # "": the v2 hierarchy's line
+            directory = cgroup_directory(mount, own[controller]) if controller in own else None
+            if directory is not None:
+                paths.update(glob.glob(os.path.join(directory, PREFIX + "*")))
+    return paths
+
+
 def _named_pid(path):
     """The pid in an `osvirt-<pid>-...` name, or None."""
     pid = os.path.basename(path)[len(PREFIX):].split("-", 1)[0]
@@ -105,12 +121,14 @@ def _snapshot():
         "SysV IPC": _sysv(),
         "attached loop devices": _loops(),
         "osvirt temp files": _temp_files(),
+        "osvirt cgroups": _cgroups(),
     }
 
 
 def _leaks(before, after, live_before):
     """{kind: what `after` holds that `before` did not}, for each kind listed both times."""
-    after = {**after, "osvirt temp files": _made_during_test(after["osvirt temp files"], live_before)}
+    after = {**after, "osvirt temp files": _made_during_test(after["osvirt temp files"], live_before),
+             "osvirt cgroups": _made_during_test(after["osvirt cgroups"], live_before)}
     return {kind: sorted(map(str, after[kind] - before[kind])) for kind in after
             if after[kind] is not None and before[kind] is not None and after[kind] - before[kind]}
 
@@ -136,6 +154,16 @@ def leak_guard():
     if leaks:
         pytest.fail("left behind: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in leaks.items()),
                     pytrace=False)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """At session end, the osvirt cgroups anyone left (`find /sys/fs/cgroup -maxdepth 4 -name 'osvirt-*'`:
+    depth 4 reaches a v1 memory cgroup nested like /sys/fs/cgroup/memory/a/b/osvirt-...)."""
+    left = sorted(p for depth in range(4) for p in glob.glob(os.path.join("/sys/fs/cgroup", *["*"] * depth, PREFIX + "*")))
+    if left:
+        terminalreporter.write_sep("=", "osvirt cgroups under /sys/fs/cgroup")
+        for path in left:
+            terminalreporter.write_line(path)
 
 
 class LingeringDemo:

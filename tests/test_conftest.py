@@ -13,6 +13,7 @@ import psutil
 import pytest
 import sysv_ipc
 
+from osvirt.container.cgroups import Cgroup
 from osvirt.device import loop
 from osvirt.naming import private_dir, unique_name
 from osvirt.process import Children
@@ -96,6 +97,12 @@ def _temp_file():
         os.unlink(path)
 
 
+@contextlib.contextmanager
+def _cgroup():
+    with Cgroup(("pids",)) as cg:
+        yield "osvirt cgroups", cg.paths["pids"]
+
+
 @pytest.mark.parametrize("leak", [
     pytest.param(_child, id="child"),
     pytest.param(functools.partial(_posix, posix_ipc.SharedMemory, "/dev/shm", size=4096), id="posix-shm"),
@@ -106,6 +113,7 @@ def _temp_file():
     pytest.param(functools.partial(_sysv, sysv_ipc.SharedMemory, "shm", size=4096), id="sysv-shm"),
     pytest.param(_loop_device, id="loop", marks=pytest.mark.needs("loop")),
     pytest.param(_temp_file, id="temp-file"),
+    pytest.param(_cgroup, id="cgroup", marks=pytest.mark.needs("cgroup_pids")),
 ])
 def test_the_guard_names_a_live_object_of_each_kind_it_watches_and_forgets_it_once_gone(leak):
     live_before = set(psutil.pids())
