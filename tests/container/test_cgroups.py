@@ -96,19 +96,24 @@ def _fork_until_refused(limit, report_w):
         time.sleep(60)  # holding them while the parent counts
 
 
+def _forks_in(kids, cg, limit):
+    """(forks that succeeded, errno of the one refused) of a child in `cg` forking sleepers."""
+    report_r, report_w = os.pipe()
+    try:
+        _in_cgroup(kids, cg, _fork_until_refused, limit, report_w)
+    finally:
+        os.close(report_w)
+    try:
+        return json.loads(os.read(report_r, 100))  # its one write; the sleepers hold the write end open
+    finally:
+        os.close(report_r)
+
+
 @pytest.mark.needs("cgroup_pids")
 def test_pids_max_makes_the_fork_past_it_fail_with_eagain():
     limit = 16
     with Children() as kids, Cgroup(("pids",), pids_max=limit) as cg:
-        report_r, report_w = os.pipe()
-        try:
-            _in_cgroup(kids, cg, _fork_until_refused, limit, report_w)
-        finally:
-            os.close(report_w)
-        try:
-            forked, err = json.loads(os.read(report_r, 100))  # one write; the sleepers hold the write end
-        finally:
-            os.close(report_r)
+        forked, err = _forks_in(kids, cg, limit)
         assert err == errno.EAGAIN
         assert forked == limit - 1  # the forking child is one of the `limit`
         assert cg.pids_current() == limit
@@ -122,15 +127,7 @@ def test_a_cgroup_made_under_a_given_parent_is_bound_by_the_parents_limit():
         placement = cgroups.Placement("pids", outer.versions["pids"], outer.paths["pids"])
         with Cgroup(("pids",), where={"pids": placement}) as inner:  # no limit of its own
             assert os.path.dirname(inner.paths["pids"]) == outer.paths["pids"]
-            report_r, report_w = os.pipe()
-            try:
-                _in_cgroup(kids, inner, _fork_until_refused, limit, report_w)
-            finally:
-                os.close(report_w)
-            try:
-                forked, err = json.loads(os.read(report_r, 100))
-            finally:
-                os.close(report_r)
+            forked, err = _forks_in(kids, inner, limit)
             assert (forked, err) == (limit - 1, errno.EAGAIN)  # the limit holds for the whole subtree
             assert inner.pids_current() == outer.pids_current() == limit
 
