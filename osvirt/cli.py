@@ -1,4 +1,6 @@
 """The `osvirt` command: list, demo NAME|all, info, bench."""
+from __future__ import annotations
+
 import argparse
 import importlib
 import json
@@ -7,16 +9,22 @@ import pkgutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, TextIO
 
 from osvirt import env
+
+if TYPE_CHECKING:  # imported by `osvirt bench` alone: the other commands start without it
+    from osvirt.bench.harness import Primitive, Variant
 
 __all__ = ["demos", "main"]
 
 
-def demos():
+def demos() -> dict[str, ModuleType]:
     """{name: module} for every demo in demos/ (shipped as osvirt.demos), in file order."""
     import osvirt.demos
-    found = {}
+    found: dict[str, ModuleType] = {}
     for info in sorted(pkgutil.iter_modules(osvirt.demos.__path__), key=lambda i: i.name):
         if info.name[:2].isdigit():
             module = importlib.import_module(f"osvirt.demos.{info.name}")
@@ -24,13 +32,13 @@ def demos():
     return found
 
 
-def _list(args):
+def _list(args: argparse.Namespace) -> int:
     for name, module in demos().items():
         print(f"{name:14} §{module.SEED:28} {module.SUMMARY}")
     return 0
 
 
-def _demo(args, extra):
+def _demo(args: argparse.Namespace, extra: list[str]) -> int | str:
     known = demos()
     if args.name == "all":
         return _demo_all(known, args.json, extra)
@@ -38,13 +46,15 @@ def _demo(args, extra):
         print(f"osvirt demo: unknown demo {args.name!r}; the demos are: {', '.join(known)}, all",
               file=sys.stderr)
         return 2
-    return known[args.name].main((["--json"] if args.json else []) + extra)
+    status: int | str = known[args.name].main((["--json"] if args.json else []) + extra)  # osvirt.demo.run's
+    return status
 
 
-def _demo_all(known, as_json, extra):
+def _demo_all(known: dict[str, ModuleType], as_json: bool, extra: list[str]) -> int:
     """Each demo in its own interpreter: one demo's scheduling policy, signal
     dispositions or affinity cannot leak into the next."""
-    results, status = [], 0
+    results: list[object] = []
+    status = 0
     for name in known:
         cmd = [sys.executable, "-m", "osvirt", "demo", name] + (["--json"] if as_json else []) + extra
         proc = subprocess.run(cmd, stdout=subprocess.PIPE if as_json else None)
@@ -61,7 +71,7 @@ def _demo_all(known, as_json, extra):
     return status
 
 
-def _capability_summary(names):
+def _capability_summary(names: list[str]) -> str:
     missing = sorted(set(env.CAPABILITIES) - set(names))
     if not names:
         return "none"
@@ -70,7 +80,7 @@ def _capability_summary(names):
     return ", ".join(names)
 
 
-def _show(value):
+def _show(value: object) -> str:
     if isinstance(value, dict) and value.keys() == {"soft", "hard"}:
         return f"{value['soft']} soft, {value['hard']} hard"
     if isinstance(value, list):
@@ -78,15 +88,16 @@ def _show(value):
     return str(value)
 
 
-def _info(args):
+def _info(args: argparse.Namespace) -> int:
     facts = env.facts()
     if args.json:
         json.dump(facts, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    can = facts.pop("can")
-    facts["capabilities"] = _capability_summary(facts["capabilities"])
-    for key, value in facts.items():
+    can = facts["can"]
+    shown: dict[str, object] = {**facts, "capabilities": _capability_summary(facts["capabilities"])}
+    del shown["can"]
+    for key, value in shown.items():
         if isinstance(value, dict):
             print(key)
             for sub, subvalue in value.items():
@@ -103,14 +114,14 @@ def _info(args):
 class _Progress:
     """Where the bench is, on stderr: one line redrawn on a terminal, a line per primitive elsewhere."""
 
-    def __init__(self, primitives, stream=sys.stderr):
+    def __init__(self, primitives: list[Primitive], stream: TextIO = sys.stderr) -> None:
         self.order = {p.name: i for i, p in enumerate(primitives, 1)}
         self.total = len(primitives)
         self.stream = stream
         self.tty = stream.isatty()
-        self.last = None
+        self.last: str | None = None
 
-    def __call__(self, name, variant, worker, workers):
+    def __call__(self, name: str, variant: Variant, worker: int, workers: int) -> None:
         where = f"[{self.order[name]:2}/{self.total}] {name}"
         if self.tty:
             self.stream.write(f"\r\x1b[K{where}: {variant}, worker {worker}/{workers}")
@@ -119,13 +130,13 @@ class _Progress:
         self.last = name
         self.stream.flush()
 
-    def done(self):
+    def done(self) -> None:
         if self.tty:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
 
 
-def _bench(args):
+def _bench(args: argparse.Namespace) -> int:
     from osvirt import bench
     from osvirt.bench import report
 
@@ -157,7 +168,7 @@ def _bench(args):
     return 1 if any(row["errors"] for row in result["primitives"]) else 0
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int | str:
     parser = argparse.ArgumentParser(prog="osvirt", description=(
         "Operating-system virtualization on real Linux: each demo asks the kernel, "
         "prints what theory expects next to what was observed, and gives a verdict."))

@@ -9,12 +9,14 @@ report.py turns the result into a table, JSON or a chart.
     >>> result["primitives"][1]["c"]["median_ns"]    # [0] is the loop overhead
     167.3
 """
+from collections.abc import Collection
+
 from osvirt.bench import device, fs, ipc, memory, process, sync
 from osvirt.bench.harness import LOOP, Batch, Primitive, rig, run
 
 __all__ = ["AREAS", "LOOP", "PRIMITIVES", "Batch", "Primitive", "rig", "run", "select"]
 
-AREAS = {
+AREAS: dict[str, list[Primitive]] = {
     "process": process.PRIMITIVES,
     "ipc": ipc.PRIMITIVES,
     "memory": memory.PRIMITIVES,
@@ -25,7 +27,7 @@ AREAS = {
 PRIMITIVES = [LOOP] + [p for area in AREAS.values() for p in area]
 
 
-def select(names=()):
+def select(names: Collection[str] = ()) -> list[Primitive]:
     """The primitives named (a primitive's or an area's name), in table order;
     all of them when names is empty. ValueError names the unknown ones."""
     if not names:

@@ -4,6 +4,7 @@ import contextlib
 import fcntl
 import os
 import termios
+from collections.abc import Callable, Iterator
 
 from osvirt.bench.harness import Primitive, rig
 from osvirt.device.ioctl import FIONREAD, ioctl_int
@@ -13,7 +14,7 @@ __all__ = ["PRIMITIVES"]
 
 
 @contextlib.contextmanager
-def _pipe_holding_one_byte():
+def _pipe_holding_one_byte() -> Iterator[int]:
     r, w = os.pipe()
     try:
         os.write(w, b"x")
@@ -24,7 +25,7 @@ def _pipe_holding_one_byte():
 
 
 @rig
-def _fionread_python():
+def _fionread_python() -> Iterator[Callable[[], int]]:
     with _pipe_holding_one_byte() as r:
         if ioctl_int(r, FIONREAD, name="FIONREAD") != 1:
             raise OsvirtError("ioctl(FIONREAD) on a pipe holding 1 byte did not say 1")
@@ -32,7 +33,7 @@ def _fionread_python():
 
 
 @rig
-def _fionread_fcntl():
+def _fionread_fcntl() -> Iterator[Callable[[], object]]:
     """The stdlib's fastest way: fcntl.ioctl filling a preallocated array in place."""
     with _pipe_holding_one_byte() as r:
         avail = array.array("i", [0])
@@ -40,7 +41,7 @@ def _fionread_fcntl():
 
 
 @rig
-def _fionread_c():
+def _fionread_c() -> Iterator[tuple[int]]:
     with _pipe_holding_one_byte() as r:
         yield (r,)
 

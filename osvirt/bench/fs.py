@@ -2,6 +2,7 @@
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 
 from osvirt.bench.harness import Primitive, rig
 from osvirt.fs import durable_write
@@ -13,7 +14,7 @@ BLOCK = 4096
 
 
 @contextlib.contextmanager
-def _scratch_file():
+def _scratch_file() -> Iterator[int]:
     """An exclusive 0600 file in the temp directory (its filesystem decides
     what fsync costs), removed afterwards; yields its fd."""
     path = os.path.join(tempfile.gettempdir(), unique_name("bench"))
@@ -26,31 +27,31 @@ def _scratch_file():
 
 
 @rig
-def _pwrite_fsync_python():
+def _pwrite_fsync_python() -> Iterator[Callable[[], None]]:
     with _scratch_file() as fd:
         block = bytes(BLOCK)
 
-        def pwrite_fsync():
+        def pwrite_fsync() -> None:
             os.pwrite(fd, block, 0)
             os.fsync(fd)
         yield pwrite_fsync
 
 
 @rig
-def _pwrite_fsync_c():
+def _pwrite_fsync_c() -> Iterator[tuple[int, bytes]]:
     with _scratch_file() as fd:
         yield fd, bytes(BLOCK)
 
 
 @rig
-def _durable_write_python():
+def _durable_write_python() -> Iterator[Callable[[], None]]:
     with private_dir(tempfile.gettempdir()) as directory:
         path, block = os.path.join(directory, "target"), bytes(BLOCK)
         yield lambda: durable_write(path, block)
 
 
 @rig
-def _durable_write_c():
+def _durable_write_c() -> Iterator[tuple[str, str, str, bytes]]:
     with private_dir(tempfile.gettempdir()) as directory:
         yield (directory, os.path.join(directory, "target"), os.path.join(directory, unique_name("tmp")),
                bytes(BLOCK))

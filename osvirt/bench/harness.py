@@ -25,6 +25,8 @@ Workers run the series of one primitive in turn (Python, C, peer for worker
 1, then again for worker 2), so a burst of load from elsewhere lands on all
 of them rather than on one.
 """
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import datetime
@@ -38,34 +40,42 @@ import resource
 import signal
 import statistics
 import time
-import typing
+from collections.abc import Callable, Iterable, Iterator
+from types import FrameType
+from typing import TYPE_CHECKING, Generic, Literal, TypedDict, TypeVar, final
 
 from osvirt import env
 from osvirt.bench import _native
 from osvirt.process import Children
 
+if TYPE_CHECKING:  # typing_extensions is mypy's; typing.NotRequired is Python 3.11's
+    from typing_extensions import NotRequired
+
 __all__ = ["Primitive", "Batch", "Rig", "rig", "LOOP", "time_ops", "calibrate", "summarize",
-           "measure", "run", "pin_cpu"]
+           "measure", "run", "pin_cpu", "Summary", "Measured", "Failed", "Series", "Row", "Result"]
 
 BATCHES = 11
 WORKERS = 2
 MIN_BATCH_NS = 1_000_000         # lmbench: a timed interval of at least a millisecond
 DEFAULT_BATCH_NS = 10_000_000    # the default run: 10 ms batches
-VARIANTS = ("python", "c", "peer")
+Variant = Literal["python", "c", "peer"]
+VARIANTS: tuple[Variant, ...] = ("python", "c", "peer")
+
+_T_co = TypeVar("_T_co", covariant=True)
 
 
-class Rig:
+class Rig(Generic[_T_co]):
     """A setup for one series: a generator function that starts what the
     operation needs (children, pipes, queues), yields the operation (or, for
     a C loop, the loop's arguments), and removes it all afterwards."""
 
-    def __init__(self, generator_fn):
+    def __init__(self, generator_fn: Callable[[], Iterator[_T_co]]) -> None:
         self.open = contextlib.contextmanager(generator_fn)
         self.__name__ = generator_fn.__name__
         self.__doc__ = generator_fn.__doc__
 
 
-def rig(generator_fn):
+def rig(generator_fn: Callable[[], Iterator[_T_co]]) -> Rig[_T_co]:
     """Decorator: `@rig def setup(): ...; yield op` (see Rig)."""
     return Rig(generator_fn)
 
@@ -75,8 +85,14 @@ class Batch:
     operations, for those whose per-batch setup must stay out of the timing
     (a fresh mapping to fault in)."""
 
-    def __init__(self, fn):
+    def __init__(self, fn: Callable[[int], int]) -> None:
         self.fn = fn
+
+
+# What a Python series times: an operation to call, or a Batch that times itself.
+Operation = Callable[[], object] | Batch
+# A Python path: an operation, or a @rig that sets one up.
+Path = Operation | Rig[Operation]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,24 +100,25 @@ class Primitive:
     """One operation, measured from Python, from C and optionally a peer."""
     name: str                   # as typed after `osvirt bench`
     does: str                   # one operation, in words, with the Python path it takes
-    python: typing.Any          # the Python path: an operation to call, or a @rig yielding one
+    python: Path                # the Python path: an operation to call, or a @rig yielding one
     c: str                      # the C loop: osv_bench_<c>(*c_args, n)
-    c_args: typing.Any = ()     # the C loop's arguments, or a @rig yielding them
-    peer: typing.Optional[tuple] = None  # (what it is, an operation or @rig): the best other Python way
+    c_args: tuple[object, ...] | Rig[tuple[object, ...]] = ()  # the C loop's arguments, or a @rig yielding them
+    peer: tuple[str, Path] | None = None  # (what it is, an operation or @rig): the best other Python way
     pin: bool = False           # run pinned to one CPU with every process it talks to
     bytes_per_op: int = 0       # for a bandwidth figure
-    needs: tuple = ()           # osvirt.env probes that must answer yes
+    needs: tuple[str, ...] = ()  # osvirt.env probes that must answer yes
     note: str = ""              # what the figures mean for a user
 
-    def ways(self):
+    def ways(self) -> dict[Variant, tuple[str, Path | None]]:
         """{variant: (label, path)} for the series this primitive has."""
-        ways = {"python": ("Python", self.python), "c": (f"C osv_bench_{self.c}", None)}
+        ways: dict[Variant, tuple[str, Path | None]] = {
+            "python": ("Python", self.python), "c": (f"C osv_bench_{self.c}", None)}
         if self.peer:
             ways["peer"] = self.peer
         return ways
 
 
-def _nothing():
+def _nothing() -> None:
     pass
 
 
@@ -110,8 +127,81 @@ LOOP = Primitive("loop", "an empty loop: Python calls a no-op function, C runs a
                  note="the loop overhead every other row includes (not subtracted)")
 
 
+# -- results: plain data (JSON from a worker, and out of run()) ----------------------
+class Summary(TypedDict):
+    median_ns: float
+    min_ns: float
+    mad_ns: float
+
+
+@final  # so that `"error" in result` tells it from Failed
+class Measured(TypedDict):
+    """One worker's batches of one series (measure())."""
+    n: int
+    elapsed_ns: list[int]
+    child_minor_faults: int
+    cpus: list[int]
+    pid: int
+
+
+@final
+class Failed(TypedDict):
+    """A series that raised, in its worker: the exception, named."""
+    error: str
+
+
+class Series(Summary):
+    """One series of a primitive, all its workers' batches together."""
+    path: str
+    n: list[int]
+    per_op_ns: list[float]
+    child_minor_faults_per_op: float
+    batch_ns_min: int
+    cpus: list[int]
+    pids: list[int]
+    bytes_per_s: NotRequired[float]
+
+
+class Row(TypedDict):
+    """One primitive's result: a Series per variant (None after an error), the errors by variant."""
+    name: str
+    does: str
+    note: str
+    pinned: int | None
+    bytes_per_op: int
+    errors: dict[str, str]
+    python: NotRequired[Series | None]
+    c: NotRequired[Series | None]
+    peer: NotRequired[Series | None]
+    python_over_c: NotRequired[float]
+
+
+class Result(TypedDict):
+    """What run() returns: the machine, the method, a Row per primitive measured, those skipped."""
+    date: str
+    cpu: str
+    cpus_online: int | None
+    cpus_usable: list[int]
+    kernel: str
+    python: str
+    load_average_before: tuple[float, float, float]
+    batches: int
+    workers: int
+    min_batch_ns: int
+    pinned_cpu: int
+    primitives: list[Row]
+    skipped: list[dict[str, str]]
+    loop_overhead_ns: dict[str, float | None]
+    load_average_after: tuple[float, float, float]
+    duration_s: float
+
+
+# progress(name, variant, worker, workers), called before each worker starts.
+Progress = Callable[[str, Variant, int, int], None]
+
+
 # -- timing ---------------------------------------------------------------------
-def time_ops(op, n):
+def time_ops(op: Callable[[], object], n: int) -> int:
     """ns for n calls of op() in the loop every Python series uses."""
     loop = itertools.repeat(None, n)
     t0 = time.perf_counter_ns()
@@ -120,7 +210,7 @@ def time_ops(op, n):
     return time.perf_counter_ns() - t0
 
 
-def calibrate(timed, min_batch_ns=MIN_BATCH_NS):
+def calibrate(timed: Callable[[int], int], min_batch_ns: float = MIN_BATCH_NS) -> tuple[int, int]:
     """(n, elapsed_ns): a batch size whose batch, timed by `timed(n)`, lasted
     at least min_batch_ns twice running. Each try also warms the operation up.
 
@@ -139,25 +229,25 @@ def calibrate(timed, min_batch_ns=MIN_BATCH_NS):
         n = max(2 * n, min(100 * n, math.ceil(n * 1.2 * min_batch_ns / max(elapsed, 1))))
 
 
-def summarize(per_op_ns):
+def summarize(per_op_ns: list[float]) -> Summary:
     """Median, minimum and median absolute deviation of per-operation times."""
     med = statistics.median(per_op_ns)
     return {"median_ns": med, "min_ns": min(per_op_ns),
             "mad_ns": statistics.median(abs(x - med) for x in per_op_ns)}
 
 
-def pin_cpu():
+def pin_cpu() -> int:
     """The CPU pinned primitives run on: the last one this process may use
     (tests that pin processes tend to pick CPU 0)."""
     return max(os.sched_getaffinity(0))
 
 
-def _children_minor_faults():
+def _children_minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
 
 
 @contextlib.contextmanager
-def _opened(path):
+def _opened(path: _T_co | Rig[_T_co]) -> Iterator[_T_co]:
     if isinstance(path, Rig):
         with path.open() as value:
             yield value
@@ -166,20 +256,25 @@ def _opened(path):
 
 
 @contextlib.contextmanager
-def _timer(primitive, variant):
+def _timer(primitive: Primitive, variant: Variant) -> Iterator[Callable[[int], int]]:
     """A function n -> elapsed ns for one series of the primitive."""
     if variant == "c":
-        with _opened(primitive.c_args) as args:
+        c_args: contextlib.AbstractContextManager[tuple[object, ...]] = _opened(primitive.c_args)
+        with c_args as args:
             yield lambda n: _native.c_loop(primitive.c, args, n)
         return
-    with _opened(primitive.ways()[variant][1]) as op:
+    path = primitive.ways()[variant][1]
+    assert path is not None  # only the C loop has none
+    opened: contextlib.AbstractContextManager[Operation] = _opened(path)
+    with opened as op:
         if isinstance(op, Batch):
             yield op.fn
         else:
             yield lambda n: time_ops(op, n)
 
 
-def measure(primitive, variant, batches, n=None, min_batch_ns=MIN_BATCH_NS):
+def measure(primitive: Primitive, variant: Variant, batches: int, n: int | None = None,
+            min_batch_ns: int = MIN_BATCH_NS) -> Measured:
     """Time `batches` batches of one series here, in this process.
 
     Without n, calibrates first (which warms up); with n, warms up with one
@@ -215,30 +310,32 @@ def measure(primitive, variant, batches, n=None, min_batch_ns=MIN_BATCH_NS):
 
 
 # -- workers ----------------------------------------------------------------------
-def _interrupt_once(signo, frame):
+def _interrupt_once(signo: int, frame: FrameType | None) -> None:
     # A second Ctrl-C (the terminal's and the parent's forwarded one) must
     # not cut short the rig's cleanup that the first one started.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
-def _worker(out_fd, primitive, variant, batches, n, min_batch_ns, cpu):
+def _worker(out_fd: int, primitive: Primitive, variant: Variant, batches: int, n: int | None, min_batch_ns: int,
+            cpu: int | None) -> int:
     signal.signal(signal.SIGINT, _interrupt_once)
     with os.fdopen(out_fd, "w") as out:
         try:
             if cpu is not None:
                 os.sched_setaffinity(0, {cpu})  # inherited by every process the rig starts
-            result = measure(primitive, variant, batches, n, min_batch_ns)
+            result: Measured | Failed = measure(primitive, variant, batches, n, min_batch_ns)
         except Exception as e:  # noqa: BLE001 - the parent reports it as this series' error
             result = {"error": f"{type(e).__name__}: {e}"}
         json.dump(result, out)
     return 0
 
 
-def _in_worker(kids, *args):
+def _in_worker(kids: Children, primitive: Primitive, variant: Variant, batches: int, n: int | None,
+               min_batch_ns: int, cpu: int | None) -> Measured | Failed:
     r, w = os.pipe()
     try:
-        pid = kids.fork(_worker, w, *args)
+        pid = kids.fork(_worker, w, primitive, variant, batches, n, min_batch_ns, cpu)
     finally:
         os.close(w)
     try:
@@ -253,31 +350,36 @@ def _in_worker(kids, *args):
             kids.wait(pid, timeout_s=5)
         raise
     kids.wait(pid)
-    return json.loads(text) if text else {"error": "the worker died without a result"}
+    if not text:
+        return {"error": "the worker died without a result"}
+    measured: Measured | Failed = json.loads(text)  # what _worker wrote
+    return measured
 
 
-def _split(batches, workers):
+def _split(batches: int, workers: int) -> list[int]:
     return [batches // workers + (i < batches % workers) for i in range(workers)]
 
 
-def _series(label, runs, bytes_per_op):
+def _series(label: str, runs: list[Measured], bytes_per_op: int) -> Series:
     per_op = [e / r["n"] for r in runs for e in r["elapsed_ns"]]
     ops = sum(r["n"] * len(r["elapsed_ns"]) for r in runs)
-    series = {"path": label, "n": [r["n"] for r in runs], "per_op_ns": per_op,
+    summary = summarize(per_op)
+    series: Series = {"path": label, "n": [r["n"] for r in runs], "per_op_ns": per_op,
               "child_minor_faults_per_op": sum(r["child_minor_faults"] for r in runs) / ops,
               "batch_ns_min": min(e for r in runs for e in r["elapsed_ns"]),
               "cpus": sorted({c for r in runs for c in r["cpus"]}), "pids": [r["pid"] for r in runs],
-              **summarize(per_op)}
+              "median_ns": summary["median_ns"], "min_ns": summary["min_ns"], "mad_ns": summary["mad_ns"]}
     if bytes_per_op:
         series["bytes_per_s"] = bytes_per_op / series["median_ns"] * 1e9
     return series
 
 
-def _measure_primitive(kids, primitive, batches, workers, min_batch_ns, progress):
+def _measure_primitive(kids: Children, primitive: Primitive, batches: int, workers: int, min_batch_ns: int,
+                       progress: Progress | None) -> Row:
     cpu = pin_cpu() if primitive.pin else None
     ways = primitive.ways()
-    runs = {v: [] for v in ways}
-    errors = {}
+    runs: dict[Variant, list[Measured]] = {v: [] for v in ways}
+    errors: dict[str, str] = {}
     for w, share in enumerate(_split(batches, workers)):
         for variant in ways:
             if variant in errors:
@@ -290,8 +392,8 @@ def _measure_primitive(kids, primitive, batches, workers, min_batch_ns, progress
                 errors[variant] = result["error"]
             else:
                 runs[variant].append(result)
-    row = {"name": primitive.name, "does": primitive.does, "note": primitive.note,
-           "pinned": cpu, "bytes_per_op": primitive.bytes_per_op, "errors": errors}
+    row: Row = {"name": primitive.name, "does": primitive.does, "note": primitive.note,
+                "pinned": cpu, "bytes_per_op": primitive.bytes_per_op, "errors": errors}
     for variant, (label, _) in ways.items():
         row[variant] = None if variant in errors else _series(label, runs[variant], primitive.bytes_per_op)
     if row["python"] and row["c"] and primitive is not LOOP:
@@ -299,14 +401,15 @@ def _measure_primitive(kids, primitive, batches, workers, min_batch_ns, progress
     return row
 
 
-def _cpu_model():
+def _cpu_model() -> str:
     for line in open("/proc/cpuinfo"):
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
-def run(primitives, *, batches=BATCHES, workers=WORKERS, min_batch_ns=DEFAULT_BATCH_NS, progress=None):
+def run(primitives: Iterable[Primitive], *, batches: int = BATCHES, workers: int = WORKERS,
+        min_batch_ns: int = DEFAULT_BATCH_NS, progress: Progress | None = None) -> Result:
     """Measure `primitives` (the loop overhead first, always); the results as plain data.
 
     `progress(name, variant, worker, workers)` is called before each worker starts.
@@ -315,26 +418,28 @@ def run(primitives, *, batches=BATCHES, workers=WORKERS, min_batch_ns=DEFAULT_BA
         raise ValueError(f"osvirt bench: batches and workers must be >= 1 and batches last "
                          f">= {MIN_BATCH_NS} ns, not {batches}, {workers}, {min_batch_ns}")
     started = time.monotonic()
-    result = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cpu": _cpu_model(), "cpus_online": os.cpu_count(), "cpus_usable": sorted(os.sched_getaffinity(0)),
-        "kernel": platform.release(), "python": platform.python_version(),
-        "load_average_before": os.getloadavg(),
-        "batches": batches, "workers": workers, "min_batch_ns": min_batch_ns,
-        "pinned_cpu": pin_cpu(), "primitives": [], "skipped": [],
-    }
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    cpu, cpus_online, cpus_usable = _cpu_model(), os.cpu_count(), sorted(os.sched_getaffinity(0))
+    load_average_before, pinned_cpu = os.getloadavg(), pin_cpu()
+    rows: list[Row] = []
+    skipped: list[dict[str, str]] = []
     todo = [LOOP] + [p for p in primitives if p is not LOOP]
     with Children() as kids:
         for primitive in todo:
-            refused = [env.can(what) for what in primitive.needs]
-            refused = [a.reason for a in refused if not a]
+            refused = [answer.reason for answer in map(env.can, primitive.needs) if not answer]
             if refused:
-                result["skipped"].append({"name": primitive.name, "reason": "; ".join(refused)})
+                skipped.append({"name": primitive.name, "reason": "; ".join(refused)})
                 continue
-            result["primitives"].append(
-                _measure_primitive(kids, primitive, batches, workers, min_batch_ns, progress))
-    loop = result["primitives"][0]
-    result["loop_overhead_ns"] = {v: loop[v] and loop[v]["median_ns"] for v in ("python", "c")}
-    result["load_average_after"] = os.getloadavg()
-    result["duration_s"] = time.monotonic() - started
-    return result
+            rows.append(_measure_primitive(kids, primitive, batches, workers, min_batch_ns, progress))
+    loop = rows[0]
+    return {
+        "date": date, "cpu": cpu, "cpus_online": cpus_online, "cpus_usable": cpus_usable,
+        "kernel": platform.release(), "python": platform.python_version(),
+        "load_average_before": load_average_before,
+        "batches": batches, "workers": workers, "min_batch_ns": min_batch_ns,
+        "pinned_cpu": pinned_cpu, "primitives": rows, "skipped": skipped,
+        "loop_overhead_ns": {v: series and series["median_ns"]
+                             for v, series in (("python", loop["python"]), ("c", loop["c"]))},
+        "load_average_after": os.getloadavg(),
+        "duration_s": time.monotonic() - started,
+    }

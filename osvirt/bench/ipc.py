@@ -1,9 +1,14 @@
 """IPC primitives: pipes, signals, POSIX and SysV message queues (osvirt.ipc)."""
+from __future__ import annotations
+
 import contextlib
 import functools
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
+from collections.abc import Callable, Iterable, Iterator
+from types import FrameType
 
 import posix_ipc
 
@@ -18,14 +23,14 @@ __all__ = ["PRIMITIVES"]
 CHUNK = 64 * 1024  # a pipe's default capacity: one write fills it
 
 
-def _serve_pipes(serve, rfd, wfd, parent_ends):
+def _serve_pipes(serve: Callable[[int, int], None], rfd: int, wfd: int, parent_ends: Iterable[int]) -> None:
     for fd in parent_ends:  # else the child would never see end of file
         os.close(fd)
     serve(rfd, wfd)
 
 
 @contextlib.contextmanager
-def _pipes_to_child(serve):
+def _pipes_to_child(serve: Callable[[int, int], None]) -> Iterator[tuple[int, int]]:
     """Two pipes to a forked child running serve(rfd, wfd); yields this end's
     (wfd, rfd). Closing them gives the child end of file, and it exits."""
     to_r, to_w = os.pipe()
@@ -44,65 +49,65 @@ def _pipes_to_child(serve):
         kids.wait(pid, timeout_s=5)
 
 
-def _echo_python(rfd, wfd):
+def _echo_python(rfd: int, wfd: int) -> None:
     while byte := os.read(rfd, 1):
         os.write(wfd, byte)
 
 
 @rig
-def _pipe_round_trip_python():
+def _pipe_round_trip_python() -> Iterator[Callable[[], None]]:
     with _pipes_to_child(_echo_python) as (w, r):
-        def round_trip():
+        def round_trip() -> None:
             os.write(w, b"x")
             os.read(r, 1)
         yield round_trip
 
 
 @rig
-def _pipe_round_trip_c():
+def _pipe_round_trip_c() -> Iterator[tuple[int, int]]:
     with _pipes_to_child(_native.pipe_echo) as ends:
         yield ends
 
 
 @rig
-def _connection_round_trip():
+def _connection_round_trip() -> Iterator[Callable[[], None]]:
     """multiprocessing.Pipe: the stdlib's message channel between processes."""
     here, there = multiprocessing.Pipe()
     with here, there, Children() as kids:
         kids.fork(_echo_connection, there)
 
-        def round_trip():
+        def round_trip() -> None:
             here.send_bytes(b"x")
             here.recv_bytes()
         yield round_trip
 
 
-def _echo_connection(conn):
+def _echo_connection(conn: multiprocessing.connection.Connection) -> None:
     while True:
         conn.send_bytes(conn.recv_bytes())
 
 
-def _drain(rfd, wfd):
+def _drain(rfd: int, wfd: int) -> None:
     """The reading end of both pipe-bw series: the same C loop, so that the two
     rows differ only in the writer."""
     _native.pipe_drain(rfd, CHUNK)
 
 
 @rig
-def _pipe_write_python():
+def _pipe_write_python() -> Iterator[Callable[[], int]]:
     with _pipes_to_child(_drain) as (w, _):
         chunk = bytes(CHUNK)
         yield lambda: os.write(w, chunk)
 
 
 @rig
-def _pipe_write_c():
+def _pipe_write_c() -> Iterator[tuple[int, bytes]]:
     with _pipes_to_child(_drain) as (w, _):
         yield w, bytes(CHUNK)
 
 
 @rig
-def _kill_self_python():
+def _kill_self_python() -> Iterator[Batch]:
     """A Batch: os.kill(self, SIGUSR1) n times in the loop every Python series
     uses, then the check that the handler ran n times, once per batch as the C
     loop checks its count.
@@ -111,12 +116,15 @@ def _kill_self_python():
     os.getppid), not a Python function around it: the handler is given the
     frame it interrupted, and a frame object made for a function that returns
     right after costs ~85 ns a signal that kill inline in a loop does not pay."""
-    delivered = []
-    old = signal.signal(signal.SIGUSR1, lambda signo, frame: delivered.append(signo))
+    delivered: list[int] = []
+
+    def handler(signo: int, frame: FrameType | None) -> None:
+        delivered.append(signo)
+    old = signal.signal(signal.SIGUSR1, handler)
     try:
         kill_self = functools.partial(os.kill, os.getpid(), signal.SIGUSR1)
 
-        def batch(n):
+        def batch(n: int) -> int:
             delivered.clear()
             elapsed = time_ops(kill_self, n)
             if len(delivered) != n:  # never a silent miss
@@ -128,10 +136,10 @@ def _kill_self_python():
 
 
 @rig
-def _sigqueue_self_python():
+def _sigqueue_self_python() -> Iterator[Callable[[], None]]:
     signo, pid = signal.SIGRTMIN, os.getpid()
     with blocked({signo}):
-        def sigqueue_wait():
+        def sigqueue_wait() -> None:
             sigqueue(pid, signo, 7)
             if sigtimedwait({signo}).value != 7:
                 raise OsvirtError("sigtimedwait: the value sent with sigqueue did not come back")
@@ -139,37 +147,37 @@ def _sigqueue_self_python():
 
 
 @rig
-def _sigqueue_self_c():
+def _sigqueue_self_c() -> Iterator[tuple[int]]:
     with blocked({signal.SIGRTMIN}):
         yield (signal.SIGRTMIN,)
 
 
 @contextlib.contextmanager
-def _posix_queues():
+def _posix_queues() -> Iterator[tuple[PosixMessageQueue, PosixMessageQueue]]:
     """Two osvirt.ipc POSIX message queues, there and back."""
     with PosixMessageQueue(max_messages=1, max_message_size=64) as there, \
             PosixMessageQueue(max_messages=1, max_message_size=64) as back:
         yield there, back
 
 
-def _echo_posix(there, back):
+def _echo_posix(there: PosixMessageQueue, back: PosixMessageQueue) -> None:
     while True:
         back.send(there.receive()[0])
 
 
 @rig
-def _mq_round_trip_python():
+def _mq_round_trip_python() -> Iterator[Callable[[], None]]:
     with _posix_queues() as (there, back), Children() as kids:
         kids.fork(_echo_posix, there, back)
 
-        def round_trip():
+        def round_trip() -> None:
             there.send(b"x")
             back.receive()
         yield round_trip
 
 
 @rig
-def _mq_round_trip_c():
+def _mq_round_trip_c() -> Iterator[tuple[int, int, bytearray]]:
     with _posix_queues() as queues, contextlib.ExitStack() as descriptors, Children() as kids:
         # The C loop needs mqd_t descriptors: posix_ipc opens the same queues by name.
         there, back = (posix_ipc.MessageQueue(q.name) for q in queues)
@@ -180,14 +188,15 @@ def _mq_round_trip_c():
 
 
 @rig
-def _mp_queue_round_trip():
+def _mp_queue_round_trip() -> Iterator[Callable[[], None]]:
     """multiprocessing.Queue: pickled, sent by a feeder thread over a pipe."""
-    there, back = multiprocessing.Queue(), multiprocessing.Queue()
+    there: multiprocessing.Queue[bytes] = multiprocessing.Queue()
+    back: multiprocessing.Queue[bytes] = multiprocessing.Queue()
     try:
         with Children() as kids:
             kids.fork(_echo_mp_queue, there, back)
 
-            def round_trip():
+            def round_trip() -> None:
                 there.put(b"x")
                 back.get()
             yield round_trip
@@ -197,29 +206,29 @@ def _mp_queue_round_trip():
             q.join_thread()
 
 
-def _echo_mp_queue(there, back):
+def _echo_mp_queue(there: multiprocessing.Queue[bytes], back: multiprocessing.Queue[bytes]) -> None:
     while True:
         back.put(there.get())
 
 
-def _echo_sysv(q):
+def _echo_sysv(q: SysVMessageQueue) -> None:
     while True:
         q.send(q.receive(type=1)[0], type=2)
 
 
 @rig
-def _msg_round_trip_python():
+def _msg_round_trip_python() -> Iterator[Callable[[], None]]:
     with SysVMessageQueue() as q, Children() as kids:
         kids.fork(_echo_sysv, q)
 
-        def round_trip():
+        def round_trip() -> None:
             q.send(b"x", type=1)
             q.receive(type=2)
         yield round_trip
 
 
 @rig
-def _msg_round_trip_c():
+def _msg_round_trip_c() -> Iterator[tuple[int]]:
     with SysVMessageQueue() as q, Children() as kids:
         kids.fork(_native.msg_echo, q.id)
         yield (q.id,)

@@ -1,6 +1,7 @@
 """Memory primitives: minor page faults, mapping, protection (osvirt.memory)."""
 import mmap
 import time
+from collections.abc import Callable, Iterator
 
 from osvirt.bench.harness import Batch, Primitive, rig
 from osvirt.memory import MADV, PAGE_SIZE, PROT_READ, PROT_WRITE, Mapping
@@ -10,11 +11,11 @@ __all__ = ["PRIMITIVES"]
 MIB = 1 << 20
 
 
-def _touch_fresh(shared):
+def _touch_fresh(shared: bool) -> Batch:
     """A Batch: osvirt.memory's Mapping.touch writes one byte in each page of a
     fresh n-page anonymous mapping; only the touch is timed. MADV_NOHUGEPAGE,
     as in C: each 4 KiB page faults on its own, not a 2 MiB huge page at once."""
-    def batch(n):
+    def batch(n: int) -> int:
         with Mapping(n * PAGE_SIZE, shared=shared) as m:
             m.madvise(MADV["MADV_NOHUGEPAGE"])
             t0 = time.perf_counter_ns()
@@ -23,9 +24,9 @@ def _touch_fresh(shared):
     return Batch(batch)
 
 
-def _mmap_writes(flags):
+def _mmap_writes(flags: int) -> Batch:
     """A Batch: the stdlib's way, a Python loop writing a byte per page of an mmap.mmap."""
-    def batch(n):
+    def batch(n: int) -> int:
         m = mmap.mmap(-1, n * PAGE_SIZE, flags=flags)
         try:
             m.madvise(mmap.MADV_NOHUGEPAGE)
@@ -38,19 +39,19 @@ def _mmap_writes(flags):
     return Batch(batch)
 
 
-def _map_unmap():
+def _map_unmap() -> None:
     Mapping(MIB).close()
 
 
-def _mmap_close():
+def _mmap_close() -> None:
     mmap.mmap(-1, MIB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS).close()
 
 
 @rig
-def _mprotect_python():
+def _mprotect_python() -> Iterator[Callable[[], None]]:
     read_write = PROT_READ | PROT_WRITE  # computed once, as C's constant is
     with Mapping(PAGE_SIZE) as m:
-        def mprotect_there_and_back():
+        def mprotect_there_and_back() -> None:
             m.mprotect(PROT_READ)
             m.mprotect(read_write)
         yield mprotect_there_and_back

@@ -1,6 +1,7 @@
 """Process primitives: the null system call, process creation, a context switch."""
 import os
 import shutil
+from collections.abc import Callable, Iterator
 
 from osvirt.bench import _native
 from osvirt.bench.harness import Primitive, rig
@@ -9,31 +10,32 @@ from osvirt.process import Children, fork
 __all__ = ["PRIMITIVES"]
 
 
-def _nothing():
+def _nothing() -> int:
     return 0
 
 
-def _fork_exit_wait():
+def _fork_exit_wait() -> None:
     os.waitpid(fork(_nothing), 0)
 
 
 @rig
-def _posix_spawn_wait():
+def _posix_spawn_wait() -> Iterator[Callable[[], None]]:
     true = shutil.which("true") or "/bin/true"
-    spawn, waitpid, argv, environ = os.posix_spawn, os.waitpid, [true], {}
+    spawn, waitpid, argv = os.posix_spawn, os.waitpid, [true]
+    environ: dict[str, str] = {}
 
-    def spawn_wait():
+    def spawn_wait() -> None:
         waitpid(spawn(true, argv, environ), 0)
     yield spawn_wait
 
 
-def _yield_forever_python():
+def _yield_forever_python() -> None:
     while True:
         os.sched_yield()
 
 
 @rig
-def _yielding_partner_python():
+def _yielding_partner_python() -> Iterator[Callable[[], None]]:
     """A second process on the same CPU that does nothing but sched_yield."""
     with Children() as kids:
         kids.fork(_yield_forever_python)
@@ -41,7 +43,7 @@ def _yielding_partner_python():
 
 
 @rig
-def _yielding_partner_c():
+def _yielding_partner_c() -> Iterator[tuple[()]]:
     with Children() as kids:
         kids.fork(_native.c_loop, "sched_yield", (), _native.MAX_N)  # until killed
         yield ()

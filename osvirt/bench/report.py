@@ -1,13 +1,17 @@
 """The bench's result as a table (text) or a chart (PNG, with matplotlib)."""
 import importlib.util
+import os
+from collections.abc import Iterable
+
+from osvirt.bench.harness import VARIANTS, Result
 
 __all__ = ["duration", "table", "PlotUnavailable", "require_matplotlib", "plot"]
 
-SERIES = ("python", "c", "peer")
+SERIES = VARIANTS
 COLORS = {"python": "#3572a5", "c": "#555555", "peer": "#e8a33d"}
 
 
-def duration(ns):
+def duration(ns: float) -> str:
     """3 significant figures in the unit that fits: 213 ns, 5.80 us, 1.38 ms."""
     for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
         if ns >= scale:
@@ -18,21 +22,26 @@ def duration(ns):
     return f"{value:.3g} {unit}"
 
 
-def _rate(bytes_per_s):
+def _rate(bytes_per_s: float) -> str:
     for unit, scale in (("GB/s", 1e9), ("MB/s", 1e6)):
         if bytes_per_s >= scale:
             return f"{bytes_per_s / scale:.3g} {unit}"
     return f"{bytes_per_s / 1e3:.3g} kB/s"
 
 
-def _cpus(cpus):
+def _overhead(ns: float | None) -> str:
+    """The loop overhead's duration; "-" when its series failed (its error is in its row)."""
+    return "-" if ns is None else duration(ns)
+
+
+def _cpus(cpus: Iterable[int]) -> str:
     return ",".join(map(str, cpus))
 
 
-def table(result):
+def table(result: Result) -> str:
     """The result as text: a header on how it was measured, a row per series, then what each primitive does."""
     loop = result["loop_overhead_ns"]
-    width = max([len("path")] + [len(row[v]["path"]) for row in result["primitives"] for v in SERIES if row.get(v)])
+    width = max([len("path")] + [len(s["path"]) for row in result["primitives"] for v in SERIES if (s := row.get(v))])
     names = max([len("primitive")] + [len(row["name"]) for row in result["primitives"] + result["skipped"]])
     lines = [
         f"osvirt bench, {result['date']}: {result['cpu']}, {result['cpus_online']} CPUs online "
@@ -41,7 +50,7 @@ def table(result):
         f"{result['workers']} worker processes; per operation: median, min and MAD (median absolute "
         f"deviation) of the batches",
         f"loop overhead per operation, included in every figure (not subtracted): "
-        f"Python {duration(loop['python'])}, C {duration(loop['c'])}",
+        f"Python {_overhead(loop['python'])}, C {_overhead(loop['c'])}",
         f"load average {result['load_average_before'][0]:.2f} before, "
         f"{result['load_average_after'][0]:.2f} after; {result['duration_s']:.0f} s",
         "",
@@ -53,12 +62,12 @@ def table(result):
             series = row.get(variant)
             if variant in row["errors"]:
                 cells = f"{row['errors'][variant]}"
-                label = "Python" if variant == "python" else variant
+                label: str = "Python" if variant == "python" else variant
             elif not series:
                 continue
             else:
                 label = series["path"]
-                cells = " ".join(f"{duration(series[k]):>9}" for k in ("median_ns", "min_ns", "mad_ns"))
+                cells = " ".join(f"{duration(v):>9}" for v in (series["median_ns"], series["min_ns"], series["mad_ns"]))
                 if variant == "python" and row.get("python_over_c"):
                     cells += f"  {row['python_over_c']:4.2f}x"
                 if "bytes_per_s" in series:
@@ -82,13 +91,13 @@ class PlotUnavailable(RuntimeError):
     """--plot asked for, matplotlib not installed."""
 
 
-def require_matplotlib():
+def require_matplotlib() -> None:
     if importlib.util.find_spec("matplotlib") is None:
         raise PlotUnavailable("osvirt bench --plot needs matplotlib, an optional extra: "
                               "pip install osvirt[plot]")
 
 
-def plot(result, path):
+def plot(result: Result, path: str | os.PathLike[str]) -> None:
     """A horizontal bar chart, log scale: per primitive, its median from Python, C and the peer."""
     require_matplotlib()
     import matplotlib

@@ -25,7 +25,7 @@ from typing import NamedTuple, Protocol, cast, overload
 from osvirt.device._native import ioctl_error, quick_ioctl_int
 
 __all__ = [
-    "NONE", "WRITE", "READ", "IOC", "IO", "IOW", "IOR", "IOWR", "Request", "decode", "describe",
+    "NONE", "WRITE", "READ", "IOC", "IO", "IOW", "IOR", "IOWR", "Request", "HasFileno", "decode", "describe",
     "ioctl", "ioctl_int",
     "TIOCSCTTY", "TIOCGWINSZ", "TIOCSWINSZ", "TIOCEXCL", "TIOCNXCL", "TIOCGEXCL", "TIOCGPTN",
     "FIONREAD",

@@ -17,6 +17,7 @@ import signal
 import time
 import typing
 from collections.abc import Iterable, Iterator
+from typing import overload
 
 from osvirt.ipc import _native
 
@@ -119,6 +120,10 @@ def _sigqueue_arguments(pid: int, signo: int, value: int) -> tuple[int, int, int
     return pid, signo, value
 
 
+@overload
+def sigtimedwait(signals: Iterable[int], timeout_s: None = None) -> QueuedSignal: ...
+@overload
+def sigtimedwait(signals: Iterable[int], timeout_s: float) -> QueuedSignal | None: ...
 def sigtimedwait(signals: Iterable[int], timeout_s: float | None = None) -> QueuedSignal | None:
     """Accept one pending signal of `signals`; a QueuedSignal, or None after `timeout_s`.
 
