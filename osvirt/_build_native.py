@@ -6,6 +6,11 @@ the cdef reads it with preprocessor lines dropped, so declarations under
 headers, opaque typedefs) are seen by cffi and never by C. osv.h, the shared
 types, comes first.
 """
+import os
+import re
+import shlex
+import subprocess
+import sysconfig
 from pathlib import Path
 
 from cffi import FFI
@@ -14,13 +19,30 @@ from setuptools.command.build_ext import build_ext as _build_ext
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 HEADERS = sorted(CSRC.glob("*.h"), key=lambda h: (h.name != "osv.h", h.name))
 
+
+def syscall_table() -> str:
+    """C defining osv_syscalls (csrc/seccomp.h): every __NR_<name> <sys/syscall.h> defines.
+
+    The preprocessor lists the macros (the kernel's headers choose this
+    architecture's set), and the C compiler gives each its number: none is
+    typed by hand. asm-generic's __NR_syscalls (a count) and
+    __NR_arch_specific_syscall (a base) are not system calls.
+    """
+    cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+    macros = subprocess.run([*cc, "-E", "-dM", "-include", "sys/syscall.h", "-x", "c", os.devnull],
+                            capture_output=True, text=True, check=True).stdout
+    names = sorted(set(re.findall(r"^#define __NR_(\w+) ", macros, re.M)) - {"syscalls", "arch_specific_syscall"})
+    rows = "".join(f'    {{"{name}", __NR_{name}}},\n' for name in names)
+    return f"const osv_syscall osv_syscalls[] = {{\n{rows}}};\nconst int osv_syscall_count = {len(names)};\n"
+
+
 ffibuilder = FFI()
 for header in HEADERS:
     ffibuilder.cdef("".join(line for line in header.read_text().splitlines(True)
                             if not line.lstrip().startswith("#")))
 ffibuilder.set_source(
     "osvirt._native",
-    "".join(f'#include "{h.name}"\n' for h in HEADERS),
+    "".join(f'#include "{h.name}"\n' for h in HEADERS) + syscall_table(),
     sources=[f"csrc/{c.name}" for c in sorted(CSRC.glob("*.c"))],  # relative: setuptools wants them so
     include_dirs=["csrc"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-D_GNU_SOURCE"],

@@ -2,5 +2,10 @@
 
 `osvirt.container.docker` holds what `docker run` gives a container by
 default (capabilities, the seccomp profile, masked and read-only paths) and
-writes the OCI config a runtime such as runc runs.
+writes the OCI config a runtime such as runc runs. `osvirt.container.seccomp`
+compiles such a seccomp profile to the BPF program the kernel runs on every
+system call, and installs it.
 """
+from osvirt.container.seccomp import ACTIONS, OPERATORS, SYSCALLS, Filter, Instruction, compile_filter, install
+
+__all__ = ["ACTIONS", "OPERATORS", "SYSCALLS", "Filter", "Instruction", "compile_filter", "install"]

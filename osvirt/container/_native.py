@@ -1,0 +1,57 @@
+"""The one module of osvirt.container that touches the C extension.
+
+It hands the kernel a BPF program osvirt.container.seccomp has already
+checked (whole 8-byte instructions, 1 to BPF_MAXINSNS of them), and turns
+-1/errno into `kernel_error`. The numbers a filter compares come from the
+headers through the cdef (csrc/seccomp.h).
+"""
+import errno
+import os
+import sys
+from types import MappingProxyType
+
+from osvirt._native import ffi, lib
+from osvirt.errors import kernel_error
+
+# name -> number of every system call this build's headers know.
+SYSCALLS: MappingProxyType[str, int] = MappingProxyType(
+    {os.fsdecode(ffi.string(s.name)): s.nr for s in lib.osv_syscalls[0:lib.osv_syscall_count]})
+AUDIT_ARCH: int = lib.OSV_AUDIT_ARCH  # this build's own (0: a machine osvirt has no table for)
+X32_SYSCALL_BIT: int = lib.OSV_X32_SYSCALL_BIT  # 0 but on x86_64
+AUDIT_ARCH_NAMES: dict[int, str] = {getattr(lib, name): name for name in (
+    "AUDIT_ARCH_X86_64", "AUDIT_ARCH_I386", "AUDIT_ARCH_AARCH64", "AUDIT_ARCH_ARM")}
+RET: dict[str, int] = {name: getattr(lib, f"SECCOMP_RET_{name}") for name in (
+    "KILL_PROCESS", "KILL_THREAD", "TRAP", "ERRNO", "LOG", "ALLOW")}
+RET_ACTION_FULL: int = lib.SECCOMP_RET_ACTION_FULL
+RET_DATA: int = lib.SECCOMP_RET_DATA
+BPF: dict[str, int] = {name: getattr(lib, f"BPF_{name}") for name in (
+    "LD", "W", "ABS", "ALU", "AND", "JMP", "JA", "JEQ", "JGT", "JGE", "K", "RET")}
+BPF_MAXINSNS: int = lib.BPF_MAXINSNS
+# Offsets in struct seccomp_data of nr, arch, and each argument's low and
+# high 32-bit words (a BPF load reads one word; which half comes first is
+# the machine's byte order).
+OFFSET_NR: int = ffi.offsetof("struct seccomp_data", "nr")
+OFFSET_ARCH: int = ffi.offsetof("struct seccomp_data", "arch")
+_args = ffi.offsetof("struct seccomp_data", "args")
+_low_first = sys.byteorder == "little"
+OFFSET_ARG_LOW: tuple[int, ...] = tuple(_args + 8 * i + (0 if _low_first else 4) for i in range(6))
+OFFSET_ARG_HIGH: tuple[int, ...] = tuple(_args + 8 * i + (4 if _low_first else 0) for i in range(6))
+
+
+def prctl_set_no_new_privs() -> None:
+    if lib.osv_prctl_set_no_new_privs() == -1:
+        raise kernel_error(ffi.errno, "prctl(PR_SET_NO_NEW_PRIVS)")
+
+
+def seccomp_set_mode_filter(program: bytes) -> None:
+    count = len(program) // 8
+    if lib.osv_seccomp_set_mode_filter(ffi.from_buffer(program), count) == -1:
+        err = ffi.errno
+        raise kernel_error(err, f"seccomp(SECCOMP_SET_MODE_FILTER, a {count}-instruction program)", _HINTS.get(err))
+
+
+_HINTS = {
+    errno.EACCES: "needs no_new_privs or CAP_SYS_ADMIN in the caller's user namespace",
+    errno.EINVAL: "the kernel's checker refused the program: a jump out of it, no return at its end, or an unknown opcode",
+    errno.ENOMEM: "the filters stacked on this thread would exceed 32768 instructions in all (MAX_INSNS_PER_PATH)",
+}
