@@ -76,7 +76,13 @@ class Semaphore(_native.SemaphoreFastPath, SharedObject):
     @property
     def value(self) -> int:
         """The count now (sem_getvalue): a snapshot, stale as soon as it is read."""
-        return _native.sem_getvalue(self._live())
+        ptr = self._live()
+        return _native.sem_getvalue(self._sem(ptr))
+
+    @staticmethod
+    def _sem(ptr: Any) -> Any:
+        """The sem_t in the object `ptr` points to (hold `ptr` while using it)."""
+        return ptr
 
     # acquire(), release() and `with` are SemaphoreFastPath's C methods (their docstrings
     # are there); what they cannot do in one sem_trywait or sem_post comes here.
@@ -85,16 +91,18 @@ class Semaphore(_native.SemaphoreFastPath, SharedObject):
             raise ValueError("can't specify timeout for non-blocking acquire")
         timeout_s = wait_timeout("Semaphore.acquire", timeout) if blocking else 0.0
         ptr = self._live()
-        if _native.sem_trywait(ptr) == 0:
+        sem = self._sem(ptr)
+        if _native.sem_trywait(sem) == 0:
             return True
         if timeout_s == 0:
             return False
-        return wait_in_slices(functools.partial(_native.sem_wait_for, ptr), timeout_s) == 0
+        return wait_in_slices(functools.partial(_native.sem_wait_for, sem), timeout_s) == 0
 
     def _release(self, n: int = 1) -> None:
         ptr = self._live()
+        sem = self._sem(ptr)
         for _ in range(_check_n(n)):
-            _native.sem_post(ptr)
+            _native.sem_post(sem)
 
     def _enter_slow(self, err: int | None) -> None:
         if err is None or err == _native.EAGAIN:
@@ -144,6 +152,10 @@ class BoundedSemaphore(Semaphore):
         sem: BoundedSemaphore = cls._opened(name)
         sem._bound = sem._region.metadata
         return sem
+
+    @staticmethod
+    def _sem(ptr: Any) -> Any:
+        return _native.field(ptr, "sem")
 
     @staticmethod
     def _destroy(ptr: Any) -> None:
