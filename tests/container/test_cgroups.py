@@ -15,6 +15,7 @@ import pytest
 from osvirt import tracker
 from osvirt.container import cgroups
 from osvirt.container.cgroups import Cgroup
+from osvirt.naming import unique_name
 from osvirt.process import Children
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -233,7 +234,9 @@ def test_after_sigkill_of_its_owner_the_tracker_removes_every_directory():
     owner = subprocess.Popen([sys.executable, "-c", _OWNER], cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
-        paths = json.loads(owner.stdout.readline())
+        line = owner.stdout.readline()
+        assert line, f"the owner ended before it made its cgroup: {owner.communicate(timeout=30)[1]}"
+        paths = json.loads(line)
         assert paths and all(os.path.isdir(p) for p in paths)
         owner.kill()
         # stderr ends when the tracker, its last holder, exits: after its removals
@@ -291,6 +294,42 @@ def test_limit_writes_map_each_limit_to_the_files_of_each_version():
         "pids": [("pids.max", "16")],
     }
     assert cgroups.limit_writes(2) == {}
+
+
+@pytest.mark.parametrize("version, files, cpuacct", [
+    (2, {"memory.current": "5242880\n", "memory.peak": "67108864\n", "pids.current": "3\n",
+         "memory.events": "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 0\n",
+         "cpu.stat": "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 0\n"}, {}),
+    (1, {"memory.usage_in_bytes": "5242880\n", "memory.max_usage_in_bytes": "67108864\n", "pids.current": "3\n",
+         "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n"}, {"cpuacct.usage": "1500999\n"}),
+])
+def test_readings_parse_each_versions_files(tmp_path, version, files, cpuacct):
+    """The readers on files shaped as each version's kernel writes them (a v2 memory and cpu
+    controller does not exist on every machine that runs this suite)."""
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "acct").mkdir()
+    for name, text in cpuacct.items():
+        (tmp_path / "acct" / name).write_text(text)
+    cg = Cgroup.__new__(Cgroup)  # readers only: no directory made, and close() removes nothing not its own
+    cg.paths = {"memory": str(tmp_path), "cpu": str(tmp_path), "pids": str(tmp_path), "cpuacct": str(tmp_path / "acct")}
+    cg.versions = {c: version for c in cg.paths}
+    assert (cg.memory_current_bytes(), cg.memory_peak_bytes(), cg.oom_kill_count(), cg.cpu_usage_us(),
+            cg.pids_current()) == (5 * MiB, 64 * MiB, 1, 1500, 3)
+
+
+@pytest.mark.needs("cgroup_pids", "cap_chown")
+def test_kill_and_rmdir_refuses_a_cgroup_another_uid_owns():
+    parent = cgroups.placements(("pids",))["pids"].parent
+    path = os.path.join(parent, unique_name())
+    os.mkdir(path)
+    try:
+        os.chown(path, 65534, 65534)
+        with pytest.raises(PermissionError, match="not ours to remove"):
+            cgroups.kill_and_rmdir(path)
+        assert os.path.isdir(path)
+    finally:
+        os.rmdir(path)
 
 
 def test_weight_to_shares_maps_the_ranges_end_to_end_and_keeps_ratios():
