@@ -177,18 +177,18 @@ def _list(value: object, what: str) -> Sequence[object]:
 def _rules(profile: Mapping[str, object]) -> tuple[int, dict[str, list[_Rule]]]:
     """The default action's return value, and each name's rules in the profile's order."""
     default = _action(profile.get("defaultAction"), profile.get("defaultErrnoRet"), "defaultAction")
-    for arch in _list(profile.get("architectures", []), "architectures"):
+    for arch in _list(profile.get("architectures") or [], "architectures"):
         if not isinstance(arch, str) or not arch.startswith("SCMP_ARCH_"):
             raise ValueError(f"seccomp: architecture {arch!r} is not an SCMP_ARCH_* name")
     rules: dict[str, list[_Rule]] = {}
-    for i, entry in enumerate(_list(profile.get("syscalls", []), "syscalls")):
+    for i, entry in enumerate(_list(profile.get("syscalls") or [], "syscalls")):
         what = f"syscalls[{i}]"
         if not isinstance(entry, Mapping):
             raise TypeError(f"seccomp: {what} must be a dict, not {type(entry).__name__}")
         ret = _action(entry.get("action"), entry.get("errnoRet"), what)
         args = _list(entry.get("args") or [], f"{what} args")
         rule = _Rule(ret, tuple(_comparison(arg, f"{what} args[{j}]") for j, arg in enumerate(args)))
-        for name in _list(entry.get("names", []), f"{what} names"):
+        for name in _list(entry.get("names") or [], f"{what} names"):
             if not isinstance(name, str):
                 raise TypeError(f"seccomp: {what} names holds {name!r}, not a str")
             rules.setdefault(name, []).append(rule)

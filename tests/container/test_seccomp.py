@@ -142,20 +142,24 @@ def test_comparing_rules_match_theory(rules, args):
 
 
 def _long_profile(rules):
-    """personality refused with EDOM unless arg 0 is one of `rules` values: a long program."""
+    """getpgid refused with EDOM when its pid is (1 << 32) + v, v below `rules`: one rule a value, a long program."""
     return {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
-        {"names": ["personality"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EDOM},
-        *({"names": ["personality"], "action": "SCMP_ACT_ALLOW", "args": [
-            {"index": 0, "op": "SCMP_CMP_EQ", "value": 0xFFFF0000 + v}]} for v in range(rules))]}
+        {"names": ["getpgid"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EDOM,
+         "args": [{"index": 0, "op": "SCMP_CMP_EQ", "value": (1 << 32) + v}]} for v in range(rules)]}
+
+
+FAR = [0, 1 << 32, (1 << 32) + 199, 2 << 32]  # the kernel reads pid 2 << 32 as 0: this process
 
 
 def test_far_jumps_go_through_ja():
     profile = _long_profile(200)  # 4 instructions a rule: the default's return is ~800 ahead
     compiled = seccomp.compile_filter(profile)
     assert any(line.endswith("the jump above, beyond 8 bits") for line in compiled.disassembly().splitlines())
-    for v in (0, 0xFFFF0000, 0xFFFF0000 + 199, 0xFFFF0000 + 200, (1 << 32) | 0xFFFF0000):
+    for v in FAR:
         args = (v,) + (0,) * 5
-        assert run(compiled, SYSCALLS["personality"], args) == theory(profile, "personality", args), hex(v)
+        assert run(compiled, SYSCALLS["getpgid"], args) == theory(profile, "getpgid", args), hex(v)
+    code, _, seen = in_child(compiled, lambda: [call("getpgid", v) for v in FAR])
+    assert code == 0 and seen == [0, errno.EDOM, errno.EDOM, 0]  # the kernel took the ja's too
 
 
 def test_bad_input_is_refused_before_any_system_call():
@@ -304,6 +308,14 @@ def test_status_shows_the_filter_and_no_new_privs_where_needed():
     assert int(after["Seccomp_filters"]) == int(before["Seccomp_filters"]) + 1  # stacked on any already there
     # no_new_privs is the price of a filter without CAP_SYS_ADMIN; with it, install leaves it alone
     assert after["NoNewPrivs"] == ("1" if "CAP_SYS_ADMIN" not in env.capabilities() else before["NoNewPrivs"])
+
+
+def test_an_unlisted_call_gets_the_default_action():
+    listed = sorted(set(SYSCALLS) - {"getppid", "uname"})
+    profile = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": errno.ENOTUNIQ,
+               "syscalls": [{"names": listed, "action": "SCMP_ACT_ALLOW"}]}
+    code, _, seen = in_child(seccomp.compile_filter(profile), lambda: [call("getppid"), call("uname", 0), call("getpid")])
+    assert code == 0 and seen == [errno.ENOTUNIQ, errno.ENOTUNIQ, 0]
 
 
 @pytest.mark.parametrize("action", ["SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_KILL"])
