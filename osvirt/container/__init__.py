@@ -4,8 +4,11 @@
 default (capabilities, the seccomp profile, masked and read-only paths) and
 writes the OCI config a runtime such as runc runs. `osvirt.container.seccomp`
 compiles such a seccomp profile to the BPF program the kernel runs on every
-system call, and installs it.
+system call, and installs it. `osvirt.container.cgroups` makes cgroups with
+memory, CPU and pids limits, on cgroup v2 or v1 (whichever holds each
+controller here), and reads back what the kernel counted.
 """
+from osvirt.container.cgroups import Cgroup
 from osvirt.container.seccomp import ACTIONS, OPERATORS, SYSCALLS, Filter, Instruction, compile_filter, install
 
-__all__ = ["ACTIONS", "OPERATORS", "SYSCALLS", "Filter", "Instruction", "compile_filter", "install"]
+__all__ = ["ACTIONS", "OPERATORS", "SYSCALLS", "Filter", "Instruction", "compile_filter", "install", "Cgroup"]
