@@ -28,7 +28,7 @@ import textwrap
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType, ModuleType
-from typing import TextIO, TypeVar
+from typing import NoReturn, TextIO, TypeVar
 
 from osvirt.env import Answer
 from osvirt.process.spawn import Children, signals_deferred
@@ -153,7 +153,7 @@ class Demo:
         return ("FAILED " if self.failed else "PASSED ") + text
 
 
-def _raise_system_exit(signo: int, _frame: FrameType | None) -> None:
+def _raise_system_exit(signo: int, _frame: FrameType | None) -> NoReturn:
     raise SystemExit(128 + signo)
 
 

@@ -42,7 +42,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
-from typing import TYPE_CHECKING, Generic, Literal, TypedDict, TypeVar, final
+from typing import TYPE_CHECKING, Generic, Literal, NoReturn, TypedDict, TypeVar, final
 
 from osvirt import env
 from osvirt.bench import _native
@@ -310,7 +310,7 @@ def measure(primitive: Primitive, variant: Variant, batches: int, n: int | None 
 
 
 # -- workers ----------------------------------------------------------------------
-def _interrupt_once(signo: int, frame: FrameType | None) -> None:
+def _interrupt_once(signo: int, frame: FrameType | None) -> NoReturn:
     # A second Ctrl-C (the terminal's and the parent's forwarded one) must
     # not cut short the rig's cleanup that the first one started.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
