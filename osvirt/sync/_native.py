@@ -68,6 +68,11 @@ def field(ptr: Any, name: str) -> Any:
     return ffi.addressof(ptr[0], name)
 
 
+def words(ptr: Any) -> Any:
+    """An `int64_t *` to the `words` of the struct `ptr` points to (valid as `field`'s)."""
+    return ffi.cast("int64_t *", ffi.addressof(ptr[0], "words"))
+
+
 def following(ptr: Any, ctype: str) -> Any:
     """A `ctype *` just past the struct `ptr` points to (the caller checked that the
     mapping holds what it reads there); valid only while `ptr` is held, as `field`'s."""

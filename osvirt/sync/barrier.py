@@ -63,7 +63,7 @@ class Barrier(Monitor):
                              size_bytes=_native.sizeof("osv_monitor") + slots * _native.sizeof("pthread_mutex_t"))
 
     def _init_more(self, ptr: Any) -> None:
-        for slot in self._slots(ptr):
+        for slot in self._slots(ptr, self._parties):
             _native.mutex_init(slot, _native.PTHREAD_MUTEX_ERRORCHECK, True)
 
     def _set_local(self, parties: int, action: Callable[[], object] | None, timeout: float | None) -> None:
@@ -80,7 +80,7 @@ class Barrier(Monitor):
         self: Barrier = cls._opened(name)
         self._set_local(self._region.metadata, action, timeout)
         if self._region.size_bytes < (_native.sizeof("osv_monitor")
-                                      + len(self._slots(self._live())) * _native.sizeof("pthread_mutex_t")):
+                                      + len(self._slot_ps) * _native.sizeof("pthread_mutex_t")):
             self.close()
             raise ValueError(f"Barrier.open({name}): too small for {self._parties} parties")
         return self
@@ -89,12 +89,18 @@ class Barrier(Monitor):
         name = super().__reduce__()[1][0]
         return (type(self).open, (name, self._action, self._timeout))
 
-    def _slots(self, ptr: Any) -> list[Any]:
+    @staticmethod
+    def _slots(ptr: Any, parties: int) -> list[Any]:
+        """The slot mutexes past the osv_monitor (valid while `ptr` is held)."""
         first = _native.following(ptr, "pthread_mutex_t")
-        return [first + i for i in range(min(self._parties, MAX_SLOTS))]
+        return [first + i for i in range(min(parties, MAX_SLOTS))]
+
+    def _hold(self, region: Any, ptr: Any) -> None:
+        super()._hold(region, ptr)
+        self._slot_ps = self._slots(ptr, region.metadata)
 
     def _mutexes(self, ptr: Any) -> list[Any]:
-        return [*super()._mutexes(ptr), *self._slots(ptr)]
+        return [*super()._mutexes(ptr), *self._slot_ps]
 
     @property
     def parties(self) -> int:
@@ -103,12 +109,11 @@ class Barrier(Monitor):
     @property
     def n_waiting(self) -> int:
         """How many wait now (0 once broken)."""
-        ptr = self._live()
-        return 0 if ptr.words[BROKEN] else int(ptr.words[COUNT])
+        return 0 if self._word(BROKEN) else self._word(COUNT)
 
     @property
     def broken(self) -> bool:
-        return bool(self._live().words[BROKEN])
+        return bool(self._word(BROKEN))
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the other parties; this caller's arrival index (0..parties-1).
@@ -120,10 +125,10 @@ class Barrier(Monitor):
         ptr = self._live()
         self._lock(ptr)
         try:
-            if ptr.words[BROKEN]:
+            if self._words[BROKEN]:
                 raise BrokenBarrierError
-            gen, index = ptr.words[GEN], ptr.words[COUNT]
-            ptr.words[COUNT] = index + 1
+            gen, index = self._words[GEN], self._words[COUNT]
+            self._words[COUNT] = index + 1
             if index + 1 == self._parties:
                 self._release(ptr)
             else:
@@ -140,22 +145,22 @@ class Barrier(Monitor):
         except BaseException:
             self._break(ptr)
             raise
-        gen = ptr.words[GEN]
-        ptr.words[RESETS] &= ~(1 << gen % RESET_BITS)
-        ptr.words[GEN] = gen + 1
-        ptr.words[COUNT] = 0
+        gen = self._words[GEN]
+        self._words[RESETS] &= ~(1 << gen % RESET_BITS)
+        self._words[GEN] = gen + 1
+        self._words[COUNT] = 0
         self._broadcast(ptr)
 
     def _wait_for_release(self, ptr: Any, gen: int, timeout_s: float | None) -> None:
         slot = self._take_slot(ptr)
         try:
             end = None if timeout_s is None else time.monotonic_ns() + int(timeout_s * 1e9)
-            while ptr.words[GEN] == gen and not ptr.words[BROKEN]:
+            while self._words[GEN] == gen and not self._words[BROKEN]:
                 left_ns = SLICE_NS if end is None else min(end - time.monotonic_ns(), SLICE_NS)
                 if left_ns <= 0 or (self._wait(ptr, left_ns) == _native.ETIMEDOUT
                                     and self._a_party_died(ptr, slot)):
                     self._break(ptr)
-            if ptr.words[GEN] == gen or ptr.words[RESETS] >> gen % RESET_BITS & 1:
+            if self._words[GEN] == gen or self._words[RESETS] >> gen % RESET_BITS & 1:
                 raise BrokenBarrierError  # broken, or reset() ended this generation
         finally:
             if slot is not None:
@@ -163,7 +168,7 @@ class Barrier(Monitor):
 
     def _take_slot(self, ptr: Any) -> Any:
         """Lock a free slot, held while waiting; None when all are taken."""
-        for slot in self._slots(ptr):
+        for slot in self._slot_ps:
             outcome = _native.mutex_trylock(slot)
             if outcome == 0:
                 return slot
@@ -175,7 +180,7 @@ class Barrier(Monitor):
     def _a_party_died(self, ptr: Any, mine: Any) -> bool:
         """Whether a slot another waiter held is now its dead holder's (EOWNERDEAD)."""
         died = False
-        for slot in self._slots(ptr):
+        for slot in self._slot_ps:
             if slot == mine:
                 continue
             outcome = _native.mutex_trylock(slot)
@@ -195,7 +200,7 @@ class Barrier(Monitor):
         self._break(ptr)
 
     def _break(self, ptr: Any) -> None:
-        ptr.words[BROKEN] = 1
+        self._words[BROKEN] = 1
         self._broadcast(ptr)
 
     def abort(self) -> None:
@@ -212,12 +217,12 @@ class Barrier(Monitor):
         ptr = self._live()
         self._lock(ptr)
         try:
-            gen = ptr.words[GEN]
+            gen = self._words[GEN]
             bit = 1 << gen % RESET_BITS  # set only if someone waits to be told
-            ptr.words[RESETS] = ptr.words[RESETS] | bit if ptr.words[COUNT] else ptr.words[RESETS] & ~bit
-            ptr.words[GEN] = gen + 1
-            ptr.words[COUNT] = 0
-            ptr.words[BROKEN] = 0
+            self._words[RESETS] = self._words[RESETS] | bit if self._words[COUNT] else self._words[RESETS] & ~bit
+            self._words[GEN] = gen + 1
+            self._words[COUNT] = 0
+            self._words[BROKEN] = 0
             self._broadcast(ptr)
         finally:
             self._unlock(ptr)

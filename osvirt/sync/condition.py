@@ -71,6 +71,13 @@ class Condition(SharedObject):
         name, lock = super().__reduce__()[1][0], self._lock
         return (type(self).open, (name, lock))
 
+    def _hold(self, region: Any, ptr: Any) -> None:
+        super()._hold(region, ptr)
+        # Made once (ffi.addressof costs more than the call it feeds); they do not keep
+        # the mapping mapped: every method holds `ptr` (self._live()) while it uses them.
+        self._cond_p = _native.field(ptr, "cond")
+        self._waiters_p = _native.field(ptr, "waiters")
+
     @property
     def lock(self) -> BaseMutex:
         return self._lock
@@ -104,12 +111,13 @@ class Condition(SharedObject):
         levels = _native.mutex_count(mutex) if isinstance(lock, RLock) else 1
         for _ in range(levels - 1):
             _native.mutex_unlock(mutex)
-        ptr.waiters += 1
+        waiters = self._waiters_p
+        waiters[0] += 1
         try:
-            outcome = wait_in_slices(functools.partial(_native.cond_wait_for, _native.field(ptr, "cond"), mutex),
-                                     timeout_s)
+            outcome = wait_in_slices(functools.partial(_native.cond_wait_for, self._cond_p, mutex), timeout_s)
         finally:  # the mutex is held again here, whatever the wait returned
-            ptr.waiters -= 1
+            waiters[0] -= 1
+            del ptr  # held until here: the mapping the cached pointers point into
             for _ in range(levels - 1):
                 _native.mutex_trylock(mutex)
         if outcome == _native.EOWNERDEAD:
@@ -138,22 +146,29 @@ class Condition(SharedObject):
         ptr = self._live()
         if not self._lock._is_owned():
             raise RuntimeError("cannot notify on un-acquired lock")
-        waiters = ptr.waiters
+        waiters = self._waiters_p[0]
         if n >= waiters:
             if waiters:
-                _native.cond_broadcast(_native.field(ptr, "cond"))
-            return
-        for _ in range(n):
-            _native.cond_signal(_native.field(ptr, "cond"))
+                _native.cond_broadcast(self._cond_p)
+        else:
+            for _ in range(n):
+                _native.cond_signal(self._cond_p)
+        del ptr  # held until here: the mapping the cached pointers point into
 
     def notify_all(self) -> None:
         """Wake every waiter (pthread_cond_broadcast)."""
-        self.notify(self._live().waiters)
+        ptr = self._live()
+        waiters = int(self._waiters_p[0])
+        del ptr
+        self.notify(waiters)
 
     @property
     def _waiters(self) -> int:
         """How many wait now (threads of every process that shares it)."""
-        return int(self._live().waiters)
+        ptr = self._live()
+        waiters = int(self._waiters_p[0])
+        del ptr
+        return waiters
 
     def __repr__(self) -> str:
         if self.closed:

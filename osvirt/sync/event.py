@@ -42,16 +42,16 @@ class Event(Monitor):
 
     def is_set(self) -> bool:
         """The flag now (one load: a snapshot)."""
-        return bool(self._live().words[FLAG])
+        return bool(self._word(FLAG))
 
     def set(self) -> None:
         """Raise the flag and wake every waiter."""
         ptr = self._live()
         self._lock(ptr)
         try:
-            if not ptr.words[FLAG]:
-                ptr.words[FLAG] = 1
-                ptr.words[SETS] += 1
+            if not self._words[FLAG]:
+                self._words[FLAG] = 1
+                self._words[SETS] += 1
                 self._broadcast(ptr)
         finally:
             self._unlock(ptr)
@@ -60,14 +60,14 @@ class Event(Monitor):
         """Lower the flag."""
         ptr = self._live()
         self._lock(ptr)
-        ptr.words[FLAG] = 0
+        self._words[FLAG] = 0
         self._unlock(ptr)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the flag is set or `timeout` passed; whether it was set."""
         timeout_s = wait_timeout("Event.wait", timeout)
         ptr = self._live()
-        if ptr.words[FLAG]:
+        if self._words[FLAG]:
             return True
         self._lock(ptr)
         try:
@@ -76,9 +76,9 @@ class Event(Monitor):
             self._unlock(ptr)
 
     def _wait_for_set(self, ptr: Any, timeout_s: float | None) -> bool:
-        sets = ptr.words[SETS]
+        sets = self._words[SETS]
         end = None if timeout_s is None else time.monotonic_ns() + int(timeout_s * 1e9)
-        while not ptr.words[FLAG] and ptr.words[SETS] == sets:
+        while not self._words[FLAG] and self._words[SETS] == sets:
             if end is None:
                 self._wait(ptr, SLICE_NS)
             elif (left_ns := end - time.monotonic_ns()) > 0:

@@ -18,7 +18,9 @@ __all__ = ["Monitor"]
 
 
 class Monitor(SharedObject):
-    """A SharedObject whose payload starts with an osv_monitor; subclasses use its words."""
+    """A SharedObject whose payload starts with an osv_monitor; subclasses use its words
+    (`self._words[i]`). `ptr`, the object's pointer, is passed to every helper by a
+    method that holds it for the length of the call."""
 
     _CTYPE = "osv_monitor"
 
@@ -28,6 +30,20 @@ class Monitor(SharedObject):
             _native.cond_init(_native.field(ptr, "cond"))
             self._init_more(ptr)
         self._create(init, named=named, metadata=metadata, size_bytes=size_bytes)
+
+    def _hold(self, region: Any, ptr: Any) -> None:
+        super()._hold(region, ptr)
+        # Made once (ffi.addressof costs more than the call it feeds); they do not keep
+        # the mapping mapped: every method holds `ptr` (self._live()) while it uses them.
+        self._mutex_p, self._cond_p = _native.field(ptr, "mutex"), _native.field(ptr, "cond")
+        self._words = _native.words(ptr)
+
+    def _word(self, i: int) -> int:
+        """Word `i` now, read without the mutex (one aligned load: a snapshot)."""
+        ptr = self._live()
+        value = int(self._words[i])
+        del ptr  # the mapping stays mapped until the read is done
+        return value
 
     def _init_more(self, ptr: Any) -> None:
         """What a subclass keeps past the osv_monitor, initialised before the region is published."""
@@ -40,7 +56,7 @@ class Monitor(SharedObject):
 
     def _lock(self, ptr: Any) -> None:
         """Take the mutex; a holder that died is recovered from here."""
-        mutex = _native.field(ptr, "mutex")
+        mutex = self._mutex_p
         outcome = _native.mutex_trylock(mutex)
         if outcome == _native.EBUSY:
             outcome = wait_in_slices(functools.partial(_native.mutex_lock_for, mutex), None)
@@ -54,13 +70,13 @@ class Monitor(SharedObject):
         """Called with the mutex taken from a holder that died."""
 
     def _unlock(self, ptr: Any) -> None:
-        _native.mutex_unlock(_native.field(ptr, "mutex"))
+        _native.mutex_unlock(self._mutex_p)
 
     def _wait(self, ptr: Any, timeout_ns: int) -> int:
         """One pthread_cond_timedwait of at most `timeout_ns`: 0, ETIMEDOUT (the mutex
         held again in both cases); a holder's death is recovered from."""
-        mutex = _native.field(ptr, "mutex")
-        outcome = _native.cond_wait_for(_native.field(ptr, "cond"), mutex, timeout_ns)
+        mutex = self._mutex_p
+        outcome = _native.cond_wait_for(self._cond_p, mutex, timeout_ns)
         if outcome == _native.EOWNERDEAD:
             _native.mutex_consistent(mutex)
             self._owner_died(ptr)
@@ -68,7 +84,7 @@ class Monitor(SharedObject):
         return outcome
 
     def _broadcast(self, ptr: Any) -> None:
-        _native.cond_broadcast(_native.field(ptr, "cond"))
+        _native.cond_broadcast(self._cond_p)
 
     def _mutexes(self, ptr: Any) -> list[Any]:
         """The robust mutexes in the mapping."""

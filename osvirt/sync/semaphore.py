@@ -79,8 +79,7 @@ class Semaphore(_native.SemaphoreFastPath, SharedObject):
         ptr = self._live()
         return _native.sem_getvalue(self._sem(ptr))
 
-    @staticmethod
-    def _sem(ptr: Any) -> Any:
+    def _sem(self, ptr: Any) -> Any:
         """The sem_t in the object `ptr` points to (hold `ptr` while using it)."""
         return ptr
 
@@ -153,9 +152,14 @@ class BoundedSemaphore(Semaphore):
         sem._bound = sem._region.metadata
         return sem
 
-    @staticmethod
-    def _sem(ptr: Any) -> Any:
-        return _native.field(ptr, "sem")
+    def _hold(self, region: Any, ptr: Any) -> None:
+        super()._hold(region, ptr)
+        # Made once (ffi.addressof costs more than the call it feeds); they do not keep
+        # the mapping mapped: every method holds `ptr` (self._live()) while it uses them.
+        self._sem_p, self._guard_p = _native.field(ptr, "sem"), _native.field(ptr, "guard")
+
+    def _sem(self, ptr: Any) -> Any:
+        return self._sem_p
 
     @staticmethod
     def _destroy(ptr: Any) -> None:
@@ -169,7 +173,7 @@ class BoundedSemaphore(Semaphore):
     def _release(self, n: int = 1) -> None:
         _check_n(n)
         ptr = self._live()
-        guard, sem = _native.field(ptr, "guard"), _native.field(ptr, "sem")
+        guard, sem = self._guard_p, self._sem_p
         outcome = _native.mutex_trylock(guard)
         if outcome == _native.EBUSY:
             outcome = wait_in_slices(functools.partial(_native.mutex_lock_for, guard), None)
@@ -182,6 +186,7 @@ class BoundedSemaphore(Semaphore):
                 _native.sem_post(sem)
         finally:
             _native.mutex_unlock(guard)
+            del ptr  # held until here: the mapping guard and sem point into
 
     def __exit__(self, *exc: object) -> None:
         self._release()
