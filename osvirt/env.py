@@ -263,6 +263,15 @@ def _cgroup_v2() -> Answer:
         return Answer(False, f"cgroup v2: {e}")
 
 
+@probe("seccomp_filter")
+def _seccomp_filter() -> Answer:
+    """a process can put a seccomp filter on itself (an allow-all one, tried in a child)"""
+    # The kernel may lack CONFIG_SECCOMP_FILTER, or a filter already there may refuse seccomp() itself.
+    from osvirt.container import seccomp  # it imports env: import late
+    return _tried_in_child("seccomp(SECCOMP_SET_MODE_FILTER)",
+                           lambda: seccomp.install(seccomp.compile_filter({"defaultAction": "SCMP_ACT_ALLOW"})))
+
+
 def can(what: str) -> Answer:
     """Answer whether `what` (a probe name, see `probes()`) is allowed here.
 

@@ -24,6 +24,7 @@ SYSCALLS = seccomp.SYSCALLS
 RET, BPF = _native.RET, _native.BPF
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_FS = 0x00020000, 0x10000000, 0x00000200  # <linux/sched.h>
 U64 = (1 << 64) - 1
+kernel = pytest.mark.needs("seccomp_filter")  # the tests that install a filter, in a child
 
 
 # --- theory: what a profile says, read as the module's docstring says ------
@@ -151,6 +152,7 @@ def _long_profile(rules):
 FAR = [0, 1 << 32, (1 << 32) + 199, 2 << 32]  # the kernel reads pid 2 << 32 as 0: this process
 
 
+@kernel
 def test_far_jumps_go_through_ja():
     profile = _long_profile(200)  # 4 instructions a rule: the default's return is ~800 ahead
     compiled = seccomp.compile_filter(profile)
@@ -286,6 +288,7 @@ def _probe_mine():
     }
 
 
+@kernel
 def test_the_kernel_applies_errno_rules_and_argument_comparisons():
     code, installed, seen = in_child(seccomp.compile_filter(MINE), _probe_mine)
     assert code == 0 and installed["after"]["Seccomp"] == "2"
@@ -301,6 +304,7 @@ def test_the_kernel_applies_errno_rules_and_argument_comparisons():
     }
 
 
+@kernel
 def test_status_shows_the_filter_and_no_new_privs_where_needed():
     code, installed, _ = in_child(seccomp.compile_filter(MINE), lambda: None)
     before, after = installed["before"], installed["after"]
@@ -310,6 +314,7 @@ def test_status_shows_the_filter_and_no_new_privs_where_needed():
     assert after["NoNewPrivs"] == ("1" if "CAP_SYS_ADMIN" not in env.capabilities() else before["NoNewPrivs"])
 
 
+@kernel
 def test_an_unlisted_call_gets_the_default_action():
     listed = sorted(set(SYSCALLS) - {"getppid", "uname"})
     profile = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": errno.ENOTUNIQ,
@@ -318,6 +323,7 @@ def test_an_unlisted_call_gets_the_default_action():
     assert code == 0 and seen == [errno.ENOTUNIQ, errno.ENOTUNIQ, 0]
 
 
+@kernel
 @pytest.mark.parametrize("action", ["SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_KILL"])
 def test_kill_actions_end_the_child_with_sigsys(action):
     code, installed, seen = in_child(seccomp.compile_filter(_allow_all_but(["getppid"], action)),
@@ -332,6 +338,7 @@ def _trapped():
     return caught
 
 
+@kernel
 def test_trap_sends_sigsys_log_allows():
     _, _, caught = in_child(seccomp.compile_filter(_allow_all_but(["getppid"], "SCMP_ACT_TRAP")), _trapped)
     assert caught == [signal.SIGSYS]
@@ -340,6 +347,7 @@ def test_trap_sends_sigsys_log_allows():
     assert logged == [0, True]
 
 
+@kernel
 @pytest.mark.skipif(not _native.X32_SYSCALL_BIT, reason="x32 exists on x86_64 only")
 def test_an_x32_call_is_killed():
     code, _, seen = in_child(seccomp.compile_filter(_allow_all_but([], "SCMP_ACT_ERRNO")),
@@ -347,6 +355,7 @@ def test_an_x32_call_is_killed():
     assert seen is None and code == -signal.SIGSYS
 
 
+@kernel
 def test_the_kernel_refuses_a_program_its_checker_rejects():
     # one `ld [0]` and no return: the kernel's checker (sk_chk_filter) says EINVAL
     lone_load = struct.pack("=HBBI", BPF["LD"] | BPF["W"] | BPF["ABS"], 0, 0, 0)
@@ -394,6 +403,7 @@ def _probe_docker():
             "fork": os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), "true": true}
 
 
+@kernel
 def test_dockers_whole_profile_installed_refuses_what_it_says():
     profile = docker.seccomp()
     compiled = seccomp.compile_filter(profile)
