@@ -404,9 +404,11 @@ class Cgroup(Owned):
             raise ValueError(f"cgroup {v2_file}: this cgroup has no {controller} controller"
                              f"{' (closed)' if not self.paths else ''}")
         v2 = self.versions[controller] == 2
-        # v1 keeps CPU time in the cpuacct hierarchy, which placements() brought along with cpu
-        directory = self.paths["cpuacct" if v1_file.startswith("cpuacct.") and not v2 else controller]
-        return os.path.join(directory, v2_file if v2 else v1_file)
+        # v1 keeps CPU time in the cpuacct hierarchy, which placements() brings along with cpu
+        holder = "cpuacct" if v1_file.startswith("cpuacct.") and not v2 else controller
+        if holder not in self.paths:
+            raise ValueError(f"cgroup {v1_file}: this cgroup has no {holder} controller (not in `where`)")
+        return os.path.join(self.paths[holder], v2_file if v2 else v1_file)
 
     def add(self, pid: int) -> None:
         """Move process `pid` (with its threads) into this cgroup, in every hierarchy."""
@@ -454,13 +456,14 @@ class Cgroup(Owned):
             return
         paths, self.paths = self.paths, {}
         failure: BaseException | None = None
-        for path in reversed(list(dict.fromkeys(paths.values()))):
-            try:
-                kill_and_rmdir(path)
-            except BaseException as e:  # the other hierarchies' directories are still removed
-                failure = failure or e
-                continue  # still registered: the tracker tries again when this process is gone
-            tracker.unregister("cgroup", path)
+        with signals_deferred():  # a Ctrl-C here waits: every directory is removed first
+            for path in reversed(list(dict.fromkeys(paths.values()))):
+                try:
+                    kill_and_rmdir(path)
+                except Exception as e:  # the other hierarchies' directories are still removed
+                    failure = failure or e
+                    continue  # still registered: the tracker tries again when this process is gone
+                tracker.unregister("cgroup", path)
         if failure is not None:
             raise failure
 
