@@ -52,9 +52,9 @@ ffibuilder.set_source(
 class build_ext(_build_ext):
     """Fills the extension declared in pyproject.toml with cffi's generated C."""
 
-    def run(self):
+    def run(self) -> None:
         generated = ffibuilder.distutils_extension(self.build_temp)
         for ext in self.extensions:
             if ext.name == generated.name:
-                vars(ext).update(vars(generated))
+                ext.__dict__.update(vars(generated))
         super().run()
