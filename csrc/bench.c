@@ -289,11 +289,20 @@ int64_t osv_bench_fionread(int fd, int64_t n)
     return now_ns() - t0;
 }
 
+/* An event as osvirt.sync.Event is one: a flag under a mutex, and a condition. */
+struct event {
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    int flag;
+};
+
 struct shared {
     pthread_mutex_t mutex;
+    pthread_mutex_t rmutex;
     pthread_cond_t cond;
     sem_t sem;
     int turn;
+    struct event ping, pong;
 };
 
 size_t osv_bench_shared_size(void)
@@ -309,22 +318,47 @@ static int pthread_result(int err)
     return -1;
 }
 
+/* A process-shared, robust mutex of `type`: an error number, or 0. */
+static int mutex_init(pthread_mutex_t *m, int type)
+{
+    pthread_mutexattr_t ma;
+    int err = pthread_mutexattr_init(&ma);
+    if (err != 0)
+        return err;
+    if ((err = pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED)) == 0
+        && (err = pthread_mutexattr_settype(&ma, type)) == 0
+        && (err = pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST)) == 0)
+        err = pthread_mutex_init(m, &ma);
+    pthread_mutexattr_destroy(&ma);
+    return err;
+}
+
+/* A process-shared condition on CLOCK_MONOTONIC: an error number, or 0. */
+static int cond_init(pthread_cond_t *c)
+{
+    pthread_condattr_t ca;
+    int err = pthread_condattr_init(&ca);
+    if (err != 0)
+        return err;
+    if ((err = pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED)) == 0
+        && (err = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC)) == 0)
+        err = pthread_cond_init(c, &ca);
+    pthread_condattr_destroy(&ca);
+    return err;
+}
+
 int osv_bench_shared_init(void *shared)
 {
     struct shared *s = shared;
-    pthread_mutexattr_t ma;
-    pthread_condattr_t ca;
-    int err = pthread_mutexattr_init(&ma);
-    if (err == 0 && (err = pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED)) == 0
-        && (err = pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ERRORCHECK)) == 0
-        && (err = pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST)) == 0)
-        err = pthread_mutex_init(&s->mutex, &ma);
-    pthread_mutexattr_destroy(&ma);
-    if (err == 0 && (err = pthread_condattr_init(&ca)) == 0) {
-        if ((err = pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED)) == 0
-            && (err = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC)) == 0)
-            err = pthread_cond_init(&s->cond, &ca);
-        pthread_condattr_destroy(&ca);
+    int err = mutex_init(&s->mutex, PTHREAD_MUTEX_ERRORCHECK);
+    if (err == 0)
+        err = mutex_init(&s->rmutex, PTHREAD_MUTEX_RECURSIVE);
+    if (err == 0)
+        err = cond_init(&s->cond);
+    for (struct event *e = &s->ping; err == 0 && e <= &s->pong; e++) {
+        e->flag = 0;
+        if ((err = mutex_init(&e->mutex, PTHREAD_MUTEX_ERRORCHECK)) == 0)
+            err = cond_init(&e->cond);
     }
     if (err != 0)
         return pthread_result(err);
@@ -340,6 +374,20 @@ int64_t osv_bench_mutex_lock_unlock(void *shared, int64_t n)
         int err = pthread_mutex_lock(&s->mutex);
         if (err == 0)
             err = pthread_mutex_unlock(&s->mutex);
+        if (err != 0)
+            return pthread_result(err);
+    }
+    return now_ns() - t0;
+}
+
+int64_t osv_bench_rmutex_lock_unlock(void *shared, int64_t n)
+{
+    struct shared *s = shared;
+    int64_t t0 = now_ns();
+    for (int64_t i = 0; i < n; i++) {
+        int err = pthread_mutex_lock(&s->rmutex);
+        if (err == 0)
+            err = pthread_mutex_unlock(&s->rmutex);
         if (err != 0)
             return pthread_result(err);
     }
@@ -385,6 +433,71 @@ int osv_bench_cond_echo(void *shared)
         s->turn = 0;
         if (err == 0)
             err = pthread_cond_signal(&s->cond);
+    }
+    return pthread_result(err);
+}
+
+/* Event.set(), wait() and clear(), each an error number or 0, as osvirt.sync.Event's:
+ * wait() reads the flag first, and takes the mutex only to wait. */
+static int event_set(struct event *e)
+{
+    int err = pthread_mutex_lock(&e->mutex);
+    if (err != 0)
+        return err;
+    if (!e->flag) {
+        __atomic_store_n(&e->flag, 1, __ATOMIC_RELAXED);
+        err = pthread_cond_broadcast(&e->cond);
+    }
+    int unlock_err = pthread_mutex_unlock(&e->mutex);
+    return err ? err : unlock_err;
+}
+
+static int event_wait(struct event *e)
+{
+    if (__atomic_load_n(&e->flag, __ATOMIC_RELAXED))
+        return 0;
+    int err = pthread_mutex_lock(&e->mutex);
+    while (err == 0 && !e->flag)
+        err = pthread_cond_wait(&e->cond, &e->mutex);
+    int unlock_err = err ? 0 : pthread_mutex_unlock(&e->mutex);
+    return err ? err : unlock_err;
+}
+
+static int event_clear(struct event *e)
+{
+    int err = pthread_mutex_lock(&e->mutex);
+    if (err != 0)
+        return err;
+    __atomic_store_n(&e->flag, 0, __ATOMIC_RELAXED);
+    return pthread_mutex_unlock(&e->mutex);
+}
+
+int64_t osv_bench_event_round_trip(void *shared, int64_t n)
+{
+    struct shared *s = shared;
+    int64_t t0 = now_ns();
+    for (int64_t i = 0; i < n; i++) {
+        int err = event_set(&s->ping);
+        if (err == 0)
+            err = event_wait(&s->pong);
+        if (err == 0)
+            err = event_clear(&s->pong);
+        if (err != 0)
+            return pthread_result(err);
+    }
+    return now_ns() - t0;
+}
+
+int osv_bench_event_echo(void *shared)
+{
+    struct shared *s = shared;
+    int err = 0;
+    while (err == 0) {
+        err = event_wait(&s->ping);
+        if (err == 0)
+            err = event_clear(&s->ping);
+        if (err == 0)
+            err = event_set(&s->pong);
     }
     return pthread_result(err);
 }

@@ -1,4 +1,5 @@
-/* osvirt._fastlock: `with mutex:` and `with semaphore:` without leaving C.
+/* osvirt._fastlock: `with mutex:` and `with semaphore:` without leaving C, and
+ * the hot methods of osvirt.sync's Event and Condition.
  *
  * The one C file in osvirt that uses the Python API, and why: a `with` on
  * Python __enter__/__exit__ costs an interpreter frame each way, and each
@@ -18,6 +19,15 @@
  * size and alignment; `keeper` (the cffi pointer, a buffer export of the
  * mapping) keeps the memory mapped while bound, and _unbind() (close) drops
  * both. The GIL is held from check to call, so no thread unbinds in between.
+ *
+ * Event and Condition (EventFastPath, ConditionFastPath) wait too: one wait of
+ * at most a slice (osvirt.sync.mutex.SLICE_S) with the GIL released and the
+ * keepers held, so a close() meanwhile cannot unmap the memory; what one
+ * slice does not finish (a timeout to keep, a signal handler to run, a dead
+ * holder to report) goes on in Python: _wait(...), _wait_on(err). They find
+ * the layout of osv_monitor and osv_condition in csrc/sync.h, and read the
+ * holder of a mutex where glibc keeps it (the robust futex word's TID, or
+ * __owner for a non-robust one), as osvirt.sync does.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -25,11 +35,22 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdint.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../sync.h"
+
+#define SLICE_NS 100000000L  /* osvirt.sync.mutex.SLICE_S */
+#define FUTEX_TID_MASK 0x3fffffff
+enum { EVENT_FLAG, EVENT_SETS };  /* osvirt.sync.event's words */
 
 typedef struct {
     PyObject_HEAD
-    void *object;      /* the pthread_mutex_t or sem_t; NULL while unbound */
+    void *object;      /* the pthread_mutex_t, sem_t, osv_monitor or osv_condition; NULL while unbound */
     PyObject *keeper;  /* keeps the mapping `object` lives in alive while bound */
+    pthread_mutex_t *mutex;    /* a Condition's lock, bound by _bind_lock */
+    PyObject *mutex_keeper;
 } FastPath;
 
 typedef int (*op_fn)(void *object);  /* 0, or an error number */
@@ -115,6 +136,231 @@ static PyObject *sem_release_method(PyObject *op, PyObject *args, PyObject *kwar
     return result;
 }
 
+/* OSError(err, strerror, facility), its subclass chosen by errno. */
+static PyObject *os_error(int err, const char *facility)
+{
+    PyObject *args = Py_BuildValue("(iss)", err, strerror(err), facility);
+    if (args != NULL) {
+        PyErr_SetObject(PyExc_OSError, args);
+        Py_DECREF(args);
+    }
+    return NULL;
+}
+
+static void slice_deadline(struct timespec *ts)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_nsec += SLICE_NS;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* -- Event: a flag under a robust mutex (osvirt.sync.monitor). A holder that died
+ * leaves the flag consistent (one store), so EOWNERDEAD is only made consistent. -- */
+static int event_lock(osv_monitor *e, int err)
+{
+    if (err == EOWNERDEAD)
+        err = pthread_mutex_consistent(&e->mutex);
+    return err;
+}
+
+static PyObject *event_set(PyObject *op, PyObject *unused)
+{
+    osv_monitor *e = ((FastPath *)op)->object;
+    if (e == NULL || event_lock(e, pthread_mutex_trylock(&e->mutex)) != 0)
+        return PyObject_CallMethod(op, "_set", NULL);  /* closed, or busy: wait in Python */
+    int err = 0;
+    if (!e->words[EVENT_FLAG]) {
+        __atomic_store_n(&e->words[EVENT_FLAG], 1, __ATOMIC_RELAXED);
+        e->words[EVENT_SETS]++;
+        err = pthread_cond_broadcast(&e->cond);
+    }
+    int unlocked = pthread_mutex_unlock(&e->mutex);
+    if (err != 0 || unlocked != 0)
+        return os_error(err ? err : unlocked, err ? "pthread_cond_broadcast" : "pthread_mutex_unlock");
+    Py_RETURN_NONE;
+}
+
+static PyObject *event_clear(PyObject *op, PyObject *unused)
+{
+    osv_monitor *e = ((FastPath *)op)->object;
+    if (e == NULL || event_lock(e, pthread_mutex_trylock(&e->mutex)) != 0)
+        return PyObject_CallMethod(op, "_clear", NULL);
+    __atomic_store_n(&e->words[EVENT_FLAG], 0, __ATOMIC_RELAXED);
+    int err = pthread_mutex_unlock(&e->mutex);
+    if (err != 0)
+        return os_error(err, "pthread_mutex_unlock");
+    Py_RETURN_NONE;
+}
+
+static PyObject *event_is_set(PyObject *op, PyObject *unused)
+{
+    osv_monitor *e = ((FastPath *)op)->object;
+    if (e == NULL)
+        return PyObject_CallMethod(op, "_is_set", NULL);  /* ValueError: closed */
+    return PyBool_FromLong(__atomic_load_n(&e->words[EVENT_FLAG], __ATOMIC_RELAXED) != 0);
+}
+
+/* Event.wait(): a set flag at once; wait() without a timeout for one slice in C;
+ * the rest (a timeout, a second slice) is the Python _wait(timeout, sets). */
+static PyObject *event_wait(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    FastPath *self = (FastPath *)op;
+    osv_monitor *e = self->object;
+    int untimed = kwargs == NULL && (PyTuple_GET_SIZE(args) == 0
+                                     || (PyTuple_GET_SIZE(args) == 1 && PyTuple_GET_ITEM(args, 0) == Py_None));
+    if (e == NULL || !untimed) {
+        PyObject *wait = PyObject_GetAttrString(op, "_wait");
+        if (wait == NULL)
+            return NULL;
+        PyObject *result = PyObject_Call(wait, args, kwargs);
+        Py_DECREF(wait);
+        return result;
+    }
+    if (__atomic_load_n(&e->words[EVENT_FLAG], __ATOMIC_RELAXED))
+        Py_RETURN_TRUE;
+    PyObject *keeper = Py_NewRef(self->keeper);
+    int64_t sets = -1;
+    int woke = 0, err;
+    struct timespec deadline;
+    Py_BEGIN_ALLOW_THREADS
+    slice_deadline(&deadline);
+    err = event_lock(e, pthread_mutex_clocklock(&e->mutex, CLOCK_MONOTONIC, &deadline));
+    if (err == 0) {
+        sets = e->words[EVENT_SETS];
+        while (err == 0 && !e->words[EVENT_FLAG] && e->words[EVENT_SETS] == sets)
+            err = event_lock(e, pthread_cond_timedwait(&e->cond, &e->mutex, &deadline));
+        woke = e->words[EVENT_FLAG] || e->words[EVENT_SETS] != sets;
+        pthread_mutex_unlock(&e->mutex);
+    }
+    Py_END_ALLOW_THREADS
+    Py_DECREF(keeper);
+    if (woke)
+        Py_RETURN_TRUE;
+    if (err != 0 && err != ETIMEDOUT)
+        return os_error(err, "pthread_cond_timedwait");
+    if (sets < 0)  /* the mutex not taken within the slice */
+        return PyObject_CallMethod(op, "_wait", NULL);
+    return PyObject_CallMethod(op, "_wait", "OL", Py_None, (long long)sets);
+}
+
+/* -- Condition: its pthread condition, and its lock's mutex (_bind_lock). -- */
+static int held_by_caller(pthread_mutex_t *m)
+{
+    int tid = gettid();
+    return (__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED) & FUTEX_TID_MASK) == tid
+           || __atomic_load_n(&m->__data.__owner, __ATOMIC_RELAXED) == tid;
+}
+
+static PyObject *cond_enter(PyObject *op, PyObject *unused)
+{
+    FastPath *self = (FastPath *)op;
+    int err = self->mutex ? pthread_mutex_trylock(self->mutex) : -1;
+    if (err == 0)
+        return Py_NewRef(op);
+    PyObject *arg = self->mutex ? PyLong_FromLong(err) : Py_NewRef(Py_None);
+    if (arg == NULL)
+        return NULL;
+    PyObject *result = PyObject_CallMethod(op, "_enter_slow", "O", arg);
+    Py_DECREF(arg);
+    if (result == NULL)
+        return NULL;
+    Py_DECREF(result);
+    return Py_NewRef(op);
+}
+
+static PyObject *cond_exit(PyObject *op, PyObject *const *args, Py_ssize_t n)
+{
+    FastPath *self = (FastPath *)op;
+    int err = self->mutex ? pthread_mutex_unlock(self->mutex) : -1;
+    if (err == 0)
+        Py_RETURN_NONE;
+    PyObject *arg = self->mutex ? PyLong_FromLong(err) : Py_NewRef(Py_None);
+    if (arg == NULL)
+        return NULL;
+    PyObject *result = PyObject_CallMethod(op, "_exit_slow", "O", arg);
+    Py_DECREF(arg);
+    if (result == NULL)
+        return NULL;
+    Py_DECREF(result);
+    Py_RETURN_NONE;
+}
+
+/* Condition.notify(): one pthread_cond_signal when someone waits; notify(n) and
+ * anything unusual (closed, not held) is the Python _notify(...). */
+static PyObject *cond_notify(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    FastPath *self = (FastPath *)op;
+    osv_condition *c = self->object;
+    if (c == NULL || self->mutex == NULL || PyTuple_GET_SIZE(args) != 0 || kwargs != NULL
+        || !held_by_caller(self->mutex)) {
+        PyObject *notify = PyObject_GetAttrString(op, "_notify");
+        if (notify == NULL)
+            return NULL;
+        PyObject *result = PyObject_Call(notify, args, kwargs);
+        Py_DECREF(notify);
+        return result;
+    }
+    int err = c->waiters ? pthread_cond_signal(&c->cond) : 0;
+    if (err != 0)
+        return os_error(err, "pthread_cond_signal");
+    Py_RETURN_NONE;
+}
+
+/* Condition.wait(): without a timeout, on a lock held once by the caller, one slice
+ * in C; a timeout, a lock held more than once, and what a slice leaves
+ * (ETIMEDOUT: wait on; EOWNERDEAD: OwnerDead) are Python's (_wait, _wait_on). */
+static PyObject *cond_wait(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    FastPath *self = (FastPath *)op;
+    osv_condition *c = self->object;
+    pthread_mutex_t *m = self->mutex;
+    int untimed = kwargs == NULL && (PyTuple_GET_SIZE(args) == 0
+                                     || (PyTuple_GET_SIZE(args) == 1 && PyTuple_GET_ITEM(args, 0) == Py_None));
+    if (c == NULL || m == NULL || !untimed || !held_by_caller(m) || m->__data.__count > 1) {
+        PyObject *wait = PyObject_GetAttrString(op, "_wait");
+        if (wait == NULL)
+            return NULL;
+        PyObject *result = PyObject_Call(wait, args, kwargs);
+        Py_DECREF(wait);
+        return result;
+    }
+    PyObject *keeper = Py_NewRef(self->keeper), *mutex_keeper = Py_NewRef(self->mutex_keeper);
+    struct timespec deadline;
+    int err;
+    c->waiters++;  /* under the lock, as every change of it */
+    Py_BEGIN_ALLOW_THREADS
+    slice_deadline(&deadline);
+    err = pthread_cond_timedwait(&c->cond, m, &deadline);  /* the condition's clock: CLOCK_MONOTONIC */
+    Py_END_ALLOW_THREADS
+    c->waiters--;
+    Py_DECREF(keeper);
+    Py_DECREF(mutex_keeper);
+    if (err == 0)
+        Py_RETURN_TRUE;
+    return PyObject_CallMethod(op, "_wait_on", "i", err);
+}
+
+static PyObject *bind_lock(PyObject *op, PyObject *args)
+{
+    FastPath *self = (FastPath *)op;
+    PyObject *keeper;
+    uintptr_t address;
+    if (!PyArg_ParseTuple(args, "OK:_bind_lock", &keeper, &address))
+        return NULL;
+    if (address == 0) {
+        PyErr_SetString(PyExc_ValueError, "_bind_lock: address 0");
+        return NULL;
+    }
+    PyObject *old = self->mutex_keeper;
+    self->mutex_keeper = Py_NewRef(keeper);
+    self->mutex = (pthread_mutex_t *)address;
+    Py_XDECREF(old);
+    Py_RETURN_NONE;
+}
+
 static PyObject *bind(PyObject *op, PyObject *args)
 {
     FastPath *self = (FastPath *)op;
@@ -133,25 +379,27 @@ static PyObject *bind(PyObject *op, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *unbind(PyObject *op, PyObject *unused)
+static int clear(PyObject *op)
 {
     FastPath *self = (FastPath *)op;
     self->object = NULL;
+    self->mutex = NULL;
     Py_CLEAR(self->keeper);
+    Py_CLEAR(self->mutex_keeper);
+    return 0;
+}
+
+static PyObject *unbind(PyObject *op, PyObject *unused)
+{
+    clear(op);
     Py_RETURN_NONE;
 }
 
 static int traverse(PyObject *op, visitproc visit, void *arg)
 {
     Py_VISIT(((FastPath *)op)->keeper);
+    Py_VISIT(((FastPath *)op)->mutex_keeper);
     Py_VISIT(Py_TYPE(op));
-    return 0;
-}
-
-static int clear(PyObject *op)
-{
-    ((FastPath *)op)->object = NULL;
-    Py_CLEAR(((FastPath *)op)->keeper);
     return 0;
 }
 
@@ -191,29 +439,58 @@ static PyMethodDef sem_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyMethodDef event_methods[] = {
+    {"set", event_set, METH_NOARGS, "set()\n--\n\nRaise the flag and wake every waiter."},
+    {"clear", event_clear, METH_NOARGS, "clear()\n--\n\nLower the flag."},
+    {"is_set", event_is_set, METH_NOARGS, "is_set()\n--\n\nThe flag now (one load: a snapshot)."},
+    {"wait", (PyCFunction)(void (*)(void))event_wait, METH_VARARGS | METH_KEYWORDS,
+     "wait(timeout=None)\n--\n\nBlock until the flag is set or `timeout` passed; whether it was set."},
+    BIND_METHODS,
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMethodDef cond_methods[] = {
+    {"__enter__", cond_enter, METH_NOARGS, "pthread_mutex_trylock of the lock; anything but 0 goes to _enter_slow(err)."},
+    {"__exit__", (PyCFunction)(void (*)(void))cond_exit, METH_FASTCALL,
+     "pthread_mutex_unlock of the lock; anything but 0 goes to _exit_slow(err)."},
+    {"notify", (PyCFunction)(void (*)(void))cond_notify, METH_VARARGS | METH_KEYWORDS,
+     "notify(n=1)\n--\n\nWake up to `n` waiters; RuntimeError unless the caller holds the lock."},
+    {"wait", (PyCFunction)(void (*)(void))cond_wait, METH_VARARGS | METH_KEYWORDS,
+     "wait(timeout=None)\n--\n\nRelease the lock, wait for a notify, take the lock again; False when\n"
+     "`timeout` passed. Raises OwnerDead (lock held) if a holder of the lock died meanwhile."},
+    {"_bind_lock", bind_lock, METH_VARARGS, "_bind_lock(keeper, address): the lock's mutex, keeping `keeper` alive."},
+    BIND_METHODS,
+    {NULL, NULL, 0, NULL},
+};
+
 #define FASTPATH_SLOTS(methods) \
     {Py_tp_methods, methods}, {Py_tp_traverse, traverse}, {Py_tp_clear, clear}, \
     {Py_tp_dealloc, dealloc}, {Py_tp_new, PyType_GenericNew}, {0, NULL}
 
 static PyType_Slot mutex_slots[] = {FASTPATH_SLOTS(mutex_methods)};
 static PyType_Slot sem_slots[] = {FASTPATH_SLOTS(sem_methods)};
+static PyType_Slot event_slots[] = {FASTPATH_SLOTS(event_methods)};
+static PyType_Slot cond_slots[] = {FASTPATH_SLOTS(cond_methods)};
 
 #define FASTPATH_FLAGS (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC)
 
 static PyType_Spec mutex_spec = {"osvirt._fastlock.MutexFastPath", sizeof(FastPath), 0, FASTPATH_FLAGS, mutex_slots};
 static PyType_Spec sem_spec = {"osvirt._fastlock.SemaphoreFastPath", sizeof(FastPath), 0, FASTPATH_FLAGS, sem_slots};
+static PyType_Spec event_spec = {"osvirt._fastlock.EventFastPath", sizeof(FastPath), 0, FASTPATH_FLAGS, event_slots};
+static PyType_Spec cond_spec = {"osvirt._fastlock.ConditionFastPath", sizeof(FastPath), 0, FASTPATH_FLAGS, cond_slots};
 
 static int exec_module(PyObject *module)
 {
-    PyObject *mutex = PyType_FromModuleAndSpec(module, &mutex_spec, NULL);
-    if (mutex == NULL || PyModule_AddObject(module, "MutexFastPath", mutex) < 0) {
-        Py_XDECREF(mutex);
-        return -1;
-    }
-    PyObject *sem = PyType_FromModuleAndSpec(module, &sem_spec, NULL);
-    if (sem == NULL || PyModule_AddObject(module, "SemaphoreFastPath", sem) < 0) {
-        Py_XDECREF(sem);
-        return -1;
+    static struct { const char *name; PyType_Spec *spec; } types[] = {
+        {"MutexFastPath", &mutex_spec}, {"SemaphoreFastPath", &sem_spec},
+        {"EventFastPath", &event_spec}, {"ConditionFastPath", &cond_spec},
+    };
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        PyObject *type = PyType_FromModuleAndSpec(module, types[i].spec, NULL);
+        if (type == NULL || PyModule_AddObject(module, types[i].name, type) < 0) {
+            Py_XDECREF(type);
+            return -1;
+        }
     }
     return 0;
 }
@@ -222,7 +499,7 @@ static PyModuleDef_Slot module_slots[] = {{Py_mod_exec, exec_module}, {0, NULL}}
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "osvirt._fastlock",
-    "C __enter__/__exit__ for osvirt.sync.Mutex and Semaphore (see csrc/cpython/fastlock.c).",
+    "C paths of osvirt.sync's Mutex, Lock, RLock, Semaphore, Event and Condition (see csrc/cpython/fastlock.c).",
     0, NULL, module_slots, NULL, NULL, NULL,
 };
 

@@ -16,7 +16,7 @@ from osvirt._native import ffi, lib
 from osvirt._owned import Owned
 from osvirt.errors import kernel_error
 
-__all__ = ["c_loop", "has_c_loop", "SharedPage", "pipe_echo", "pipe_drain", "mq_echo", "msg_echo", "cond_echo"]
+__all__ = ["c_loop", "has_c_loop", "SharedPage", "pipe_echo", "pipe_drain", "mq_echo", "msg_echo", "cond_echo", "event_echo"]
 
 MAX_N = 2 ** 62
 
@@ -115,3 +115,8 @@ def msg_echo(msqid: int) -> None:
 def cond_echo(page: SharedPage) -> None:
     """Answer each turn handed over on page's condition, until killed."""
     _serve("osv_bench_cond_echo", lib.osv_bench_cond_echo(page.ptr))
+
+
+def event_echo(page: SharedPage) -> None:
+    """Answer each set of page's ping event with a set of its pong, until killed."""
+    _serve("osv_bench_event_echo", lib.osv_bench_event_echo(page.ptr))

@@ -1,4 +1,4 @@
-"""Synchronization primitives: process-shared mutex, semaphore, condition (osvirt.sync)."""
+"""Synchronization primitives: osvirt.sync's locks, semaphore, condition and event, next to multiprocessing's."""
 import contextlib
 import multiprocessing
 import os
@@ -11,7 +11,7 @@ from osvirt.bench.harness import Primitive, rig
 from osvirt.errors import OsvirtError
 from osvirt.naming import unique_name
 from osvirt.process import Children
-from osvirt.sync import Condition, Mutex, Semaphore, SharedRegion
+from osvirt.sync import Condition, Event, Lock, Mutex, RLock, Semaphore, SharedRegion
 
 __all__ = ["PRIMITIVES"]
 
@@ -62,6 +62,24 @@ def _mutex_contended_python():
     with contextlib.closing(Mutex()) as m, Children() as kids:
         _start_partner(kids, _lock_unlock_forever, m)
         yield _lock_unlock(m)
+
+
+@rig
+def _lock_python():
+    with contextlib.closing(Lock()) as lock:
+        yield _lock_unlock(lock)
+
+
+@rig
+def _rlock_python():
+    with contextlib.closing(RLock()) as lock:
+        yield _lock_unlock(lock)
+
+
+@rig
+def _mp_rlock():
+    """multiprocessing.RLock: a POSIX semaphore with an owner and a count kept beside it."""
+    yield _lock_unlock(multiprocessing.RLock())
 
 
 @rig
@@ -130,10 +148,10 @@ def _echo_turns(cond, turn):
             cond.notify()
 
 
-@rig
-def _cond_round_trip_python():
-    with contextlib.closing(Mutex()) as m, contextlib.closing(Condition(m)) as cond, \
-            SharedRegion(4) as region, Children() as kids:
+def _cond_round_trips(cond):
+    """Fork the echo on `cond` (osvirt's or multiprocessing's: one protocol) and yield
+    the round trip; the echo is stopped, not killed, so it leaves its wait and exits 0."""
+    with SharedRegion(4) as region, Children() as kids:
         turn = region.view("i")
         pid = kids.fork(_echo_turns, cond, turn)
 
@@ -146,11 +164,21 @@ def _cond_round_trip_python():
         try:
             yield round_trip
         finally:
-            # Stopped, not killed: the echo child leaves its wait and exits 0.
             with cond:
                 turn[0] = STOP
                 cond.notify()
             kids.wait(pid, timeout_s=5)
+
+
+@rig
+def _cond_round_trip_python():
+    with contextlib.closing(Lock()) as lock, contextlib.closing(Condition(lock)) as cond:
+        yield from _cond_round_trips(cond)
+
+
+@rig
+def _mp_cond_round_trip():
+    yield from _cond_round_trips(multiprocessing.Condition(multiprocessing.Lock()))
 
 
 @rig
@@ -160,10 +188,54 @@ def _cond_round_trip_c():
         yield (page,)
 
 
+def _echo_events(ping, pong):
+    while True:
+        ping.wait()
+        ping.clear()
+        pong.set()
+
+
+def _event_round_trips(ping, pong):
+    with Children() as kids:
+        kids.fork(_echo_events, ping, pong)
+
+        def round_trip():
+            ping.set()
+            pong.wait()
+            pong.clear()
+        yield round_trip
+
+
+@rig
+def _event_round_trip_python():
+    with Event() as ping, Event() as pong:
+        yield from _event_round_trips(ping, pong)
+
+
+@rig
+def _mp_event_round_trip():
+    yield from _event_round_trips(multiprocessing.Event(), multiprocessing.Event())
+
+
+@rig
+def _event_round_trip_c():
+    with _native.SharedPage() as page, Children() as kids:
+        kids.fork(_native.event_echo, page)
+        yield (page,)
+
+
 PRIMITIVES = [
     Primitive("mutex", "with osvirt.sync.Mutex(): lock and unlock, uncontended (process-shared, robust)",
               python=_mutex_python, c="mutex_lock_unlock", c_args=_shared_page,
               peer=("multiprocessing.Lock", _mp_lock)),
+    Primitive("lock", "with osvirt.sync.Lock(): acquire and release, uncontended (threading's protocol; "
+                      "the same robust pthread mutex as Mutex)",
+              python=_lock_python, c="mutex_lock_unlock", c_args=_shared_page,
+              peer=("multiprocessing.Lock", _mp_lock)),
+    Primitive("rlock", "with osvirt.sync.RLock(): acquire and release, uncontended (a recursive robust "
+                       "pthread mutex)",
+              python=_rlock_python, c="rmutex_lock_unlock", c_args=_shared_page,
+              peer=("multiprocessing.RLock", _mp_rlock)),
     Primitive("mutex-contended", "the same while another process locks and unlocks it in a loop "
                                  "(unpinned: two CPUs)",
               python=_mutex_contended_python, c="mutex_lock_unlock", c_args=_shared_page_contended,
@@ -171,11 +243,17 @@ PRIMITIVES = [
     Primitive("semaphore", "osvirt.sync.Semaphore release (sem_post) then acquire (sem_wait), uncontended",
               python=_semaphore_python, c="sem_post_wait", c_args=_shared_page,
               peer=("posix_ipc.Semaphore", _posix_ipc_semaphore)),
-    Primitive("cond-rtt", "osvirt.sync.Condition round trip: under the mutex, hand a turn word to a "
+    Primitive("event-wake", "osvirt.sync.Event round trip: set an event a process waits on, wait for "
+                            "its answer on a second one, clear it; both on one CPU",
+              python=_event_round_trip_python, c="event_round_trip", c_args=_event_round_trip_c, pin=True,
+              peer=("multiprocessing.Event", _mp_event_round_trip),
+              note="set(), clear() and a set flag's wait() are C with the GIL held; a wait() that "
+                   "blocks waits its first slice in C with the GIL released (osvirt._fastlock)"),
+    Primitive("cond-rtt", "osvirt.sync.Condition round trip: under its Lock, hand a turn word to a "
                           "process waiting on the condition, notify, wait for it back; both on one CPU",
               python=_cond_round_trip_python, c="cond_round_trip", c_args=_cond_round_trip_c, pin=True,
+              peer=("multiprocessing.Condition", _mp_cond_round_trip),
               note="two context switches a round trip, and each side's interpreter work runs between "
-                   "them: the same loops of bare cffi calls (lock, signal, timed wait, unlock) already "
-                   "cost ~1.24x the C loop; Condition's methods, whose wait must release the GIL, "
-                   "add ~1 µs more"),
+                   "them; `with`, notify() and the first slice of wait() are C (osvirt._fastlock), the "
+                   "wait with the GIL released; the peer's Condition is Python over semaphores"),
 ]

@@ -5,14 +5,15 @@ alignment against the mapping they point into. Each call returns 0, or an
 errno the caller expects as an outcome (ETIMEDOUT, EBUSY, EOWNERDEAD), and
 raises the errno's OSError, naming the pthread call, for anything else.
 cffi's API-mode calls release the GIL, so a blocked lock or wait never stops
-the other threads of the process. MutexFastPath and SemaphoreFastPath
-(osvirt._fastlock) are the exception: `with` in C, for the calls that cannot block.
+the other threads of the process. The FastPath types (osvirt._fastlock) are
+the exception: `with` and the hot methods in C, for the calls that cannot block
+(and one slice of a wait, the GIL released).
 """
 import errno
 import time
 from typing import Any
 
-from osvirt._fastlock import MutexFastPath, SemaphoreFastPath
+from osvirt._fastlock import ConditionFastPath, EventFastPath, MutexFastPath, SemaphoreFastPath
 from osvirt._native import ffi, lib
 from osvirt.errors import kernel_error
 

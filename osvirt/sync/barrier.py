@@ -157,7 +157,7 @@ class Barrier(Monitor):
             end = None if timeout_s is None else time.monotonic_ns() + int(timeout_s * 1e9)
             while self._words[GEN] == gen and not self._words[BROKEN]:
                 left_ns = SLICE_NS if end is None else min(end - time.monotonic_ns(), SLICE_NS)
-                if left_ns <= 0 or (self._wait(ptr, left_ns) == _native.ETIMEDOUT
+                if left_ns <= 0 or (self._cond_wait(ptr, left_ns) == _native.ETIMEDOUT
                                     and self._a_party_died(ptr, slot)):
                     self._break(ptr)
             if self._words[GEN] == gen or self._words[RESETS] >> gen % RESET_BITS & 1:

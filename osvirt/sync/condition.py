@@ -31,7 +31,7 @@ __all__ = ["Condition"]
 _T = TypeVar("_T")
 
 
-class Condition(SharedObject):
+class Condition(_native.ConditionFastPath, SharedObject):
     """threading.Condition over an osvirt.sync lock (a new RLock by default).
 
     >>> cond = Condition()
@@ -55,17 +55,24 @@ class Condition(SharedObject):
         """`named` defaults to the lock's: a named lock gets a named condition."""
         if lock is None:
             lock = RLock(named=True if named is None else named)
-        self._lock = _check_lock("Condition", lock)
+        _check_lock("Condition", lock)
         named = lock.name is not None if named is None else named
         self._create(lambda ptr: _native.cond_init(_native.field(ptr, "cond")), named=named)
+        self._use_lock(lock)
 
     @classmethod
     def open(cls, name: str, lock: BaseMutex) -> "Condition":
         """The condition another process created with a name, on `lock` (opened by name too)."""
         _check_lock("Condition.open", lock)
         self: Condition = cls._opened(name)
-        self._lock = lock
+        self._use_lock(lock)
         return self
+
+    def _use_lock(self, lock: BaseMutex) -> None:
+        """Wait on `lock`, whose mutex the C path (ConditionFastPath) takes too."""
+        self._lock = lock
+        mutex = lock._live()
+        self._bind_lock(mutex, _native.address_of(mutex))
 
     def __reduce__(self) -> tuple[Any, ...]:
         name, lock = super().__reduce__()[1][0], self._lock
@@ -89,19 +96,29 @@ class Condition(SharedObject):
     def release(self) -> None:
         self._lock.release()
 
-    def __enter__(self) -> "Condition":
-        self._lock.__enter__()  # the lock's C path: OwnerDead propagates with it held
-        return self
+    # `with`, wait() and notify() are ConditionFastPath's C methods (their docstrings are
+    # there): `with` takes the lock's mutex; what they leave comes here and to the lock.
+    def _enter_slow(self, err: int | None) -> None:
+        """OwnerDead propagates out of the `with` with the lock held."""
+        if err is None:
+            self._live()  # raises ValueError: used after close()
+        self._lock._enter_slow(err)
 
-    def __exit__(self, *exc: object) -> None:
-        self._lock.__exit__(None, None, None)
+    def _exit_slow(self, err: int | None) -> None:
+        if err is None:
+            self._live()  # raises ValueError: used after close()
+        self._lock._exit_slow(err)
 
     # -- waiting and notifying -----------------------------------------------------------
-    def wait(self, timeout: float | None = None) -> bool:
-        """Release the lock, wait for a notify, take the lock again; False when `timeout` passed.
+    def _wait_on(self, err: int) -> bool:
+        """After the C path's slice: wait on (ETIMEDOUT), or report a dead holder."""
+        if err == _native.EOWNERDEAD:
+            raise OwnerDead(self._lock.where)
+        if err != _native.ETIMEDOUT:
+            raise _native.error(err, "pthread_cond_timedwait")
+        return self._wait(None)
 
-        Raises OwnerDead (lock held) if a holder of the lock died meanwhile.
-        """
+    def _wait(self, timeout: float | None = None) -> bool:
         timeout_s = wait_timeout("Condition.wait", timeout)
         ptr, lock = self._live(), self._lock
         mutex = lock._live()
@@ -141,7 +158,7 @@ class Condition(SharedObject):
             result = predicate()
         return result
 
-    def notify(self, n: int = 1) -> None:
+    def _notify(self, n: int = 1) -> None:
         """Wake up to `n` waiters (pthread_cond_signal each, or one broadcast for all)."""
         ptr = self._live()
         if not self._lock._is_owned():
@@ -160,7 +177,7 @@ class Condition(SharedObject):
         ptr = self._live()
         waiters = int(self._waiters_p[0])
         del ptr
-        self.notify(waiters)
+        self._notify(waiters)
 
     @property
     def _waiters(self) -> int:

@@ -11,6 +11,7 @@ Named by default; `Event.open(name)` in another process, and pickled by name.
 import time
 from typing import Any
 
+from osvirt.sync import _native
 from osvirt.sync.monitor import Monitor
 from osvirt.sync.mutex import SLICE_NS, wait_timeout
 
@@ -21,7 +22,7 @@ __all__ = ["Event"]
 FLAG, SETS = 0, 1
 
 
-class Event(Monitor):
+class Event(_native.EventFastPath, Monitor):
     """threading.Event, process-shared.
 
     >>> event = Event()
@@ -40,12 +41,12 @@ class Event(Monitor):
         event: Event = cls._opened(name)
         return event
 
-    def is_set(self) -> bool:
-        """The flag now (one load: a snapshot)."""
+    # set, clear, is_set and wait are EventFastPath's C methods (their docstrings are
+    # there): the uncontended calls and a first slice of wait(); the rest is here.
+    def _is_set(self) -> bool:
         return bool(self._word(FLAG))
 
-    def set(self) -> None:
-        """Raise the flag and wake every waiter."""
+    def _set(self) -> None:
         ptr = self._live()
         self._lock(ptr)
         try:
@@ -56,33 +57,31 @@ class Event(Monitor):
         finally:
             self._unlock(ptr)
 
-    def clear(self) -> None:
-        """Lower the flag."""
+    def _clear(self) -> None:
         ptr = self._live()
         self._lock(ptr)
         self._words[FLAG] = 0
         self._unlock(ptr)
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the flag is set or `timeout` passed; whether it was set."""
+    def _wait(self, timeout: float | None = None, sets: int | None = None) -> bool:
+        """`sets`: the count of set() calls when the C path's slice began."""
         timeout_s = wait_timeout("Event.wait", timeout)
         ptr = self._live()
         if self._words[FLAG]:
             return True
         self._lock(ptr)
         try:
-            return self._wait_for_set(ptr, timeout_s)
+            return self._wait_for_set(ptr, timeout_s, self._words[SETS] if sets is None else sets)
         finally:
             self._unlock(ptr)
 
-    def _wait_for_set(self, ptr: Any, timeout_s: float | None) -> bool:
-        sets = self._words[SETS]
+    def _wait_for_set(self, ptr: Any, timeout_s: float | None, sets: int) -> bool:
         end = None if timeout_s is None else time.monotonic_ns() + int(timeout_s * 1e9)
         while not self._words[FLAG] and self._words[SETS] == sets:
             if end is None:
-                self._wait(ptr, SLICE_NS)
+                self._cond_wait(ptr, SLICE_NS)
             elif (left_ns := end - time.monotonic_ns()) > 0:
-                self._wait(ptr, min(left_ns, SLICE_NS))
+                self._cond_wait(ptr, min(left_ns, SLICE_NS))
             else:
                 return False
         return True

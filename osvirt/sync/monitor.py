@@ -72,7 +72,7 @@ class Monitor(SharedObject):
     def _unlock(self, ptr: Any) -> None:
         _native.mutex_unlock(self._mutex_p)
 
-    def _wait(self, ptr: Any, timeout_ns: int) -> int:
+    def _cond_wait(self, ptr: Any, timeout_ns: int) -> int:
         """One pthread_cond_timedwait of at most `timeout_ns`: 0, ETIMEDOUT (the mutex
         held again in both cases); a holder's death is recovered from."""
         mutex = self._mutex_p
