@@ -1,7 +1,11 @@
 """Synchronization primitives: osvirt.sync's locks, semaphore, condition and event, next to multiprocessing's."""
+from __future__ import annotations
+
 import contextlib
 import multiprocessing
 import os
+from collections.abc import Callable, Iterator
+from typing import Any, ContextManager, Protocol
 
 import posix_ipc
 
@@ -16,13 +20,28 @@ from osvirt.sync import Condition, Event, Lock, Mutex, RLock, Semaphore, SharedR
 __all__ = ["PRIMITIVES"]
 
 
-def _say_started_then(wfd, loop, *args):
+class _Condition(Protocol):
+    """What the round trip asks of a condition: osvirt's and multiprocessing's alike."""
+
+    def __enter__(self) -> Any: ...
+    def __exit__(self, *exc: Any) -> Any: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+    def notify(self, n: int = 1) -> None: ...
+
+
+class _Event(Protocol):
+    def set(self) -> None: ...
+    def clear(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+def _say_started_then(wfd: int, loop: Callable[..., object], *args: object) -> None:
     os.write(wfd, b"1")
     os.close(wfd)
     loop(*args)
 
 
-def _start_partner(kids, loop, *args):
+def _start_partner(kids: Children, loop: Callable[..., object], *args: object) -> None:
     """Fork a child that runs loop(*args) until killed; return once it runs,
     so that the first batch is contended too."""
     r, w = os.pipe()
@@ -38,58 +57,58 @@ def _start_partner(kids, loop, *args):
             os.close(w)
 
 
-def _lock_unlock_forever(lock):
+def _lock_unlock_forever(lock: ContextManager[object]) -> None:
     while True:
         with lock:
             pass
 
 
-def _lock_unlock(lock):
-    def lock_unlock():
+def _lock_unlock(lock: ContextManager[object]) -> Callable[[], None]:
+    def lock_unlock() -> None:
         with lock:
             pass
     return lock_unlock
 
 
 @rig
-def _mutex_python():
+def _mutex_python() -> Iterator[Callable[[], None]]:
     with contextlib.closing(Mutex()) as m:
         yield _lock_unlock(m)
 
 
 @rig
-def _mutex_contended_python():
+def _mutex_contended_python() -> Iterator[Callable[[], None]]:
     with contextlib.closing(Mutex()) as m, Children() as kids:
         _start_partner(kids, _lock_unlock_forever, m)
         yield _lock_unlock(m)
 
 
 @rig
-def _lock_python():
+def _lock_python() -> Iterator[Callable[[], None]]:
     with contextlib.closing(Lock()) as lock:
         yield _lock_unlock(lock)
 
 
 @rig
-def _rlock_python():
+def _rlock_python() -> Iterator[Callable[[], None]]:
     with contextlib.closing(RLock()) as lock:
         yield _lock_unlock(lock)
 
 
 @rig
-def _mp_rlock():
+def _mp_rlock() -> Iterator[Callable[[], None]]:
     """multiprocessing.RLock: a POSIX semaphore with an owner and a count kept beside it."""
     yield _lock_unlock(multiprocessing.RLock())
 
 
 @rig
-def _mp_lock():
+def _mp_lock() -> Iterator[Callable[[], None]]:
     """multiprocessing.Lock: a POSIX semaphore (not robust: a holder's death leaves it held)."""
     yield _lock_unlock(multiprocessing.Lock())
 
 
 @rig
-def _mp_lock_contended():
+def _mp_lock_contended() -> Iterator[Callable[[], None]]:
     lock = multiprocessing.Lock()
     with Children() as kids:
         _start_partner(kids, _lock_unlock_forever, lock)
@@ -97,34 +116,34 @@ def _mp_lock_contended():
 
 
 @rig
-def _shared_page():
+def _shared_page() -> Iterator[tuple[_native.SharedPage]]:
     with _native.SharedPage() as page:
         yield (page,)
 
 
 @rig
-def _shared_page_contended():
+def _shared_page_contended() -> Iterator[tuple[_native.SharedPage]]:
     with _native.SharedPage() as page, Children() as kids:
         _start_partner(kids, _native.c_loop, "mutex_lock_unlock", (page,), _native.MAX_N)
         yield (page,)
 
 
 @rig
-def _semaphore_python():
+def _semaphore_python() -> Iterator[Callable[[], None]]:
     with contextlib.closing(Semaphore(0)) as sem:
-        def post_wait():
+        def post_wait() -> None:
             sem.release()
             sem.acquire()
         yield post_wait
 
 
 @rig
-def _posix_ipc_semaphore():
+def _posix_ipc_semaphore() -> Iterator[Callable[[], None]]:
     name = "/" + unique_name()
     with tracker.tracked("sem", name):
         sem = posix_ipc.Semaphore(name, posix_ipc.O_CREX, mode=0o600, initial_value=0)
     try:
-        def post_wait():
+        def post_wait() -> None:
             sem.release()
             sem.acquire()
         yield post_wait
@@ -137,7 +156,7 @@ def _posix_ipc_semaphore():
 PING, STOP = 1, 2  # the turn word: 0 is the measuring side's turn
 
 
-def _echo_turns(cond, turn):
+def _echo_turns(cond: _Condition, turn: memoryview) -> None:
     with cond:
         while True:
             while turn[0] == 0:
@@ -148,14 +167,14 @@ def _echo_turns(cond, turn):
             cond.notify()
 
 
-def _cond_round_trips(cond):
+def _cond_round_trips(cond: _Condition) -> Iterator[Callable[[], None]]:
     """Fork the echo on `cond` (osvirt's or multiprocessing's: one protocol) and yield
     the round trip; the echo is stopped, not killed, so it leaves its wait and exits 0."""
     with SharedRegion(4) as region, Children() as kids:
         turn = region.view("i")
         pid = kids.fork(_echo_turns, cond, turn)
 
-        def round_trip():
+        def round_trip() -> None:
             with cond:
                 turn[0] = PING
                 cond.notify()
@@ -171,35 +190,35 @@ def _cond_round_trips(cond):
 
 
 @rig
-def _cond_round_trip_python():
+def _cond_round_trip_python() -> Iterator[Callable[[], None]]:
     with contextlib.closing(Lock()) as lock, contextlib.closing(Condition(lock)) as cond:
         yield from _cond_round_trips(cond)
 
 
 @rig
-def _mp_cond_round_trip():
+def _mp_cond_round_trip() -> Iterator[Callable[[], None]]:
     yield from _cond_round_trips(multiprocessing.Condition(multiprocessing.Lock()))
 
 
 @rig
-def _cond_round_trip_c():
+def _cond_round_trip_c() -> Iterator[tuple[_native.SharedPage]]:
     with _native.SharedPage() as page, Children() as kids:
         kids.fork(_native.cond_echo, page)
         yield (page,)
 
 
-def _echo_events(ping, pong):
+def _echo_events(ping: _Event, pong: _Event) -> None:
     while True:
         ping.wait()
         ping.clear()
         pong.set()
 
 
-def _event_round_trips(ping, pong):
+def _event_round_trips(ping: _Event, pong: _Event) -> Iterator[Callable[[], None]]:
     with Children() as kids:
         kids.fork(_echo_events, ping, pong)
 
-        def round_trip():
+        def round_trip() -> None:
             ping.set()
             pong.wait()
             pong.clear()
@@ -207,18 +226,18 @@ def _event_round_trips(ping, pong):
 
 
 @rig
-def _event_round_trip_python():
+def _event_round_trip_python() -> Iterator[Callable[[], None]]:
     with Event() as ping, Event() as pong:
         yield from _event_round_trips(ping, pong)
 
 
 @rig
-def _mp_event_round_trip():
+def _mp_event_round_trip() -> Iterator[Callable[[], None]]:
     yield from _event_round_trips(multiprocessing.Event(), multiprocessing.Event())
 
 
 @rig
-def _event_round_trip_c():
+def _event_round_trip_c() -> Iterator[tuple[_native.SharedPage]]:
     with _native.SharedPage() as page, Children() as kids:
         kids.fork(_native.event_echo, page)
         yield (page,)

@@ -13,7 +13,11 @@ import errno
 import time
 from typing import Any
 
-from osvirt._fastlock import ConditionFastPath, EventFastPath, MutexFastPath, SemaphoreFastPath
+# Re-exported (`as`): the public classes subclass them from here.
+from osvirt._fastlock import ConditionFastPath as ConditionFastPath
+from osvirt._fastlock import EventFastPath as EventFastPath
+from osvirt._fastlock import MutexFastPath as MutexFastPath
+from osvirt._fastlock import SemaphoreFastPath as SemaphoreFastPath
 from osvirt._native import ffi, lib
 from osvirt.errors import kernel_error
 

@@ -78,8 +78,9 @@ class Barrier(Monitor):
         """The barrier another process created, by its name, with this process's
         `action` and default `timeout`."""
         self: Barrier = cls._opened(name)
-        self._set_local(self._region.metadata, action, timeout)
-        if self._region.size_bytes < (_native.sizeof("osv_monitor")
+        region = self._held_region()
+        self._set_local(region.metadata, action, timeout)
+        if region.size_bytes < (_native.sizeof("osv_monitor")
                                       + len(self._slot_ps) * _native.sizeof("pthread_mutex_t")):
             self.close()
             raise ValueError(f"Barrier.open({name}): too small for {self._parties} parties")

@@ -102,7 +102,7 @@ class BaseMutex(_native.MutexFastPath, SharedObject):
     @classmethod
     def _open_mutex(cls, name: str) -> Any:
         self = cls._opened(name)
-        self._robust = bool(self._region.metadata)
+        self._robust = bool(self._held_region().metadata)
         return self
 
     @property

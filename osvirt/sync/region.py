@@ -25,7 +25,7 @@ import mmap
 import os
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import posix_ipc
 
@@ -36,13 +36,15 @@ from osvirt.sync import _native
 
 __all__ = ["SharedRegion", "SharedObject"]
 
+_S = TypeVar("_S", bound="SharedObject")
+
 _MAGIC = b"osvsync1"
 _HEADER = struct.Struct("=8s8sqq")  # magic, kind, creator pid, metadata
 HEADER_BYTES = 64
-_KEPT_MAPPED = []  # mappings close() may not unmap (see SharedRegion.close)
+_KEPT_MAPPED: list[mmap.mmap] = []  # mappings close() may not unmap (see SharedRegion.close)
 
 
-def _kind(kind):
+def _kind(kind: str) -> bytes:
     if not isinstance(kind, str) or not kind.isascii() or not 0 < len(kind) <= 8:
         raise ValueError(f"SharedRegion: kind must be 1-8 ASCII characters, not {kind!r}")
     return kind.encode().ljust(8, b"\0")
@@ -60,13 +62,15 @@ class SharedRegion(Owned):
     42
     """
 
-    def __init__(self, size_bytes, *, named=False, kind="data", metadata=0, ready=True):
+    def __init__(self, size_bytes: int, *, named: bool = False, kind: str = "data", metadata: int = 0,
+                 ready: bool = True) -> None:
         """`ready=False` leaves it unpublished until `publish()` (an object still to be initialised)."""
         if isinstance(size_bytes, bool) or not isinstance(size_bytes, int) or size_bytes <= 0:
             raise ValueError(f"SharedRegion: size_bytes must be a positive int, not {size_bytes!r}")
-        kind = _kind(kind)
-        self._mm = self._name = None
-        self._views = []
+        kind_bytes = _kind(kind)
+        self._mm: mmap.mmap | None = None
+        self._name: str | None = None
+        self._views: list[memoryview] = []
         self._header = -(-size_bytes // HEADER_BYTES) * HEADER_BYTES
         total = self._header + HEADER_BYTES
         if named:
@@ -84,20 +88,20 @@ class SharedRegion(Owned):
             self._mm = mmap.mmap(-1, total)  # MAP_SHARED | MAP_ANONYMOUS
         self._size_bytes = self._header  # rounded up: what an opener sees too
         self._creator = self._creator_pid = os.getpid()
-        _HEADER.pack_into(self._mm, self._header, bytes(8), kind, self._creator_pid, metadata)
+        _HEADER.pack_into(self._mm, self._header, bytes(8), kind_bytes, self._creator_pid, metadata)
         if ready:
             self.publish()
 
-    def publish(self):
+    def publish(self) -> None:
         """Mark the object initialised (the creator calls it last): openers may use it from now on."""
         self._mapping()[self._header:self._header + 8] = _MAGIC
 
     @classmethod
-    def open(cls, name, kind="data"):
+    def open(cls, name: str, kind: str = "data") -> "SharedRegion":
         """Map the named region another process created; ValueError unless it holds `kind`."""
         if not isinstance(name, str) or not name.startswith("/") or "/" in name[1:] or len(name) < 2:
             raise ValueError(f"shm_open: name must look like '/osvirt-...', not {name!r}")
-        kind = _kind(kind)
+        kind_bytes = _kind(kind)
         shm = posix_ipc.SharedMemory(name)  # ExistentialError when there is no such object
         size = shm.size
         if size < 2 * HEADER_BYTES or size % HEADER_BYTES:
@@ -106,10 +110,10 @@ class SharedRegion(Owned):
         mm = _map(shm, size)
         header = size - HEADER_BYTES
         magic, found, creator, _ = _HEADER.unpack_from(mm, header)
-        if magic != _MAGIC or found != kind:
+        if magic != _MAGIC or found != kind_bytes:
             mm.close()
             what = found.rstrip(b"\0").decode(errors="replace") if magic == _MAGIC else "nothing initialised"
-            raise ValueError(f"shm_open({name}): holds {what!r}, not an osvirt.sync {kind.rstrip(bytes(1)).decode()!r}")
+            raise ValueError(f"shm_open({name}): holds {what!r}, not an osvirt.sync {kind!r}")
         self = cls.__new__(cls)
         self._mm, self._name, self._views, self._header = mm, name, [], header
         self._size_bytes = header
@@ -118,65 +122,65 @@ class SharedRegion(Owned):
 
     # -- what it is ----------------------------------------------------------
     @property
-    def name(self):
+    def name(self) -> str | None:
         """The POSIX shared memory name (`/osvirt-...`), or None for an anonymous mapping."""
         return self._name
 
     @property
-    def where(self):
+    def where(self) -> str:
         """Where the object lives, for people: its /dev/shm path, or the anonymous mapping."""
         if self._name:
             return f"/dev/shm{self._name} (named POSIX shared memory)"
         return "an anonymous shared mapping (MAP_SHARED|MAP_ANONYMOUS, inherited across fork)"
 
     @property
-    def size_bytes(self):
+    def size_bytes(self) -> int:
         return self._size_bytes
 
     @property
-    def creator_pid(self):
+    def creator_pid(self) -> int:
         return self._creator_pid
 
     @property
-    def is_creator(self):
+    def is_creator(self) -> bool:
         """True for the instance that created it, in its own process (not in a forked
         child, not when opened by name): only it destroys and unlinks."""
         return self._is_creator
 
     @property
-    def metadata(self):
-        return _HEADER.unpack_from(self._mapping(), self._header)[3]
+    def metadata(self) -> int:
+        return int(_HEADER.unpack_from(self._mapping(), self._header)[3])
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         return self._mm is None
 
-    def _mapping(self):
+    def _mapping(self) -> mmap.mmap:
         mm = self._mm
         if mm is None:
             raise ValueError(f"SharedRegion in {self.where}: used after close()")
         return mm
 
     # -- the memory ------------------------------------------------------------
-    def view(self, fmt="B"):
+    def view(self, fmt: str = "B") -> memoryview:
         """The payload as a memoryview of `fmt` items (struct codes such as 'q'); released by close()."""
-        view = memoryview(self._mapping())[:self._size_bytes]
+        payload = memoryview(self._mapping())[:self._size_bytes]
         try:
-            view = view.cast(fmt)
+            view: memoryview = payload.cast(fmt)  # type: ignore[call-overload]  # any struct code, not typeshed's literals
         except (TypeError, ValueError) as e:
-            view.release()
+            payload.release()
             raise ValueError(f"SharedRegion.view: cannot view {self._size_bytes} bytes as {fmt!r}: {e}") from None
         self._views.append(view)
         return view
 
-    def pointer(self, ctype):
+    def pointer(self, ctype: str) -> Any:
         """A `ctype *` to the payload, checked to fit, that keeps the mapping alive while it lives."""
         if _native.sizeof(ctype) > self._size_bytes:
             raise ValueError(f"{ctype} does not fit in the {self._size_bytes}-byte payload")
         return _native.pointer_to(self._mapping(), ctype)
 
     # -- the end ---------------------------------------------------------------
-    def close(self, keep_mapped=False):
+    def close(self, keep_mapped: bool = False) -> None:
         """Unmap (once nothing points into it) and, in the creator, unlink the name. Idempotent.
 
         `keep_mapped` leaves the memory mapped for the life of the process: for a
@@ -206,12 +210,12 @@ class SharedRegion(Owned):
                 pass  # already unlinked by hand
             tracker.unregister("shm", self._name)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "closed" if self.closed else f"{self._size_bytes} bytes"
         return f"<SharedRegion in {self.where}, {state}, created by pid {self._creator_pid}>"
 
 
-def _map(shm, size):
+def _map(shm: posix_ipc.SharedMemory, size: int) -> mmap.mmap:
     try:
         return mmap.mmap(shm.fd, size)  # MAP_SHARED
     finally:
@@ -225,11 +229,12 @@ class SharedObject(Owned):
     pthread destroy call, run once, by the creator).
     """
 
-    _KIND = _CTYPE = None
-    _ptr = _region = None
+    _KIND = _CTYPE = ""
+    _ptr: Any = None
+    _region: SharedRegion | None = None
 
     @staticmethod
-    def _destroy(ptr):
+    def _destroy(ptr: Any, /) -> object:
         raise NotImplementedError
 
     def _create(self, init: Callable[[Any], None], *, named: bool, metadata: int = 0,
@@ -248,52 +253,58 @@ class SharedObject(Owned):
         region.publish()
 
     @classmethod
-    def _opened(cls, name):
+    def _opened(cls: type[_S], name: str) -> _S:
         """A new instance on the named object another process created."""
         self = cls.__new__(cls)
         region = SharedRegion.open(name, cls._KIND)
         self._hold(region, region.pointer(cls._CTYPE))
         return self
 
-    def _hold(self, region, ptr):
+    def _hold(self, region: SharedRegion, ptr: Any) -> None:
         self._region, self._ptr = region, ptr
         self._bind(ptr, _native.address_of(ptr))
 
     # A C `with` path (osvirt._fastlock) overrides these two: it is handed the
     # object's address (and the pointer, which keeps the mapping alive) and told
     # when close() takes it away.
-    def _bind(self, keeper, address):
+    def _bind(self, keeper: object, address: int) -> None:
         pass
 
-    def _unbind(self):
+    def _unbind(self) -> None:
         pass
 
     @property
-    def name(self):
+    def name(self) -> str | None:
         """Its /dev/shm name for `open(name)` in another process, or None when anonymous."""
-        return self._region.name
+        return self._held_region().name
 
     @property
-    def where(self):
+    def where(self) -> str:
         """Where it lives: an anonymous shared mapping or its /dev/shm path."""
-        return self._region.where
+        return self._held_region().where
 
     @property
-    def creator_pid(self):
-        return self._region.creator_pid
+    def creator_pid(self) -> int:
+        return self._held_region().creator_pid
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         return self._ptr is None
 
-    def _live(self):
+    def _held_region(self) -> SharedRegion:
+        region = self._region
+        if region is None:
+            raise ValueError(f"{type(self).__name__}: never created")
+        return region
+
+    def _live(self) -> Any:
         """The object's pointer (hold it for the length of the C call), or ValueError after close()."""
         ptr = self._ptr
         if ptr is None:
             raise ValueError(f"{type(self).__name__} in {self.where if self._region else '?'}: used after close()")
         return ptr
 
-    def close(self):
+    def close(self) -> None:
         """Destroy it (creator only) and unmap it; elsewhere (a forked child) only unmap. Idempotent."""
         ptr, self._ptr = self._ptr, None
         if ptr is None:
@@ -302,15 +313,15 @@ class SharedObject(Owned):
         keep_mapped = True  # unless shown safe: a leaked mapping beats a crash
         try:
             keep_mapped = not self._safe_to_unmap(ptr)
-            if self._region.is_creator:
+            if self._held_region().is_creator:
                 self._destroy(ptr)
         except OSError:
             pass  # close() must not raise (it runs in __del__); the memory is handled below
         finally:
             del ptr  # the region unmaps once no pointer into it is left
-            self._region.close(keep_mapped)
+            self._held_region().close(keep_mapped)
 
-    def _safe_to_unmap(self, ptr):
+    def _safe_to_unmap(self, ptr: Any) -> bool:
         """Whether no thread of this process can still be using the object's memory."""
         return True
 
@@ -320,8 +331,8 @@ class SharedObject(Owned):
         if self._region is None or self.name is None:
             raise TypeError(f"cannot pickle an anonymous {type(self).__name__}: it is shared with forked "
                             "children only (create it with named=True)")
-        return (type(self).open, (self.name,))
+        return (getattr(type(self), "open"), (self.name,))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         where = self._region.where if self._region else "nowhere"
         return f"<{type(self).__name__} in {where}{', closed' if self.closed else ''}>"

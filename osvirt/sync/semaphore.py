@@ -149,7 +149,7 @@ class BoundedSemaphore(Semaphore):
     @classmethod
     def open(cls, name: str) -> "BoundedSemaphore":
         sem: BoundedSemaphore = cls._opened(name)
-        sem._bound = sem._region.metadata
+        sem._bound = sem._held_region().metadata
         return sem
 
     def _hold(self, region: Any, ptr: Any) -> None:
@@ -204,18 +204,18 @@ class SysVSemaphore:
     `with sem:` acquires and releases; `close()` removes the set (creator only).
     """
 
-    _tracked = None  # the name osvirt.tracker knows it by, once registered
+    _tracked: str | None = None  # the name osvirt.tracker knows it by, once registered
 
-    def __init__(self, value=1, *, undo=True):
+    def __init__(self, value: int = 1, *, undo: bool = True) -> None:
         _check_value("semget", value, SYSV_VALUE_MAX)
         # key None: sysv_ipc picks a random key and creates with IPC_CREAT|IPC_EXCL.
-        self._sem = sysv_ipc.Semaphore(None, sysv_ipc.IPC_CREX, mode=0o600, initial_value=value)
+        self._sem: sysv_ipc.Semaphore | None = sysv_ipc.Semaphore(None, sysv_ipc.IPC_CREX, mode=0o600, initial_value=value)
         self._sem.undo = bool(undo)
-        self._creator = os.getpid()
+        self._creator: int | None = os.getpid()
         self._tracked = tracker.register_sysv("sysv-sem", self._sem.id)
 
     @classmethod
-    def open(cls, key, *, undo=True):
+    def open(cls, key: int, *, undo: bool = True) -> "SysVSemaphore":
         """The semaphore another process created, by its SysV key."""
         if isinstance(key, bool) or not isinstance(key, int):
             raise TypeError(f"semget: key must be an int, not {key!r}")
@@ -225,39 +225,39 @@ class SysVSemaphore:
         self._creator = None
         return self
 
-    def _live(self):
+    def _live(self) -> sysv_ipc.Semaphore:
         if self._sem is None:
             raise ValueError("SysVSemaphore: used after close()")
         return self._sem
 
     @property
-    def key(self):
+    def key(self) -> int:
         return self._live().key
 
     @property
-    def id(self):
+    def id(self) -> int:
         return self._live().id
 
     @property
-    def where(self):
+    def where(self) -> str:
         sem = self._live()
         return f"SysV semaphore set id {sem.id}, key {sem.key:#x} (see ipcs -s)"
 
     @property
-    def undo(self):
+    def undo(self) -> bool:
         return self._live().undo
 
     @property
-    def value(self):
+    def value(self) -> int:
         """semval as the kernel holds it now (semctl GETVAL)."""
         return self._live().value
 
     @property
-    def last_pid(self):
+    def last_pid(self) -> int:
         """The pid of the last process that operated on it (semctl GETPID)."""
         return self._live().last_pid
 
-    def acquire(self, blocking=True):
+    def acquire(self, blocking: bool = True) -> bool:
         """Decrement (semop -1, with SEM_UNDO when `undo`); False when not blocking and it is 0."""
         sem = self._live()
         # This sysv_ipc may lack semtimedop (SEMAPHORE_TIMEOUT_SUPPORTED), so
@@ -274,18 +274,18 @@ class SysVSemaphore:
                     raise
                 continue  # EINTR: a signal handler ran (and did not raise): wait again
 
-    def release(self):
+    def release(self) -> None:
         """Increment (semop +1, with SEM_UNDO when `undo`)."""
         self._live().release()
 
-    def __enter__(self):
+    def __enter__(self) -> "SysVSemaphore":
         self.acquire()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
-    def close(self):
+    def close(self) -> None:
         """Remove the set (IPC_RMID, creator only); elsewhere only forget it. Idempotent."""
         sem, self._sem = getattr(self, "_sem", None), None
         if sem is not None and self._creator == os.getpid():
@@ -296,8 +296,8 @@ class SysVSemaphore:
             if self._tracked:
                 tracker.unregister("sysv-sem", self._tracked)
 
-    def __del__(self):
+    def __del__(self) -> None:
         self.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<SysVSemaphore {self.where if self._sem else 'closed'}>"

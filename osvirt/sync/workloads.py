@@ -9,17 +9,23 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterable
+from typing import NoReturn
 
 from osvirt.errors import OwnerDead
 from osvirt.process.spawn import ready
+from osvirt.process import Children
+from osvirt.sync.barrier import Barrier
+from osvirt.sync.condition import Condition
 from osvirt.sync.mutex import Mutex
 from osvirt.sync.region import SharedRegion
+from osvirt.sync.semaphore import Semaphore, SysVSemaphore
 
 __all__ = ["increment", "increment_by_name", "update_pair", "hold_mid_update", "hold_until_killed", "repair_pair", "occupy", "produce", "consume",
            "run_phases", "kill_and_reap", "PAIR", "OCCUPANCY", "BUFFER"]
 
 
-def increment(counter, times, mutex=None, yield_between=False):
+def increment(counter: memoryview, times: int, mutex: Mutex | None = None, yield_between: bool = False) -> None:
     """counter[0] += 1, `times` times, as a read and a separate write (under `mutex` if given).
 
     `yield_between` calls sched_yield(2) between the read and the write, so
@@ -37,7 +43,7 @@ def increment(counter, times, mutex=None, yield_between=False):
             mutex.unlock()
 
 
-def increment_by_name(mutex_name, region_name, times):
+def increment_by_name(mutex_name: str, region_name: str, times: int) -> None:
     """In an unrelated process: open a named mutex and region, and increment under the mutex.
 
     Run as `python -m osvirt.sync.workloads MUTEX_NAME REGION_NAME TIMES`.
@@ -56,12 +62,12 @@ def increment_by_name(mutex_name, region_name, times):
 PAIR = {"first": 0, "second": 1, "repairs": 2}
 
 
-def _hang():
+def _hang() -> NoReturn:
     while True:
         time.sleep(60)
 
 
-def update_pair(mutex, pair, times=None, ready_fd=None):
+def update_pair(mutex: Mutex, pair: memoryview, times: int | None = None, ready_fd: int | None = None) -> None:
     """Bump both halves of the pair under `mutex`, `times` times (None: until killed).
 
     With `ready_fd`, writes one byte there once the first update is done, so a
@@ -78,7 +84,7 @@ def update_pair(mutex, pair, times=None, ready_fd=None):
             ready(ready_fd)
 
 
-def hold_mid_update(mutex, pair, ready_fd):
+def hold_mid_update(mutex: Mutex, pair: memoryview, ready_fd: int) -> NoReturn:
     """Lock `mutex`, do half of a pair update, tell the parent, and hang there until killed."""
     mutex.lock()
     pair[PAIR["first"]] += 1
@@ -86,14 +92,14 @@ def hold_mid_update(mutex, pair, ready_fd):
     _hang()
 
 
-def hold_until_killed(semaphore, ready_fd):
+def hold_until_killed(semaphore: Semaphore | SysVSemaphore, ready_fd: int) -> NoReturn:
     """Take one unit of `semaphore`, tell the parent, and hang until killed."""
     semaphore.acquire()
     ready(ready_fd)
     _hang()
 
 
-def repair_pair(mutex, pair, timeout_s=5.0):
+def repair_pair(mutex: Mutex, pair: memoryview, timeout_s: float = 5.0) -> tuple[bool, tuple[int, int]]:
     """Lock `mutex`; on OwnerDead make the pair equal again and mark it consistent.
 
     Returns (owner_died, pair_before_repair). Leaves the mutex unlocked.
@@ -117,7 +123,7 @@ def repair_pair(mutex, pair, timeout_s=5.0):
 OCCUPANCY = {"inside": 0, "max": 1, "entries": 2}
 
 
-def occupy(semaphore, mutex, stats, rounds, hold_s):
+def occupy(semaphore: Semaphore, mutex: Mutex, stats: memoryview, rounds: int, hold_s: float) -> None:
     """Enter `semaphore` `rounds` times, hold it `hold_s`, counting occupancy in `stats` under `mutex`."""
     for _ in range(rounds):
         with semaphore:
@@ -134,7 +140,8 @@ def occupy(semaphore, mutex, stats, rounds, hold_s):
 BUFFER = {"head": 0, "tail": 1, "slots": 2}
 
 
-def produce(cond_not_full, cond_not_empty, ring, capacity, items):
+def produce(cond_not_full: Condition, cond_not_empty: Condition, ring: memoryview, capacity: int,
+            items: Iterable[int]) -> None:
     """Put each of `items` into the ring, waiting while it is full."""
     with cond_not_full:
         for item in items:
@@ -144,7 +151,8 @@ def produce(cond_not_full, cond_not_empty, ring, capacity, items):
             cond_not_empty.notify()
 
 
-def consume(cond_not_full, cond_not_empty, ring, capacity, count, received):
+def consume(cond_not_full: Condition, cond_not_empty: Condition, ring: memoryview, capacity: int, count: int,
+            received: memoryview) -> None:
     """Take `count` items from the ring, waiting while it is empty; received[i] is the i-th taken."""
     with cond_not_empty:
         for i in range(count):
@@ -154,7 +162,8 @@ def consume(cond_not_full, cond_not_empty, ring, capacity, count, received):
             cond_not_full.notify()
 
 
-def run_phases(barrier, me, parties, phases, stamps, serials, work_s):
+def run_phases(barrier: Barrier, me: int, parties: int, phases: int, stamps: memoryview, serials: memoryview,
+               work_s: float) -> None:
     """Party `me` runs `phases` phases, each `work_s` (scaled by rank) then barrier.wait().
 
     stamps[(phase * parties + me) * 2] / [+ 1] get CLOCK_MONOTONIC ns at the
@@ -169,7 +178,7 @@ def run_phases(barrier, me, parties, phases, stamps, serials, work_s):
         serials[slot] = int(barrier.wait() == 0)
 
 
-def kill_and_reap(children, pid):
+def kill_and_reap(children: Children, pid: int) -> int:
     """SIGKILL a child and reap it; its wait status as an exit code (-9)."""
     os.kill(pid, signal.SIGKILL)
     return children.wait(pid)
