@@ -23,7 +23,7 @@ import pytest
 from osvirt.process import Children
 from osvirt.sync import (Barrier, BoundedSemaphore, BrokenBarrierError, Condition, Event, Lock, OwnerDead, RLock,
                          Semaphore, SharedRegion, _native)
-from osvirt.sync.mutex import FUTEX_TID_MASK
+from osvirt.sync.mutex import FUTEX_TID_MASK, SLICE_S
 
 FUTEX_OWNER_DIED = 0x40000000  # linux/futex.h
 HOW = ["thread", "process"]
@@ -707,3 +707,50 @@ def test_a_sigkilled_creator_leaves_no_name_behind():
     until(lambda: not any(os.path.exists("/dev/shm" + n) for n in names), "the tracker removed them")
     proc.stdout.close()
     proc.stderr.close()
+
+
+# -- the C paths (osvirt._fastlock): a wait past its first slice, and signals during one -------------
+def _waiters(made):
+    """(wait, wake) pairs: an Event's and a Condition's untimed wait, and what ends it."""
+    event, cond = made(Event()), made(Condition(Lock()))
+
+    def cond_wait():
+        with cond:
+            return cond.wait(), cond.lock._is_owned()
+
+    def cond_notify():
+        with cond:
+            cond.notify()
+    return [(lambda: (event.wait(), True), event.set), (cond_wait, cond_notify)]
+
+
+def test_an_untimed_wait_goes_on_past_its_first_slice(made):
+    for wait, wake in _waiters(made):
+        timer = threading.Timer(3 * SLICE_S, wake)   # the wait's C slice ends first; Python waits on
+        t0 = time.monotonic()
+        timer.start()
+        assert wait() == (True, True)
+        assert time.monotonic() - t0 >= 3 * SLICE_S
+        timer.join()
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_a_signal_handler_runs_during_an_untimed_wait(made):
+    """What Ctrl-C needs: the wait returns to Python every slice; a handler's exception
+    ends it (a Condition's with the lock held again, as threading's)."""
+    def interrupt(*_):
+        raise _Interrupted
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        for wait, _ in _waiters(made):
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
+            t0 = time.monotonic()
+            with pytest.raises(_Interrupted):
+                wait()
+            assert 0.2 <= time.monotonic() - t0 < WAIT_S    # ended by the handler, not hung
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
