@@ -366,32 +366,27 @@ int osv_bench_shared_init(void *shared)
     return sem_init(&s->sem, 1, 0);
 }
 
-int64_t osv_bench_mutex_lock_unlock(void *shared, int64_t n)
+static int64_t lock_unlock(pthread_mutex_t *m, int64_t n)
 {
-    struct shared *s = shared;
     int64_t t0 = now_ns();
     for (int64_t i = 0; i < n; i++) {
-        int err = pthread_mutex_lock(&s->mutex);
+        int err = pthread_mutex_lock(m);
         if (err == 0)
-            err = pthread_mutex_unlock(&s->mutex);
+            err = pthread_mutex_unlock(m);
         if (err != 0)
             return pthread_result(err);
     }
     return now_ns() - t0;
 }
 
+int64_t osv_bench_mutex_lock_unlock(void *shared, int64_t n)
+{
+    return lock_unlock(&((struct shared *)shared)->mutex, n);
+}
+
 int64_t osv_bench_rmutex_lock_unlock(void *shared, int64_t n)
 {
-    struct shared *s = shared;
-    int64_t t0 = now_ns();
-    for (int64_t i = 0; i < n; i++) {
-        int err = pthread_mutex_lock(&s->rmutex);
-        if (err == 0)
-            err = pthread_mutex_unlock(&s->rmutex);
-        if (err != 0)
-            return pthread_result(err);
-    }
-    return now_ns() - t0;
+    return lock_unlock(&((struct shared *)shared)->rmutex, n);
 }
 
 int64_t osv_bench_sem_post_wait(void *shared, int64_t n)

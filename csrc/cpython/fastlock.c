@@ -60,10 +60,10 @@ static int mutex_release(void *m) { return pthread_mutex_unlock(m); }
 static int sem_acquire(void *s) { return sem_trywait(s) == 0 ? 0 : errno; }
 static int sem_release(void *s) { return sem_post(s) == 0 ? 0 : errno; }
 
-/* self._<name>(err): err an int, or None when unbound. */
-static PyObject *slow_path(FastPath *self, const char *name, int err)
+/* self._<name>(err): err an int, or None when `object` is unbound. */
+static PyObject *slow_path(FastPath *self, const char *name, void *object, int err)
 {
-    PyObject *arg = self->object ? PyLong_FromLong(err) : Py_NewRef(Py_None);
+    PyObject *arg = object ? PyLong_FromLong(err) : Py_NewRef(Py_None);
     if (arg == NULL)
         return NULL;
     PyObject *result = PyObject_CallMethod((PyObject *)self, name, "O", arg);
@@ -71,41 +71,61 @@ static PyObject *slow_path(FastPath *self, const char *name, int err)
     return result;
 }
 
-static PyObject *enter(FastPath *self, op_fn acquire)
+/* self.<name>(*args, **kwargs): a method's Python rest. */
+static PyObject *python_rest(PyObject *op, const char *name, PyObject *args, PyObject *kwargs)
 {
-    int err = self->object ? acquire(self->object) : -1;
+    PyObject *method = PyObject_GetAttrString(op, name);
+    if (method == NULL)
+        return NULL;
+    PyObject *result = PyObject_Call(method, args, kwargs);
+    Py_DECREF(method);
+    return result;
+}
+
+/* `object`: the pthread object a `with` takes (a Condition's: its lock's mutex). */
+static PyObject *enter(FastPath *self, void *object, op_fn acquire)
+{
+    int err = object ? acquire(object) : -1;
     if (err == 0)
         return Py_NewRef(self);
-    PyObject *result = slow_path(self, "_enter_slow", err);
+    PyObject *result = slow_path(self, "_enter_slow", object, err);
     if (result == NULL)
         return NULL;
     Py_DECREF(result);
     return Py_NewRef(self);
 }
 
-static PyObject *exit_(FastPath *self, op_fn release)
+static PyObject *exit_(FastPath *self, void *object, op_fn release)
 {
-    int err = self->object ? release(self->object) : -1;
+    int err = object ? release(object) : -1;
     if (err == 0)
         Py_RETURN_NONE;  /* a false value: an exception in the block propagates */
-    PyObject *result = slow_path(self, "_exit_slow", err);
+    PyObject *result = slow_path(self, "_exit_slow", object, err);
     if (result == NULL)
         return NULL;
     Py_DECREF(result);
     Py_RETURN_NONE;
 }
 
-static PyObject *mutex_enter(PyObject *self, PyObject *unused) { return enter((FastPath *)self, mutex_acquire); }
-static PyObject *sem_enter(PyObject *self, PyObject *unused) { return enter((FastPath *)self, sem_acquire); }
-/* METH_FASTCALL: __exit__'s three arguments are not looked at (nor packed in a tuple). */
-static PyObject *mutex_exit(PyObject *self, PyObject *const *args, Py_ssize_t n)
+static PyObject *mutex_enter(PyObject *op, PyObject *unused)
 {
-    return exit_((FastPath *)self, mutex_release);
+    return enter((FastPath *)op, ((FastPath *)op)->object, mutex_acquire);
 }
 
-static PyObject *sem_exit(PyObject *self, PyObject *const *args, Py_ssize_t n)
+static PyObject *sem_enter(PyObject *op, PyObject *unused)
 {
-    return exit_((FastPath *)self, sem_release);
+    return enter((FastPath *)op, ((FastPath *)op)->object, sem_acquire);
+}
+
+/* METH_FASTCALL: __exit__'s three arguments are not looked at (nor packed in a tuple). */
+static PyObject *mutex_exit(PyObject *op, PyObject *const *args, Py_ssize_t n)
+{
+    return exit_((FastPath *)op, ((FastPath *)op)->object, mutex_release);
+}
+
+static PyObject *sem_exit(PyObject *op, PyObject *const *args, Py_ssize_t n)
+{
+    return exit_((FastPath *)op, ((FastPath *)op)->object, sem_release);
 }
 
 /* Semaphore.acquire(): acquire() that finds the count above 0 is a sem_trywait;
@@ -115,25 +135,15 @@ static PyObject *sem_acquire_method(PyObject *op, PyObject *args, PyObject *kwar
     FastPath *self = (FastPath *)op;
     if (PyTuple_GET_SIZE(args) == 0 && kwargs == NULL && self->object && sem_trywait(self->object) == 0)
         Py_RETURN_TRUE;
-    PyObject *acquire = PyObject_GetAttrString(op, "_acquire");
-    if (acquire == NULL)
-        return NULL;
-    PyObject *result = PyObject_Call(acquire, args, kwargs);
-    Py_DECREF(acquire);
-    return result;
+    return python_rest(op, "_acquire", args, kwargs);
 }
 
 /* Semaphore.release(): release() is a sem_post; release(n) is the Python _release(n). */
 static PyObject *sem_release_method(PyObject *op, PyObject *args, PyObject *kwargs)
 {
     if (PyTuple_GET_SIZE(args) == 0 && kwargs == NULL)
-        return exit_((FastPath *)op, sem_release);
-    PyObject *release = PyObject_GetAttrString(op, "_release");
-    if (release == NULL)
-        return NULL;
-    PyObject *result = PyObject_Call(release, args, kwargs);
-    Py_DECREF(release);
-    return result;
+        return exit_((FastPath *)op, ((FastPath *)op)->object, sem_release);
+    return python_rest(op, "_release", args, kwargs);
 }
 
 /* OSError(err, strerror, facility), its subclass chosen by errno. */
@@ -211,14 +221,8 @@ static PyObject *event_wait(PyObject *op, PyObject *args, PyObject *kwargs)
     osv_monitor *e = self->object;
     int untimed = kwargs == NULL && (PyTuple_GET_SIZE(args) == 0
                                      || (PyTuple_GET_SIZE(args) == 1 && PyTuple_GET_ITEM(args, 0) == Py_None));
-    if (e == NULL || !untimed) {
-        PyObject *wait = PyObject_GetAttrString(op, "_wait");
-        if (wait == NULL)
-            return NULL;
-        PyObject *result = PyObject_Call(wait, args, kwargs);
-        Py_DECREF(wait);
-        return result;
-    }
+    if (e == NULL || !untimed)
+        return python_rest(op, "_wait", args, kwargs);
     if (__atomic_load_n(&e->words[EVENT_FLAG], __ATOMIC_RELAXED))
         Py_RETURN_TRUE;
     PyObject *keeper = Py_NewRef(self->keeper);
@@ -256,36 +260,12 @@ static int held_by_caller(pthread_mutex_t *m)
 
 static PyObject *cond_enter(PyObject *op, PyObject *unused)
 {
-    FastPath *self = (FastPath *)op;
-    int err = self->mutex ? pthread_mutex_trylock(self->mutex) : -1;
-    if (err == 0)
-        return Py_NewRef(op);
-    PyObject *arg = self->mutex ? PyLong_FromLong(err) : Py_NewRef(Py_None);
-    if (arg == NULL)
-        return NULL;
-    PyObject *result = PyObject_CallMethod(op, "_enter_slow", "O", arg);
-    Py_DECREF(arg);
-    if (result == NULL)
-        return NULL;
-    Py_DECREF(result);
-    return Py_NewRef(op);
+    return enter((FastPath *)op, ((FastPath *)op)->mutex, mutex_acquire);
 }
 
 static PyObject *cond_exit(PyObject *op, PyObject *const *args, Py_ssize_t n)
 {
-    FastPath *self = (FastPath *)op;
-    int err = self->mutex ? pthread_mutex_unlock(self->mutex) : -1;
-    if (err == 0)
-        Py_RETURN_NONE;
-    PyObject *arg = self->mutex ? PyLong_FromLong(err) : Py_NewRef(Py_None);
-    if (arg == NULL)
-        return NULL;
-    PyObject *result = PyObject_CallMethod(op, "_exit_slow", "O", arg);
-    Py_DECREF(arg);
-    if (result == NULL)
-        return NULL;
-    Py_DECREF(result);
-    Py_RETURN_NONE;
+    return exit_((FastPath *)op, ((FastPath *)op)->mutex, mutex_release);
 }
 
 /* Condition.notify(): one pthread_cond_signal when someone waits; notify(n) and
@@ -295,14 +275,8 @@ static PyObject *cond_notify(PyObject *op, PyObject *args, PyObject *kwargs)
     FastPath *self = (FastPath *)op;
     osv_condition *c = self->object;
     if (c == NULL || self->mutex == NULL || PyTuple_GET_SIZE(args) != 0 || kwargs != NULL
-        || !held_by_caller(self->mutex)) {
-        PyObject *notify = PyObject_GetAttrString(op, "_notify");
-        if (notify == NULL)
-            return NULL;
-        PyObject *result = PyObject_Call(notify, args, kwargs);
-        Py_DECREF(notify);
-        return result;
-    }
+        || !held_by_caller(self->mutex))
+        return python_rest(op, "_notify", args, kwargs);
     int err = c->waiters ? pthread_cond_signal(&c->cond) : 0;
     if (err != 0)
         return os_error(err, "pthread_cond_signal");
@@ -319,14 +293,8 @@ static PyObject *cond_wait(PyObject *op, PyObject *args, PyObject *kwargs)
     pthread_mutex_t *m = self->mutex;
     int untimed = kwargs == NULL && (PyTuple_GET_SIZE(args) == 0
                                      || (PyTuple_GET_SIZE(args) == 1 && PyTuple_GET_ITEM(args, 0) == Py_None));
-    if (c == NULL || m == NULL || !untimed || !held_by_caller(m) || m->__data.__count > 1) {
-        PyObject *wait = PyObject_GetAttrString(op, "_wait");
-        if (wait == NULL)
-            return NULL;
-        PyObject *result = PyObject_Call(wait, args, kwargs);
-        Py_DECREF(wait);
-        return result;
-    }
+    if (c == NULL || m == NULL || !untimed || !held_by_caller(m) || m->__data.__count > 1)
+        return python_rest(op, "_wait", args, kwargs);
     PyObject *keeper = Py_NewRef(self->keeper), *mutex_keeper = Py_NewRef(self->mutex_keeper);
     struct timespec deadline;
     int err;
@@ -343,20 +311,20 @@ static PyObject *cond_wait(PyObject *op, PyObject *args, PyObject *kwargs)
     return PyObject_CallMethod(op, "_wait_on", "i", err);
 }
 
-static PyObject *bind_lock(PyObject *op, PyObject *args)
+/* (keeper, address) from `args`: use what is at `address`, keeping `keeper` alive. */
+static PyObject *bind_to(PyObject *args, const char *format, void **object, PyObject **keeper_slot)
 {
-    FastPath *self = (FastPath *)op;
     PyObject *keeper;
     uintptr_t address;
-    if (!PyArg_ParseTuple(args, "OK:_bind_lock", &keeper, &address))
+    if (!PyArg_ParseTuple(args, format, &keeper, &address))
         return NULL;
     if (address == 0) {
-        PyErr_SetString(PyExc_ValueError, "_bind_lock: address 0");
+        PyErr_SetString(PyExc_ValueError, "address 0");
         return NULL;
     }
-    PyObject *old = self->mutex_keeper;
-    self->mutex_keeper = Py_NewRef(keeper);
-    self->mutex = (pthread_mutex_t *)address;
+    PyObject *old = *keeper_slot;
+    *keeper_slot = Py_NewRef(keeper);
+    *object = (void *)address;
     Py_XDECREF(old);
     Py_RETURN_NONE;
 }
@@ -364,19 +332,13 @@ static PyObject *bind_lock(PyObject *op, PyObject *args)
 static PyObject *bind(PyObject *op, PyObject *args)
 {
     FastPath *self = (FastPath *)op;
-    PyObject *keeper;
-    uintptr_t address;
-    if (!PyArg_ParseTuple(args, "OK:_bind", &keeper, &address))
-        return NULL;
-    if (address == 0) {
-        PyErr_SetString(PyExc_ValueError, "_bind: address 0");
-        return NULL;
-    }
-    PyObject *old = self->keeper;
-    self->keeper = Py_NewRef(keeper);
-    self->object = (void *)address;
-    Py_XDECREF(old);
-    Py_RETURN_NONE;
+    return bind_to(args, "OK:_bind", &self->object, &self->keeper);
+}
+
+static PyObject *bind_lock(PyObject *op, PyObject *args)
+{
+    FastPath *self = (FastPath *)op;
+    return bind_to(args, "OK:_bind_lock", (void **)&self->mutex, &self->mutex_keeper);
 }
 
 static int clear(PyObject *op)

@@ -123,9 +123,7 @@ class Barrier(Monitor):
         timeout, a failed action, a party's death) before all arrive.
         """
         timeout_s = wait_timeout("Barrier.wait", self._timeout if timeout is None else timeout)
-        ptr = self._live()
-        self._lock(ptr)
-        try:
+        with self._locked() as ptr:
             if self._words[BROKEN]:
                 raise BrokenBarrierError
             gen, index = self._words[GEN], self._words[COUNT]
@@ -135,8 +133,6 @@ class Barrier(Monitor):
             else:
                 self._wait_for_release(ptr, gen, timeout_s)
             return int(index)
-        finally:
-            self._unlock(ptr)
 
     def _release(self, ptr: Any) -> None:
         """The last party: run the action, then start the next generation."""
@@ -206,18 +202,12 @@ class Barrier(Monitor):
 
     def abort(self) -> None:
         """Break the barrier: every waiter, and every later wait, gets BrokenBarrierError."""
-        ptr = self._live()
-        self._lock(ptr)
-        try:
+        with self._locked() as ptr:
             self._break(ptr)
-        finally:
-            self._unlock(ptr)
 
     def reset(self) -> None:
         """Back to its first state: the present waiters get BrokenBarrierError."""
-        ptr = self._live()
-        self._lock(ptr)
-        try:
+        with self._locked() as ptr:
             gen = self._words[GEN]
             bit = 1 << gen % RESET_BITS  # set only if someone waits to be told
             self._words[RESETS] = self._words[RESETS] | bit if self._words[COUNT] else self._words[RESETS] & ~bit
@@ -225,8 +215,6 @@ class Barrier(Monitor):
             self._words[COUNT] = 0
             self._words[BROKEN] = 0
             self._broadcast(ptr)
-        finally:
-            self._unlock(ptr)
 
     def __repr__(self) -> str:
         if self.closed:

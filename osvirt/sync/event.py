@@ -47,33 +47,21 @@ class Event(_native.EventFastPath, Monitor):
         return bool(self._word(FLAG))
 
     def _set(self) -> None:
-        ptr = self._live()
-        self._lock(ptr)
-        try:
+        with self._locked() as ptr:
             if not self._words[FLAG]:
                 self._words[FLAG] = 1
                 self._words[SETS] += 1
                 self._broadcast(ptr)
-        finally:
-            self._unlock(ptr)
 
     def _clear(self) -> None:
-        ptr = self._live()
-        self._lock(ptr)
-        self._words[FLAG] = 0
-        self._unlock(ptr)
+        with self._locked():
+            self._words[FLAG] = 0
 
     def _wait(self, timeout: float | None = None, sets: int | None = None) -> bool:
         """`sets`: the count of set() calls when the C path's slice began."""
         timeout_s = wait_timeout("Event.wait", timeout)
-        ptr = self._live()
-        if self._words[FLAG]:
-            return True
-        self._lock(ptr)
-        try:
+        with self._locked() as ptr:
             return self._wait_for_set(ptr, timeout_s, self._words[SETS] if sets is None else sets)
-        finally:
-            self._unlock(ptr)
 
     def _wait_for_set(self, ptr: Any, timeout_s: float | None, sets: int) -> bool:
         end = None if timeout_s is None else time.monotonic_ns() + int(timeout_s * 1e9)

@@ -39,12 +39,6 @@ class Lock(BaseMutex):
     def __init__(self, *, named: bool = True) -> None:
         self._create_mutex(True, named)
 
-    @classmethod
-    def open(cls, name: str) -> "Lock":
-        """The lock another process created, by its name."""
-        lock: Lock = cls._open_mutex(name)
-        return lock
-
     def __repr__(self) -> str:
         if self.closed:
             return f"<closed osvirt.sync.Lock object at {id(self):#x}>"
@@ -67,12 +61,6 @@ class RLock(BaseMutex):
 
     def __init__(self, *, named: bool = True) -> None:
         self._create_mutex(True, named)
-
-    @classmethod
-    def open(cls, name: str) -> "RLock":
-        """The lock another process created, by its name."""
-        rlock: RLock = cls._open_mutex(name)
-        return rlock
 
     def _release_outcome(self, err: int) -> None:
         if err == _native.EPERM:

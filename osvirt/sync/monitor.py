@@ -5,9 +5,11 @@ Each word is written with the mutex held and by one store, so a holder that
 dies leaves the words consistent: taking the mutex with EOWNERDEAD only needs
 `pthread_mutex_consistent`, and then `_owner_died()` (a Barrier breaks).
 """
+import contextlib
 import functools
 import os
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from osvirt.sync import _native
@@ -53,6 +55,16 @@ class Monitor(SharedObject):
         """The mutex only: pthread_cond_destroy would wait for a waiter SIGKILLed
         inside its wait forever (see Condition._destroy)."""
         _native.mutex_destroy(_native.field(ptr, "mutex"))
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[Any]:
+        """`with self._locked() as ptr:` the mutex held, and the object's pointer with it."""
+        ptr = self._live()
+        self._lock(ptr)
+        try:
+            yield ptr
+        finally:
+            self._unlock(ptr)
 
     def _lock(self, ptr: Any) -> None:
         """Take the mutex; a holder that died is recovered from here."""

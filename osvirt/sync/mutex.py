@@ -32,7 +32,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from osvirt.errors import OwnerDead
 from osvirt.sync import _native
@@ -49,6 +49,7 @@ MAX_TIMEOUT_S = 1e9
 # The robust futex word's holder: the kernel's FUTEX_TID_MASK (linux/futex.h).
 FUTEX_TID_MASK = 0x3FFFFFFF
 _GO_ON = (_native.ETIMEDOUT, _native.EINTR)
+_M = TypeVar("_M", bound="BaseMutex")
 
 
 def check_timeout(facility: str, timeout_s: float | None) -> float | None:
@@ -100,7 +101,8 @@ class BaseMutex(_native.MutexFastPath, SharedObject):
         self._robust = robust
 
     @classmethod
-    def _open_mutex(cls, name: str) -> Any:
+    def open(cls: type[_M], name: str) -> _M:
+        """The lock another process created with a name (`named=True`), by its name."""
         self = cls._opened(name)
         self._robust = bool(self._held_region().metadata)
         return self
@@ -265,12 +267,6 @@ class Mutex(BaseMutex):
         if not isinstance(robust, bool):
             raise TypeError(f"Mutex: robust must be True or False, not {robust!r}")
         self._create_mutex(robust, named)
-
-    @classmethod
-    def open(cls, name: str) -> "Mutex":
-        """The mutex another process created as `Mutex(named=True)`, by its name."""
-        mutex: Mutex = cls._open_mutex(name)
-        return mutex
 
     def lock(self, timeout_s: float | None = None) -> bool:
         """Acquire; True, or False when `timeout_s` passed first.
