@@ -3,12 +3,13 @@
  *
  * The one C file in osvirt that uses the Python API, and why: a `with` on
  * Python __enter__/__exit__ costs an interpreter frame each way, and each
- * cffi call releases and retakes the GIL and saves errno (~60 ns), so over
- * cffi `with Mutex():` cost 1.35x `with multiprocessing.Lock():`, whose
- * methods are C that keep the GIL. These base types give osvirt.sync's Mutex
- * and Semaphore __enter__/__exit__ (and the semaphore's acquire/release)
- * in C that make the one call that cannot block (pthread_mutex_trylock/unlock,
- * sem_trywait/post) with the GIL held.
+ * cffi call releases and retakes the GIL and saves errno, so over cffi
+ * `with Mutex():` cost more than `with multiprocessing.Lock():`, whose
+ * methods are C that keep the GIL (`osvirt bench mutex` measures both). These
+ * base types give osvirt.sync's Mutex, Lock, RLock and Semaphore
+ * __enter__/__exit__ (and the semaphore's acquire/release) in C that make the
+ * one call that cannot block (pthread_mutex_trylock/unlock, sem_trywait/post)
+ * with the GIL held.
  *
  * No policy here: anything but success (busy, owner died, an error, used
  * after close) calls the Python method _enter_slow(err) or _exit_slow(err)

@@ -10,7 +10,7 @@ pickled by name (with its action and timeout, which stay per process).
 
 Its state is words under a robust mutex (osvirt.sync.monitor): the
 generation, how many arrived in it, whether it is broken, and which of the
-last 64 generations ended by reset(). A waiter waits for the generation to
+last 60 generations ended by reset(). A waiter waits for the generation to
 change, so a released party never has to come back for the barrier to be
 usable again (threading's barrier drains: a dead party would hang it).
 

@@ -24,9 +24,8 @@ the GIL is released during each wait, so other threads keep running.
 `with mutex:` is C (osvirt._fastlock, csrc/cpython/fastlock.c): the
 uncontended lock and the unlock are one pthread call each with the GIL held,
 as multiprocessing.Lock's are; waiting, OwnerDead and errors come back here.
-Over cffi (a Python __enter__ and a cffi call each way) it cost ~0.30 µs,
-1.35x `with multiprocessing.Lock():`; the figures now are in the README's
-`osvirt bench` table.
+Over cffi (a Python __enter__ and a cffi call each way) it cost more than
+`with multiprocessing.Lock():`; `osvirt bench mutex lock rlock` measures both.
 """
 import functools
 import threading

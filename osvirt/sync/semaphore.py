@@ -6,8 +6,8 @@ each is an unnamed POSIX semaphore, sem_init(pshared=1), in a SharedRegion
 Its acquire, release and `with` are C (osvirt._fastlock,
 csrc/cpython/fastlock.c) for the calls that cannot block: sem_trywait and
 sem_post with the GIL held, as posix_ipc's are; a wait, a timeout or an error
-comes back to Python. Over cffi an uncontended release+acquire cost ~0.28 µs,
-3x posix_ipc's; the figures now are in the README's `osvirt bench` table.
+comes back to Python. Over cffi an uncontended release+acquire cost several
+times posix_ipc's; `osvirt bench semaphore` measures both.
 What decides is everything else: this semaphore lives where the other
 osvirt.sync objects do, in an anonymous mapping for related processes
 (no /dev/shm name to leak when its creator is SIGKILLed) or a named region
