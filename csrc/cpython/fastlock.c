@@ -252,9 +252,26 @@ static PyObject *event_wait(PyObject *op, PyObject *args, PyObject *kwargs)
 }
 
 /* -- Condition: its pthread condition, and its lock's mutex (_bind_lock). -- */
+
+/* The calling thread's TID, kept per thread: gettid() is a system call, and
+ * notify() and wait() ask it every time. A forked child's one thread has a TID
+ * of its own: the fork handler (exec_module) forgets the one kept. */
+static __thread int kept_tid;
+static int tid_kept_safely;  /* the fork handler is registered */
+static void forget_tid(void) { kept_tid = 0; }
+
+static int caller_tid(void)
+{
+    if (!tid_kept_safely)
+        return gettid();
+    if (kept_tid == 0)
+        kept_tid = gettid();
+    return kept_tid;
+}
+
 static int held_by_caller(pthread_mutex_t *m)
 {
-    int tid = gettid();
+    int tid = caller_tid();
     return (__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED) & FUTEX_TID_MASK) == tid
            || __atomic_load_n(&m->__data.__owner, __ATOMIC_RELAXED) == tid;
 }
@@ -444,6 +461,8 @@ static PyType_Spec cond_spec = {"osvirt._fastlock.ConditionFastPath", sizeof(Fas
 
 static int exec_module(PyObject *module)
 {
+    if (!tid_kept_safely)
+        tid_kept_safely = pthread_atfork(NULL, NULL, forget_tid) == 0;
     static struct { const char *name; PyType_Spec *spec; } types[] = {
         {"MutexFastPath", &mutex_spec}, {"SemaphoreFastPath", &sem_spec},
         {"EventFastPath", &event_spec}, {"ConditionFastPath", &cond_spec},

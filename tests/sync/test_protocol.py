@@ -754,3 +754,19 @@ def test_a_signal_handler_runs_during_an_untimed_wait(made):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+def test_a_forked_child_does_not_hold_what_its_parent_holds(made, shared):
+    """The C path keeps each thread's TID (gettid is a system call); a fork gives the
+    child's thread another, so the lock its parent holds is not the child's."""
+    cond = made(Condition(Lock()))
+
+    def notify_in_child(i):
+        try:
+            cond.notify()
+        except RuntimeError:
+            shared[0] = 1
+    with cond:
+        cond.notify()                          # the parent's TID is kept now
+        Parties("process", notify_in_child).finish()
+    assert shared[0] == 1
