@@ -28,12 +28,28 @@ def syscall_table() -> str:
     typed by hand. asm-generic's __NR_syscalls (a count) and
     __NR_arch_specific_syscall (a base) are not system calls.
     """
-    cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
-    macros = subprocess.run([*cc, "-E", "-dM", "-include", "sys/syscall.h", "-x", "c", os.devnull],
-                            capture_output=True, text=True, check=True).stdout
-    names = sorted(set(re.findall(r"^#define __NR_(\w+) ", macros, re.M)) - {"syscalls", "arch_specific_syscall"})
+    names = sorted(set(re.findall(r"^#define __NR_(\w+) ", _macros("sys/syscall.h"), re.M))
+                   - {"syscalls", "arch_specific_syscall"})
     rows = "".join(f'    {{"{name}", __NR_{name}}},\n' for name in names)
     return f"const osv_syscall osv_syscalls[] = {{\n{rows}}};\nconst int osv_syscall_count = {len(names)};\n"
+
+
+def capability_table() -> str:
+    """C defining osv_capabilities (csrc/capabilities.h): every CAP_<name> <linux/capability.h> numbers.
+
+    Only the macros defined as a plain number: CAP_LAST_CAP names another,
+    CAP_TO_INDEX and CAP_TO_MASK take an argument.
+    """
+    names = re.findall(r"^#define (CAP_\w+) \d+$", _macros("linux/capability.h"), re.M)
+    rows = "".join(f'    {{"{name}", {name}}},\n' for name in names)
+    return f"const osv_capability osv_capabilities[] = {{\n{rows}}};\nconst int osv_capability_count = {len(names)};\n"
+
+
+def _macros(header: str) -> str:
+    """The macros `header` defines, as the C preprocessor lists them (-dM)."""
+    cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+    return subprocess.run([*cc, "-E", "-dM", "-include", header, "-x", "c", os.devnull],
+                          capture_output=True, text=True, check=True).stdout
 
 
 ffibuilder = FFI()
@@ -42,7 +58,7 @@ for header in HEADERS:
                             if not line.lstrip().startswith("#")))
 ffibuilder.set_source(
     "osvirt._native",
-    "".join(f'#include "{h.name}"\n' for h in HEADERS) + syscall_table(),
+    "".join(f'#include "{h.name}"\n' for h in HEADERS) + syscall_table() + capability_table(),
     sources=[f"csrc/{c.name}" for c in sorted(CSRC.glob("*.c"))],  # relative: setuptools wants them so
     include_dirs=["csrc"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-D_GNU_SOURCE"],

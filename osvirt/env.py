@@ -272,6 +272,15 @@ def _seccomp_filter() -> Answer:
                            lambda: seccomp.install(seccomp.compile_filter({"defaultAction": "SCMP_ACT_ALLOW"})))
 
 
+@probe("userns")
+def _userns() -> Answer:
+    """a process can make a user namespace of its own, as it is (unshare(CLONE_NEWUSER), tried in a child)"""
+    # No capability is needed, but user.max_user_namespaces (0: none), a distribution's sysctl, or a seccomp
+    # filter may refuse it: Docker's refuses unshare without CAP_SYS_ADMIN (EPERM).
+    from osvirt.container import namespaces  # it imports osvirt.process, which imports env: import late
+    return _tried_in_child("unshare(CLONE_NEWUSER)", lambda: namespaces.unshare("user"))
+
+
 def can(what: str) -> Answer:
     """Answer whether `what` (a probe name, see `probes()`) is allowed here.
 

@@ -7,8 +7,14 @@ compiles such a seccomp profile to the BPF program the kernel runs on every
 system call, and installs it. `osvirt.container.cgroups` makes cgroups with
 memory, CPU and pids limits, on cgroup v2 or v1 (whichever holds each
 controller here), and reads back what the kernel counted.
+`osvirt.container.namespaces` makes and enters namespaces (uid 0 inside an
+unprivileged uid's own user namespace: rootless), and
+`osvirt.container.capabilities` reads and limits a process's five
+capability sets.
 """
+from osvirt.container import capabilities, namespaces
 from osvirt.container.cgroups import Cgroup
 from osvirt.container.seccomp import ACTIONS, OPERATORS, SYSCALLS, Filter, Instruction, compile_filter, install
 
-__all__ = ["ACTIONS", "OPERATORS", "SYSCALLS", "Filter", "Instruction", "compile_filter", "install", "Cgroup"]
+__all__ = ["ACTIONS", "OPERATORS", "SYSCALLS", "Filter", "Instruction", "compile_filter", "install", "Cgroup",
+           "capabilities", "namespaces"]

@@ -55,3 +55,60 @@ _HINTS = {
     errno.EINVAL: "the kernel's checker refused the program: a jump out of it, no return at its end, or an unknown opcode",
     errno.ENOMEM: "the filters stacked on this thread would exceed 32768 instructions in all (MAX_INSNS_PER_PATH)",
 }
+
+
+# --- namespaces (csrc/namespaces.h) ----------------------------------------
+CLONE_NEW: dict[str, int] = {name: getattr(lib, f"CLONE_NEW{name}") for name in (
+    "CGROUP", "IPC", "NS", "NET", "PID", "TIME", "USER", "UTS")}
+
+
+def unshare(flags: int, facility: str, hint: str | None) -> None:
+    if lib.osv_unshare(flags) == -1:
+        raise kernel_error(ffi.errno, facility, hint)
+
+
+def setns(fd: int, nstype: int, facility: str, hint: str | None) -> None:
+    if lib.osv_setns(fd, nstype) == -1:
+        raise kernel_error(ffi.errno, facility, hint)
+
+
+def setdomainname(name: bytes) -> None:
+    if lib.osv_setdomainname(name, len(name)) == -1:
+        raise kernel_error(ffi.errno, f"setdomainname({name!r})", "needs CAP_SYS_ADMIN over the UTS namespace")
+
+
+# --- capabilities (csrc/capabilities.h) ------------------------------------
+# name -> number of every capability this build's <linux/capability.h> defines.
+CAPABILITIES: MappingProxyType[str, int] = MappingProxyType(dict(sorted(
+    ((os.fsdecode(ffi.string(c.name)), c.nr) for c in lib.osv_capabilities[0:lib.osv_capability_count]),
+    key=lambda item: item[1])))  # in number order (the preprocessor lists macros in no order)
+CAP_LAST_CAP: int = lib.CAP_LAST_CAP
+AMBIENT: dict[str, int] = {name: getattr(lib, f"PR_CAP_AMBIENT_{name}") for name in ("RAISE", "LOWER", "CLEAR_ALL")}
+
+
+def capget(pid: int) -> tuple[int, int, int]:
+    sets = ffi.new("uint64_t[3]")
+    if lib.osv_capget(pid, sets) == -1:
+        raise kernel_error(ffi.errno, f"capget(pid {pid})")
+    return sets[0], sets[1], sets[2]
+
+
+def capset(effective: int, permitted: int, inheritable: int, facility: str, hint: str | None) -> None:
+    if lib.osv_capset(ffi.new("uint64_t[3]", [effective, permitted, inheritable])) == -1:
+        raise kernel_error(ffi.errno, facility, hint)
+
+
+def capbset_drop(cap: int, facility: str) -> None:
+    if lib.osv_capbset_drop(cap) == -1:
+        err = ffi.errno
+        raise kernel_error(err, facility, "needs CAP_SETPCAP" if err == errno.EPERM else None)
+
+
+def cap_ambient(op: str, cap: int, facility: str, hint: str | None) -> None:
+    if lib.osv_cap_ambient(AMBIENT[op], cap) == -1:
+        raise kernel_error(ffi.errno, facility, hint)
+
+
+def set_keepcaps(keep: bool) -> None:
+    if lib.osv_set_keepcaps(int(keep)) == -1:
+        raise kernel_error(ffi.errno, f"prctl(PR_SET_KEEPCAPS, {int(keep)})")

@@ -20,6 +20,8 @@ import os
 import platform
 from collections.abc import Collection, Iterable, Sequence
 
+from osvirt.container.capabilities import CAPABILITIES as _ALL_CAPABILITIES  # every one, by name
+
 __all__ = [
     "CAPABILITIES", "MASKED_PATHS", "READONLY_PATHS", "SHM_SIZE_BYTES", "SECCOMP_ALLOW",
     "SECCOMP_ALLOW_ON", "SECCOMP_ALLOW_WITH", "SECCOMP_ALLOW_SINCE", "SECCOMP_ALLOW_IF",
@@ -207,20 +209,6 @@ def seccomp(machine: str | None = None, capabilities: Collection[str] = CAPABILI
         rules.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS})
     return {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": errno.EPERM,
             "architectures": list(ARCHITECTURES[machine]), "syscalls": rules}
-
-
-# Every capability the kernel defines (linux/capability.h), in number order.
-_ALL_CAPABILITIES = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
-    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
-    "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-)
 
 
 def _mount(destination: str, fstype: str, source: str, *options: str) -> dict[str, object]:
