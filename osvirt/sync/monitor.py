@@ -7,13 +7,11 @@ dies leaves the words consistent: taking the mutex with EOWNERDEAD only needs
 """
 import contextlib
 import functools
-import os
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 from osvirt.sync import _native
-from osvirt.sync.mutex import FUTEX_TID_MASK, wait_in_slices
+from osvirt.sync.mutex import unmappable, wait_in_slices
 from osvirt.sync.region import SharedObject
 
 __all__ = ["Monitor"]
@@ -103,14 +101,4 @@ class Monitor(SharedObject):
         return [_native.field(ptr, "mutex")]
 
     def _safe_to_unmap(self, ptr: Any) -> bool:
-        """A robust mutex a thread holds is in that thread's robust list, which glibc
-        walks on its later locks: not while another thread of this process holds one
-        (its TID is one of /proc/self/task); one this thread holds is unlocked first."""
-        me = threading.get_native_id()
-        for mutex in self._mutexes(ptr):
-            holder = _native.mutex_futex_word(mutex) & FUTEX_TID_MASK
-            if holder == me:
-                _native.mutex_unlock(mutex)
-            elif holder and os.path.exists(f"/proc/self/task/{holder}"):
-                return False
-        return True
+        return unmappable(*self._mutexes(ptr))

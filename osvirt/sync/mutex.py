@@ -28,6 +28,7 @@ Over cffi (a Python __enter__ and a cffi call each way) it cost more than
 `with multiprocessing.Lock():`; `osvirt bench mutex lock rlock` measures both.
 """
 import functools
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -37,8 +38,8 @@ from osvirt.errors import OwnerDead
 from osvirt.sync import _native
 from osvirt.sync.region import SharedObject
 
-__all__ = ["BaseMutex", "Mutex", "check_timeout", "threading_timeout", "wait_timeout", "wait_in_slices", "SLICE_S",
-           "FUTEX_TID_MASK"]
+__all__ = ["BaseMutex", "Mutex", "check_timeout", "threading_timeout", "unmappable", "wait_timeout", "wait_in_slices",
+           "SLICE_S", "FUTEX_TID_MASK"]
 
 # How long one blocking C call may last before Python gets to run signal handlers.
 SLICE_S = 0.1
@@ -198,22 +199,29 @@ class BaseMutex(_native.MutexFastPath, SharedObject):
             self._release_outcome(err)
 
     def _safe_to_unmap(self, ptr: Any) -> bool:
-        """A robust mutex a thread holds is linked into that thread's robust list, which
-        glibc walks on later locks and unlocks: it may be unmapped only once no thread
-        here holds it. Free, or held by this thread: unlock it (every level of a
-        recursive one). Held elsewhere (EBUSY: another thread, or another process):
-        keep it mapped for the life of the process."""
         if not self._robust or self._unrecoverable:
             # glibc's trylock of an unrecoverable mutex leaves it locked by the caller but
             # in no robust list: unlocking it then would walk the list looking for it.
             return True
-        outcome = _native.mutex_trylock(ptr)
-        if outcome == _native.EBUSY:
+        return unmappable(ptr)
+
+
+def unmappable(*mutexes: Any) -> bool:
+    """Whether robust mutexes may be unmapped now. One a thread holds is linked into
+    that thread's robust list, which glibc walks on its later locks and unlocks: one
+    this thread holds is unlocked first (every level of a recursive one); one another
+    thread of this process holds (its TID is in /proc/self/task) keeps the mapping
+    for the life of the process. One that is free, held by another process or left
+    by a dead holder is not touched: its next acquirer there gets it, with OwnerDead."""
+    me = threading.get_native_id()
+    for mutex in mutexes:
+        holder = _native.mutex_futex_word(mutex) & FUTEX_TID_MASK
+        while holder == me:
+            _native.mutex_unlock(mutex)
+            holder = _native.mutex_futex_word(mutex) & FUTEX_TID_MASK
+        if holder and os.path.exists(f"/proc/self/task/{holder}"):
             return False
-        if outcome != _native.ENOTRECOVERABLE:
-            while _native.mutex_futex_word(ptr) & FUTEX_TID_MASK == threading.get_native_id():
-                _native.mutex_unlock(ptr)
-        return True
+    return True
 
 
 def threading_timeout(facility: str, blocking: object, timeout: object) -> float | None:

@@ -770,3 +770,19 @@ def test_a_forked_child_does_not_hold_what_its_parent_holds(made, shared):
         cond.notify()                          # the parent's TID is kept now
         Parties("process", notify_in_child).finish()
     assert shared[0] == 1
+
+
+def test_closing_an_opened_lock_whose_holder_died_leaves_it_recoverable(made):
+    """A process that only opened the lock (a spawned child's pickled copy, collected)
+    must not unlock a dead holder's mutex: that would make it unrecoverable for all."""
+    lock = made(Lock())
+    with Children() as kids:
+        def die_holding():
+            lock.acquire()
+            os.kill(os.getpid(), signal.SIGKILL)
+        assert kids.wait(kids.fork(die_holding), WAIT_S) == -signal.SIGKILL
+    Lock.open(lock.name).close()
+    with pytest.raises(OwnerDead):
+        lock.acquire()
+    lock.make_consistent()
+    lock.release()
