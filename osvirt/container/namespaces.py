@@ -169,10 +169,11 @@ def fork_in(children: Children, kinds: str | Iterable[str], target: Callable[...
 
     The child forks (os.fork), then unshares. With `user`, it waits while
     this process writes its maps (`write_id_maps`, when `uid_map` or
-    `gid_map` is given). With `pid` it forks once more, so that `target`
-    runs as PID 1 of the new namespace: unshare(CLONE_NEWPID) moves only the
-    caller's later children, and the middle process waits for that child
-    and exits with its status (as `unshare --fork` does). Why not clone3(2)
+    `gid_map` is given). With `pid` or `time` it forks once more, so that
+    `target` runs in them, as PID 1 of a new PID namespace: unshare moves
+    only the caller's later children there, and the middle process waits
+    for that child and exits with its status (as `unshare --fork` does).
+    Why not clone3(2)
     with the flags, which makes PID 1 in one step: it returns into the child
     as a raw fork would, without CPython's own fork handling (os.fork resets
     the interpreter's lock and threads in the child, and runs
@@ -193,8 +194,7 @@ def fork_in(children: Children, kinds: str | Iterable[str], target: Callable[...
     reports_r, reports_w = os.pipe()  # child -> here: "u" once unshared, then the target's pid
     go_r, go_w = os.pipe()  # here -> child: "g" once the maps are written
     try:
-        owned = children.fork(_unshare_and_run, flags, names, _hint(found), user,
-                              any(kind.name == "pid" for kind in found), reports_w, go_r, target, args)
+        owned = children.fork(_unshare_and_run, flags, names, _hint(found), user, reports_w, go_r, target, args)
     finally:
         os.close(reports_w)  # the child's copy is the last: EOF if it exits early
         os.close(go_r)
@@ -216,7 +216,7 @@ def fork_in(children: Children, kinds: str | Iterable[str], target: Callable[...
         os.close(go_w)
 
 
-def _unshare_and_run(flags: int, names: str, hint: str, user: bool, pid_ns: bool, report: int, go: int,
+def _unshare_and_run(flags: int, names: str, hint: str, user: bool, report: int, go: int,
                      target: Callable[..., object], args: tuple[object, ...]) -> int:
     """In fork_in's child: unshare, wait for the maps, start the target (PID 1 of a new PID namespace)."""
     _native.unshare(flags, f"unshare({names})", hint)
@@ -225,7 +225,8 @@ def _unshare_and_run(flags: int, names: str, hint: str, user: bool, pid_ns: bool
         if os.read(go, 1) != b"g":  # the parent failed writing the maps: stop here
             return 1
     os.close(go)
-    if not pid_ns:
+    new_pid = flags & _native.CLONE_NEW["PID"]
+    if not flags & (_native.CLONE_NEW["PID"] | _native.CLONE_NEW["TIME"]):
         os.write(report, f"{os.getpid()}\n".encode())
         os.close(report)
         result = target(*args)
@@ -234,12 +235,13 @@ def _unshare_and_run(flags: int, names: str, hint: str, user: bool, pid_ns: bool
     alive_r, alive_w = os.pipe()  # EOF once this process is gone
     sys.stdout.flush()  # else written twice, by both processes
     sys.stderr.flush()
-    pid = os.fork()  # PID 1 inside; `pid` is its number here, the caller's namespace
+    pid = os.fork()  # (PID 1 of a new PID namespace;) `pid` is its number in the caller's
     if pid == 0:
         os.close(alive_w)
         os.close(report)
-        # PID 1's parent is outside its PID namespace: getppid() says 0, not this pid.
-        os._exit(_child_exit_code(_unless_parent_gone, (alive_r, target, args), signal.SIGKILL, 0) & 0xFF)
+        # PID 1's parent is outside its PID namespace: there getppid() says 0, not this pid.
+        parent = 0 if new_pid else os.getppid()
+        os._exit(_child_exit_code(_unless_parent_gone, (alive_r, target, args), signal.SIGKILL, parent) & 0xFF)
     os.close(alive_r)
     os.write(report, f"{pid}\n".encode())
     os.close(report)

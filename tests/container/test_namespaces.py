@@ -57,7 +57,8 @@ def run_in(kinds, fn, check=None, maps=None):
             result = json.loads(line)
             seen = check(started, result) if check else None
         finally:
-            os.write(hold_w, b"g")
+            if line:  # else the child is gone
+                os.write(hold_w, b"g")
             os.close(hold_w)
         assert kids.wait(started.owned, timeout_s=30) == 0
     return result, started, seen
@@ -122,6 +123,16 @@ def test_network_only_loopback_inside():
 
     (listed, indexed), _, _ = run_in(["network"], interfaces)
     assert listed == ["lo"] and indexed == ["lo"]
+
+
+def test_time_and_cgroup_namespaces_are_the_childs_own():
+    # unshare(CLONE_NEWTIME) moves only later children (time_for_children): fork_in forks once more for it.
+    def identities():
+        return [str(namespaces.identity(0, kind)) for kind in ("time", "cgroup")]
+
+    inside, _, _ = run_in(["time", "cgroup"], identities)
+    assert all(a != b for a, b in zip(inside, identities()))
+    assert os.readlink("/proc/self/ns/time_for_children") == os.readlink("/proc/self/ns/time")  # this one: unmoved
 
 
 def test_identity_shared_with_a_child_and_entered_by_setns():
