@@ -272,6 +272,19 @@ def _seccomp_filter() -> Answer:
                            lambda: seccomp.install(seccomp.compile_filter({"defaultAction": "SCMP_ACT_ALLOW"})))
 
 
+@probe("mount_namespace")
+def _mount_namespace() -> Answer:
+    """a process can mount in a mount namespace of its own (CAP_SYS_ADMIN, else a new user namespace; tried in a child)"""
+    # Docker's seccomp profile refuses unshare without CAP_SYS_ADMIN; a kernel may refuse user namespaces.
+    from osvirt.container import mounts, namespaces  # they import env: import late
+
+    def attempt() -> None:
+        namespaces.unshare(["mount"] if "CAP_SYS_ADMIN" in capabilities() else ["user", "mount"])
+        mounts.make_private("/")  # before the mount, which must not reach the host
+        mounts.mount("tmpfs", "/tmp", "tmpfs")
+    return _tried_in_child("unshare(CLONE_NEWNS) and mount(tmpfs)", attempt)
+
+
 @probe("userns")
 def _userns() -> Answer:
     """a process can make a user namespace of its own, as it is (unshare(CLONE_NEWUSER), tried in a child)"""

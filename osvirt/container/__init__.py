@@ -10,11 +10,13 @@ controller here), and reads back what the kernel counted.
 `osvirt.container.namespaces` makes and enters namespaces (uid 0 inside an
 unprivileged uid's own user namespace: rootless), and
 `osvirt.container.capabilities` reads and limits a process's five
-capability sets.
+capability sets. `osvirt.container.mounts` assembles a container's
+filesystem in its own mount namespace (proc, sysfs, a minimal /dev, Docker's
+masked and read-only paths) and pivots into it.
 """
-from osvirt.container import capabilities, namespaces
+from osvirt.container import capabilities, mounts, namespaces
 from osvirt.container.cgroups import Cgroup
 from osvirt.container.seccomp import ACTIONS, OPERATORS, SYSCALLS, Filter, Instruction, compile_filter, install
 
 __all__ = ["ACTIONS", "OPERATORS", "SYSCALLS", "Filter", "Instruction", "compile_filter", "install", "Cgroup",
-           "capabilities", "namespaces"]
+           "capabilities", "mounts", "namespaces"]

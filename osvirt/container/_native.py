@@ -10,6 +10,8 @@ import os
 import sys
 from types import MappingProxyType
 
+from _cffi_backend import FFI
+
 from osvirt._native import ffi, lib
 from osvirt.errors import kernel_error
 
@@ -54,6 +56,43 @@ _HINTS = {
     errno.EACCES: "needs no_new_privs or CAP_SYS_ADMIN in the caller's user namespace",
     errno.EINVAL: "the kernel's checker refused the program: a jump out of it, no return at its end, or an unknown opcode",
     errno.ENOMEM: "the filters stacked on this thread would exceed 32768 instructions in all (MAX_INSNS_PER_PATH)",
+}
+
+
+# --- mounts (csrc/mounts.h) ------------------------------------------------
+MS: dict[str, int] = {name: getattr(lib, f"MS_{name}") for name in (
+    "RDONLY", "NOSUID", "NODEV", "NOEXEC", "SYNCHRONOUS", "REMOUNT", "MANDLOCK", "DIRSYNC", "NOSYMFOLLOW",
+    "NOATIME", "NODIRATIME", "BIND", "MOVE", "REC", "SILENT", "UNBINDABLE", "PRIVATE", "SLAVE", "SHARED",
+    "RELATIME", "STRICTATIME", "LAZYTIME")}
+MNT: dict[str, int] = {name: getattr(lib, name) for name in ("MNT_FORCE", "MNT_DETACH", "MNT_EXPIRE", "UMOUNT_NOFOLLOW")}
+
+
+def _c_string(text: str | None) -> "bytes | FFI.CData":
+    """A char * argument: NULL for None (mount(2) reads no source, fstype or data then)."""
+    return ffi.NULL if text is None else os.fsencode(text)
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None,
+          facility: str, hint: str | None) -> None:
+    if lib.osv_mount(_c_string(source), os.fsencode(target), _c_string(fstype), flags, _c_string(data)) == -1:
+        raise kernel_error(ffi.errno, facility, hint, target)
+
+
+def umount2(target: str, flags: int, facility: str) -> None:
+    if lib.osv_umount2(os.fsencode(target), flags) == -1:
+        raise kernel_error(ffi.errno, facility, None, target)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    if lib.osv_pivot_root(os.fsencode(new_root), os.fsencode(put_old)) == -1:
+        err = ffi.errno
+        raise kernel_error(err, f"pivot_root({new_root!r}, {put_old!r})", _PIVOT_HINTS.get(err), new_root)
+
+
+_PIVOT_HINTS = {
+    errno.EINVAL: "new_root must be a mount point, not the current root, and neither it nor its parent mount "
+                  "may be shared (make_private first)",
+    errno.EPERM: "needs CAP_SYS_ADMIN in the user namespace owning this mount namespace",
 }
 
 
