@@ -67,15 +67,18 @@ MS: dict[str, int] = {name: getattr(lib, f"MS_{name}") for name in (
 MNT: dict[str, int] = {name: getattr(lib, name) for name in ("MNT_FORCE", "MNT_DETACH", "MNT_EXPIRE", "UMOUNT_NOFOLLOW")}
 
 
+_NEEDS_CAP_SYS_ADMIN = "needs CAP_SYS_ADMIN in the user namespace owning this mount namespace"
+
+
 def _c_string(text: str | None) -> "bytes | FFI.CData":
     """A char * argument: NULL for None (mount(2) reads no source, fstype or data then)."""
     return ffi.NULL if text is None else os.fsencode(text)
 
 
-def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None,
-          facility: str, hint: str | None) -> None:
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None, facility: str) -> None:
     if lib.osv_mount(_c_string(source), os.fsencode(target), _c_string(fstype), flags, _c_string(data)) == -1:
-        raise kernel_error(ffi.errno, facility, hint, target)
+        err = ffi.errno
+        raise kernel_error(err, facility, _NEEDS_CAP_SYS_ADMIN if err == errno.EPERM else None, target)
 
 
 def umount2(target: str, flags: int, facility: str) -> None:
@@ -92,7 +95,7 @@ def pivot_root(new_root: str, put_old: str) -> None:
 _PIVOT_HINTS = {
     errno.EINVAL: "new_root must be a mount point, not the current root, and neither it nor its parent mount "
                   "may be shared (make_private first)",
-    errno.EPERM: "needs CAP_SYS_ADMIN in the user namespace owning this mount namespace",
+    errno.EPERM: _NEEDS_CAP_SYS_ADMIN,
 }
 
 

@@ -126,8 +126,7 @@ def mount(source: str | None, target: str, fstype: str | None = None, flags: int
             _text("mount", what, value)
     _flags("mount", flags, "MS_*", _MS_ALL)
     facility = f"mount({source!r}, {target!r}, {fstype!r}, {_names(flags)}" + (f", {data!r})" if data else ")")
-    hint = "needs CAP_SYS_ADMIN in the user namespace owning this mount namespace"
-    _native.mount(source, target, fstype, flags, data, facility, hint)
+    _native.mount(source, target, fstype, flags, data, facility)
 
 
 def umount2(target: str, flags: int = 0) -> None:
@@ -214,7 +213,7 @@ def pivot_root(new_root: str) -> None:
         finally:
             os.close(new)
         os.fchdir(old)  # the kernel does not promise where "." is after pivot_root: the old root, surely
-        _native.mount(None, ".", None, MS["SLAVE"] | MS["REC"], None, "mount(old root, MS_SLAVE|MS_REC)", None)
+        _native.mount(None, ".", None, MS["SLAVE"] | MS["REC"], None, "mount(old root, MS_SLAVE|MS_REC)")
         _native.umount2(".", MNT["MNT_DETACH"], "umount2(old root, MNT_DETACH)")
     finally:
         os.close(old)
@@ -332,16 +331,19 @@ def prepare_rootfs(rootfs: str, *, binds: Iterable[tuple[str, str, bool]] = (),
         _remount_read_only(root, recursive=False)
 
 
-def host_usr_root(where: str = "/tmp") -> str:
+def host_usr_root(where: str = "/mnt") -> str:
     """A root made of the host's programs, read-only: for a container without a rootfs; returns `where`.
 
-    A tmpfs on `where` (by default /tmp, which every system has: covering it
-    in this namespace hides it from no one else, and nothing is made on the
-    host's disk) holds a read-only bind of the host's /usr; /bin, /sbin,
+    A tmpfs on `where` holds a read-only bind of the host's /usr; /bin, /sbin,
     /lib... as the host has them (usrmerge's links to usr/..., copied as
     links, or directories, bound read-only); and read-only binds of the
     host's `ETC_FILES` that exist. `prepare_rootfs(where)` adds the private
     /proc, /sys, /dev and /tmp.
+
+    `where` is an existing directory, covered in this namespace only (hidden
+    from no one else, and nothing is made on the host's disk): what the host
+    has under it is out of reach from then on, so binds cannot come from
+    there. The default, /mnt, is FHS's place for a temporary mount.
     """
     root = _path("host_usr_root", "where", where).rstrip("/")
     if not root:

@@ -34,13 +34,13 @@ def _host_mounts():
 def _nothing_left_in_the_host_mountinfo():
     """No tracker is needed: every mount lives in a child's namespace and goes with it.
 
-    Only new mounts where these tests mount (pytest's tmp_path and host_usr_root's /tmp) or with an osvirt
+    Only new mounts where these tests mount (pytest's tmp_path, host_usr_root's /mnt) or with an osvirt
     label count: other people's runs may mount elsewhere meanwhile.
     """
     before = _host_mounts()
     yield
     new = _host_mounts() - before
-    places = ("/tmp", tempfile.gettempdir())
+    places = ("/mnt", "/tmp", tempfile.gettempdir())
     assert not [m for m in new if any(m[0] == p or m[0].startswith(p + "/") for p in places)
                 or m[2].startswith("osvirt-")]
 
@@ -111,6 +111,24 @@ def test_a_tmpfs_mounted_inside_is_in_the_childs_mountinfo_and_not_the_parents(t
         assert os.listdir(tmp_path) == []
 
     _in_namespaces(_mount_tmpfs, str(tmp_path), label, while_held=outside)
+
+
+def _unmounted(target, label):
+    mounts.make_private("/")
+    mounts.mount(label, target, "tmpfs")
+    with open(f"{target}/kept", "w+") as f:  # a file open in it keeps the mount busy
+        f.write("still here")
+        busy = _errno_of(lambda: mounts.umount2(target))
+        mounts.umount2(target, mounts.MNT["MNT_DETACH"])  # gone from the tree now, freed when unused
+        left = [row.mount_point for row in mounts.mountinfo() if row.source == label]
+        f.seek(0)
+        return {"busy": busy, "left": left, "read": f.read(), "listed": os.listdir(target)}
+
+
+@kernel
+def test_umount2_refuses_a_busy_mount_with_ebusy_and_mnt_detach_takes_it_out_of_the_tree_at_once(tmp_path):
+    seen = _in_namespaces(_unmounted, str(tmp_path), unique_name("tmpfs"))
+    assert seen == {"busy": "EBUSY", "left": [], "read": "still here", "listed": []}
 
 
 def _propagates(point, label, private):
@@ -189,14 +207,14 @@ def test_mask_puts_dev_null_over_a_file_and_an_empty_read_only_tmpfs_over_a_dire
 
 # --- a whole root: host_usr_root, prepare_rootfs, pivot_root -------------------
 
-def _pivoted(host_path, masked_files, masked_dirs):
+def _pivoted(host_path, masked_files, masked_dirs, binds):
     try:  # here, in the child's namespace: a check that let it through would cover this child's / only
         mounts.host_usr_root("/")
     except ValueError as e:
         refused = str(e)
     mounts.make_private("/")
     root = mounts.host_usr_root()
-    mounts.prepare_rootfs(root, readonly_rootfs=True)
+    mounts.prepare_rootfs(root, binds=[tuple(b) for b in binds], readonly_rootfs=True)
     root_dev = os.stat(root).st_dev
     mounts.pivot_root(root)
     table = mounts.mountinfo()
@@ -232,6 +250,9 @@ def _pivoted(host_path, masked_files, masked_dirs):
         "write /": _errno_of(lambda: open("/new", "w").close()),
         "write /usr": _errno_of(lambda: open("/usr/new", "w").close()),
         "write /tmp": _errno_of(lambda: open("/tmp/new", "w").close()),
+        "write /data": _errno_of(lambda: open("/data/new", "w").close()),
+        "write /ro": _errno_of(lambda: open("/ro/new", "w").close()),
+        "read /ro": open("/ro/file").read(),
         "read-only": {row.mount_point: sorted(row.options & {"ro", "rw"}) for row in table
                       if row.mount_point in ("/sys", *docker.READONLY_PATHS)},
         "shm bytes": shm.f_blocks * shm.f_frsize,
@@ -242,7 +263,11 @@ def _pivoted(host_path, masked_files, masked_dirs):
 def test_pivot_root_into_the_host_usr_root_leaves_only_the_container_filesystem_in_reach(tmp_path):
     files = [p for p in docker.MASKED_PATHS if os.path.isfile(p)]  # those this kernel has
     dirs = [p for p in docker.MASKED_PATHS if os.path.isdir(p)]
-    seen = _in_namespaces(_pivoted, str(tmp_path), files, dirs, kinds=["pid", "ipc", "network"])
+    (tmp_path / "data").mkdir()
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro" / "file").write_text("from the host")
+    binds = [(str(tmp_path / "data"), "/data", False), (str(tmp_path / "ro"), "/ro", True)]
+    seen = _in_namespaces(_pivoted, str(tmp_path), files, dirs, binds, kinds=["pid", "ipc", "network"])
     assert seen["refused /"].startswith("host_usr_root: where must not be /")
     assert seen["cwd"] == "/" and seen["root is the new root"]
     # one mount on /: prepare_rootfs's bind of host_usr_root's tmpfs (the tmpfs itself went with the old root)
@@ -251,7 +276,7 @@ def test_pivot_root_into_the_host_usr_root_leaves_only_the_container_filesystem_
     assert seen["true"] == 0 and seen["sh"] == "42\n"
     assert not seen["host path"] and not seen["work"]
     links = {name for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32") if os.path.lexists(f"/{name}")}
-    assert set(seen["top"]) == {"usr", "etc", "proc", "sys", "dev", "tmp"} | links
+    assert set(seen["top"]) == {"usr", "etc", "proc", "sys", "dev", "tmp", "data", "ro"} | links
     assert seen["dev"] == sorted([*mounts.DEVICES, "ptmx", "pts", "shm", "mqueue", "fd", "stdin", "stdout",
                                   "stderr"])
     assert seen["rdev"] == {name: list(numbers) for name, numbers in DEVICE_NUMBERS.items()}
@@ -261,6 +286,9 @@ def test_pivot_root_into_the_host_usr_root_leaves_only_the_container_filesystem_
     assert seen["ptys"] == ["/dev/pts/0", ["0", "ptmx"]]  # a new devpts instance: numbered from 0
     assert files and seen["masked"] == {**{p: "" for p in files}, **{p: [] for p in dirs}}
     assert seen["write /"] == "EROFS" and seen["write /usr"] == "EROFS" and seen["write /tmp"] is None
+    # the binds: the host's directories, one writable (the file is there after), one read-only
+    assert seen["write /data"] is None and (tmp_path / "data" / "new").exists()
+    assert seen["write /ro"] == "EROFS" and seen["read /ro"] == "from the host"
     # (a file there would be refused EACCES in a user namespace first: root outside owns them)
     assert seen["read-only"] == {p: ["ro"] for p in ("/sys", *docker.READONLY_PATHS) if os.path.exists(p)}
     assert seen["shm bytes"] == docker.SHM_SIZE_BYTES
