@@ -439,12 +439,11 @@ static int event_set(struct event *e)
     int err = pthread_mutex_lock(&e->mutex);
     if (err != 0)
         return err;
-    if (!e->flag) {
-        __atomic_store_n(&e->flag, 1, __ATOMIC_RELAXED);
+    int raised = !e->flag;
+    __atomic_store_n(&e->flag, 1, __ATOMIC_RELAXED);
+    if ((err = pthread_mutex_unlock(&e->mutex)) == 0 && raised)  /* broadcast after the unlock */
         err = pthread_cond_broadcast(&e->cond);
-    }
-    int unlock_err = pthread_mutex_unlock(&e->mutex);
-    return err ? err : unlock_err;
+    return err;
 }
 
 static int event_wait(struct event *e)

@@ -182,15 +182,19 @@ static PyObject *event_set(PyObject *op, PyObject *unused)
     osv_monitor *e = ((FastPath *)op)->object;
     if (e == NULL || event_lock(e, pthread_mutex_trylock(&e->mutex)) != 0)
         return PyObject_CallMethod(op, "_set", NULL);  /* closed, or busy: wait in Python */
-    int err = 0;
-    if (!e->words[EVENT_FLAG]) {
+    int raised = !e->words[EVENT_FLAG];
+    if (raised) {
         __atomic_store_n(&e->words[EVENT_FLAG], 1, __ATOMIC_RELAXED);
         e->words[EVENT_SETS]++;
-        err = pthread_cond_broadcast(&e->cond);
     }
-    int unlocked = pthread_mutex_unlock(&e->mutex);
-    if (err != 0 || unlocked != 0)
-        return os_error(err ? err : unlocked, err ? "pthread_cond_broadcast" : "pthread_mutex_unlock");
+    int err = pthread_mutex_unlock(&e->mutex);
+    if (err != 0)
+        return os_error(err, "pthread_mutex_unlock");
+    /* After the unlock: a waiter woken at once does not block on the mutex we hold.
+     * None is lost: a waiter checks the flag with the mutex held, so it either saw
+     * it raised or already waits. */
+    if (raised && (err = pthread_cond_broadcast(&e->cond)) != 0)
+        return os_error(err, "pthread_cond_broadcast");
     Py_RETURN_NONE;
 }
 

@@ -48,10 +48,11 @@ class Event(_native.EventFastPath, Monitor):
 
     def _set(self) -> None:
         with self._locked() as ptr:
-            if not self._words[FLAG]:
-                self._words[FLAG] = 1
-                self._words[SETS] += 1
-                self._broadcast(ptr)
+            if self._words[FLAG]:
+                return
+            self._words[FLAG] = 1
+            self._words[SETS] += 1
+        self._broadcast(ptr)  # after the unlock, as the C path does (fastlock.c says why)
 
     def _clear(self) -> None:
         with self._locked():
