@@ -23,6 +23,7 @@ user namespace holds all of them there, and none over the host's objects.
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
+from osvirt import env
 from osvirt.container import _native
 
 __all__ = ["CAPABILITIES", "CAP_LAST_CAP", "KERNEL_LAST_CAP", "Sets", "mask", "names", "sets", "capget", "capset",
@@ -47,7 +48,7 @@ KERNEL_LAST_CAP: int = _kernel_last_cap()
 """The highest number the running kernel knows (/proc/sys/kernel/cap_last_cap): a kernel newer than the
 headers has bits `names` cannot name; one older refuses the numbers above it (EINVAL)."""
 
-# The /proc/PID/status lines, in the order Sets holds them.
+# The /proc/PID/status lines, and the Sets field each fills.
 _STATUS = {"CapInh": "inheritable", "CapPrm": "permitted", "CapEff": "effective", "CapBnd": "bounding",
            "CapAmb": "ambient"}
 
@@ -85,20 +86,10 @@ def names(bits: int) -> frozenset[str]:
     return frozenset(name for name, nr in CAPABILITIES.items() if bits >> nr & 1)
 
 
-def _masks(pid: int) -> dict[str, int]:
-    """The five sets of process `pid` (0: this one) as masks, from /proc/PID/status."""
-    found: dict[str, int] = {}
-    with open(f"/proc/{pid or 'self'}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in _STATUS:
-                found[_STATUS[key]] = int(value, 16)
-    return found
-
-
 def sets(pid: int = 0) -> Sets:
-    """The five sets of process `pid` (0: this one), from /proc/PID/status."""
-    return Sets(**{key: names(bits) for key, bits in _masks(pid).items()})
+    """The five sets of process `pid` (0: this one), from /proc/PID/status (env's reader)."""
+    masks = env.capability_masks(pid)
+    return Sets(**{field: names(masks[line]) for line, field in _STATUS.items()})
 
 
 def capget(pid: int = 0) -> Sets:
@@ -181,7 +172,7 @@ def limit_to(bounding: Iterable[str], effective: Iterable[str] | None = None,
         raise ValueError(f"limit_to: ambient holds {sorted(a - (p & i))}, not in both permitted and inheritable")
     # By number, up to the kernel's last: a capability newer than the headers is dropped too. Only what
     # is held: PR_CAPBSET_DROP wants CAP_SETPCAP even for one already gone.
-    held, keep = _masks(0)["bounding"], mask(b)
+    held, keep = env.capability_masks()["CapBnd"], mask(b)
     for nr in range(KERNEL_LAST_CAP + 1):
         if held >> nr & 1 and not keep >> nr & 1:
             _native.capbset_drop(nr, f"prctl(PR_CAPBSET_DROP, {_NAMES.get(nr, nr)})")

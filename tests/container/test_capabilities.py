@@ -50,7 +50,7 @@ def _with_setpcap():
         return False
     userns = env.can("userns")
     if not userns:
-        pytest.skip(f"needs CAP_SETPCAP ({env.can('cap_setpcap').reason}) or a user namespace ({userns.reason})")
+        pytest.skip(f"needs CAP_SETPCAP or a user namespace: {env.can('cap_setpcap').reason}; {userns.reason}")
     return True
 
 

@@ -27,7 +27,7 @@ def _kinds(*kinds):
         return list(kinds), {}
     userns = env.can("userns")
     if not userns:
-        pytest.skip(f"needs CAP_SYS_ADMIN ({env.can('cap_sys_admin').reason}) or a user namespace ({userns.reason})")
+        pytest.skip(f"needs CAP_SYS_ADMIN or a user namespace: {env.can('cap_sys_admin').reason}; {userns.reason}")
     return ["user", *kinds], {"uid_map": [(0, os.geteuid(), 1)], "gid_map": [(0, os.getegid(), 1)]}
 
 
