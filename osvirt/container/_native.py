@@ -3,7 +3,8 @@
 It hands the kernel a BPF program osvirt.container.seccomp has already
 checked (whole 8-byte instructions, 1 to BPF_MAXINSNS of them), and turns
 -1/errno into `kernel_error`. The numbers a filter compares come from the
-headers through the cdef (csrc/seccomp.h).
+headers through the cdef (csrc/seccomp.h); so do mount(2)'s MS_* and
+umount2(2)'s MNT_* flags (csrc/mounts.h), for osvirt.container.mounts.
 """
 import errno
 import os

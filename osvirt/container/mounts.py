@@ -24,6 +24,8 @@ a child's new mount namespace, never in the host's.
 Arguments are checked before any system call: paths must be absolute str
 without NUL, flags known MS_* (`MS`) or MNT_* (`MNT`) bits.
 """
+import functools
+import operator
 import os
 import stat
 from collections.abc import Iterable, Mapping
@@ -40,8 +42,8 @@ MS: Mapping[str, int] = MappingProxyType(_native.MS)
 """mount(2)'s flags without their MS_ prefix ("BIND", "REC", ...), valued from the headers."""
 MNT: Mapping[str, int] = MappingProxyType(_native.MNT)
 """umount2(2)'s flags, by their full names (MNT_DETACH, UMOUNT_NOFOLLOW, ...)."""
-_MS_ALL = sum(set(MS.values()))
-_MNT_ALL = sum(set(MNT.values()))
+_MS_ALL = functools.reduce(operator.or_, MS.values())
+_MNT_ALL = functools.reduce(operator.or_, MNT.values())
 
 # The character devices a container's /dev holds (runc's defaults but ptmx,
 # which is a link to the devpts instance's own), bound from the host's.
