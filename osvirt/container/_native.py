@@ -4,7 +4,10 @@ It hands the kernel a BPF program osvirt.container.seccomp has already
 checked (whole 8-byte instructions, 1 to BPF_MAXINSNS of them), and turns
 -1/errno into `kernel_error`. The numbers a filter compares come from the
 headers through the cdef (csrc/seccomp.h); so do mount(2)'s MS_* and
-umount2(2)'s MNT_* flags (csrc/mounts.h), for osvirt.container.mounts.
+umount2(2)'s MNT_* flags (csrc/mounts.h), for osvirt.container.mounts;
+the CLONE_NEW* flags (csrc/namespaces.h) and every capability's number
+(csrc/capabilities.h, a table osvirt/_build_native.py generates from
+<linux/capability.h>'s macros).
 """
 import errno
 import os

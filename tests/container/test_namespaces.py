@@ -10,6 +10,7 @@ import ctypes
 import errno
 import json
 import os
+import secrets
 import socket
 import tempfile
 
@@ -67,30 +68,38 @@ def run_in(kinds, fn, check=None, maps=None):
 def test_uts_hostname_set_inside_leaves_the_hosts():
     host = os.uname().nodename
 
+    domain = _domainname()
+
     def inside():
         namespaces.sethostname("osvirt-inside")
         namespaces.setdomainname("osvirt.test")
-        return os.uname().nodename, str(namespaces.identity(0, "uts"))
+        return os.uname().nodename, _domainname(), str(namespaces.identity(0, "uts"))
 
-    (name, ident), _, _ = run_in(["uts"], inside)
+    (name, domain_inside, ident), _, _ = run_in(["uts"], inside)
     assert name == "osvirt-inside" and os.uname().nodename == host
+    assert domain_inside == "osvirt.test" and _domainname() == domain
     assert ident != str(namespaces.identity(0, "uts")) and ident.startswith("uts:[")
 
 
+def _domainname():
+    with open("/proc/sys/kernel/domainname") as f:  # the reader's UTS namespace's
+        return f.read().strip()
+
+
+def _msg_keys():
+    with open("/proc/sysvipc/msg") as f:  # the reader's IPC namespace's
+        return {int(line.split()[0]) for line in list(f)[1:]}
+
+
 def test_ipc_a_sysv_queue_made_inside_is_not_in_the_hosts_table():
+    key = secrets.randbelow(1 << 30) + 1
+
     def inside():
-        queue = sysv_ipc.MessageQueue(None, sysv_ipc.IPC_CREX, 0o600)
-        with open("/proc/sysvipc/msg") as f:
-            listed = [line.split()[1] for line in list(f)[1:]]
-        return queue.id, str(queue.id) in listed  # the queue goes with the namespace
+        sysv_ipc.MessageQueue(key, sysv_ipc.IPC_CREX, 0o600)  # not removed: it goes with the namespace
+        return key in _msg_keys()
 
-    def hosts_table(started, result):
-        with open("/proc/sysvipc/msg") as f:
-            return [line.split()[:2] for line in list(f)[1:]]
-
-    (qid, listed_inside), _, host_rows = run_in(["ipc"], inside, hosts_table)
-    assert listed_inside
-    assert all(row[1] != str(qid) or row[0] != "0" for row in host_rows)  # IPC_PRIVATE (key 0) with its id: absent
+    listed_inside, _, listed_here = run_in(["ipc"], inside, lambda started, result: key in _msg_keys())
+    assert listed_inside and not listed_here  # looked while the queue existed inside
 
 
 def test_mount_namespace_starts_as_a_copy_with_an_identity_of_its_own():
