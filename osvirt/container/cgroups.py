@@ -39,6 +39,7 @@ from typing import NamedTuple
 
 from osvirt import tracker
 from osvirt._owned import Owned
+from osvirt.container import mounts as _mounts  # its parser of mountinfo
 from osvirt.errors import kernel_error
 from osvirt.naming import unique_name
 from osvirt.process.spawn import signals_deferred
@@ -73,11 +74,6 @@ class Placement(NamedTuple):
     parent: str
 
 
-def _unescape(field: str) -> str:
-    """A mountinfo path field: the kernel writes space, tab, newline and backslash as octal escapes."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
 def _v1_subsystems() -> frozenset[str]:
     with open("/proc/cgroups") as f:
         return frozenset(line.split()[0] for line in f if not line.startswith("#"))
@@ -86,22 +82,17 @@ def _v1_subsystems() -> frozenset[str]:
 def cgroup_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[Mount]:
     """The cgroup (v1) and cgroup2 mounts in `mountinfo`, in its order."""
     subsystems: frozenset[str] | None = None
-    mounts = []
-    with open(mountinfo) as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")  # optional fields (shared:N, master:N) come before it
-            fstype, super_options = fields[sep + 1], fields[sep + 3].split(",")
-            if fstype not in ("cgroup", "cgroup2"):
-                continue
-            read_only = "ro" in fields[5].split(",") or "ro" in super_options
-            controllers = frozenset[str]()
-            if fstype == "cgroup":  # its controllers are among its options ("rw,cpu,cpuacct")
-                subsystems = _v1_subsystems() if subsystems is None else subsystems
-                controllers = frozenset(o for o in super_options if o in subsystems)
-            mounts.append(Mount(_unescape(fields[4]), _unescape(fields[3]), 2 if fstype == "cgroup2" else 1,
-                                controllers, read_only))
-    return mounts
+    found = []
+    for row in _mounts.mountinfo(mountinfo):
+        if row.fstype not in ("cgroup", "cgroup2"):
+            continue
+        controllers = frozenset[str]()
+        if row.fstype == "cgroup":  # its controllers are among its options ("rw,cpu,cpuacct")
+            subsystems = _v1_subsystems() if subsystems is None else subsystems
+            controllers = row.super_options & subsystems
+        found.append(Mount(row.mount_point, row.root, 2 if row.fstype == "cgroup2" else 1, controllers,
+                           "ro" in row.options or "ro" in row.super_options))
+    return found
 
 
 def own_cgroups(cgroup: str = "/proc/self/cgroup") -> dict[str, str]:

@@ -65,6 +65,7 @@ class MountInfo(NamedTuple):
     propagation: frozenset[str]  # the optional fields: shared:N, master:N, propagate_from:N, unbindable
     fstype: str
     source: str
+    super_options: frozenset[str]  # the filesystem's: for a v1 cgroup, its controllers among them
 
 
 def _unescape(field: str) -> str:
@@ -82,7 +83,7 @@ def mountinfo(path: str = "/proc/self/mountinfo") -> list[MountInfo]:
             sep = fields.index("-", 6)
             rows.append(MountInfo(int(fields[0]), int(fields[1]), _unescape(fields[3]), _unescape(fields[4]),
                                   frozenset(fields[5].split(",")), frozenset(fields[6:sep]),
-                                  fields[sep + 1], _unescape(fields[sep + 2])))
+                                  fields[sep + 1], _unescape(fields[sep + 2]), frozenset(fields[sep + 3].split(","))))
     return rows
 
 

@@ -336,4 +336,4 @@ def test_mountinfo_reads_escaped_paths_and_the_optional_fields(tmp_path):
     path.write_text(line)
     assert mounts.mountinfo(str(path)) == [mounts.MountInfo(
         36, 35, "/mnt1", "/mnt two\\x", frozenset({"rw", "noatime"}), frozenset({"master:1", "shared:7"}),
-        "ext3", "/dev/ro ot")]
+        "ext3", "/dev/ro ot", frozenset({"rw", "errors=continue"}))]
