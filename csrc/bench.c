@@ -298,7 +298,6 @@ struct event {
 
 struct shared {
     pthread_mutex_t mutex;
-    pthread_mutex_t rmutex;
     pthread_cond_t cond;
     sem_t sem;
     int turn;
@@ -352,8 +351,6 @@ int osv_bench_shared_init(void *shared)
     struct shared *s = shared;
     int err = mutex_init(&s->mutex, PTHREAD_MUTEX_ERRORCHECK);
     if (err == 0)
-        err = mutex_init(&s->rmutex, PTHREAD_MUTEX_RECURSIVE);
-    if (err == 0)
         err = cond_init(&s->cond);
     for (struct event *e = &s->ping; err == 0 && e <= &s->pong; e++) {
         e->flag = 0;
@@ -366,8 +363,9 @@ int osv_bench_shared_init(void *shared)
     return sem_init(&s->sem, 1, 0);
 }
 
-static int64_t lock_unlock(pthread_mutex_t *m, int64_t n)
+int64_t osv_bench_mutex_lock_unlock(void *shared, int64_t n)
 {
+    pthread_mutex_t *m = &((struct shared *)shared)->mutex;
     int64_t t0 = now_ns();
     for (int64_t i = 0; i < n; i++) {
         int err = pthread_mutex_lock(m);
@@ -377,16 +375,6 @@ static int64_t lock_unlock(pthread_mutex_t *m, int64_t n)
             return pthread_result(err);
     }
     return now_ns() - t0;
-}
-
-int64_t osv_bench_mutex_lock_unlock(void *shared, int64_t n)
-{
-    return lock_unlock(&((struct shared *)shared)->mutex, n);
-}
-
-int64_t osv_bench_rmutex_lock_unlock(void *shared, int64_t n)
-{
-    return lock_unlock(&((struct shared *)shared)->rmutex, n);
 }
 
 int64_t osv_bench_sem_post_wait(void *shared, int64_t n)

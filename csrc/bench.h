@@ -62,16 +62,14 @@ int64_t osv_bench_fionread(int fd, int64_t n);
 /* The sync loops work on `shared`: a MAP_SHARED mapping of at least
  * osv_bench_shared_size() bytes (osvirt.bench checks), set up once by
  * osv_bench_shared_init and then inherited by forked children. It holds a
- * mutex made as osvirt.sync.Mutex and Lock make it (process-shared,
- * error-checking, robust), a recursive one as RLock's, a process-shared
+ * mutex made as osvirt.sync.Mutex, Lock and RLock make it (process-shared,
+ * error-checking, robust), a process-shared
  * condition on CLOCK_MONOTONIC, a process-shared semaphore at 0, a turn word,
  * and two events (ping, pong) made as osvirt.sync.Event makes one. */
 size_t osv_bench_shared_size(void);
 int osv_bench_shared_init(void *shared);
 /* pthread_mutex_lock, pthread_mutex_unlock */
 int64_t osv_bench_mutex_lock_unlock(void *shared, int64_t n);
-/* the same on the recursive mutex */
-int64_t osv_bench_rmutex_lock_unlock(void *shared, int64_t n);
 /* sem_post, sem_wait */
 int64_t osv_bench_sem_post_wait(void *shared, int64_t n);
 /* under the mutex: turn = 1, signal, wait until the echo sets turn back to 0 */

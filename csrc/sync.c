@@ -41,9 +41,8 @@ int osv_mutex_unlock(pthread_mutex_t *m) { return osv_pthread_result(pthread_mut
 int osv_mutex_consistent(pthread_mutex_t *m) { return osv_pthread_result(pthread_mutex_consistent(m)); }
 int osv_mutex_destroy(pthread_mutex_t *m) { return osv_pthread_result(pthread_mutex_destroy(m)); }
 
-/* glibc's struct __pthread_mutex_s: __lock is the futex word, __count the recursion count. */
+/* glibc's struct __pthread_mutex_s: __lock is the futex word, __owner the holder's TID. */
 int osv_mutex_futex_word(pthread_mutex_t *m) { return __atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED); }
-int osv_mutex_count(pthread_mutex_t *m) { return __atomic_load_n(&m->__data.__count, __ATOMIC_RELAXED); }
 int osv_mutex_owner(pthread_mutex_t *m) { return __atomic_load_n(&m->__data.__owner, __ATOMIC_RELAXED); }
 
 int osv_cond_init(pthread_cond_t *c)

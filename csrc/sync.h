@@ -24,7 +24,6 @@ typedef struct { ...; } pthread_cond_t;
 typedef struct { ...; } sem_t;
 static const int OSV_HAS_CLOCKWAIT;
 static const int PTHREAD_MUTEX_ERRORCHECK;
-static const int PTHREAD_MUTEX_RECURSIVE;
 static const int PTHREAD_MUTEX_NORMAL;
 static const int PTHREAD_MUTEX_STALLED;
 static const int PTHREAD_MUTEX_ROBUST;
@@ -35,8 +34,10 @@ static const int ENOTRECOVERABLE;
 
 /* The objects of the threading protocol that need more than one pthread
  * object, each laid out in one shared mapping. */
-/* Condition: the pthread condition, and how many wait on it (notify(n), repr). */
-typedef struct { pthread_cond_t cond; int64_t waiters; } osv_condition;
+/* Condition: the pthread condition; how many wait on it; how many notifies are
+ * owed to them and the notify calls' count (a waiter whose slice timed out as a
+ * notify came takes what it was owed: see osvirt.sync.condition). */
+typedef struct { pthread_cond_t cond; int64_t waiters, owed, notifies; } osv_condition;
 /* Event and Barrier: a robust mutex, a condition on it, and the words it guards. */
 typedef struct { pthread_mutex_t mutex; pthread_cond_t cond; int64_t words[8]; } osv_monitor;
 /* BoundedSemaphore: its release checks the bound and posts under `guard`. */
@@ -53,9 +54,8 @@ int osv_mutex_consistent(pthread_mutex_t *m);
 int osv_mutex_destroy(pthread_mutex_t *m);
 /* Reads, no call: the holder's TID in a robust mutex's futex word (the word
  * the kernel's robust-futex protocol defines: TID | FUTEX_WAITERS |
- * FUTEX_OWNER_DIED), 0 when free; and a recursive mutex's lock count. */
+ * FUTEX_OWNER_DIED), 0 when free. */
 int osv_mutex_futex_word(pthread_mutex_t *m);
-int osv_mutex_count(pthread_mutex_t *m);
 /* The holder's TID as glibc records it: what a non-robust mutex has instead. */
 int osv_mutex_owner(pthread_mutex_t *m);
 

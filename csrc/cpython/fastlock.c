@@ -52,6 +52,7 @@ typedef struct {
     PyObject *keeper;  /* keeps the mapping `object` lives in alive while bound */
     pthread_mutex_t *mutex;    /* a Condition's lock, bound by _bind_lock */
     PyObject *mutex_keeper;
+    int64_t *count;            /* the lock's count when it is an RLock, else NULL */
 } FastPath;
 
 typedef int (*op_fn)(void *object);  /* 0, or an error number */
@@ -280,14 +281,56 @@ static int held_by_caller(pthread_mutex_t *m)
            || __atomic_load_n(&m->__data.__owner, __ATOMIC_RELAXED) == tid;
 }
 
+/* -- RLock: an error-checking robust mutex, and just past it the count its holder
+ * keeps (osvirt.sync.lock). -- */
+static int64_t *rlock_count(void *m) { return (int64_t *)((char *)m + sizeof(pthread_mutex_t)); }
+
+static int rlock_acquire(void *m)
+{
+    int err = pthread_mutex_trylock(m);
+    if (err == 0)
+        *rlock_count(m) = 1;
+    else if (err == EDEADLK) {  /* held by this thread: one level more */
+        ++*rlock_count(m);
+        err = 0;
+    }
+    return err;
+}
+
+static int rlock_release(void *m)
+{
+    if (!held_by_caller(m))
+        return EPERM;
+    int64_t *count = rlock_count(m);
+    if (*count > 1) {
+        --*count;
+        return 0;
+    }
+    *count = 0;  /* before the unlock: the next holder sets it */
+    return pthread_mutex_unlock(m);
+}
+
+static PyObject *rlock_enter(PyObject *op, PyObject *unused)
+{
+    return enter((FastPath *)op, ((FastPath *)op)->object, rlock_acquire);
+}
+
+static PyObject *rlock_exit(PyObject *op, PyObject *const *args, Py_ssize_t n)
+{
+    return exit_((FastPath *)op, ((FastPath *)op)->object, rlock_release);
+}
+
+/* `with cond:` takes the lock as the lock's own `with` does (an RLock's: a level). */
 static PyObject *cond_enter(PyObject *op, PyObject *unused)
 {
-    return enter((FastPath *)op, ((FastPath *)op)->mutex, mutex_acquire);
+    FastPath *self = (FastPath *)op;
+    return enter(self, self->mutex, self->count ? rlock_acquire : mutex_acquire);
 }
 
 static PyObject *cond_exit(PyObject *op, PyObject *const *args, Py_ssize_t n)
 {
-    return exit_((FastPath *)op, ((FastPath *)op)->mutex, mutex_release);
+    FastPath *self = (FastPath *)op;
+    return exit_(self, self->mutex, self->count ? rlock_release : mutex_release);
 }
 
 /* Condition.notify(): one pthread_cond_signal when someone waits; notify(n) and
@@ -299,7 +342,12 @@ static PyObject *cond_notify(PyObject *op, PyObject *args, PyObject *kwargs)
     if (c == NULL || self->mutex == NULL || PyTuple_GET_SIZE(args) != 0 || kwargs != NULL
         || !held_by_caller(self->mutex))
         return python_rest(op, "_notify", args, kwargs);
-    int err = c->waiters ? pthread_cond_signal(&c->cond) : 0;
+    int err = 0;
+    if (c->waiters > c->owed) {  /* one not woken yet */
+        c->owed++;
+        c->notifies++;
+        err = pthread_cond_signal(&c->cond);
+    }
     if (err != 0)
         return os_error(err, "pthread_cond_signal");
     Py_RETURN_NONE;
@@ -315,31 +363,36 @@ static PyObject *cond_wait(PyObject *op, PyObject *args, PyObject *kwargs)
     pthread_mutex_t *m = self->mutex;
     int untimed = kwargs == NULL && (PyTuple_GET_SIZE(args) == 0
                                      || (PyTuple_GET_SIZE(args) == 1 && PyTuple_GET_ITEM(args, 0) == Py_None));
-    if (c == NULL || m == NULL || !untimed || !held_by_caller(m) || m->__data.__count > 1)
+    if (c == NULL || m == NULL || !untimed || !held_by_caller(m))
         return python_rest(op, "_wait", args, kwargs);
     PyObject *keeper = Py_NewRef(self->keeper), *mutex_keeper = Py_NewRef(self->mutex_keeper);
     struct timespec deadline;
     int err;
-    c->waiters++;  /* under the lock, as every change of it */
+    int64_t levels = self->count ? *self->count : 0;  /* an RLock's: the next holders write it */
+    int64_t notifies = c->notifies;
+    c->waiters++;  /* under the lock, as every change of these words */
     Py_BEGIN_ALLOW_THREADS
     slice_deadline(&deadline);
     err = pthread_cond_timedwait(&c->cond, m, &deadline);  /* the condition's clock: CLOCK_MONOTONIC */
     Py_END_ALLOW_THREADS
+    /* Notified: a notify came since we began and one is owed (woken, or timed out as
+     * it came); a wake-up without one is spurious and waits on. */
+    int notified = (err == 0 || err == ETIMEDOUT) && c->owed > 0 && c->notifies != notifies;
+    if (notified)
+        c->owed--;
     c->waiters--;
+    if (self->count)
+        *self->count = levels;
     Py_DECREF(keeper);
     Py_DECREF(mutex_keeper);
-    if (err == 0)
+    if (notified)
         Py_RETURN_TRUE;
     return PyObject_CallMethod(op, "_wait_on", "i", err);
 }
 
-/* (keeper, address) from `args`: use what is at `address`, keeping `keeper` alive. */
-static PyObject *bind_to(PyObject *args, const char *format, void **object, PyObject **keeper_slot)
+/* Use what is at `address`, keeping `keeper` alive. */
+static PyObject *use(void **object, PyObject **keeper_slot, PyObject *keeper, uintptr_t address)
 {
-    PyObject *keeper;
-    uintptr_t address;
-    if (!PyArg_ParseTuple(args, format, &keeper, &address))
-        return NULL;
     if (address == 0) {
         PyErr_SetString(PyExc_ValueError, "address 0");
         return NULL;
@@ -354,13 +407,25 @@ static PyObject *bind_to(PyObject *args, const char *format, void **object, PyOb
 static PyObject *bind(PyObject *op, PyObject *args)
 {
     FastPath *self = (FastPath *)op;
-    return bind_to(args, "OK:_bind", &self->object, &self->keeper);
+    PyObject *keeper;
+    uintptr_t address;
+    if (!PyArg_ParseTuple(args, "OK:_bind", &keeper, &address))
+        return NULL;
+    return use(&self->object, &self->keeper, keeper, address);
 }
 
+/* _bind_lock(keeper, address, count_address): count_address 0 unless the lock is an RLock. */
 static PyObject *bind_lock(PyObject *op, PyObject *args)
 {
     FastPath *self = (FastPath *)op;
-    return bind_to(args, "OK:_bind_lock", (void **)&self->mutex, &self->mutex_keeper);
+    PyObject *keeper;
+    uintptr_t address, count;
+    if (!PyArg_ParseTuple(args, "OKK:_bind_lock", &keeper, &address, &count))
+        return NULL;
+    PyObject *result = use((void **)&self->mutex, &self->mutex_keeper, keeper, address);
+    if (result != NULL)
+        self->count = (int64_t *)count;
+    return result;
 }
 
 static int clear(PyObject *op)
@@ -368,6 +433,7 @@ static int clear(PyObject *op)
     FastPath *self = (FastPath *)op;
     self->object = NULL;
     self->mutex = NULL;
+    self->count = NULL;
     Py_CLEAR(self->keeper);
     Py_CLEAR(self->mutex_keeper);
     return 0;
@@ -408,6 +474,15 @@ static PyMethodDef mutex_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyMethodDef rlock_methods[] = {
+    {"__enter__", rlock_enter, METH_NOARGS,
+     "pthread_mutex_trylock, or one level more for its holder; anything else goes to _enter_slow(err)."},
+    {"__exit__", (PyCFunction)(void (*)(void))rlock_exit, METH_FASTCALL,
+     "One level less, pthread_mutex_unlock at the last; anything else goes to _exit_slow(err)."},
+    BIND_METHODS,
+    {NULL, NULL, 0, NULL},
+};
+
 static PyMethodDef sem_methods[] = {
     {"__enter__", sem_enter, METH_NOARGS, "sem_trywait; anything but 0 goes to _enter_slow(errno)."},
     {"__exit__", (PyCFunction)(void (*)(void))sem_exit, METH_FASTCALL,
@@ -442,7 +517,8 @@ static PyMethodDef cond_methods[] = {
     {"wait", (PyCFunction)(void (*)(void))cond_wait, METH_VARARGS | METH_KEYWORDS,
      "wait(timeout=None)\n--\n\nRelease the lock, wait for a notify, take the lock again; False when\n"
      "`timeout` passed. Raises OwnerDead (lock held) if a holder of the lock died meanwhile."},
-    {"_bind_lock", bind_lock, METH_VARARGS, "_bind_lock(keeper, address): the lock's mutex, keeping `keeper` alive."},
+    {"_bind_lock", bind_lock, METH_VARARGS,
+     "_bind_lock(keeper, address, count_address): the lock's mutex (and an RLock's count), keeping `keeper` alive."},
     BIND_METHODS,
     {NULL, NULL, 0, NULL},
 };
@@ -453,6 +529,7 @@ static PyMethodDef cond_methods[] = {
 
 static PyType_Slot mutex_slots[] = {FASTPATH_SLOTS(mutex_methods)};
 static PyType_Slot sem_slots[] = {FASTPATH_SLOTS(sem_methods)};
+static PyType_Slot rlock_slots[] = {FASTPATH_SLOTS(rlock_methods)};
 static PyType_Slot event_slots[] = {FASTPATH_SLOTS(event_methods)};
 static PyType_Slot cond_slots[] = {FASTPATH_SLOTS(cond_methods)};
 
@@ -460,6 +537,7 @@ static PyType_Slot cond_slots[] = {FASTPATH_SLOTS(cond_methods)};
 
 static PyType_Spec mutex_spec = {"osvirt._fastlock.MutexFastPath", sizeof(FastPath), 0, FASTPATH_FLAGS, mutex_slots};
 static PyType_Spec sem_spec = {"osvirt._fastlock.SemaphoreFastPath", sizeof(FastPath), 0, FASTPATH_FLAGS, sem_slots};
+static PyType_Spec rlock_spec = {"osvirt._fastlock.RLockFastPath", sizeof(FastPath), 0, FASTPATH_FLAGS, rlock_slots};
 static PyType_Spec event_spec = {"osvirt._fastlock.EventFastPath", sizeof(FastPath), 0, FASTPATH_FLAGS, event_slots};
 static PyType_Spec cond_spec = {"osvirt._fastlock.ConditionFastPath", sizeof(FastPath), 0, FASTPATH_FLAGS, cond_slots};
 
@@ -467,12 +545,19 @@ static int exec_module(PyObject *module)
 {
     if (!tid_kept_safely)
         tid_kept_safely = pthread_atfork(NULL, NULL, forget_tid) == 0;
-    static struct { const char *name; PyType_Spec *spec; } types[] = {
-        {"MutexFastPath", &mutex_spec}, {"SemaphoreFastPath", &sem_spec},
-        {"EventFastPath", &event_spec}, {"ConditionFastPath", &cond_spec},
+    /* RLockFastPath derives from MutexFastPath (the same layout), so that RLock can
+     * derive from both it and osvirt.sync's BaseMutex. */
+    static struct { const char *name; PyType_Spec *spec; const char *base; } types[] = {
+        {"MutexFastPath", &mutex_spec, NULL}, {"RLockFastPath", &rlock_spec, "MutexFastPath"},
+        {"SemaphoreFastPath", &sem_spec, NULL}, {"EventFastPath", &event_spec, NULL},
+        {"ConditionFastPath", &cond_spec, NULL},
     };
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
-        PyObject *type = PyType_FromModuleAndSpec(module, types[i].spec, NULL);
+        PyObject *base = types[i].base ? PyObject_GetAttrString(module, types[i].base) : NULL;
+        if (types[i].base && base == NULL)
+            return -1;
+        PyObject *type = PyType_FromModuleAndSpec(module, types[i].spec, base);
+        Py_XDECREF(base);
         if (type == NULL || PyModule_AddObject(module, types[i].name, type) < 0) {
             Py_XDECREF(type);
             return -1;

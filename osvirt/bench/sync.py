@@ -251,9 +251,9 @@ PRIMITIVES = [
                       "the same robust pthread mutex as Mutex)",
               python=_lock_python, c="mutex_lock_unlock", c_args=_shared_page,
               peer=("multiprocessing.Lock", _mp_lock)),
-    Primitive("rlock", "with osvirt.sync.RLock(): acquire and release, uncontended (a recursive robust "
-                       "pthread mutex)",
-              python=_rlock_python, c="rmutex_lock_unlock", c_args=_shared_page,
+    Primitive("rlock", "with osvirt.sync.RLock(): acquire and release, uncontended (the robust pthread "
+                       "mutex and a count beside it)",
+              python=_rlock_python, c="mutex_lock_unlock", c_args=_shared_page,
               peer=("multiprocessing.RLock", _mp_rlock)),
     Primitive("mutex-contended", "the same while another process locks and unlocks it in a loop "
                                  "(unpinned: two CPUs)",

@@ -17,6 +17,7 @@ from typing import Any
 from osvirt._fastlock import ConditionFastPath as ConditionFastPath
 from osvirt._fastlock import EventFastPath as EventFastPath
 from osvirt._fastlock import MutexFastPath as MutexFastPath
+from osvirt._fastlock import RLockFastPath as RLockFastPath
 from osvirt._fastlock import SemaphoreFastPath as SemaphoreFastPath
 from osvirt._native import ffi, lib
 from osvirt.errors import kernel_error
@@ -37,7 +38,6 @@ EDEADLK = errno.EDEADLK
 EINTR = errno.EINTR
 EPERM = errno.EPERM
 PTHREAD_MUTEX_ERRORCHECK = lib.PTHREAD_MUTEX_ERRORCHECK
-PTHREAD_MUTEX_RECURSIVE = lib.PTHREAD_MUTEX_RECURSIVE
 
 _HINTS = {
     errno.EPERM: "the calling thread does not hold the mutex",
@@ -145,11 +145,6 @@ def mutex_futex_word(m: Any) -> int:
 def mutex_owner(m: Any) -> int:
     """The holder's TID as glibc records it (__owner): a non-robust mutex's futex word has none."""
     return int(lib.osv_mutex_owner(m))
-
-
-def mutex_count(m: Any) -> int:
-    """A recursive mutex's lock count (its holder's; 0 when free)."""
-    return int(lib.osv_mutex_count(m))
 
 
 def mutex_consistent(m: Any) -> None:

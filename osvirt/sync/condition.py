@@ -9,26 +9,27 @@ so a holder that dies hands the lock on with OwnerDead, raised by `wait()` or
 RuntimeError when the calling thread does not hold the lock.
 
 `wait()` waits in slices of 0.1 s (SLICE_S) so that signal handlers (Ctrl-C)
-run, and goes on waiting after each: no notify is lost in between, since a
-notifier holds the lock, which every slice gives up only inside
-pthread_cond_timedwait (glibc passes a signal a timed-out waiter took on to
-another waiter). A wait on an RLock held n times releases it n times and
-takes it n times again, as threading's does.
+run, and goes on waiting after each. A notify that comes as a slice times out
+would be lost to that waiter (glibc reports the timeout), so notify(n) counts
+what it owes beside the condition (`owed`, and its own count, `notifies`),
+and a waiter returns True when a notify came since it began and one is owed,
+however its slice ended: notify(n) wakes n waiters, none twice. A wait on an RLock held n times releases it entirely and
+holds it n times again, as threading's does.
 """
 from collections.abc import Callable
-import functools
 import time
 from typing import Any, TypeVar
 
 from osvirt.errors import OwnerDead
 from osvirt.sync import _native
 from osvirt.sync.lock import RLock
-from osvirt.sync.mutex import BaseMutex, wait_in_slices, wait_timeout
+from osvirt.sync.mutex import SLICE_NS, BaseMutex, wait_timeout
 from osvirt.sync.region import SharedObject
 
 __all__ = ["Condition"]
 
 _T = TypeVar("_T")
+WAITERS, OWED, NOTIFIES = 0, 1, 2  # osv_condition's counts
 
 
 class Condition(_native.ConditionFastPath, SharedObject):
@@ -69,10 +70,11 @@ class Condition(_native.ConditionFastPath, SharedObject):
         return self
 
     def _use_lock(self, lock: BaseMutex) -> None:
-        """Wait on `lock`, whose mutex the C path (ConditionFastPath) takes too."""
+        """Wait on `lock`, whose mutex (and an RLock's count) the C path takes too."""
         self._lock = lock
         mutex = lock._live()
-        self._bind_lock(mutex, _native.address_of(mutex))
+        count = _native.address_of(lock._count_p) if isinstance(lock, RLock) else 0
+        self._bind_lock(mutex, _native.address_of(mutex), count)
 
     def __reduce__(self) -> tuple[Any, ...]:
         name, lock = super().__reduce__()[1][0], self._lock
@@ -83,7 +85,7 @@ class Condition(_native.ConditionFastPath, SharedObject):
         # Made once (ffi.addressof costs more than the call it feeds); they do not keep
         # the mapping mapped: every method holds `ptr` (self._live()) while it uses them.
         self._cond_p = _native.field(ptr, "cond")
-        self._waiters_p = _native.field(ptr, "waiters")
+        self._counts = _native.field(ptr, "waiters")  # waiters, owed, notifies: three int64 in a row
 
     @property
     def lock(self) -> BaseMutex:
@@ -124,22 +126,38 @@ class Condition(_native.ConditionFastPath, SharedObject):
         mutex = lock._live()
         if not lock._is_owned():
             raise RuntimeError("cannot wait on un-acquired lock")
-        # The pthread wait gives up one level of a recursive mutex: the others first.
-        levels = _native.mutex_count(mutex) if isinstance(lock, RLock) else 1
-        for _ in range(levels - 1):
-            _native.mutex_unlock(mutex)
-        waiters = self._waiters_p
-        waiters[0] += 1
+        # An RLock's levels: the pthread wait gives up its mutex, whose next holders
+        # write the count; ours comes back with the mutex.
+        rlock = lock if isinstance(lock, RLock) else None
+        levels = rlock._count_p[0] if rlock is not None else 0
+        counts = self._counts
+        notifies = counts[NOTIFIES]
+        counts[WAITERS] += 1
+        end = None if timeout_s is None else time.monotonic_ns() + int(timeout_s * 1e9)
+        notified = False
         try:
-            outcome = wait_in_slices(functools.partial(_native.cond_wait_for, self._cond_p, mutex), timeout_s)
+            while True:
+                slice_ns = SLICE_NS if end is None else max(min(end - time.monotonic_ns(), SLICE_NS), 0)
+                outcome = _native.cond_wait_for(self._cond_p, mutex, slice_ns)
+                if outcome == _native.EOWNERDEAD:
+                    break
+                # Notified: a notify came since we began and one is owed, whether glibc
+                # woke us or our slice timed out as it came; a wake-up without one is
+                # spurious, and we wait on.
+                if counts[OWED] > 0 and counts[NOTIFIES] != notifies:
+                    counts[OWED] -= 1
+                    notified = True
+                    break
+                if end is not None and time.monotonic_ns() >= end:
+                    break
         finally:  # the mutex is held again here, whatever the wait returned
-            waiters[0] -= 1
+            counts[WAITERS] -= 1
+            if rlock is not None:
+                rlock._count_p[0] = levels
             del ptr  # held until here: the mapping the cached pointers point into
-            for _ in range(levels - 1):
-                _native.mutex_trylock(mutex)
         if outcome == _native.EOWNERDEAD:
             raise OwnerDead(lock.where)
-        return outcome == 0
+        return notified
 
     def wait_for(self, predicate: Callable[[], _T], timeout: float | None = None) -> _T:
         """Wait until `predicate()` is true (called with the lock held); its last value."""
@@ -163,19 +181,23 @@ class Condition(_native.ConditionFastPath, SharedObject):
         ptr = self._live()
         if not self._lock._is_owned():
             raise RuntimeError("cannot notify on un-acquired lock")
-        waiters = self._waiters_p[0]
-        if n >= waiters:
-            if waiters:
+        counts = self._counts
+        waiting = counts[WAITERS] - counts[OWED]  # not woken yet
+        woken = min(n, waiting)
+        if woken > 0:
+            counts[OWED] += woken
+            counts[NOTIFIES] += 1
+            if woken == waiting:
                 _native.cond_broadcast(self._cond_p)
-        else:
-            for _ in range(n):
-                _native.cond_signal(self._cond_p)
+            else:
+                for _ in range(woken):
+                    _native.cond_signal(self._cond_p)
         del ptr  # held until here: the mapping the cached pointers point into
 
     def notify_all(self) -> None:
         """Wake every waiter (pthread_cond_broadcast)."""
         ptr = self._live()
-        waiters = int(self._waiters_p[0])
+        waiters = int(self._counts[WAITERS])
         del ptr
         self._notify(waiters)
 
@@ -183,7 +205,7 @@ class Condition(_native.ConditionFastPath, SharedObject):
     def _waiters(self) -> int:
         """How many wait now (threads of every process that shares it)."""
         ptr = self._live()
-        waiters = int(self._waiters_p[0])
+        waiters = int(self._counts[WAITERS])
         del ptr
         return waiters
 

@@ -1,9 +1,8 @@
 """threading's Lock and RLock, process-shared and robust.
 
-Both are a pthread mutex (PTHREAD_PROCESS_SHARED, PTHREAD_MUTEX_ROBUST) in
-shared memory, the implementation under Mutex (osvirt.sync.mutex): Lock an
-error-checking one, RLock a recursive one, whose count glibc keeps in the
-mutex. They speak threading's protocol: `acquire(blocking=True, timeout=-1)`,
+Both are an error-checking pthread mutex (PTHREAD_PROCESS_SHARED,
+PTHREAD_MUTEX_ROBUST) in shared memory, the implementation under Mutex
+(osvirt.sync.mutex); RLock keeps its recursion count beside it. They speak threading's protocol: `acquire(blocking=True, timeout=-1)`,
 `release()`, `locked()`, `with`, its exceptions and messages, its repr. They
 are named by default (`named=False`: an anonymous mapping, shared with
 forked children only), so another process opens one with `Lock.open(name)`
@@ -19,8 +18,11 @@ threading.Lock allows it. An acquire by the thread that holds a Lock cannot
 succeed: with a timeout it waits that long and returns False; without one it
 raises RuntimeError rather than hang.
 """
+from typing import Any
+
 from osvirt.sync import _native
 from osvirt.sync.mutex import BaseMutex
+from osvirt.sync.region import SharedRegion
 
 __all__ = ["Lock", "RLock"]
 
@@ -46,9 +48,13 @@ class Lock(BaseMutex):
                 f"name={self.name!r} at {id(self):#x}>")
 
 
-class RLock(BaseMutex):
+class RLock(_native.RLockFastPath, BaseMutex):
     """threading.RLock, process-shared and robust: its holder may acquire it again,
     and releases it as often; `owner` in its repr is the holder's TID.
+
+    An error-checking mutex and a count beside it, which only the holder writes
+    (glibc's recursive robust mutexes lost their type under a process-shared
+    condition's waits in our tests, so they are not used).
 
     >>> rlock = RLock()
     >>> with rlock, rlock:
@@ -57,10 +63,38 @@ class RLock(BaseMutex):
     """
 
     _KIND = "rlock"
-    _TYPE = _native.PTHREAD_MUTEX_RECURSIVE
 
     def __init__(self, *, named: bool = True) -> None:
-        self._create_mutex(True, named)
+        self._create(lambda ptr: _native.mutex_init(ptr, self._TYPE, True), named=named, metadata=1,
+                     size_bytes=_native.sizeof("pthread_mutex_t") + _native.sizeof("int64_t"))
+
+    def _hold(self, region: SharedRegion, ptr: Any) -> None:
+        super()._hold(region, ptr)
+        # Valid while `ptr` is held (as the other cached pointers of osvirt.sync).
+        self._count_p = _native.following(ptr, "int64_t")
+
+    # `with` is RLockFastPath's C; acquire/release and the slow paths are here.
+    def _acquire_own(self, timeout_s: float | None) -> bool:
+        """Held by this thread already: one level more."""
+        self._count_p[0] += 1
+        return True
+
+    def _acquired(self, outcome: int) -> bool:
+        if outcome in (0, _native.EOWNERDEAD):
+            self._count_p[0] = 1  # a dead holder's levels are gone with it
+        return super()._acquired(outcome)
+
+    def release(self) -> None:
+        """Release one level; RuntimeError when this thread does not hold it."""
+        ptr = self._live()
+        if not self._is_owned():
+            raise RuntimeError("cannot release un-acquired lock")
+        count = self._count_p
+        if count[0] > 1:
+            count[0] -= 1
+        else:
+            count[0] = 0  # before the unlock: the next holder sets it
+            self._release_outcome(_native.mutex_release(ptr))
 
     def _release_outcome(self, err: int) -> None:
         if err == _native.EPERM:
@@ -69,12 +103,16 @@ class RLock(BaseMutex):
 
     def _recursion_count(self) -> int:
         """How many times the calling thread holds it (0: it does not)."""
-        return _native.mutex_count(self._live()) if self._is_owned() else 0
+        ptr = self._live()
+        count = int(self._count_p[0]) if self._is_owned() else 0
+        del ptr  # held while the count was read
+        return count
 
     def __repr__(self) -> str:
         if self.closed:
             return f"<closed osvirt.sync.RLock object at {id(self):#x}>"
         ptr, owner = self._live(), self._holder()
-        count = _native.mutex_count(ptr) if owner else 0
+        count = int(self._count_p[0]) if owner else 0
+        del ptr
         return (f"<{'locked' if owner else 'unlocked'} osvirt.sync.RLock object owner={owner} count={count} "
                 f"name={self.name!r} at {id(self):#x}>")
