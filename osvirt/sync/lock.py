@@ -52,9 +52,9 @@ class RLock(_native.RLockFastPath, BaseMutex):
     """threading.RLock, process-shared and robust: its holder may acquire it again,
     and releases it as often; `owner` in its repr is the holder's TID.
 
-    An error-checking mutex and a count beside it, which only the holder writes
-    (glibc's recursive robust mutexes lost their type under a process-shared
-    condition's waits in our tests, so they are not used).
+    An error-checking mutex and a count beside it, which only the holder writes:
+    a Condition's wait gives up every level with one pthread wait and puts the
+    count back after it, where glibc's recursive type gives up one level a call.
 
     >>> rlock = RLock()
     >>> with rlock, rlock:
