@@ -8,18 +8,23 @@ locker is told (EOWNERDEAD), repairs the data and goes on. A counting
 semaphore of K admits exactly K at a time; a SysV semaphore taken with
 SEM_UNDO is given back by the kernel when its holder dies (a POSIX one is
 not); a producer and a consumer pass items through a bounded buffer with a
-condition variable; a barrier keeps phases apart. Last, the article's own
-example, compiled: it does not.
+condition variable; a barrier keeps phases apart, and breaks instead of
+hanging when a party dies in it. The later steps use osvirt.sync's
+threading-protocol classes (Lock, Condition, Barrier: the same methods as
+threading's, process-shared and robust). Last, the article's own example,
+compiled: it does not.
 
 Usage: python demos/03_sync.py [--json]
 """
 import contextlib
 import sys
+import time
 
 from osvirt import env
 from osvirt.demo import run
 from osvirt.device import cc
-from osvirt.sync import Barrier, Condition, Mutex, Semaphore, SharedRegion, SysVSemaphore, workloads
+from osvirt.sync import (Barrier, BrokenBarrierError, Condition, Lock, Mutex, Semaphore, SharedRegion, SysVSemaphore,
+                         workloads)
 from osvirt.sync.workloads import OCCUPANCY, PAIR
 
 NAME = "sync"
@@ -148,8 +153,9 @@ def body(demo):
 
     capacity, count = 4, 2000
     with demo.step(f"producer/consumer over a {capacity}-slot buffer with condition variables",
-                   asked="pthread_cond_timedwait / pthread_cond_signal (PTHREAD_PROCESS_SHARED)"):
-        lock = _owned(demo, Mutex())
+                   asked="Condition(Lock()): wait_for / notify, threading's protocol "
+                         "(pthread_cond_timedwait / pthread_cond_signal, PTHREAD_PROCESS_SHARED)"):
+        lock = _owned(demo, Lock())
         not_full, not_empty = _owned(demo, Condition(lock)), _owned(demo, Condition(lock))
         ring, received = _shared(demo, 2 + capacity), _shared(demo, count)
         pids = [demo.children.fork(workloads.produce, not_full, not_empty, ring, capacity, range(1, count + 1)),
@@ -164,7 +170,8 @@ def body(demo):
 
     parties, phases = 4, 3
     with demo.step(f"a barrier: {parties} processes, {phases} phases",
-                   asked=f"pthread_barrier_init(PTHREAD_PROCESS_SHARED, {parties}); pthread_barrier_wait"):
+                   asked=f"Barrier({parties}).wait() in each: threading's protocol, on a robust mutex and a "
+                         "condition (PTHREAD_PROCESS_SHARED)"):
         barrier = demo.own(Barrier(parties))
         stamps, serials = _shared(demo, 2 * parties * phases), _shared(demo, parties * phases)
         pids = [demo.children.fork(workloads.run_phases, barrier, me, parties, phases, stamps, serials, 0.02)
@@ -178,8 +185,25 @@ def body(demo):
         demo.check("earliest start of phase k+1 minus latest end of phase k", ">= 0 ms for every k",
                    ", ".join(f"{g:.3f} ms" for g in gaps), all(g >= 0 for g in gaps) and codes == [0] * parties)
         per_phase = [sum(serials[phase * parties:(phase + 1) * parties]) for phase in range(phases)]
-        demo.check("PTHREAD_BARRIER_SERIAL_THREAD returned per phase", "exactly 1", str(per_phase),
+        demo.check("wait() returned 0 (the first to arrive) per phase", "exactly 1", str(per_phase),
                    per_phase == [1] * phases)
+
+    with demo.step("a party SIGKILLed inside the barrier", asked="Barrier(3): a child waits, is killed; wait() here"):
+        barrier = demo.own(Barrier(3))
+        pid = demo.children.fork(barrier.wait)
+        deadline = time.monotonic() + WAIT_S
+        while barrier.n_waiting < 1 and time.monotonic() < deadline:
+            time.sleep(0.005)                   # until the child waits (it holds a robust slot mutex there)
+        status = workloads.kill_and_reap(demo.children, pid)
+        start = time.monotonic()
+        try:
+            outcome = f"returned {barrier.wait(WAIT_S)}"
+        except BrokenBarrierError:
+            outcome = "BrokenBarrierError"
+        took = time.monotonic() - start
+        demo.check("the next party's wait, the third never coming", "BrokenBarrierError at once: the dead "
+                   "party's slot mutex is EOWNERDEAD; no hang until a timeout", f"{outcome} after {took:.3f} s "
+                   f"(child {status})", outcome == "BrokenBarrierError" and took < WAIT_S / 2 and status == -9)
 
     with demo.step("the seed's 4.1.3 example, compiled", asked="cc -fsyntax-only on the article's code"):
         _erratum(demo)
