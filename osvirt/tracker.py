@@ -20,7 +20,6 @@ refuses any other name, and says so on stderr.
 The kinds table (`KINDS`) maps each kind of object to its name check and its
 remover; a new kind (a mount, a cgroup, a veth pair) is one more row.
 """
-import collections
 import contextlib
 import os
 import re
@@ -31,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 __all__ = ["KINDS", "Kind", "register", "unregister", "tracked", "register_sysv", "main"]
 
@@ -43,16 +44,16 @@ _LINE_MAX = 4096
 
 
 # -- names: checked by the client (ValueError before anything is made) and by the tracker ----
-def _posix_name(facility, name):
+def _posix_name(facility: str, name: str) -> None:
     if not _POSIX_NAME.fullmatch(name):
         raise ValueError(f"{facility}: {name!r} is not an osvirt name (/osvirt-<pid>-<random>)")
 
 
-def _temp_roots():
+def _temp_roots() -> set[str]:
     return {tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm"}
 
 
-def _temp_path(facility, path):
+def _temp_path(facility: str, path: str) -> None:
     """An osvirt-named path directly in a temp directory, or in an osvirt-named directory there."""
     if not os.path.isabs(path) or os.path.normpath(path) != path or not re.fullmatch(_NAME, os.path.basename(path)):
         raise ValueError(f"{facility}: {path!r} is not an absolute, normal path to an osvirt name")
@@ -65,7 +66,7 @@ def _temp_path(facility, path):
                              " nor in an osvirt directory there") from None
 
 
-def _sysv_fields(facility, name):
+def _sysv_fields(facility: str, name: str) -> tuple[int, ...]:
     match = _SYSV_NAME.fullmatch(name)
     if not match:
         raise ValueError(f"{facility}: {name!r} is not 'id=<id>,key=<key>,ctime=<ctime>'")
@@ -73,12 +74,12 @@ def _sysv_fields(facility, name):
 
 
 # -- removers, run by the tracker: True when removed, False when there was nothing to remove ----
-def _owned(facility, uid):
+def _owned(facility: str, uid: int) -> None:
     if uid != os.geteuid():
         raise PermissionError(f"{facility}: owned by uid {uid}, not {os.geteuid()}: not ours to remove")
 
 
-def _remove_shm(name):
+def _remove_shm(name: str) -> bool:
     import posix_ipc
     try:
         shm = posix_ipc.SharedMemory(name, read_only=True)
@@ -92,7 +93,7 @@ def _remove_shm(name):
     return True
 
 
-def _remove_mqueue(name):
+def _remove_mqueue(name: str) -> bool:
     import posix_ipc
     try:
         mq = posix_ipc.MessageQueue(name)
@@ -106,7 +107,7 @@ def _remove_mqueue(name):
     return True
 
 
-def _remove_sem(name):
+def _remove_sem(name: str) -> bool:
     import posix_ipc
     try:
         st = os.lstat("/dev/shm/sem." + name[1:])  # where glibc keeps a named semaphore
@@ -117,7 +118,7 @@ def _remove_sem(name):
     return True
 
 
-def _exists_owned(facility, path, is_kind):
+def _exists_owned(facility: str, path: str, is_kind: Callable[[int], bool]) -> bool:
     """Whether `path` exists; PermissionError or ValueError unless it is our own object of that file type."""
     try:
         st = os.lstat(path)  # lstat: a symlink put in its place is not followed
@@ -129,14 +130,14 @@ def _exists_owned(facility, path, is_kind):
     return True
 
 
-def _remove_dir(path):
+def _remove_dir(path: str) -> bool:
     if not _exists_owned("rmtree", path, stat.S_ISDIR):
         return False
     shutil.rmtree(path)  # fd-based on Linux: follows no symlink inside
     return True
 
 
-def _remove_swap(path):
+def _remove_swap(path: str) -> bool:
     if not _exists_owned("swapoff", path, stat.S_ISREG):
         return False
     from osvirt.memory import _native, swaps
@@ -146,17 +147,17 @@ def _remove_swap(path):
     return True
 
 
-def _cgroup_path(facility, path):
+def _cgroup_path(facility: str, path: str) -> None:
     from osvirt.container import cgroups  # what a cgroup mount is, read from mountinfo
     cgroups.check_path(facility, path)
 
 
-def _remove_cgroup(path):
+def _remove_cgroup(path: str) -> bool:
     from osvirt.container import cgroups
     return cgroups.kill_and_rmdir(path)  # its processes SIGKILLed first: rmdir needs it empty
 
 
-def _sysv_row(table, ident):
+def _sysv_row(table: str, ident: int) -> dict[str, int] | None:
     """The /proc/sysvipc/`table` (msg, sem, shm) row of id `ident` as {column: int}, or None."""
     with open(f"/proc/sysvipc/{table}") as f:
         header = f.readline().split()
@@ -167,9 +168,9 @@ def _sysv_row(table, ident):
     return None
 
 
-def _sysv_remover(table, facility, call):
+def _sysv_remover(table: str, facility: str, call: str) -> Callable[[str], bool]:
     """The remover of a SysV kind: sysv_ipc.`call`(id) once /proc/sysvipc/`table` shows it is ours."""
-    def remove(name):
+    def remove(name: str) -> bool:
         ident, key, ctime = _sysv_fields(facility, name)
         row = _sysv_row(table, ident)
         if row is None or (row["key"], row["ctime"]) != (key, ctime):
@@ -181,7 +182,12 @@ def _sysv_remover(table, facility, call):
     return remove
 
 
-Kind = collections.namedtuple("Kind", "what facility check remove")
+class Kind(NamedTuple):
+    """A kind of object: what it is, the call that makes it, its name check, its remover."""
+    what: str
+    facility: str
+    check: Callable[[str, str], object]  # check(facility, name): ValueError for a name not osvirt's
+    remove: Callable[[str], bool]  # remove(name): True when removed, False when there was nothing
 
 KINDS = {
     "shm": Kind("POSIX shared memory", "shm_open", _posix_name, _remove_shm),
@@ -200,7 +206,7 @@ KINDS = {
 _SYSV_TABLES = {"sysv-msg": "msg", "sysv-sem": "sem", "sysv-shm": "shm"}
 
 
-def _line(op, kind, name):
+def _line(op: str, kind: str, name: str) -> bytes:
     """The protocol: one line `+kind name` (register) or `-kind name` (unregister)."""
     if kind not in KINDS:
         raise ValueError(f"resource tracker: unknown kind {kind!r} (known: {', '.join(KINDS)})")
@@ -218,7 +224,7 @@ _fd = -1  # the write end of the pipe to this process's tracker, once started
 _lock = threading.Lock()
 
 
-def _new_lock():
+def _new_lock() -> None:
     global _lock
     _lock = threading.Lock()  # a thread that held it at fork does not exist in the child
 
@@ -226,7 +232,7 @@ def _new_lock():
 os.register_at_fork(after_in_child=_new_lock)
 
 
-def _start():
+def _start() -> int:
     """Start a tracker; the write end of its pipe."""
     r, w = os.pipe()  # O_CLOEXEC: a program a client execs does not keep the tracker alive
     try:
@@ -246,7 +252,7 @@ def _start():
     return w
 
 
-def _send(line):
+def _send(line: bytes) -> None:
     global _fd
     with _lock:
         if _fd < 0:
@@ -260,19 +266,19 @@ def _send(line):
             os.write(_fd, line)
 
 
-def register(kind, name):
+def register(kind: str, name: str) -> None:
     """Have the tracker remove `name`, an object of `kind` (a key of KINDS), should every
     process connected to it die first. The first call starts the tracker."""
     _send(_line("+", kind, name))
 
 
-def unregister(kind, name):
+def unregister(kind: str, name: str) -> None:
     """`name` was removed by its owner: the tracker forgets it."""
     _send(_line("-", kind, name))
 
 
 @contextlib.contextmanager
-def tracked(kind, name):
+def tracked(kind: str, name: str) -> Iterator[None]:
     """Register `name`, then run the block that creates it; unregistered again if the block fails.
 
     Registered first, so that there is no moment in which the object exists
@@ -286,7 +292,7 @@ def tracked(kind, name):
         raise
 
 
-def register_sysv(kind, ident):
+def register_sysv(kind: str, ident: int) -> str:
     """Register the SysV object of `kind` with id `ident`, just made; the name to unregister it by.
 
     The kernel picks the id, so this comes right after the creation. The
@@ -302,14 +308,14 @@ def register_sysv(kind, ident):
 
 
 # -- the tracker process -------------------------------------------------------------------
-def _say(text):
+def _say(text: str) -> None:
     try:
         os.write(2, f"osvirt resource tracker (pid {os.getpid()}): {text}\n".encode(errors="replace"))
     except OSError:
         pass  # the clients' stderr is gone (its reader stopped reading): the removals go on
 
 
-def _parse(line):
+def _parse(line: bytes) -> tuple[str, str, str]:
     """(op, kind, name) of a protocol line, checked as the client checks it; ValueError if not."""
     text = line.decode(errors="replace").rstrip("\n")
     op, (kind, _, name) = text[:1], text[1:].partition(" ")
@@ -319,10 +325,10 @@ def _parse(line):
     return op, kind, name
 
 
-def main(fd):
+def main(fd: int) -> None:
     """Track what the clients on pipe `fd` register; at EOF remove what is left, and exit."""
     signal.pthread_sigmask(signal.SIG_SETMASK, ())  # a client may start it with SIGINT and SIGTERM blocked
-    registered = {}  # (kind, name) in order of registration (a dict is an ordered set)
+    registered: dict[tuple[str, str], None] = {}  # (kind, name) in order of registration (a dict is an ordered set)
     with open(fd, "rb") as pipe:
         for line in pipe:
             try:

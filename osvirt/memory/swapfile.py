@@ -26,13 +26,13 @@ _SIGNATURE = b"SWAPSPACE2"
 DEFAULT_DIRECTORY = "/var/tmp"
 
 
-def swaps():
+def swaps() -> list[str]:
     """The paths /proc/swaps lists (active swap devices and files)."""
     with open("/proc/swaps") as f:
         return [line.split()[0].replace("\\040", " ") for line in list(f)[1:]]
 
 
-def _header(pages):
+def _header(pages: int) -> bytes:
     info = struct.pack("<III16s16s", 1, pages - 1, 0, uuid.uuid4().bytes, b"osvirt")
     page = bytearray(_PAGE)
     page[1024:1024 + len(info)] = info
@@ -48,9 +48,10 @@ class SwapFile(Owned):
     child's copy closing (its __del__) leaves it alone.
     """
 
-    path, active = None, False  # until the file exists
+    path: str | None = None  # until the file exists
+    active = False
 
-    def __init__(self, size_mb, directory=DEFAULT_DIRECTORY):
+    def __init__(self, size_mb: int, directory: str | os.PathLike[str] = DEFAULT_DIRECTORY) -> None:
         if isinstance(size_mb, bool) or not isinstance(size_mb, int):
             raise TypeError(f"swap file: size_mb must be an int, not {type(size_mb).__name__}")
         if not 1 <= size_mb <= 1 << 20:
@@ -76,7 +77,7 @@ class SwapFile(Owned):
             raise
         self.active = True
 
-    def close(self):
+    def close(self) -> None:
         """swapoff (every page in it comes back to RAM) and remove the file. Idempotent."""
         path, self.path = self.path, None
         if path is None or not self._is_creator:
