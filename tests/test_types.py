@@ -1,9 +1,9 @@
-"""osvirt's typed modules hold to `mypy --strict` (issue 15).
+"""osvirt holds to `mypy --strict` (issue 15).
 
-pyproject.toml's [tool.mypy] says what is checked (its `files`: the modules
-typed so far), how strictly, and where the stubs of posix_ipc and sysv_ipc
-are; this test runs mypy with that configuration. The README's Python
-examples type-check under the same configuration.
+pyproject.toml's [tool.mypy] says what is checked (its `files`: osvirt and
+the stubs of posix_ipc and sysv_ipc), and how strictly; this test runs mypy
+with that configuration. The README's Python examples type-check under the
+same configuration.
 """
 import os
 import re
@@ -21,9 +21,9 @@ def mypy(*args):
                            "--cache-dir=/dev/null", *args], cwd=ROOT, capture_output=True, text=True)
 
 
-def test_typed_modules_pass_mypy_strict():
+def test_osvirt_passes_mypy_strict():
     result = mypy()
-    assert result.returncode == 0, f"mypy --strict over [tool.mypy] files:\n{result.stdout}{result.stderr}"
+    assert result.returncode == 0, f"mypy --strict over osvirt:\n{result.stdout}{result.stderr}"
 
 
 def test_readme_examples_type_check(tmp_path):
