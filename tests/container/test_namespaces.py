@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import secrets
+import signal
 import socket
 import tempfile
 
@@ -146,7 +147,7 @@ def test_time_and_cgroup_namespaces_are_the_childs_own():
 
 def test_identity_shared_with_a_child_and_entered_by_setns():
     with Children() as kids:
-        plain = kids.fork_ready(lambda ready_fd: (ready(ready_fd), os.pause()))
+        plain = kids.fork_ready(lambda ready_fd: (ready(ready_fd), signal.pause()))
         assert namespaces.identity(plain, "uts") == namespaces.identity(0, "uts")  # fork shares them
     kinds, maps = _kinds("uts")
 
