@@ -1,4 +1,5 @@
-"""The `osvirt` command: list, demo NAME|all, info, bench."""
+"""The `osvirt` command: list, demo NAME|all, info, bench, and each area's own
+commands (`osvirt container run`, ...) from the modules in AREA_COMMANDS."""
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,13 @@ from osvirt import env
 if TYPE_CHECKING:  # imported by `osvirt bench` alone: the other commands start without it
     from osvirt.bench.harness import Primitive, Variant
 
-__all__ = ["demos", "main"]
+__all__ = ["AREA_COMMANDS", "demos", "main"]
+
+# Each module here has `add_parser(sub)`, which adds its command to `osvirt`'s
+# subparsers and sets `run=` (a function of the parsed args returning the exit
+# status) as that parser's default. Only argparse runs at import: the work
+# imports what it needs when it runs.
+AREA_COMMANDS: tuple[str, ...] = ()
 
 
 def demos() -> dict[str, ModuleType]:
@@ -172,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int | str:
     parser = argparse.ArgumentParser(prog="osvirt", description=(
         "Operating-system virtualization on real Linux: each demo asks the kernel, "
         "prints what theory expects next to what was observed, and gives a verdict."))
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,demo,info,bench}")
+    sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the demos")
     demo = sub.add_parser("demo", help="run a demo, or all of them",
                           epilog="Further arguments go to the demo (see osvirt demo NAME --help).")
@@ -188,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int | str:
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--plot", metavar="FILE.png", help="draw a chart (needs matplotlib: pip install osvirt[plot])")
     bench.add_argument("--list", action="store_true", help="list the primitives and exit")
+    for name in AREA_COMMANDS:
+        importlib.import_module(name).add_parser(sub)
     args, extra = parser.parse_known_args(argv)
     if args.command != "demo" and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -198,7 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int | str:
             return _demo(args, extra)
         if args.command == "bench":
             return _bench(args)
-        return _info(args)
+        if args.command == "info":
+            return _info(args)
+        status: int | str = args.run(args)
+        return status
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `osvirt info | head`: the reader left; say nothing more
