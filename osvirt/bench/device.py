@@ -2,10 +2,12 @@
 import array
 import contextlib
 import fcntl
+import functools
 import os
 import termios
 from collections.abc import Callable, Iterator
 
+from osvirt import _quickcalls
 from osvirt.bench.harness import Primitive, rig
 from osvirt.device.ioctl import FIONREAD, ioctl_int
 from osvirt.errors import OsvirtError
@@ -33,6 +35,12 @@ def _fionread_python() -> Iterator[Callable[[], int]]:
 
 
 @rig
+def _fionread_bare() -> Iterator[Callable[[], int]]:
+    with _pipe_holding_one_byte() as r:
+        yield functools.partial(_quickcalls.ioctl_int, r, FIONREAD)
+
+
+@rig
 def _fionread_fcntl() -> Iterator[Callable[[], object]]:
     """The stdlib's fastest way: fcntl.ioctl filling a preallocated array in place."""
     with _pipe_holding_one_byte() as r:
@@ -49,6 +57,7 @@ def _fionread_c() -> Iterator[tuple[int]]:
 PRIMITIVES = [
     Primitive("fionread", "ioctl(FIONREAD) on a pipe holding a byte: osvirt.device.ioctl.ioctl_int",
               python=_fionread_python, c="fionread", c_args=_fionread_c,
+              floor=("osvirt._quickcalls.ioctl_int", _fionread_bare),
               peer=("fcntl.ioctl into an array", _fionread_fcntl),
               note="ioctl_int makes one C call that keeps the GIL (osvirt._quickcalls) and returns "
                    "the int; that bare call costs ~1.1x the C loop; the Python function call (with "

@@ -51,6 +51,30 @@ def _durable_write_python() -> Iterator[Callable[[], None]]:
 
 
 @rig
+def _durable_write_bare() -> Iterator[Callable[[], None]]:
+    """durable_write's system calls, bare: the temp file written and fsynced,
+    renamed over the target, the directory fsynced."""
+    with private_dir(tempfile.gettempdir()) as directory:
+        target, temp, block = os.path.join(directory, "target"), os.path.join(directory, "tmp"), bytes(BLOCK)
+        create = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+        def write_rename_fsync() -> None:
+            fd = os.open(temp, create, 0o600)
+            try:
+                os.write(fd, block)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(temp, target)
+            dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        yield write_rename_fsync
+
+
+@rig
 def _durable_write_c() -> Iterator[tuple[str, str, str, bytes]]:
     with private_dir(tempfile.gettempdir()) as directory:
         yield (directory, os.path.join(directory, "target"), os.path.join(directory, unique_name("tmp")),
@@ -64,6 +88,7 @@ PRIMITIVES = [
     Primitive("durable-write", "osvirt.fs.durable_write of 4 KiB: temp file written and fsynced, "
                                "renamed over the target, the directory fsynced",
               python=_durable_write_python, c="durable_write", c_args=_durable_write_c,
+              floor=("os.open, write, fsync, rename, directory fsync", _durable_write_bare),
               bytes_per_op=BLOCK,
               note="two fsyncs (the file's data, then the directory's rename); the Python path "
                    "also keeps the target's mode (stat, fchmod)"),

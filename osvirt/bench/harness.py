@@ -1,9 +1,13 @@
 """How a primitive is measured: lmbench's and pyperf's methods, in one place.
 
-A Primitive names one operation and up to three ways to do it: the Python
+A Primitive names one operation and up to four ways to do it: the Python
 path (what an osvirt user writes), a C loop of the same operation
-(csrc/bench.c), and optionally the best other Python way (the peer, e.g.
-multiprocessing.Lock). Each way is one series, measured like this:
+(csrc/bench.c), the floor (the fewest, barest calls from Python that do the
+same kernel work: the bare C-extension or stdlib call in a loop, no checks,
+no objects), and optionally the best other Python way (the peer, e.g.
+multiprocessing.Lock). A ratio to C mixes what osvirt adds with what any
+Python call costs on this CPU; Python/floor is the first, floor/C the second.
+Each way is one series, measured like this:
 
 - the series runs in worker processes forked one after another (2 by
   default), so that one process's luck (its heap layout, the CPU it landed
@@ -21,7 +25,7 @@ multiprocessing.Lock). Each way is one series, measured like this:
   one CPU (the last usable one, since tests that pin tend to pick CPU 0); the
   CPUs each series ran on are recorded.
 
-Workers run the series of one primitive in turn (Python, C, peer for worker
+Workers run the series of one primitive in turn (Python, floor, C, peer for worker
 1, then again for worker 2), so a burst of load from elsewhere lands on all
 of them rather than on one.
 """
@@ -58,8 +62,8 @@ BATCHES = 11
 WORKERS = 2
 MIN_BATCH_NS = 1_000_000         # lmbench: a timed interval of at least a millisecond
 DEFAULT_BATCH_NS = 10_000_000    # the default run: 10 ms batches
-Variant = Literal["python", "c", "peer"]
-VARIANTS: tuple[Variant, ...] = ("python", "c", "peer")
+Variant = Literal["python", "floor", "c", "peer"]
+VARIANTS: tuple[Variant, ...] = ("python", "floor", "c", "peer")
 
 _T_co = TypeVar("_T_co", covariant=True)
 
@@ -97,12 +101,15 @@ Path = Operation | Rig[Operation]
 
 @dataclasses.dataclass(frozen=True)
 class Primitive:
-    """One operation, measured from Python, from C and optionally a peer."""
+    """One operation, measured from Python, from C, at its floor and optionally a peer."""
     name: str                   # as typed after `osvirt bench`
     does: str                   # one operation, in words, with the Python path it takes
     python: Path                # the Python path: an operation to call, or a @rig yielding one
     c: str                      # the C loop: osv_bench_<c>(*c_args, n)
     c_args: tuple[object, ...] | Rig[tuple[object, ...]] = ()  # the C loop's arguments, or a @rig yielding them
+    # (what it is, an operation or @rig): the barest Python calls doing the same
+    # kernel work; None only where the Python path is itself that (os.getppid).
+    floor: tuple[str, Path] | None = None
     peer: tuple[str, Path] | None = None  # (what it is, an operation or @rig): the best other Python way
     pin: bool = False           # run pinned to one CPU with every process it talks to
     bytes_per_op: int = 0       # for a bandwidth figure
@@ -111,8 +118,10 @@ class Primitive:
 
     def ways(self) -> dict[Variant, tuple[str, Path | None]]:
         """{variant: (label, path)} for the series this primitive has."""
-        ways: dict[Variant, tuple[str, Path | None]] = {
-            "python": ("Python", self.python), "c": (f"C osv_bench_{self.c}", None)}
+        ways: dict[Variant, tuple[str, Path | None]] = {"python": ("Python", self.python)}
+        if self.floor:
+            ways["floor"] = (f"floor: {self.floor[0]}", self.floor[1])
+        ways["c"] = (f"C osv_bench_{self.c}", None)
         if self.peer:
             ways["peer"] = self.peer
         return ways
@@ -171,9 +180,12 @@ class Row(TypedDict):
     bytes_per_op: int
     errors: dict[str, str]
     python: NotRequired[Series | None]
+    floor: NotRequired[Series | None]
     c: NotRequired[Series | None]
     peer: NotRequired[Series | None]
     python_over_c: NotRequired[float]
+    python_over_floor: NotRequired[float]  # what osvirt adds to the barest call
+    floor_over_c: NotRequired[float]       # what any Python call costs on this CPU
 
 
 class Result(TypedDict):
@@ -396,9 +408,19 @@ def _measure_primitive(kids: Children, primitive: Primitive, batches: int, worke
                 "pinned": cpu, "bytes_per_op": primitive.bytes_per_op, "errors": errors}
     for variant, (label, _) in ways.items():
         row[variant] = None if variant in errors else _series(label, runs[variant], primitive.bytes_per_op)
-    if row["python"] and row["c"] and primitive is not LOOP:
-        row["python_over_c"] = row["python"]["median_ns"] / row["c"]["median_ns"]
+    if primitive is not LOOP:
+        _ratios(row)
     return row
+
+
+def _ratios(row: Row) -> None:
+    python, floor, c = row.get("python"), row.get("floor"), row.get("c")
+    if python and c:
+        row["python_over_c"] = python["median_ns"] / c["median_ns"]
+    if python and floor:
+        row["python_over_floor"] = python["median_ns"] / floor["median_ns"]
+    if floor and c:
+        row["floor_over_c"] = floor["median_ns"] / c["median_ns"]
 
 
 def _cpu_model() -> str:

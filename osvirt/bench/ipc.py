@@ -16,6 +16,7 @@ from osvirt.bench import _native
 from osvirt.bench.harness import Batch, Primitive, rig, time_ops
 from osvirt.errors import OsvirtError
 from osvirt.ipc import PosixMessageQueue, SysVMessageQueue, blocked, sigqueue, sigtimedwait
+from osvirt.ipc import _native as _ipc_native
 from osvirt.process import Children
 
 __all__ = ["PRIMITIVES"]
@@ -147,6 +148,17 @@ def _sigqueue_self_python() -> Iterator[Callable[[], None]]:
 
 
 @rig
+def _sigqueue_self_bare() -> Iterator[Callable[[], None]]:
+    signo, pid = int(signal.SIGRTMIN), os.getpid()
+    mask, queue, wait = 1 << (signo - 1), _ipc_native.sigqueue, _ipc_native.sigtimedwait
+    with blocked({signo}):
+        def sigqueue_wait() -> None:
+            queue(pid, signo, 7)
+            wait(mask, -1)
+        yield sigqueue_wait
+
+
+@rig
 def _sigqueue_self_c() -> Iterator[tuple[int]]:
     with blocked({signal.SIGRTMIN}):
         yield (signal.SIGRTMIN,)
@@ -176,15 +188,43 @@ def _mq_round_trip_python() -> Iterator[Callable[[], None]]:
         yield round_trip
 
 
-@rig
-def _mq_round_trip_c() -> Iterator[tuple[int, int, bytearray]]:
-    with _posix_queues() as queues, contextlib.ExitStack() as descriptors, Children() as kids:
-        # The C loop needs mqd_t descriptors: posix_ipc opens the same queues by name.
+@contextlib.contextmanager
+def _posix_descriptors() -> Iterator[tuple[int, int, int]]:
+    """Two POSIX queues as bare mqd_t descriptors (posix_ipc opens osvirt's queues
+    by name): (there, back, max message size)."""
+    with _posix_queues() as queues, contextlib.ExitStack() as descriptors:
         there, back = (posix_ipc.MessageQueue(q.name) for q in queues)
         for q in (there, back):
             descriptors.callback(q.close)
-        kids.fork(_native.mq_echo, there.mqd, back.mqd, there.max_message_size)
-        yield there.mqd, back.mqd, bytearray(back.max_message_size)
+        yield there.mqd, back.mqd, there.max_message_size
+
+
+@rig
+def _mq_round_trip_c() -> Iterator[tuple[int, int, bytearray]]:
+    with _posix_descriptors() as (there, back, size), Children() as kids:
+        kids.fork(_native.mq_echo, there, back, size)
+        yield there, back, bytearray(size)
+
+
+def _echo_posix_bare(there: int, back: int, size: int) -> None:
+    r, buf = _ipc_native.mq_receiver(there, size)
+    receive, send, unpack = _ipc_native.raw_mq_receive, _ipc_native.raw_mq_send, _ipc_native.unpack
+    while True:
+        n = receive(r)
+        send(back, unpack(buf, n), n, 0, -1)
+
+
+@rig
+def _mq_round_trip_bare() -> Iterator[Callable[[], None]]:
+    with _posix_descriptors() as (there, back, size), Children() as kids:
+        kids.fork(_echo_posix_bare, there, back, size)
+        r, buf = _ipc_native.mq_receiver(back, size)
+        receive, send, unpack = _ipc_native.raw_mq_receive, _ipc_native.raw_mq_send, _ipc_native.unpack
+
+        def round_trip() -> None:
+            send(there, b"x", 1, 0, -1)
+            unpack(buf, receive(r))
+        yield round_trip
 
 
 @rig
@@ -227,6 +267,27 @@ def _msg_round_trip_python() -> Iterator[Callable[[], None]]:
         yield round_trip
 
 
+def _echo_sysv_bare(msqid: int) -> None:
+    m, text = _ipc_native.msg_buffer(msqid, 64)
+    receive, send, unpack = _ipc_native.raw_msgrcv, _ipc_native.raw_msgsnd, _ipc_native.unpack
+    while True:
+        n = receive(m, 1, 0)
+        send(m, 2, unpack(text, n), n, 0)
+
+
+@rig
+def _msg_round_trip_bare() -> Iterator[Callable[[], None]]:
+    with SysVMessageQueue() as q, Children() as kids:
+        kids.fork(_echo_sysv_bare, q.id)
+        m, text = _ipc_native.msg_buffer(q.id, 64)
+        receive, send, unpack = _ipc_native.raw_msgrcv, _ipc_native.raw_msgsnd, _ipc_native.unpack
+
+        def round_trip() -> None:
+            send(m, 1, b"x", 1, 0)
+            unpack(text, receive(m, 2, 0))
+        yield round_trip
+
+
 @rig
 def _msg_round_trip_c() -> Iterator[tuple[int]]:
     with SysVMessageQueue() as q, Children() as kids:
@@ -266,6 +327,7 @@ PRIMITIVES = [
     Primitive("rt-signal", "osvirt.ipc.sigqueue(self, SIGRTMIN, value), then sigtimedwait accepts it "
                            "(blocked: no handler runs) and the value is checked",
               python=_sigqueue_self_python, c="sigqueue_self", c_args=_sigqueue_self_c,
+              floor=("osvirt._quickcalls sigqueue + sigtimedwait", _sigqueue_self_bare),
               note="the two bare calls (osvirt._quickcalls, the GIL held) cost ~1.16x the C loop; "
                    "a Python function around each, without checks, ~1.39x; the argument checks "
                    "(the signal set made a mask, pid and value ranges) the rest"),
@@ -274,10 +336,12 @@ PRIMITIVES = [
     Primitive("posix-mq", "1-byte round trip through two POSIX message queues to an echoing "
                           "process on the same CPU: osvirt.ipc.PosixMessageQueue send + receive",
               python=_mq_round_trip_python, c="mq_round_trip", c_args=_mq_round_trip_c,
+              floor=("the bare cffi mq_send + mq_receive, both sides", _mq_round_trip_bare),
               peer=("multiprocessing.Queue", _mp_queue_round_trip), pin=True,
               note=_MQ_NOTE),
     Primitive("sysv-mq", "1-byte round trip through a SysV message queue (type 1 there, type 2 "
                          "back) to an echoing process on the same CPU: osvirt.ipc.SysVMessageQueue send + receive",
               python=_msg_round_trip_python, c="msg_round_trip", c_args=_msg_round_trip_c, pin=True,
+              floor=("the bare cffi msgsnd + msgrcv, both sides", _msg_round_trip_bare),
               note=_MQ_NOTE),
 ]

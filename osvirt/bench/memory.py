@@ -3,8 +3,12 @@ import mmap
 import time
 from collections.abc import Callable, Iterator
 
+from osvirt import _quickcalls
 from osvirt.bench.harness import Batch, Primitive, rig
 from osvirt.memory import MADV, PAGE_SIZE, PROT_READ, PROT_WRITE, Mapping
+from osvirt.memory import _native as _memory_native
+
+_PRIVATE_ANONYMOUS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
 
 __all__ = ["PRIMITIVES"]
 
@@ -21,6 +25,24 @@ def _touch_fresh(shared: bool) -> Batch:
             t0 = time.perf_counter_ns()
             m.touch(write=True)
             return time.perf_counter_ns() - t0
+    return Batch(batch)
+
+
+def _touch_fresh_bare(shared: bool) -> Batch:
+    """A Batch: the calls under Mapping.touch, bare: mmap, madvise, the C touch loop, munmap."""
+    flags = (mmap.MAP_SHARED if shared else mmap.MAP_PRIVATE) | mmap.MAP_ANONYMOUS
+    no_huge = MADV["MADV_NOHUGEPAGE"]
+
+    def batch(n: int) -> int:
+        length = n * PAGE_SIZE
+        addr = _quickcalls.mmap(length, PROT_READ | PROT_WRITE, flags, -1, 0)
+        try:
+            _memory_native.madvise(addr, length, no_huge, "MADV_NOHUGEPAGE")
+            t0 = time.perf_counter_ns()
+            _memory_native.touch(addr, length, PAGE_SIZE, True)
+            return time.perf_counter_ns() - t0
+        finally:
+            _quickcalls.munmap(addr, length)
     return Batch(batch)
 
 
@@ -44,7 +66,11 @@ def _map_unmap() -> None:
 
 
 def _mmap_close() -> None:
-    mmap.mmap(-1, MIB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS).close()
+    mmap.mmap(-1, MIB, flags=_PRIVATE_ANONYMOUS).close()
+
+
+def _bare_mmap_munmap() -> None:
+    _quickcalls.munmap(_quickcalls.mmap(MIB, PROT_READ | PROT_WRITE, _PRIVATE_ANONYMOUS, -1, 0), MIB)
 
 
 @rig
@@ -57,25 +83,41 @@ def _mprotect_python() -> Iterator[Callable[[], None]]:
         yield mprotect_there_and_back
 
 
+@rig
+def _bare_mprotect() -> Iterator[Callable[[], None]]:
+    read_write, mprotect = PROT_READ | PROT_WRITE, _quickcalls.mprotect
+    with Mapping(PAGE_SIZE) as m:
+        addr = m.address
+
+        def mprotect_there_and_back() -> None:
+            mprotect(addr, PAGE_SIZE, PROT_READ)
+            mprotect(addr, PAGE_SIZE, read_write)
+        yield mprotect_there_and_back
+
+
 PRIMITIVES = [
     Primitive("page-fault", "a write to each page of a fresh MAP_PRIVATE anonymous "
                             "osvirt.memory.Mapping, by Mapping.touch: one minor fault a page",
               python=_touch_fresh(shared=False), c="touch_fresh", c_args=(0,),
-              peer=("mmap.mmap(MAP_PRIVATE), a Python loop", _mmap_writes(mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)),
+              floor=("the C touch loop on a bare mmap", _touch_fresh_bare(shared=False)),
+              peer=("mmap.mmap(MAP_PRIVATE), a Python loop", _mmap_writes(_PRIVATE_ANONYMOUS)),
               note="Mapping.touch is a C loop: one call for the whole batch"),
     Primitive("page-fault-shared", "the same with MAP_SHARED, what mmap.mmap(-1, size) gives by default",
               python=_touch_fresh(shared=True), c="touch_fresh", c_args=(1,),
+              floor=("the C touch loop on a bare mmap", _touch_fresh_bare(shared=True)),
               peer=("mmap.mmap default, a Python loop", _mmap_writes(mmap.MAP_SHARED)),
               note="shared anonymous memory is shmem (a file in the kernel): its faults cost more "
                    "than private ones; pass flags=MAP_PRIVATE to mmap.mmap for private memory"),
     Primitive("mmap-1m", "osvirt.memory.Mapping of 1 MiB (MAP_PRIVATE, anonymous), then close (munmap)",
               python=_map_unmap, c="mmap_munmap", c_args=(MIB,),
+              floor=("osvirt._quickcalls mmap + munmap", _bare_mmap_munmap),
               peer=("mmap.mmap(MAP_PRIVATE) + close", _mmap_close),
               note="the two bare calls (osvirt._quickcalls, the GIL kept) cost ~1.07x the C loop; "
                    "the Python owner object (made, checked, closed, collected) adds the rest: a "
                    "minimal one around the same calls already costs ~1.25x"),
     Primitive("mprotect", "Mapping.mprotect of one page to PROT_READ and back to read-write (two calls)",
               python=_mprotect_python, c="mprotect",
+              floor=("osvirt._quickcalls.mprotect twice", _bare_mprotect),
               note="the two bare calls (osvirt._quickcalls, the GIL kept) cost ~1.07x the C loop; "
                    "the two method calls and their checks add the rest"),
 ]

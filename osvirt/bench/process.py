@@ -18,6 +18,13 @@ def _fork_exit_wait() -> None:
     os.waitpid(fork(_nothing), 0)
 
 
+def _bare_fork_exit_wait() -> None:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+
 @rig
 def _posix_spawn_wait() -> Iterator[Callable[[], None]]:
     true = shutil.which("true") or "/bin/true"
@@ -53,7 +60,7 @@ PRIMITIVES = [
     Primitive("getppid", "null system call: os.getppid()", python=os.getppid, c="getppid"),
     Primitive(
         "fork", "fork, the child exits at once, the parent waits: osvirt.process.fork + os.waitpid",
-        python=_fork_exit_wait, c="fork",
+        python=_fork_exit_wait, c="fork", floor=("os.fork + os._exit + os.waitpid", _bare_fork_exit_wait),
         peer=("os.posix_spawn(true) + waitpid", _posix_spawn_wait),
         note="a Python child copies, on write, the interpreter's pages it touches (its minor "
              "faults, next to C's); to run a program use os.posix_spawn (or subprocess), whose "

@@ -2,13 +2,20 @@
 import importlib.util
 import os
 from collections.abc import Iterable
+from typing import Literal
 
-from osvirt.bench.harness import VARIANTS, Result
+from osvirt.bench.harness import VARIANTS, Result, Row
 
 __all__ = ["duration", "table", "PlotUnavailable", "require_matplotlib", "plot"]
 
 SERIES = VARIANTS
-COLORS = {"python": "#3572a5", "c": "#555555", "peer": "#e8a33d"}
+COLORS = {"python": "#3572a5", "floor": "#8fb3d9", "c": "#555555", "peer": "#e8a33d"}
+LABELS = {"python": "Python", "floor": "Python floor", "c": "C loop", "peer": "Python peer"}
+# The ratios on a row's Python line: what osvirt costs next to C, what it adds
+# to the barest Python call, and what that call costs next to C on this CPU.
+RatioKey = Literal["python_over_c", "python_over_floor", "floor_over_c"]
+RATIOS: tuple[tuple[str, RatioKey], ...] = (
+    ("Py/C", "python_over_c"), ("Py/floor", "python_over_floor"), ("floor/C", "floor_over_c"))
 
 
 def duration(ns: float) -> str:
@@ -34,6 +41,11 @@ def _overhead(ns: float | None) -> str:
     return "-" if ns is None else duration(ns)
 
 
+def _ratio(row: Row, key: RatioKey) -> str:
+    value = row.get(key)
+    return "-" if value is None else f"{value:4.2f}x"
+
+
 def _cpus(cpus: Iterable[int]) -> str:
     return ",".join(map(str, cpus))
 
@@ -54,7 +66,8 @@ def table(result: Result) -> str:
         f"load average {result['load_average_before'][0]:.2f} before, "
         f"{result['load_average_after'][0]:.2f} after; {result['duration_s']:.0f} s",
         "",
-        f"{'primitive':{names}} {'CPU':>5}  {'path':{width}} {'median':>9} {'min':>9} {'MAD':>9}  {'Py/C':>5}",
+        f"{'primitive':{names}} {'CPU':>5}  {'path':{width}} {'median':>9} {'min':>9} {'MAD':>9}  "
+        + " ".join(f"{head:>8}" for head, _ in RATIOS),
     ]
     for row in result["primitives"]:
         first = True
@@ -68,8 +81,8 @@ def table(result: Result) -> str:
             else:
                 label = series["path"]
                 cells = " ".join(f"{duration(v):>9}" for v in (series["median_ns"], series["min_ns"], series["mad_ns"]))
-                if variant == "python" and row.get("python_over_c"):
-                    cells += f"  {row['python_over_c']:4.2f}x"
+                if variant == "python" and row["name"] != "loop":
+                    cells += "  " + " ".join(f"{_ratio(row, key):>8}" for _, key in RATIOS)
                 if "bytes_per_s" in series:
                     cells += f"  {_rate(series['bytes_per_s'])}"
                 if series["child_minor_faults_per_op"] >= 1:
@@ -77,7 +90,9 @@ def table(result: Result) -> str:
             pinned = "" if not first else ("-" if row["pinned"] is None else str(row["pinned"]))
             lines.append(f"{row['name'] if first else '':{names}} {pinned:>5}  {label:{width}} {cells}")
             first = False
-    lines += ["", "CPU: the CPU a pinned primitive and every process it talks to ran on; - unpinned.", ""]
+    lines += ["", "CPU: the CPU a pinned primitive and every process it talks to ran on; - unpinned.",
+              "floor: the barest Python calls that do the same kernel work; Py/floor is what osvirt "
+              "adds to them, floor/C what any Python call costs here.", ""]
     for row in result["primitives"]:
         lines.append(f"{row['name']:{names}} {row['does']}")
         if row["note"]:
@@ -98,7 +113,7 @@ def require_matplotlib() -> None:
 
 
 def plot(result: Result, path: str | os.PathLike[str]) -> None:
-    """A horizontal bar chart, log scale: per primitive, its median from Python, C and the peer."""
+    """A horizontal bar chart, log scale: per primitive, its median from Python, the floor, C and the peer."""
     require_matplotlib()
     import matplotlib
     matplotlib.use("Agg")  # a file, never a window
@@ -107,16 +122,15 @@ def plot(result: Result, path: str | os.PathLike[str]) -> None:
 
     rows = [r for r in result["primitives"] if r.get("python") or r.get("c")]
     fig, ax = plt.subplots(figsize=(11, 1.5 + 0.62 * len(rows)))
-    height = 0.27
+    height = 0.2
     for i, row in enumerate(rows):
         for k, variant in enumerate(SERIES):
             series = row.get(variant)
             if not series:
                 continue
-            y = i + (k - 1) * height
-            ax.barh(y, series["median_ns"], height, color=COLORS[variant],
-                    label={"python": "Python", "c": "C loop", "peer": "Python peer"}[variant])
-            text = duration(series["median_ns"]) + (f"  {series['path']}" if variant == "peer" else "")
+            y = i + (k - 1.5) * height
+            ax.barh(y, series["median_ns"], height, color=COLORS[variant], label=LABELS[variant])
+            text = duration(series["median_ns"]) + (f"  {series['path']}" if variant in ("floor", "peer") else "")
             ax.text(series["median_ns"] * 1.08, y, text, va="center", fontsize=7)
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda ns, _: duration(ns)))
