@@ -5,6 +5,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/swap.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "memory.h"
 
@@ -14,6 +16,7 @@ int osv_mlock(uintptr_t addr, size_t len) { return mlock((void *)addr, len); }
 int osv_munlock(uintptr_t addr, size_t len) { return munlock((void *)addr, len); }
 int osv_swapon(const char *path, int flags) { return swapon(path, flags); }
 int osv_swapoff(const char *path) { return swapoff(path); }
+int osv_userfaultfd(int flags) { return (int)syscall(SYS_userfaultfd, flags); }
 
 /* The fault guard.
  *

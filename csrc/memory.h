@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/swap.h>
+#include <linux/userfaultfd.h>
 
 #ifdef OSV_CDEF
 static const int PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC;
@@ -18,6 +19,7 @@ static const int MADV_DONTFORK, MADV_DOFORK, MADV_DONTDUMP, MADV_DODUMP;
 static const int MCL_CURRENT;
 static const int SIGSEGV, SIGBUS, SEGV_MAPERR, SEGV_ACCERR, BUS_ADRALN, BUS_ADRERR, BUS_OBJERR;
 static const int SWAP_FLAG_PREFER;
+static const int UFFD_USER_MODE_ONLY;
 #endif
 
 /* What a guarded access met: the faulting address (si_addr), the signal
@@ -50,5 +52,8 @@ void osv_copy_unguarded(uintptr_t dst, uintptr_t src, size_t len);
 
 int osv_swapon(const char *path, int flags);
 int osv_swapoff(const char *path);
+
+/* userfaultfd(2) (glibc has no wrapper): a new fd, or -1 with errno. */
+int osv_userfaultfd(int flags);
 
 #endif

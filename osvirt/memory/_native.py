@@ -162,3 +162,14 @@ def swapon(path: str | os.PathLike[str], flags: int) -> None:
 
 def swapoff(path: str | os.PathLike[str]) -> None:
     _check(lib.osv_swapoff(os.fsencode(path)), f"swapoff({path!r})")
+
+
+UFFD_USER_MODE_ONLY: int = lib.UFFD_USER_MODE_ONLY
+
+
+def userfaultfd(flags: int) -> int:
+    fd = int(lib.osv_userfaultfd(flags))
+    _check(fd, f"userfaultfd({flags:#x})",
+           "without UFFD_USER_MODE_ONLY it needs CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1; "
+           "a seccomp filter (Docker's) may refuse it" if ffi.errno == errno.EPERM else None)
+    return fd
