@@ -157,6 +157,16 @@ def _remove_cgroup(path: str) -> bool:
     return cgroups.kill_and_rmdir(path)  # its processes SIGKILLed first: rmdir needs it empty
 
 
+def _veth_name(facility: str, name: str) -> None:
+    from osvirt.container import network  # its names: osv<pid>-<hex>, within IFNAMSIZ
+    network.check_osvirt_name(facility, name)
+
+
+def _remove_veth(name: str) -> bool:
+    from osvirt.container import network
+    return network.delete_veth(name)  # only a veth: the peer in the container's netns goes with it
+
+
 def _sysv_row(table: str, ident: int) -> dict[str, int] | None:
     """The /proc/sysvipc/`table` (msg, sem, shm) row of id `ident` as {column: int}, or None."""
     with open(f"/proc/sysvipc/{table}") as f:
@@ -196,6 +206,7 @@ KINDS = {
     "dir": Kind("directory", "mkdir", _temp_path, _remove_dir),
     "swap": Kind("swap file", "swapon", _temp_path, _remove_swap),
     "cgroup": Kind("cgroup", "mkdir", _cgroup_path, _remove_cgroup),
+    "veth": Kind("veth pair", "netlink RTM_NEWLINK", _veth_name, _remove_veth),
     "sysv-msg": Kind("SysV message queue", "msgget", _sysv_fields,
                      _sysv_remover("msg", "msgget", "remove_message_queue")),
     "sysv-sem": Kind("SysV semaphore set", "semget", _sysv_fields,
