@@ -10,15 +10,12 @@ Answers are computed on first use and cached for the life of the process
 (privileges do not grow; a child that drops them should not ask its parent's
 cache).
 """
-import dataclasses
 import errno
 import functools
 import os
-import platform
 import resource
-import shutil
 from collections.abc import Callable
-from typing import TypedDict
+from typing import NamedTuple, TypedDict
 
 __all__ = ["Answer", "CAPABILITIES", "capabilities", "capability_masks", "can", "probe", "probes", "facts", "Facts",
            "thp_mode", "cgroups", "Cgroups", "container_hints", "vm_hints"]
@@ -37,8 +34,7 @@ CAPABILITIES = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class Answer:
+class Answer(NamedTuple):
     """A yes or no, and why."""
     ok: bool
     reason: str
@@ -130,6 +126,7 @@ def _loop() -> Answer:
 @probe("cc")
 def _cc() -> Answer:
     """a C compiler (cc or gcc) is on PATH"""
+    import shutil  # here, not at import: with bz2 and lzma it costs more than all of osvirt.env
     for name in ("cc", "gcc"):
         path = shutil.which(name)
         if path:
@@ -413,6 +410,7 @@ class Facts(TypedDict):
 
 def facts() -> Facts:
     """Everything `osvirt info` shows, as plain data."""
+    import platform  # only `osvirt info` asks
     swaps = (_read("/proc/swaps") or "").splitlines()[1:]
     return {
         "kernel": platform.release(),
@@ -430,7 +428,7 @@ def facts() -> Facts:
         "sched_rt_runtime_us": (_read("/proc/sys/kernel/sched_rt_runtime_us") or "").strip() or None,
         "rlimits": {n: _rlimit(n) for n in ("RLIMIT_MEMLOCK", "RLIMIT_SIGPENDING", "RLIMIT_RTPRIO",
                                              "RLIMIT_NOFILE", "RLIMIT_NPROC")},
-        "can": {name: dataclasses.asdict(can(name)) for name in _PROBES
+        "can": {name: can(name)._asdict() for name in _PROBES
                 if not name.startswith("cap_") or name in _INFO_CAPS},
     }
 

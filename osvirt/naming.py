@@ -8,10 +8,7 @@ SIGKILLed owner leaves, and only what is named so.
 """
 import contextlib
 import os
-import secrets
-import shutil
 import signal
-import tempfile
 from collections.abc import Iterator
 
 from osvirt import tracker
@@ -25,7 +22,7 @@ def unique_name(suffix: str = "") -> str:
     """`osvirt-<pid>-<random>[-suffix]`, fit for a file, FIFO or POSIX IPC name."""
     if "/" in suffix or "\0" in suffix:
         raise ValueError(f"unique_name: suffix {suffix!r} may not hold '/' or NUL")
-    name = f"{PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    name = f"{PREFIX}{os.getpid()}-{os.urandom(4).hex()}"  # secrets.token_hex(4), without importing hashlib
     return f"{name}-{suffix}" if suffix else name
 
 
@@ -41,6 +38,8 @@ def private_dir(parent: str | os.PathLike[str] | None = None) -> Iterator[str]:
     context, and its exit (or its garbage collector closing the copy) must not
     remove a directory the parent still uses.
     """
+    import shutil  # imported by the calls that use them: with random, bz2 and lzma they
+    import tempfile  # cost more than the rest of osvirt.naming's import
     creator = os.getpid()
     path = os.path.join(os.path.abspath(tempfile.gettempdir() if parent is None else parent), unique_name())
     tracker.register("dir", path)  # before mkdir: no moment in which it exists untracked

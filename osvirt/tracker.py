@@ -23,12 +23,9 @@ remover; a new kind (a mount, a cgroup, a veth pair) is one more row.
 import contextlib
 import os
 import re
-import shutil
 import signal
 import stat
-import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
@@ -50,6 +47,7 @@ def _posix_name(facility: str, name: str) -> None:
 
 
 def _temp_roots() -> set[str]:
+    import tempfile  # here, as shutil and subprocess below: the calls that need them import them
     return {tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm"}
 
 
@@ -133,6 +131,7 @@ def _exists_owned(facility: str, path: str, is_kind: Callable[[int], bool]) -> b
 def _remove_dir(path: str) -> bool:
     if not _exists_owned("rmtree", path, stat.S_ISDIR):
         return False
+    import shutil
     shutil.rmtree(path)  # fd-based on Linux: follows no symlink inside
     return True
 
@@ -245,6 +244,7 @@ os.register_at_fork(after_in_child=_new_lock)
 
 def _start() -> int:
     """Start a tracker; the write end of its pipe."""
+    import subprocess  # once a process: its first registration starts the tracker
     r, w = os.pipe()  # O_CLOEXEC: a program a client execs does not keep the tracker alive
     try:
         # sh starts the tracker in the background and exits at once (a double fork): the tracker

@@ -7,17 +7,16 @@ in /dev is only a name for it; the kernel finds its driver by the number:
 `device/driver` link names the driver bound to the hardware behind it, and
 whose `subsystem` link names its class (mem, tty, misc, block).
 """
-import dataclasses
 import os
 import stat
+from typing import NamedTuple
 
 __all__ = ["Device", "identify", "by_devt", "list_devices", "registered_drivers"]
 
 KINDS = ("char", "block")
 
 
-@dataclasses.dataclass(frozen=True)
-class Device:
+class Device(NamedTuple):
     """One device number and what the kernel says about it."""
     kind: str            # "char" or "block"
     major: int

@@ -12,7 +12,6 @@ check can be seen refusing.
 import contextlib
 import os
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
 
 from osvirt.errors import kernel_error
@@ -84,6 +83,7 @@ def searchable_dir(parent: Path | None = None) -> Iterator[str]:
     file inside is decided by the file's own mode bits.
     """
     if parent is None:
+        import tempfile  # with shutil and random, for the one call that asks it
         parent = tempfile.gettempdir()
         if unsearchable_ancestor(os.path.join(parent, "x")):
             parent = "/tmp"

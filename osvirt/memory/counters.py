@@ -6,8 +6,6 @@ fields 10 and 12 of /proc/self/stat), and resident and swapped bytes from
 /proc/self/status. Subtract two snapshots to see what the code between them
 cost. `children_faults()` is what reaped children paid.
 """
-from __future__ import annotations
-
 import resource
 from typing import NamedTuple
 
@@ -23,7 +21,7 @@ class Usage(NamedTuple):
     rss_bytes: int
     swap_bytes: int
 
-    def __sub__(self, other: Usage) -> Usage:
+    def __sub__(self, other: "Usage") -> "Usage":  # quoted: Usage's fields must not be strings (ForwardRefs)
         return Usage(*(a - b for a, b in zip(self, other)))
 
 

@@ -5,10 +5,12 @@ address range, `pagemap()` the per-page flags (present, swapped, file) and
 `status()` the Vm*/Rss* lines. Unprivileged readers of pagemap get the flags
 with the page frame numbers zeroed, which is all that is read here.
 """
-import dataclasses
 import os
 import re
 import struct
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import NamedTuple
 
 __all__ = ["ADDRESS_LIMIT", "PAGEMAP_MAX_PAGES", "Vma", "PageState", "maps", "smaps", "pagemap", "status"]
 
@@ -20,16 +22,27 @@ PAGEMAP_MAX_PAGES = 1 << 20
 _VMA_LINE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) (\S+) (\d+)\s*(.*)$")
 
 
-@dataclasses.dataclass(frozen=True)
-class Vma:
-    """One line of /proc/self/maps (with its smaps fields when read from smaps)."""
+class Vma(NamedTuple):
+    """One line of /proc/self/maps (with its smaps fields when read from smaps).
+
+    Equal and hashed by the line alone, not its fields: a maps() entry equals
+    the smaps() entry of the same VMA."""
     start: int
     end: int
     perms: str          # e.g. "r--p": read, no write, no exec, private
     offset: int
     inode: int
     path: str
-    fields: dict[str, str] = dataclasses.field(default_factory=dict, compare=False)  # smaps: "Rss" -> kB, ...
+    fields: Mapping[str, str] = MappingProxyType({})  # smaps: "Rss" -> kB, ...
+
+    def __eq__(self, other: object) -> bool:
+        return self[:6] == other[:6] if isinstance(other, Vma) else NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        return self[:6] != other[:6] if isinstance(other, Vma) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self[:6])
 
     @property
     def size(self) -> int:
@@ -42,19 +55,19 @@ class Vma:
 
 def _vmas(path: str, start: int, end: int) -> list[Vma]:
     found: list[Vma] = []
-    current: Vma | None = None
+    fields: dict[str, str] | None = None  # the current Vma's, while its smaps lines follow
     with open(path) as f:
         for line in f:
             m = _VMA_LINE.match(line)
             if m:
                 lo, hi = int(m[1], 16), int(m[2], 16)
-                current = None
+                fields = None
                 if lo < end and hi > start:
-                    current = Vma(lo, hi, m[3], int(m[4], 16), int(m[6]), m[7])
-                    found.append(current)
-            elif current is not None and ":" in line:
+                    fields = {}
+                    found.append(Vma(lo, hi, m[3], int(m[4], 16), int(m[6]), m[7], fields))
+            elif fields is not None and ":" in line:
                 name, value = line.split(":", 1)
-                current.fields[name] = value.strip()
+                fields[name] = value.strip()
     return found
 
 
@@ -68,8 +81,7 @@ def smaps(start: int, end: int) -> list[Vma]:
     return _vmas("/proc/self/smaps", start, end)
 
 
-@dataclasses.dataclass(frozen=True)
-class PageState:
+class PageState(NamedTuple):
     """Bits 63, 62 and 61 of a /proc/self/pagemap entry (Documentation/admin-guide/mm/pagemap.rst)."""
     present: bool   # in RAM, mapped by this process
     swapped: bool   # the page table holds a swap entry: the page is in swap

@@ -11,7 +11,6 @@ then removes the file. swapon and swapoff need CAP_SYS_ADMIN.
 """
 import os
 import struct
-import uuid
 
 from osvirt import tracker
 from osvirt._owned import Owned
@@ -33,6 +32,7 @@ def swaps() -> list[str]:
 
 
 def _header(pages: int) -> bytes:
+    import uuid  # for the one call that writes a header
     info = struct.pack("<III16s16s", 1, pages - 1, 0, uuid.uuid4().bytes, b"osvirt")
     page = bytearray(_PAGE)
     page[1024:1024 + len(info)] = info

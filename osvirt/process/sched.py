@@ -15,7 +15,6 @@ errno's OSError subclass naming the facility and the likely cause, e.g.
 not permitted (needs CAP_SYS_NICE (not in effective set), or RLIMIT_RTPRIO >= 1: it is 0)`.
 """
 import contextlib
-import dataclasses
 import enum
 import errno
 import os
@@ -24,8 +23,6 @@ import signal
 import time
 import typing
 from collections.abc import Iterable, Iterator
-
-import psutil
 
 from osvirt import env
 from osvirt._owned import Owned
@@ -66,8 +63,7 @@ SCHED_PRIO_TO_WEIGHT = (
 NICE_0_WEIGHT = SCHED_PRIO_TO_WEIGHT[20]
 
 
-@dataclasses.dataclass(frozen=True)
-class SchedAttr:
+class SchedAttr(typing.NamedTuple):
     """What sched_getattr reports: a policy and its parameters (times in ns).
 
     For SCHED_DEADLINE, runtime/deadline/period are the reservation; for the
@@ -159,6 +155,7 @@ def _cause(err: int, pid: int, policy: Policy | None = None, nice: int | None = 
                 "sched_rt_runtime_us/sched_rt_period_us for this runtime/period")
     if err not in (errno.EPERM, errno.EACCES):
         return None
+    import psutil  # an error path's look-up; psutil costs more to import than all of osvirt.process
     with contextlib.suppress(psutil.Error):
         if pid and not has_nice and psutil.Process(pid).uids().real != os.getuid():
             return "the process belongs to another user"
@@ -286,6 +283,7 @@ def cpu_time_ns(pid: int) -> int:
 def context_switches(pid: int) -> ContextSwitches:
     """ContextSwitches(voluntary, involuntary) of `pid` so far (/proc/PID/status, via psutil)."""
     _pid(pid, "context_switches")
+    import psutil  # here, not at import: a before/after pair pays it once, before its first reading
     try:
         return ContextSwitches(*psutil.Process(pid or os.getpid()).num_ctx_switches())
     except psutil.NoSuchProcess:

@@ -21,14 +21,15 @@ import functools
 import os
 import select
 import signal
-import subprocess
 import sys
-import traceback
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from osvirt._owned import Owned
 from osvirt.process import _native
+
+if TYPE_CHECKING:  # imported by spawn(), the one call that needs it
+    import subprocess
 
 __all__ = ["set_pdeathsig", "signals_deferred", "fork", "ready", "Children"]
 
@@ -79,6 +80,7 @@ def _child_exit_code(target: Callable[..., object], args: tuple[object, ...], si
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
     except BaseException:
+        import traceback  # in the child, on its way out
         traceback.print_exc()
         return 1
 
@@ -168,8 +170,9 @@ class Children(Owned):
     # popen_kwargs: any of subprocess.Popen's, whose types differ (Any) and make
     # its output bytes or str (Popen[Any]).
     def spawn(self, argv: Sequence[str | os.PathLike[str]], pdeathsig: int = signal.SIGKILL,
-              **popen_kwargs: Any) -> subprocess.Popen[Any]:
+              **popen_kwargs: Any) -> "subprocess.Popen[Any]":
         """Start a program (fork + exec, an unrelated image) as subprocess.Popen, owned."""
+        import subprocess
         signo = _signo(pdeathsig)
         with signals_deferred() as mask:  # no Ctrl-C between fork and owning the Popen
             popen_kwargs["preexec_fn"] = functools.partial(_exec_setup, signo, os.getpid(), mask)

@@ -27,6 +27,8 @@ as multiprocessing.Lock's are; waiting, OwnerDead and errors come back here.
 Over cffi (a Python __enter__ and a cffi call each way) it cost more than
 `with multiprocessing.Lock():`; `osvirt bench mutex lock rlock` measures both.
 """
+from __future__ import annotations
+
 import functools
 import os
 import threading
@@ -49,7 +51,6 @@ MAX_TIMEOUT_S = 1e9
 # The robust futex word's holder: the kernel's FUTEX_TID_MASK (linux/futex.h).
 FUTEX_TID_MASK = 0x3FFFFFFF
 _GO_ON = (_native.ETIMEDOUT, _native.EINTR)
-_M = TypeVar("_M", bound="BaseMutex")
 
 
 def check_timeout(facility: str, timeout_s: float | None) -> float | None:
@@ -204,6 +205,10 @@ class BaseMutex(_native.MutexFastPath, SharedObject):
             # in no robust list: unlocking it then would walk the list looking for it.
             return True
         return unmappable(ptr)
+
+
+# Bound to the class itself, not to its name (see osvirt._owned).
+_M = TypeVar("_M", bound=BaseMutex)
 
 
 def unmappable(*mutexes: Any) -> bool:

@@ -21,6 +21,8 @@ the last of them goes: a call still blocked in another thread when close()
 runs never touches unmapped memory, and a call made after close() raises
 ValueError before reaching C.
 """
+from __future__ import annotations
+
 import mmap
 import os
 import struct
@@ -36,7 +38,6 @@ from osvirt.sync import _native
 
 __all__ = ["SharedRegion", "SharedObject"]
 
-_S = TypeVar("_S", bound="SharedObject")
 
 _MAGIC = b"osvsync1"
 _HEADER = struct.Struct("=8s8sqq")  # magic, kind, creator pid, metadata
@@ -336,3 +337,7 @@ class SharedObject(Owned):
     def __repr__(self) -> str:
         where = self._region.where if self._region else "nowhere"
         return f"<{type(self).__name__} in {where}{', closed' if self.closed else ''}>"
+
+
+# Bound to the class itself, not to its name (see osvirt._owned).
+_S = TypeVar("_S", bound=SharedObject)
