@@ -45,6 +45,22 @@ def capability_table() -> str:
     return f"const osv_capability osv_capabilities[] = {{\n{rows}}};\nconst int osv_capability_count = {len(names)};\n"
 
 
+def kvm_name_tables() -> str:
+    """C defining osv_kvm_exits and osv_kvm_internal_errors (csrc/kvm.h): every KVM_EXIT_<name> and
+    KVM_INTERNAL_ERROR_<name> <linux/kvm.h> defines as a plain number. Not exit reasons, though named
+    alike: KVM_EXIT_IO_IN and _OUT (a direction) and the Hyper-V and Xen exits' own types."""
+    macros = _macros("linux/kvm.h")
+
+    def table(c_name: str, prefix: str, skip: set[str]) -> str:
+        names = [n for n in re.findall(rf"^#define ({prefix}\w+) \d+$", macros, re.M) if n not in skip]
+        rows = "".join(f'    {{"{name}", {name}}},\n' for name in names)
+        return (f"const osv_kvm_name {c_name}[] = {{\n{rows}}};\n"
+                f"const int {c_name[:-1]}_count = {len(names)};\n")
+    return (table("osv_kvm_exits", "KVM_EXIT_", {"KVM_EXIT_IO_IN", "KVM_EXIT_IO_OUT", "KVM_EXIT_HYPERV_SYNIC", "KVM_EXIT_HYPERV_HCALL",
+                                                  "KVM_EXIT_HYPERV_SYNDBG", "KVM_EXIT_XEN_HCALL"})
+            + table("osv_kvm_internal_errors", "KVM_INTERNAL_ERROR_", set()))
+
+
 def _macros(header: str) -> str:
     """The macros `header` defines, as the C preprocessor lists them (-dM)."""
     cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
@@ -58,7 +74,7 @@ for header in HEADERS:
                             if not line.lstrip().startswith("#")))
 ffibuilder.set_source(
     "osvirt._native",
-    "".join(f'#include "{h.name}"\n' for h in HEADERS) + syscall_table() + capability_table(),
+    "".join(f'#include "{h.name}"\n' for h in HEADERS) + syscall_table() + capability_table() + kvm_name_tables(),
     sources=[f"csrc/{c.name}" for c in sorted(CSRC.glob("*.c"))],  # relative: setuptools wants them so
     include_dirs=["csrc"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-D_GNU_SOURCE"],

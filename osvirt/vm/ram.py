@@ -8,6 +8,10 @@ write guest memory only through a GuestRam, so every out-of-range address a
 guest hands them raises GuestMemoryError instead of touching host memory.
 
 Integers are little-endian, as on x86.
+
+`dirty`, when a set, collects the page numbers (offset // 4096) the host
+writes or hands out writable (write*, view): KVM's dirty log sees only the
+guest's writes, and an incremental snapshot needs both.
 """
 from __future__ import annotations
 
@@ -52,6 +56,8 @@ class GuestRam:
     """Guest physical memory [base, base + size) over `buffer` (writable: a bytearray, a
     memoryview, an mmap, or an osvirt.memory.Mapping)."""
 
+    dirty: set[int] | None = None
+
     def __init__(self, buffer: object, base: int = 0) -> None:
         if type(base) is not int or base < 0:
             raise ValueError(f"GuestRam: base must be an int >= 0, not {base!r}")
@@ -74,9 +80,15 @@ class GuestRam:
             raise GuestMemoryError(gpa, length, self.base, self.size)
         return off
 
+    def _written(self, gpa: int, length: int) -> int:
+        off = self.offset(gpa, length)
+        if self.dirty is not None and length:
+            self.dirty.update(range(off >> 12, ((off + length - 1) >> 12) + 1))
+        return off
+
     def view(self, gpa: int, length: int) -> memoryview:
         """A writable memoryview of [gpa, gpa + length): no copy, writes go to guest memory."""
-        off = self.offset(gpa, length)
+        off = self._written(gpa, length)
         return self._mv[off:off + length]
 
     def read(self, gpa: int, n: int) -> bytes:
@@ -85,7 +97,7 @@ class GuestRam:
 
     def write(self, gpa: int, data: bytes | bytearray | memoryview) -> None:
         n = len(data) if not isinstance(data, memoryview) else data.nbytes
-        off = self.offset(gpa, n)
+        off = self._written(gpa, n)
         self._mv[off:off + n] = data if not isinstance(data, memoryview) else data.cast("B")
 
     def read_u8(self, gpa: int) -> int:
@@ -101,16 +113,20 @@ class GuestRam:
         return _U64.unpack_from(self._mv, self.offset(gpa, 8))[0]  # type: ignore[no-any-return]
 
     def write_u8(self, gpa: int, value: int) -> None:
-        self._mv[self.offset(gpa, 1)] = value
+        off = self._written(gpa, 1)
+        self._mv[off] = value
 
     def write_u16(self, gpa: int, value: int) -> None:
-        _U16.pack_into(self._mv, self.offset(gpa, 2), value)
+        off = self._written(gpa, 2)
+        _U16.pack_into(self._mv, off, value)
 
     def write_u32(self, gpa: int, value: int) -> None:
-        _U32.pack_into(self._mv, self.offset(gpa, 4), value)
+        off = self._written(gpa, 4)
+        _U32.pack_into(self._mv, off, value)
 
     def write_u64(self, gpa: int, value: int) -> None:
-        _U64.pack_into(self._mv, self.offset(gpa, 8), value)
+        off = self._written(gpa, 8)
+        _U64.pack_into(self._mv, off, value)
 
     def release(self) -> None:
         """Let go of the view (before the Mapping under it is unmapped)."""

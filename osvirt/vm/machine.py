@@ -1,0 +1,512 @@
+"""A machine: guest RAM, the in-kernel irqchip and PIT, one vCPU on a host thread, and the run loop.
+
+The run loop is what a VMM is: KVM_RUN until the guest does something the
+kernel does not handle itself, then handle it in user space and go back in.
+An exit is counted by reason (`exits`) with the time its KVM_RUN took
+(`exit_ns`); an IO exit goes to the port bus, an MMIO exit (an access to a
+guest physical address no memory slot backs) to the MMIO bus; both answer
+even when no device is there (all ones, dropped writes). SHUTDOWN (a triple
+fault), INTERNAL_ERROR (decoded with its suberror), FAIL_ENTRY and the
+like stop the machine with a GuestError the caller sees at wait() or stop().
+
+Control from other threads: `pause()` sets kvm_run's immediate_exit and
+sends the vCPU thread a signal (osv_kvm_install_kick: a handler that does
+nothing, without SA_RESTART), so KVM_RUN returns EINTR even from the
+in-kernel HLT; before parking, the loop re-enters KVM_RUN once with
+immediate_exit set, which completes a pending IO or MMIO instruction, so
+the registers a snapshot reads are consistent (KVM's API documentation,
+"KVM_RUN"). `stop()` does the same and ends the thread.
+
+Guest RAM is an anonymous osvirt.memory.Mapping registered in slot 0 at
+guest physical 0 (KVM_SET_USER_MEMORY_REGION), with dirty logging on:
+`dirty_pages()` is the pages the guest wrote since the previous call.
+Transparent huge pages are advised off (one host fault per 4 KiB page the
+guest touches, as the demo shows) unless `hugepages=True`.
+
+A snapshot (`snapshot(path)`) saves the vCPU (regs, sregs, FPU, MSRs,
+LAPIC, events, MP state), the VM (PIC pair, IOAPIC, PIT, kvmclock), each
+device's state, and memory: all of it, or (`incremental=True`) only the
+pages written since the previous snapshot, with the previous file named as
+its parent. `restore(path)` on a machine built alike (same memory size,
+the devices attached under the same names), in any process, loads it all,
+and the guest goes on where it was.
+"""
+from __future__ import annotations
+
+import base64
+import errno
+import json
+import os
+import signal
+import struct
+import threading
+import time
+import uuid
+from typing import Any
+
+from osvirt._owned import Owned
+from osvirt.errors import kernel_error
+from osvirt.memory import MADV, PAGE_SIZE, Mapping
+from osvirt.vm import kvm as _kvm
+from osvirt.vm._native import INTERNAL_ERROR_NAMES, lib
+from osvirt.vm.bus import Bus, Irq
+from osvirt.vm.errors import GuestError, VmError
+from osvirt.vm.ram import GuestRam
+
+__all__ = ["Machine", "MMIO_HOLE", "MAX_MEMORY_MIB", "SNAPSHOT_MAGIC"]
+
+MMIO_HOLE = 0xC000_0000  # guest RAM ends below: [3 GiB, 4 GiB) is for MMIO devices, as on a PC
+MAX_MEMORY_MIB = MMIO_HOLE >> 20
+SNAPSHOT_MAGIC = b"OSVIRT-VM-SNAPSHOT\n"
+TSS_ADDR = 0xFFFB_D000  # where kvmtool and QEMU put Intel's three real-mode pages, below the BIOS
+IDENTITY_MAP_ADDR = 0xFFFB_C000
+
+_IO, _MMIO = _kvm.KVM_EXIT["KVM_EXIT_IO"], _kvm.KVM_EXIT["KVM_EXIT_MMIO"]
+_EINTR = -errno.EINTR
+_KICK = lib.osv_kvm_kick_signal()
+_BLOBS = ("SREGS", "REGS", "FPU", "LAPIC", "MP_STATE", "VCPU_EVENTS")
+
+
+class Machine(Owned):
+    """A VM with `memory_mib` MiB of RAM, an in-kernel irqchip and PIT, one vCPU, and two buses.
+
+    Needs read-write /dev/kvm (osvirt.env.can("kvm")). Use it as a context manager, or call close():
+    the vCPU thread is stopped and joined, descriptors closed, RAM unmapped.
+    """
+
+    _closed = True  # until __init__ has made everything close() undoes
+    _thread: threading.Thread | None = None
+
+    def __init__(self, memory_mib: int = 64, *, hugepages: bool = False) -> None:
+        if type(memory_mib) is not int or not 1 <= memory_mib <= MAX_MEMORY_MIB:
+            raise ValueError(f"Machine: memory_mib must be an int in 1..{MAX_MEMORY_MIB} (RAM ends below the "
+                             f"MMIO hole at {MMIO_HOLE:#x}), not {memory_mib!r}")
+        self._closed = False
+        self._owned: list[Owned] = []
+        self.kvm = self._own(_kvm.Kvm())
+        if self.kvm.api_version() != _kvm.API_VERSION:
+            raise VmError(f"KVM_GET_API_VERSION says {self.kvm.api_version()}, not {_kvm.API_VERSION}")
+        self.backing = _kvm.backing_module()
+        self.vm = self._own(self.kvm.create_vm())
+        if self.vm.check_extension(lib.KVM_CAP_SET_TSS_ADDR):
+            self.vm.set_tss_addr(TSS_ADDR)
+        if self.vm.check_extension(lib.KVM_CAP_SET_IDENTITY_MAP_ADDR):
+            self.vm.set_identity_map_addr(IDENTITY_MAP_ADDR)
+        self.vm.create_irqchip()
+        self.vm.create_pit2()
+        self.memory_size = memory_mib << 20
+        self.memory = self._own(Mapping(self.memory_size))
+        if not hugepages:
+            self.memory.madvise(MADV["MADV_NOHUGEPAGE"])
+        self.vm.set_user_memory_region(0, 0, self.memory_size, self.memory.address, log_dirty=True)
+        self.ram = GuestRam(self.memory)
+        self.ram.dirty = set()  # pages the host writes: KVM's dirty log sees only the guest's
+        self.vcpu = self._own(self.vm.create_vcpu(0))
+        self.vcpu.set_supported_cpuid()
+        self.pio = Bus("pio", "port")
+        self.mmio = Bus("mmio", "MMIO")
+        self._counts: dict[int, int] = {_IO: 0, _MMIO: 0}  # exit reason (EINTR as -EINTR) -> count
+        self._ns: dict[int, int] = {_IO: 0, _MMIO: 0}  # exit reason -> ns in the KVM_RUN calls that ended so
+        self.handle_ns = 0  # ns spent handling exits in Python (between KVM_RUNs)
+        self.error: BaseException | None = None  # what stopped the guest, if not the host
+        self.stop_reason: str | None = None
+        self._control = threading.Condition()
+        self._want: str | None = None  # None (run), "pause" or "stop"
+        self._parked = False
+        self._thread_ident: int | None = None
+        self._dirty_since_snapshot = bytearray((self.memory_size // PAGE_SIZE + 7) // 8)
+        self._last_snapshot: str | None = None  # the id a next incremental snapshot's parent has
+        self._last_snapshot_path: str | None = None
+        self.vcpu_tid: int | None = None  # the vCPU thread's kernel tid (its faults are in /proc/self/task/TID)
+        if lib.osv_kvm_install_kick() != 0:
+            raise VmError(f"sigaction(SIGRTMIN+4) for the vCPU kick failed: {os.strerror(lib.osv_kvm_install_kick())}")
+
+    def _own(self, obj: Any) -> Any:
+        self._owned.append(obj)
+        return obj
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "running" if self.running else "stopped"
+        return f"Machine({self.memory_size >> 20} MiB, {state}, backing={self.backing})"
+
+    # -- devices and interrupts ---------------------------------------------------
+    def irq_line(self, irq: int) -> Irq:
+        """A level-triggered interrupt line for a device: irq(True) asserts GSI `irq` (KVM_IRQ_LINE)."""
+        if type(irq) is not int or not 0 <= irq < 24:
+            raise ValueError(f"irq_line: irq must be an int in 0..23 (the IOAPIC's pins), not {irq!r}")
+        line = self.vm.irq_line
+        return lambda level: line(irq, level)
+
+    # -- the run loop --------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Start the vCPU thread (the guest runs until stopped, paused or it stops itself)."""
+        if self._closed:
+            raise ValueError("Machine: closed")
+        if self.running:
+            raise VmError("Machine.start: already running")
+        self._want, self.error, self.stop_reason = None, None, None
+        self._thread = threading.Thread(target=self._thread_main, name="osvirt-vcpu0", daemon=True)
+        self._thread.start()
+
+    def _thread_main(self) -> None:
+        self._thread_ident = threading.get_ident()
+        self.vcpu_tid = threading.get_native_id()
+        try:
+            self.run_exits()
+        except BaseException as e:  # a device's exception: the guest stops, the caller sees it
+            self.error = e
+            self.stop_reason = f"{type(e).__name__}: {e}"
+        finally:
+            with self._control:
+                self._parked = False
+                self._control.notify_all()
+
+    def run_exits(self, limit: int | None = None) -> int:
+        """The run loop, on the calling thread: until stopped (or after `limit` exits: the bench's way
+        of timing it). Returns the number of exits handled."""
+        vcpu = self.vcpu
+        run, ex = vcpu.run, vcpu.exit
+        pio_read, pio_write, mmio_read, mmio_write = self.pio.read, self.pio.write, self.mmio.read, self.mmio.write
+        counts, ns = self._counts, self._ns
+        clock = time.perf_counter_ns
+        handled = 0
+        in_value = 0
+        try:
+            while limit is None or handled < limit:
+                if self._want is not None and not self._park():
+                    break
+                r = run(in_value)
+                in_value = 0
+                t0 = clock()
+                if r == _IO:
+                    if ex.count == 1:
+                        if ex.write:
+                            pio_write(ex.addr, ex.size, ex.data)
+                        else:
+                            in_value = pio_read(ex.addr, ex.size)
+                    else:
+                        self._rep_io()
+                elif r == _MMIO:
+                    if ex.write:
+                        mmio_write(ex.addr, ex.size, ex.data)
+                    else:
+                        in_value = mmio_read(ex.addr, ex.size)
+                elif r == _EINTR:  # a kick: the loop's head sees why
+                    self._count(r, ex.ns)
+                    continue
+                else:
+                    self._other_exit(r)
+                    continue
+                counts[r] += 1
+                ns[r] += ex.ns
+                handled += 1
+                self.handle_ns += clock() - t0
+        finally:
+            if in_value and self._want is None:  # a limited run ended on a read: answer it next time
+                vcpu.immediate_exit = True
+                vcpu.run(in_value)
+                vcpu.immediate_exit = False
+        return handled
+
+    def _count(self, reason: int, ns: int) -> None:
+        self._counts[reason] = self._counts.get(reason, 0) + 1
+        self._ns[reason] = self._ns.get(reason, 0) + ns
+
+    @staticmethod
+    def _reason_name(reason: int) -> str:
+        if reason < 0:
+            return f"KVM_RUN failed: {errno.errorcode.get(-reason, -reason)}"
+        return _kvm.exit_name(reason)
+
+    @property
+    def exits(self) -> dict[str, int]:
+        """{exit reason name: count} so far ("KVM_RUN failed: EINTR" counts the kicks)."""
+        return {self._reason_name(r): n for r, n in self._counts.items() if n}
+
+    @property
+    def exit_ns(self) -> dict[str, int]:
+        """{exit reason name: ns spent in the KVM_RUN calls that ended with it}."""
+        return {self._reason_name(r): self._ns[r] for r, n in self._counts.items() if n}
+
+    def _rep_io(self) -> None:
+        """A rep ins/outs: count accesses of size bytes, each to the same port."""
+        ex, vcpu = self.vcpu.exit, self.vcpu
+        size, port = ex.size, ex.addr
+        if ex.write:
+            data = vcpu.io_data()
+            for i in range(ex.count):
+                self.pio.write(port, size, int.from_bytes(data[i * size:(i + 1) * size], "little"))
+        else:
+            vcpu.set_io_data(b"".join(self.pio.read(port, size).to_bytes(size, "little") for _ in range(ex.count)))
+
+    def _other_exit(self, r: int) -> None:
+        ex = self.vcpu.exit
+        if r < 0:
+            self._count(r, ex.ns)
+            raise kernel_error(-r, "ioctl(KVM_RUN)")
+        name = _kvm.exit_name(r)
+        self._count(r, ex.ns)
+        rip = self.vcpu.get_regs().rip
+        if name == "KVM_EXIT_INTERNAL_ERROR":
+            data = " ".join(f"{ex.extra[i]:#x}" for i in range(ex.ndata))
+            raise GuestError(name, f"suberror {ex.suberror} ({INTERNAL_ERROR_NAMES.get(ex.suberror, '?')}), "
+                                   f"data [{data}], rip {rip:#x}")
+        if name == "KVM_EXIT_FAIL_ENTRY":
+            raise GuestError(name, f"hardware_entry_failure_reason {ex.suberror:#x} on cpu {ex.extra[0]}, "
+                                   f"rip {rip:#x}")
+        if name == "KVM_EXIT_SHUTDOWN":
+            raise GuestError(name, f"the guest triple-faulted (or asked for a shutdown), rip {rip:#x}")
+        if name == "KVM_EXIT_HLT":  # only without an in-kernel irqchip: the guest has nothing more to do
+            self.request_stop("the guest halted (KVM_EXIT_HLT)")
+            return
+        if name == "KVM_EXIT_UNKNOWN":
+            raise GuestError(name, f"hardware_exit_reason {ex.suberror:#x}, rip {rip:#x}")
+        if name == "KVM_EXIT_SYSTEM_EVENT":
+            raise GuestError(name, f"type {ex.suberror}, rip {rip:#x}")
+        raise GuestError(name, f"not handled by osvirt, rip {rip:#x}")
+
+    def _park(self) -> bool:
+        """At the loop's head with a pause or stop asked: complete a pending instruction (KVM_RUN with
+        immediate_exit), then wait while paused. False: stop."""
+        vcpu = self.vcpu
+        vcpu.immediate_exit = True
+        r = vcpu.run(0)
+        vcpu.immediate_exit = False
+        if r != _EINTR:  # cannot happen: with immediate_exit KVM_RUN enters no guest
+            raise VmError(f"KVM_RUN with immediate_exit returned {r}")
+        with self._control:
+            while self._want == "pause":
+                self._parked = True
+                self._control.notify_all()
+                self._control.wait()
+            self._parked = False
+            self._control.notify_all()
+            return self._want != "stop"
+
+    # -- control from other threads -----------------------------------------------
+    def _kick(self) -> None:
+        self.vcpu.immediate_exit = True  # a KVM_RUN about to start returns at once
+        if self._thread_ident is not None and self.running:
+            try:
+                signal.pthread_kill(self._thread_ident, _KICK)
+            except ProcessLookupError:  # the thread has just ended
+                pass
+
+    def request_pause(self) -> None:
+        """Ask the vCPU to park at its next exit (a device calls this from the vCPU thread)."""
+        with self._control:
+            if self._want is None:
+                self._want = "pause"
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the vCPU thread to end at its next exit (a device's reset calls this)."""
+        with self._control:
+            self._want = "stop"
+            self.stop_reason = self.stop_reason or reason
+            self._control.notify_all()
+
+    def pause(self, timeout: float | None = 10.0) -> bool:
+        """Park the vCPU (kicking it out of the guest); returns False if it was not running."""
+        if not self.running:
+            return False
+        self.request_pause()
+        if threading.get_ident() != self._thread_ident:
+            self._kick()
+        return self.wait_parked(timeout)
+
+    def wait_parked(self, timeout: float | None = 10.0) -> bool:
+        """Wait until the vCPU thread is parked (True) or has ended (False)."""
+        with self._control:
+            if not self._control.wait_for(lambda: self._parked or not self.running, timeout):
+                raise TimeoutError(f"the vCPU did not park within {timeout} s")
+            return self._parked
+
+    def resume(self) -> None:
+        with self._control:
+            if self._want == "pause":
+                self._want = None
+                self._control.notify_all()
+
+    def stop(self, reason: str = "stopped by the host", timeout: float = 10.0) -> None:
+        """End the vCPU thread and join it. Raises what stopped the guest, if something did."""
+        if self.running:
+            self.request_stop(reason)
+            self._kick()
+        self.wait(timeout)
+
+    def wait(self, timeout: float | None = None) -> str | None:
+        """Wait for the vCPU thread to end; its stop reason. Raises the error that ended it (GuestError,
+        or a device's exception), TimeoutError if it still runs after `timeout`."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise TimeoutError(f"the guest still runs after {timeout} s")
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        return self.stop_reason
+
+    # -- memory --------------------------------------------------------------------
+    def dirty_pages(self) -> list[int]:
+        """KVM_GET_DIRTY_LOG: the guest page numbers written since the previous call (slot 0)."""
+        bitmap = self.vm.get_dirty_log(0, self.memory_size // PAGE_SIZE)
+        acc = self._dirty_since_snapshot
+        pages = []
+        for word_index, (word,) in enumerate(struct.iter_unpack("<Q", bitmap)):
+            if word:
+                for bit in range(64):
+                    if word >> bit & 1:
+                        page = word_index * 64 + bit
+                        pages.append(page)
+                        acc[page >> 3] |= 1 << (page & 7)
+        return pages
+
+    def vcpu_faults(self) -> int:
+        """Minor faults of the vCPU thread so far (/proc/self/task/TID/stat): KVM faults guest memory in
+        on that thread, one host fault per page the guest touches first."""
+        if self.vcpu_tid is None:
+            raise VmError("vcpu_faults: the vCPU thread has not run")
+        with open(f"/proc/self/task/{self.vcpu_tid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[7])
+
+    # -- snapshot and restore ------------------------------------------------------
+    def _require_parked(self, what: str) -> None:
+        if self.running and not self._parked:
+            raise VmError(f"Machine.{what}: pause() first (the vCPU is running)")
+
+    def snapshot(self, path: str | os.PathLike[str], *, incremental: bool = False) -> dict[str, Any]:
+        """Save the paused (or not started) machine to `path`. `incremental`: only the pages written since
+        the previous snapshot (or the restore), which becomes its parent. Returns what was written."""
+        self._require_parked("snapshot")
+        if incremental and self._last_snapshot is None:
+            raise VmError("Machine.snapshot(incremental=True): no previous snapshot or restore to build on")
+        t0 = time.perf_counter_ns()
+        vcpu, vm = self.vcpu, self.vm
+        msr_indices = self.kvm.msr_index_list()
+        state: dict[str, Any] = {
+            "id": uuid.uuid4().hex,
+            "memory_size": self.memory_size,
+            "vcpu": {name: _b64(vcpu.get_blob(name)) for name in _BLOBS},
+            "msrs": {str(i): v for i, v in vcpu.get_msrs(msr_indices).items()},
+            "vm": {"irqchip": {chip: _b64(vm.get_irqchip(chip)) for chip in _kvm.IRQCHIPS},
+                   "pit2": _b64(vm.get_pit2()), "clock": _b64(vm.get_clock())},
+            "devices": {"pio": self.pio.snapshot(), "mmio": self.mmio.snapshot()},
+        }
+        self.dirty_pages()  # into _dirty_since_snapshot
+        for page in self.ram.dirty or ():
+            self._dirty_since_snapshot[page >> 3] |= 1 << (page & 7)
+        pages = self.memory_size // PAGE_SIZE
+        if incremental:
+            chosen = [p for p in range(pages) if self._dirty_since_snapshot[p >> 3] >> (p & 7) & 1]
+            state["parent"] = {"path": self._last_snapshot_path, "id": self._last_snapshot}
+        else:
+            chosen = list(range(pages))
+        state["pages"] = _ranges(chosen)
+        header = json.dumps(state).encode()
+        view = memoryview(self.ram.view(0, self.memory_size))
+        tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(SNAPSHOT_MAGIC + struct.pack("<Q", len(header)) + header)
+                for start, count in state["pages"]:
+                    f.write(view[start * PAGE_SIZE:(start + count) * PAGE_SIZE])
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        self._dirty_since_snapshot[:] = bytes(len(self._dirty_since_snapshot))
+        if self.ram.dirty is not None:
+            self.ram.dirty.clear()
+        self._last_snapshot, self._last_snapshot_path = state["id"], os.path.abspath(path)
+        return {"path": os.fspath(path), "pages": len(chosen), "bytes": os.path.getsize(path),
+                "incremental": incremental, "ms": (time.perf_counter_ns() - t0) / 1e6}
+
+    def restore(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Load a snapshot (and its parents, for an incremental one) into this machine, which must be
+        built alike and not running: afterwards start() goes on where the saved guest was."""
+        if self.running:
+            raise VmError("Machine.restore: stop the machine first")
+        t0 = time.perf_counter_ns()
+        state = self._load_memory(os.fspath(path))
+        vcpu, vm = self.vcpu, self.vm
+        for name in ("SREGS", "REGS", "FPU"):
+            vcpu.set_blob(name, base64.b64decode(state["vcpu"][name]))
+        msrs = {int(i): v for i, v in state["msrs"].items()}
+        if vcpu.set_msrs(msrs) != len(msrs):  # one at a time, to name the one refused
+            refused = [hex(i) for i, v in msrs.items() if vcpu.set_msrs({i: v}) != 1]
+            raise VmError(f"KVM_SET_MSRS refused MSR {', '.join(refused)} from {os.fspath(path)}")
+        for name in ("LAPIC", "MP_STATE", "VCPU_EVENTS"):  # the LAPIC after the APIC base MSR
+            vcpu.set_blob(name, base64.b64decode(state["vcpu"][name]))
+        vm.set_pit2(base64.b64decode(state["vm"]["pit2"]))
+        vm.set_clock(base64.b64decode(state["vm"]["clock"]))
+        for blob in state["vm"]["irqchip"].values():
+            vm.set_irqchip(base64.b64decode(blob))
+        self.pio.restore(state["devices"]["pio"])
+        self.mmio.restore(state["devices"]["mmio"])
+        self.dirty_pages()  # the restore's own writes are not the guest's
+        self._dirty_since_snapshot[:] = bytes(len(self._dirty_since_snapshot))
+        if self.ram.dirty is not None:
+            self.ram.dirty.clear()
+        self._last_snapshot, self._last_snapshot_path = state["id"], os.path.abspath(path)
+        return {"path": os.fspath(path), "ms": (time.perf_counter_ns() - t0) / 1e6}
+
+    def _load_memory(self, path: str) -> dict[str, Any]:
+        with open(path, "rb") as f:
+            if f.read(len(SNAPSHOT_MAGIC)) != SNAPSHOT_MAGIC:
+                raise VmError(f"{path}: not an osvirt VM snapshot")
+            (length,) = struct.unpack("<Q", f.read(8))
+            state: dict[str, Any] = json.loads(f.read(length))
+            if state["memory_size"] != self.memory_size:
+                raise VmError(f"{path}: a snapshot of {state['memory_size'] >> 20} MiB, this machine has "
+                              f"{self.memory_size >> 20} MiB")
+            parent = state.get("parent")
+            if parent:
+                if self._load_memory(parent["path"])["id"] != parent["id"]:
+                    raise VmError(f"{path}: its parent {parent['path']} is not the snapshot it was taken after")
+            view = self.ram.view(0, self.memory_size)
+            for start, count in state["pages"]:
+                if f.readinto(view[start * PAGE_SIZE:(start + count) * PAGE_SIZE]) != count * PAGE_SIZE:
+                    raise VmError(f"{path}: truncated")
+        return state
+
+    # -- cleanup -------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop and join the vCPU thread, close the vCPU, VM and /dev/kvm, unmap RAM. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.running:
+                self.request_stop("closed")
+                self._kick()
+                assert self._thread is not None
+                self._thread.join()
+        finally:
+            ram = getattr(self, "ram", None)
+            if ram is not None:
+                ram.release()
+            for owned in reversed(self._owned):
+                owned.close()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _ranges(pages: list[int]) -> list[tuple[int, int]]:
+    """[(start, count)] runs of consecutive page numbers."""
+    runs: list[tuple[int, int]] = []
+    for page in pages:
+        if runs and runs[-1][0] + runs[-1][1] == page:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((page, 1))
+    return runs
+
