@@ -9,7 +9,7 @@ OsvirtError subclasses. All of them pickle, since they cross processes here.
 import errno
 import os
 
-__all__ = ["OsvirtError", "OwnerDead", "ProtectionFault", "kernel_error"]
+__all__ = ["OsvirtError", "OwnerDead", "ProtectionFault", "SpecError", "ContainerError", "kernel_error"]
 
 
 class OsvirtError(Exception):
@@ -65,3 +65,42 @@ def kernel_error(err: int, facility: str, hint: str | None = None,
     if filename is None:
         return OSError(err, message)
     return OSError(err, message, os.fspath(filename))
+
+
+class SpecError(OsvirtError, ValueError):
+    """An OCI config.json (osvirt.container.oci) holds a value the runtime-spec does not allow.
+
+    `field` names it as a path into the JSON (`process.args`,
+    `linux.namespaces[2].type`); raised before any system call. A
+    ValueError too, as osvirt's bad arguments are.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(field, message)
+        self.field, self.message = field, message
+
+    def __str__(self) -> str:
+        return f"config.json {self.field}: {self.message}"
+
+
+class ContainerError(OsvirtError):
+    """A container's set-up failed in its own process, before the program ran (osvirt.container.container).
+
+    `step` names what it was doing (`mount /proc`, `pivot_root`, `exec
+    ['sh']`), `errno` the kernel's answer (None when not a system call's),
+    `message` the child's exception. Raised in the process that created or
+    started the container, as runc reports its child's errors through its
+    sync pipe.
+    """
+
+    def __init__(self, step: str, errno: int | None, message: str) -> None:
+        super().__init__(step, errno, message)
+        self.step, self.errno, self.message = step, errno, message
+
+    def __str__(self) -> str:
+        name = f"[{_errno_name(self.errno)}] " if self.errno else ""
+        return f"container set-up failed at {self.step}: {name}{self.message}"
+
+
+def _errno_name(err: int) -> str:
+    return errno.errorcode.get(err, str(err))
