@@ -25,8 +25,8 @@ guest touches, as the demo shows) unless `hugepages=True`.
 
 A snapshot (`snapshot(path)`) saves the vCPU (regs, sregs, FPU, MSRs,
 LAPIC, events, MP state), the VM (PIC pair, IOAPIC, PIT, kvmclock), each
-device's state, and memory: all of it, or (`incremental=True`) only the
-pages written since the previous snapshot, with the previous file named as
+device's state, and memory: all of it (but the pages all zero), or (`incremental=True`)
+only the pages written since the previous snapshot, with the previous file named as
 its parent. `restore(path)` on a machine built alike (same memory size,
 the devices attached under the same names), in any process, loads it all,
 and the guest goes on where it was.
@@ -403,11 +403,13 @@ class Machine(Owned):
         if incremental:
             chosen = [p for p in range(pages) if self._dirty_since_snapshot[p >> 3] >> (p & 7) & 1]
             state["parent"] = {"path": self._last_snapshot_path, "id": self._last_snapshot}
-        else:
-            chosen = list(range(pages))
+        else:  # every page but those all zero, which a fresh machine's RAM already is
+            view = self.ram.view(0, self.memory_size)
+            zero = bytes(PAGE_SIZE)
+            chosen = [p for p in range(pages) if view[p * PAGE_SIZE:(p + 1) * PAGE_SIZE] != zero]
         state["pages"] = _ranges(chosen)
         header = json.dumps(state).encode()
-        view = memoryview(self.ram.view(0, self.memory_size))
+        view = self.ram.view(0, self.memory_size)
         tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
         try:
             with open(tmp, "wb") as f:
@@ -430,9 +432,10 @@ class Machine(Owned):
 
     def restore(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """Load a snapshot (and its parents, for an incremental one) into this machine, which must be
-        built alike and not running: afterwards start() goes on where the saved guest was."""
-        if self.running:
-            raise VmError("Machine.restore: stop the machine first")
+        built alike and never started: afterwards start() goes on where the saved guest was."""
+        if self._thread is not None:
+            raise VmError("Machine.restore: into a machine that never ran (a full snapshot leaves out "
+                          "the pages that were all zero)")
         t0 = time.perf_counter_ns()
         state = self._load_memory(os.fspath(path))
         vcpu, vm = self.vcpu, self.vm
