@@ -40,6 +40,7 @@ import os
 import struct
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 from osvirt.vm.errors import VmError
 from osvirt.vm.ram import GuestRam
@@ -427,6 +428,24 @@ class BootState:
     def regs(self) -> dict[str, int]:
         """The general registers (rip, rsi, rsp, rflags; the others are 0)."""
         return {"rip": self.rip, "rsi": self.rsi, "rsp": self.rsp, "rflags": self.rflags}
+
+    def fill_sregs(self, sregs: Any) -> None:
+        """Set these fields on a struct kvm_sregs (from KVM_GET_SREGS, for KVM_SET_SREGS): segments,
+        descriptor tables, control registers and EFER; the rest (apic_base, interrupt_bitmap) kept."""
+        for name in ("cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt"):
+            segment, target = getattr(self, name), getattr(sregs, name)
+            for field in dataclasses.fields(Segment):
+                setattr(target, field.name, getattr(segment, field.name))
+        sregs.gdt.base, sregs.gdt.limit = self.gdt
+        sregs.idt.base, sregs.idt.limit = self.idt
+        sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer = self.cr0, self.cr3, self.cr4, self.efer
+
+    def fill_regs(self, regs: Any) -> None:
+        """Set rip, rsi, rsp and rflags on a struct kvm_regs, and zero the other registers."""
+        for name in ("rax", "rbx", "rcx", "rdx", "rdi", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"):
+            setattr(regs, name, 0)
+        for name, value in self.regs().items():
+            setattr(regs, name, value)
 
 
 E820 = tuple[int, int, int]

@@ -257,3 +257,23 @@ def test_debians_kernel_loads_into_guest_ram(debian_kernel):
         assert state.initrd[0] >= state.kernel[1] and state.initrd[0] + 4096 <= 256 * MiB
         assert zero_page_field(ram, 0x206, "H") >= 0x020F  # the kernel's own header, copied in
         ram.release()
+
+
+def test_the_state_fills_kvm_structs_by_their_field_names(ram):
+    """BootState.fill_sregs/fill_regs set struct kvm_sregs/kvm_regs fields by name (stand-ins here)."""
+    from types import SimpleNamespace
+    ram, buf = ram
+    state = loader.load_linux(ram, bzimage())
+    fields = ("selector", "base", "limit", "type", "present", "dpl", "db", "s", "l", "g", "avl", "unusable")
+    sregs = SimpleNamespace(**{name: SimpleNamespace(**dict.fromkeys(fields)) for name in
+                               ("cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt")},
+                            gdt=SimpleNamespace(base=None, limit=None), idt=SimpleNamespace(base=None, limit=None),
+                            cr0=0, cr3=0, cr4=0, efer=0, apic_base=0xFEE00900)
+    state.fill_sregs(sregs)
+    assert (sregs.cs.selector, sregs.cs.l, sregs.cs.type) == (0x10, 1, 0xB)
+    assert (sregs.ss.selector, sregs.ss.db, sregs.tr.type, sregs.ldt.present) == (0x18, 1, 0xB, 0)
+    assert (sregs.gdt.base, sregs.gdt.limit) == state.gdt and sregs.cr3 == state.cr3
+    assert sregs.apic_base == 0xFEE00900  # not the loader's to change
+    regs = SimpleNamespace(rax=7)
+    state.fill_regs(regs)
+    assert (regs.rip, regs.rsi, regs.rax, regs.rflags) == (0x100_0000, loader.ZERO_PAGE_ADDR, 0, 2)
