@@ -291,6 +291,38 @@ def _userns() -> Answer:
     return _tried_in_child("unshare(CLONE_NEWUSER)", lambda: namespaces.unshare("user"))
 
 
+@probe("network_namespace")
+def _network_namespace() -> Answer:
+    """a process can make a network namespace of its own and bring its lo up (CAP_SYS_ADMIN, else in a new user namespace; tried in a child)"""
+    # Docker's seccomp profile refuses unshare without CAP_SYS_ADMIN; a kernel may refuse user namespaces.
+    from osvirt.container import namespaces, network  # they import env: import late
+    rootless = "CAP_SYS_ADMIN" not in capabilities()
+
+    def attempt() -> None:
+        namespaces.unshare(["user", "network"] if rootless else ["network"])
+        network.loopback_up()  # CAP_NET_ADMIN over the new namespace: its owner's, even rootless
+    answer = _tried_in_child(f"unshare({'CLONE_NEWUSER|' if rootless else ''}CLONE_NEWNET) and lo up", attempt)
+    return Answer(answer.ok, answer.reason + (" (rootless: in a user namespace of its own)" if rootless else ""))
+
+
+@probe("veth")
+def _veth() -> Answer:
+    """a veth pair can link a new network namespace to this one (CAP_NET_ADMIN here, CAP_SYS_ADMIN to configure the far end; the kernel's veth driver tried in a child, inside a namespace of its own)"""
+    missing = [cap for cap in ("CAP_NET_ADMIN", "CAP_SYS_ADMIN") if cap not in capabilities()]
+    if missing:
+        return Answer(False, f"needs {' and '.join(missing)} (not in effective set): a rootless container (user "
+                             "and network namespaces of its own) can bring its lo up, not make a veth to the host")
+    netns = can("network_namespace")
+    if not netns:
+        return netns
+    from osvirt.container import namespaces, network  # they import env: import late
+
+    def attempt() -> None:
+        namespaces.unshare(["network"])  # both ends made in it, and gone with it: the host sees nothing
+        network._try_veth()
+    return _tried_in_child("a veth pair (netlink RTM_NEWLINK, in a new network namespace)", attempt)
+
+
 def can(what: str) -> Answer:
     """Answer whether `what` (a probe name, see `probes()`) is allowed here.
 

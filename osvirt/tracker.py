@@ -14,7 +14,9 @@ It acts only on what its own clients registered and osvirt named: POSIX IPC
 names `/osvirt-<pid>-<random>[-suffix]`, paths of that name directly in a
 temp directory or in such a directory there, SysV ids whose key and creation
 time are still the registered ones, osvirt-named cgroups inside a cgroup mount
-(their processes killed first), and only on objects its own uid owns. It
+(their processes killed first), veth pairs named `osv<pid>-<hex>` in its own
+network namespace (the one its first client was in), and only on objects its
+own uid owns. It
 refuses any other name, and says so on stderr.
 
 The kinds table (`KINDS`) maps each kind of object to its name check and its

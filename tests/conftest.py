@@ -2,14 +2,16 @@
 
 The leak guard snapshots, before and after every test, what the kernel holds
 that osvirt could leak: the test process's children, /dev/shm, POSIX message
-queues, SysV IPC objects, attached loop devices, osvirt-* temp files and
-osvirt-* cgroups. A test that leaves any of them behind fails, naming what it
-left.
+queues, SysV IPC objects, attached loop devices, osvirt-* temp files,
+osvirt-* cgroups and osvirt's network interfaces (osv<pid>-...: a veth's host
+end). A test that leaves any of them behind fails, naming what it left.
 
 Temp files live in directories other people's processes share (/tmp,
-/var/tmp, /dev/shm), and cgroups in hierarchies they share (the v1 cpu and
-pids roots), so a new osvirt-* entry counts as this test's leak only
-if the pid in its name (`osvirt-<pid>-...`, see osvirt.naming) is the test
+/var/tmp, /dev/shm), cgroups in hierarchies they share (the v1 cpu and
+pids roots), and interfaces a network namespace they share, so a new osvirt
+entry counts as this test's leak only
+if the pid in its name (`osvirt-<pid>-...`, see osvirt.naming; `osv<pid>-...`
+for an interface) is the test
 process's own, or a pid that did not exist when the test started (a child
 the test started, or a descendant of one). An entry named by a process that
 was already running belongs to someone else: another engineer's run. Simple
@@ -19,6 +21,7 @@ during the test would count too (on CI nobody else runs).
 import glob
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +31,7 @@ import psutil
 import pytest
 
 from osvirt import env
+from osvirt.container import network
 from osvirt.container.cgroups import cgroup_directory, cgroup_mounts, own_cgroups
 from osvirt.naming import PREFIX
 
@@ -97,9 +101,16 @@ def _cgroups():
     return paths
 
 
+def _interfaces():
+    """osvirt's interfaces in this network namespace (a veth's host end: `osv<pid>-<hex>`), from the kernel."""
+    return {name for _, name in socket.if_nameindex() if name.startswith(network.PREFIX)}
+
+
 def _named_pid(path):
-    """The pid in an `osvirt-<pid>-...` name, or None."""
-    pid = os.path.basename(path)[len(PREFIX):].split("-", 1)[0]
+    """The pid in an `osvirt-<pid>-...` name (`osv<pid>-...` for an interface), or None."""
+    name = os.path.basename(path)
+    prefix = PREFIX if name.startswith(PREFIX) else network.PREFIX
+    pid = name[len(prefix):].split("-", 1)[0]
     return int(pid) if pid.isdigit() else None
 
 
@@ -122,13 +133,15 @@ def _snapshot():
         "attached loop devices": _loops(),
         "osvirt temp files": _temp_files(),
         "osvirt cgroups": _cgroups(),
+        "osvirt network interfaces": _interfaces(),
     }
 
 
 def _leaks(before, after, live_before):
     """{kind: what `after` holds that `before` did not}, for each kind listed both times."""
     after = {**after, "osvirt temp files": _made_during_test(after["osvirt temp files"], live_before),
-             "osvirt cgroups": _made_during_test(after["osvirt cgroups"], live_before)}
+             "osvirt cgroups": _made_during_test(after["osvirt cgroups"], live_before),
+             "osvirt network interfaces": _made_during_test(after["osvirt network interfaces"], live_before)}
     return {kind: sorted(map(str, after[kind] - before[kind])) for kind in after
             if after[kind] is not None and before[kind] is not None and after[kind] - before[kind]}
 

@@ -4,6 +4,7 @@ import functools
 import gc
 import importlib.util
 import os
+import signal
 import tempfile
 import time
 import warnings
@@ -13,6 +14,7 @@ import psutil
 import pytest
 import sysv_ipc
 
+from osvirt.container import namespaces, network
 from osvirt.container.cgroups import Cgroup
 from osvirt.device import loop
 from osvirt.naming import private_dir, unique_name
@@ -103,6 +105,14 @@ def _cgroup():
         yield "osvirt cgroups", cg.paths["pids"]
 
 
+@contextlib.contextmanager
+def _veth():
+    with Children() as kids:  # the namespace's process, killed at the end: the peer's side
+        started = namespaces.fork_in(kids, ["network"], signal.pause)
+        with network.Veth(started.pid, check=False) as veth:
+            yield "osvirt network interfaces", veth.host_name
+
+
 @pytest.mark.parametrize("leak", [
     pytest.param(_child, id="child"),
     pytest.param(functools.partial(_posix, posix_ipc.SharedMemory, "/dev/shm", size=4096), id="posix-shm"),
@@ -114,6 +124,7 @@ def _cgroup():
     pytest.param(_loop_device, id="loop", marks=pytest.mark.needs("loop")),
     pytest.param(_temp_file, id="temp-file"),
     pytest.param(_cgroup, id="cgroup", marks=pytest.mark.needs("cgroup_pids")),
+    pytest.param(_veth, id="veth", marks=pytest.mark.needs("veth")),
 ])
 def test_the_guard_names_a_live_object_of_each_kind_it_watches_and_forgets_it_once_gone(leak):
     live_before = set(psutil.pids())

@@ -302,7 +302,8 @@ def test_a_sysv_id_whose_key_or_creation_time_changed_is_not_removed():
 @pytest.mark.parametrize("kind, name", [("dir", "/tmp/x"), ("dir", "relative/osvirt-1-0123abcd"),
                                         ("dir", "/tmp/../etc/osvirt-1-0123abcd"), ("shm", "osvirt-1-0123abcd"),
                                         ("shm", "/osvirt-1-0123abcd-a b"), ("sysv-sem", "12"),
-                                        ("cgroup", "/osvirt-1-0123abcd")])
+                                        ("cgroup", "/osvirt-1-0123abcd"), ("veth", "eth0"),
+                                        ("veth", "osv1-0123456789abc"), ("veth", "osv1-xyz0")])
 def test_bad_names_are_refused_before_anything_is_sent(kind, name):
-    with pytest.raises(ValueError, match=r"mkdir|shm_open|semget|resource tracker"):
+    with pytest.raises(ValueError, match=r"mkdir|shm_open|semget|netlink|resource tracker"):
         tracker.register(kind, name)

@@ -7,7 +7,8 @@ headers through the cdef (csrc/seccomp.h); so do mount(2)'s MS_* and
 umount2(2)'s MNT_* flags (csrc/mounts.h), for osvirt.container.mounts;
 the CLONE_NEW* flags (csrc/namespaces.h) and every capability's number
 (csrc/capabilities.h, a table osvirt/_build_native.py generates from
-<linux/capability.h>'s macros).
+<linux/capability.h>'s macros); IFNAMSIZ and the IFF_* interface flags
+(csrc/network.h), for osvirt.container.network.
 """
 import errno
 import os
@@ -158,3 +159,21 @@ def cap_ambient(op: str, cap: int, facility: str, hint: str | None) -> None:
 def set_keepcaps(keep: bool) -> None:
     if lib.osv_set_keepcaps(int(keep)) == -1:
         raise kernel_error(ffi.errno, f"prctl(PR_SET_KEEPCAPS, {int(keep)})")
+
+
+# --- network (csrc/network.h) ----------------------------------------------
+IFNAMSIZ: int = lib.IFNAMSIZ  # an interface name's bytes, its NUL included
+IFF: dict[str, int] = {name: getattr(lib, f"IFF_{name}") for name in ("UP", "LOWER_UP")}
+
+
+def ifflags_get(sockfd: int, name: str, facility: str) -> int:
+    flags: int = lib.osv_ifflags_get(sockfd, os.fsencode(name))
+    if flags == -1:
+        raise kernel_error(ffi.errno, facility)
+    return flags
+
+
+def ifflags_set(sockfd: int, name: str, flags: int, facility: str) -> None:
+    if lib.osv_ifflags_set(sockfd, os.fsencode(name), flags) == -1:
+        err = ffi.errno
+        raise kernel_error(err, facility, "needs CAP_NET_ADMIN over the network namespace" if err == errno.EPERM else None)

@@ -28,9 +28,10 @@ enters it with setns, makes the socket, and ends; the socket stays there),
 so nothing needs to run inside the container but `loopback_up()`.
 
 Why lo is brought up with an ioctl (SIOCSIFFLAGS on any socket of the
-namespace) and not netlink: it is one system call in the container's start
-path, where importing pyroute2 would cost 0.2 s (runc starts in 20 ms).
-Everything else is netlink through pyroute2, imported on first use.
+namespace, csrc/network.c) and not netlink: it is two system calls in the
+container's start path, where importing pyroute2 would cost many times a
+whole runc start. Everything else is netlink through pyroute2, imported on
+first use.
 
 Privileges: a new netns needs CAP_SYS_ADMIN, or a user namespace of one's
 own (rootless): there lo can be brought up (CAP_NET_ADMIN over the netns is
@@ -40,11 +41,9 @@ and `can("veth")` say which applies here.
 """
 import contextlib
 import errno
-import fcntl
 import os
 import re
 import socket
-import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -52,11 +51,11 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from osvirt import tracker
 from osvirt._owned import Owned
-from osvirt.container import namespaces
+from osvirt.container import _native, namespaces
 from osvirt.errors import kernel_error
 from osvirt.process.spawn import signals_deferred
 
-if TYPE_CHECKING:  # both imported where used: ipaddress costs 2 ms, pyroute2 0.2 s
+if TYPE_CHECKING:  # both imported where used, for what they cost to import
     from ipaddress import IPv4Interface, IPv4Network
 
     from pyroute2 import IPRoute
@@ -67,17 +66,9 @@ __all__ = ["IFNAMSIZ", "PREFIX", "Target", "Interface", "RoundTrip", "Veth", "lo
 # Where: 0 (this process's netns), a pid (/proc/PID/ns/net), or a netns file's path.
 Target = int | str | os.PathLike[str]
 
-IFNAMSIZ = 16  # <linux/if.h>: an interface name is at most 15 bytes and a NUL
-PREFIX = "osv"  # osvirt's interfaces: osv<pid>-<hex>, 15 characters (the pid says who made it)
+IFNAMSIZ = _native.IFNAMSIZ  # an interface name is at most IFNAMSIZ - 1 bytes and a NUL
+PREFIX = "osv"  # osvirt's interfaces: osv<pid>-<hex>, IFNAMSIZ - 1 characters (the pid says who made it)
 _OSVIRT_NAME = re.compile(PREFIX + r"([0-9]+)-[0-9a-f]{4,}")
-
-# <linux/sockios.h>, <linux/if.h>
-_SIOCGIFFLAGS = 0x8913
-_SIOCSIFFLAGS = 0x8914
-_IFREQ = struct.Struct("16sH22x")  # struct ifreq: the name, then ifr_flags in a 24-byte union (40 bytes)
-IFF_UP = 0x1
-IFF_LOWER_UP = 0x10000  # the carrier: for a veth, both ends are up
-_NETLINK_ROUTE = 0
 
 # Addresses of this machine only: link-local first (RFC 3927: its first and last /24 reserved,
 # and 169.254.169.254 is clouds' metadata service), the private ranges (RFC 1918) if none is free.
@@ -242,7 +233,7 @@ def _iproute(netns_fd: int | None = None) -> "IPRoute":
     from pyroute2 import IPRoute
     if netns_fd is None:
         return IPRoute()
-    sock = _socket_in(netns_fd, socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_ROUTE)
+    sock = _socket_in(netns_fd, socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
     try:
         return IPRoute(fileno=sock.fileno())  # pyroute2 wraps the same descriptor and closes it
     except BaseException:
@@ -262,8 +253,8 @@ def _interfaces(ipr: "IPRoute") -> list[Interface]:
         stats = msg.get("IFLA_STATS64") or {}
         kind = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
         found.append(Interface(
-            name=str(msg.get("IFLA_IFNAME")), index=int(msg["index"]), up=bool(flags & IFF_UP),
-            carrier=bool(flags & IFF_LOWER_UP), kind=None if kind is None else str(kind),
+            name=str(msg.get("IFLA_IFNAME")), index=int(msg["index"]), up=bool(flags & _native.IFF["UP"]),
+            carrier=bool(flags & _native.IFF["LOWER_UP"]), kind=None if kind is None else str(kind),
             addresses=tuple(addresses.get(int(msg["index"]), ())),
             rx_packets=int(stats.get("rx_packets", 0)), tx_packets=int(stats.get("tx_packets", 0)),
             rx_bytes=int(stats.get("rx_bytes", 0)), tx_bytes=int(stats.get("tx_bytes", 0))))
@@ -283,18 +274,14 @@ def interfaces(target: Target = 0) -> list[Interface]:
 
 def loopback_up(target: Target = 0) -> None:
     """Bring `lo` up in `target`'s network namespace (0: this process's own); the kernel gives it
-    127.0.0.1/8 and ::1. One ioctl (SIOCSIFFLAGS): CAP_NET_ADMIN over that namespace."""
+    127.0.0.1/8 and ::1. An ioctl on a socket of that namespace (SIOCGIFFLAGS, then SIOCSIFFLAGS
+    with IFF_UP): CAP_NET_ADMIN over it."""
     with _in_netns("loopback_up", target) as fd:
         with _socket_in(fd, socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            try:
-                name, flags = _IFREQ.unpack(fcntl.ioctl(sock.fileno(), _SIOCGIFFLAGS, _IFREQ.pack(b"lo", 0)))
-                if not flags & IFF_UP:
-                    fcntl.ioctl(sock.fileno(), _SIOCSIFFLAGS, _IFREQ.pack(b"lo", flags | IFF_UP))
-            except OSError as e:
-                assert e.errno is not None
-                raise kernel_error(e.errno, "loopback_up: ioctl(SIOCSIFFLAGS, lo, IFF_UP)",
-                                   "needs CAP_NET_ADMIN over the network namespace"
-                                   if e.errno == errno.EPERM else None) from None
+            flags = _native.ifflags_get(sock.fileno(), "lo", "loopback_up: ioctl(SIOCGIFFLAGS, lo)")
+            if not flags & _native.IFF["UP"]:
+                _native.ifflags_set(sock.fileno(), "lo", flags | _native.IFF["UP"],
+                                    "loopback_up: ioctl(SIOCSIFFLAGS, lo, IFF_UP)")
 
 
 # -- addresses -----------------------------------------------------------------------------
@@ -390,6 +377,13 @@ def delete_veth(name: str) -> bool:
     return True
 
 
+def _try_veth() -> None:
+    """Make a veth pair with both ends in this thread's netns (osvirt.env's probe, run inside a new
+    one it then drops): whether this kernel has the driver, and netlink lets us use it."""
+    with _netlink("netlink RTM_NEWLINK(veth)"), _iproute() as ipr:
+        ipr.link("add", ifname=f"{PREFIX}probe0", kind="veth", peer={"ifname": f"{PREFIX}probe1"})
+
+
 class Veth(Owned):
     """A veth pair from this process's netns to `target`'s (a pid, or a netns file), both ends up.
 
@@ -403,9 +397,11 @@ class Veth(Owned):
     The host end is registered with osvirt.tracker before it exists; close()
     (and `with`, and an exception in the constructor) deletes it, which
     deletes the peer too; the kernel deletes both when the target's netns
-    goes away. Bad names and addresses raise ValueError before any system
-    call. Needs CAP_NET_ADMIN here, and CAP_SYS_ADMIN over the target's
-    netns to configure its end from here.
+    goes away (this object holds no descriptor of it, which would keep it:
+    it reopens the netns file when it needs it, and checks that it is the
+    same namespace). Bad names and addresses raise ValueError before any
+    system call. Needs CAP_NET_ADMIN here, and CAP_SYS_ADMIN over the
+    target's netns to configure its end from here.
     """
 
     host_name = ""
@@ -413,7 +409,8 @@ class Veth(Owned):
     host_address: "IPv4Interface | None" = None
     guest_address: "IPv4Interface | None" = None
     _made = False  # the class default: nothing held (the host end exists while this is True)
-    _netns_fd = -1
+    _netns_path = ""
+    _netns_id = (0, 0)  # the target netns's inode and device, as opened first
 
     def __init__(self, target: Target, host_addr: "str | IPv4Interface | None" = None,
                  guest_addr: "str | IPv4Interface | None" = None, *, guest_name: str = "eth0",
@@ -424,10 +421,12 @@ class Veth(Owned):
         check_name("Veth", guest_name)
         pair = _pair(host_addr, guest_addr)
         # Checked; from here on, system calls.
-        self._netns_fd = _open_netns("Veth", path)
+        fd = _open_netns("Veth", path)
         self._creator = os.getpid()
         try:
-            if _is_own_netns(self._netns_fd):
+            st = os.fstat(fd)
+            self._netns_path, self._netns_id = path, (st.st_ino, st.st_dev)
+            if _is_own_netns(fd):
                 raise ValueError(f"Veth: {path} is this process's own network namespace: a veth to the host "
                                  "needs the container in one of its own")
             import ipaddress
@@ -442,15 +441,34 @@ class Veth(Owned):
                                        f"overlaps the host's {', '.join(clash)}")
             self.host_address, self.guest_address = pair
             self.guest_name = guest_name
-            self._create()
-            self._configure()
-            if check:
-                self.round_trip(1)
+            self._create(fd)
+            self._configure(fd)
         except BaseException:
             self.close()
             raise
+        finally:
+            os.close(fd)
+        if check:
+            try:
+                self.round_trip(1)
+            except BaseException:
+                self.close()
+                raise
 
-    def _create(self) -> None:
+    @contextlib.contextmanager
+    def _target(self) -> Iterator[int]:
+        """The target's netns, opened again: the same namespace, or ESRCH (gone, its pid reused)."""
+        fd = _open_netns("Veth", self._netns_path)
+        try:
+            st = os.fstat(fd)
+            if (st.st_ino, st.st_dev) != self._netns_id:
+                raise kernel_error(errno.ESRCH, f"Veth: {self._netns_path}",
+                                   "not the network namespace the pair was made in: that one is gone")
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _create(self, netns_fd: int) -> None:
         name = _unique_name()
         tracker.register("veth", name)  # before it exists: no moment in which a SIGKILL leaves it untracked
         with signals_deferred():  # made and recorded, or neither: a Ctrl-C waits until both are done
@@ -459,29 +477,22 @@ class Veth(Owned):
                               {errno.EEXIST: f"{name} here or {self.guest_name} in the target's netns exists"}), \
                         _iproute() as ipr:
                     ipr.link("add", ifname=name, kind="veth",
-                             peer={"ifname": self.guest_name, "net_ns_fd": self._netns_fd})
+                             peer={"ifname": self.guest_name, "net_ns_fd": netns_fd})
             except BaseException:
                 tracker.unregister("veth", name)
                 raise
             self.host_name, self._made = name, True
 
-    def _configure(self) -> None:
+    def _configure(self, netns_fd: int) -> None:
         """Address and up: the host end here, the guest end through a socket in the target's netns."""
         assert self.host_address is not None and self.guest_address is not None
         for fd, name, address, where in ((None, self.host_name, self.host_address, "here"),
-                                         (self._netns_fd, self.guest_name, self.guest_address, "in the target")):
+                                         (netns_fd, self.guest_name, self.guest_address, "in the target")):
             with _netlink(f"Veth: netlink RTM_NEWADDR({address} on {name} {where}), RTM_NEWLINK(up)"), \
                     _iproute(fd) as ipr:
                 index = ipr.link_lookup(ifname=name)[0]
                 ipr.addr("add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
                 ipr.link("set", index=index, state="up")
-
-    def _counters(self, fd: int | None, name: str) -> tuple[int, int]:
-        with _netlink(f"Veth: netlink RTM_GETLINK({name})"), _iproute(fd) as ipr:
-            for interface in _interfaces(ipr):
-                if interface.name == name:
-                    return interface.rx_packets, interface.tx_packets
-        raise kernel_error(errno.ENODEV, f"Veth: {name}", "gone: the container's network namespace went away")
 
     def round_trip(self, echoes: int = 1, timeout_s: float = 2.0) -> RoundTrip:
         """`echoes` UDP echoes from the guest end (a socket made in the target's netns, bound to
@@ -492,45 +503,52 @@ class Veth(Owned):
             raise ValueError(f"Veth.round_trip: echoes must be a positive int, not {echoes!r}")
         if not self._made or self.host_address is None or self.guest_address is None:
             raise ValueError("Veth.round_trip: closed")
-        host_before = self._counters(None, self.host_name)
-        guest_before = self._counters(self._netns_fd, self.guest_name)
-        seconds, sent = [], 0
-        with _socket_in(None, socket.AF_INET, socket.SOCK_DGRAM) as host, \
-                _socket_in(self._netns_fd, socket.AF_INET, socket.SOCK_DGRAM) as guest:
-            host.bind((str(self.host_address.ip), 0))
-            guest.bind((str(self.guest_address.ip), 0))
+        host_ip, guest_ip = str(self.host_address.ip), str(self.guest_address.ip)
+        with contextlib.ExitStack() as held:
+            with self._target() as netns_fd:
+                guest_ipr = held.enter_context(_iproute(netns_fd))
+                guest = held.enter_context(_socket_in(netns_fd, socket.AF_INET, socket.SOCK_DGRAM))
+            host_ipr = held.enter_context(_iproute())
+            host = held.enter_context(_socket_in(None, socket.AF_INET, socket.SOCK_DGRAM))
+            host.bind((host_ip, 0))
+            guest.bind((guest_ip, 0))
+            before = _counters(host_ipr, self.host_name) + _counters(guest_ipr, self.guest_name)
+            seconds, sent = [], 0
             deadline = time.monotonic() + timeout_s
             for _ in range(echoes):
                 token = os.urandom(16)
                 start = time.monotonic()
                 while True:
                     if time.monotonic() > deadline:
-                        raise kernel_error(errno.ETIMEDOUT, f"Veth.round_trip: {self.guest_address.ip} -> "
-                                           f"{self.host_address.ip} over {self.host_name}", f"no echo in {timeout_s} s")
+                        raise kernel_error(errno.ETIMEDOUT, f"Veth.round_trip: {guest_ip} -> {host_ip} over "
+                                           f"{self.host_name}", f"no echo in {timeout_s} s")
                     guest.sendto(token, host.getsockname())
                     sent += 1
                     if _echo(host, guest, token, min(0.1, max(0.0, deadline - time.monotonic()))):
                         break
                 seconds.append(time.monotonic() - start)
-        host_after = self._counters(None, self.host_name)
-        guest_after = self._counters(self._netns_fd, self.guest_name)
+            after = _counters(host_ipr, self.host_name) + _counters(guest_ipr, self.guest_name)
         seconds.sort()
         median = (seconds[(echoes - 1) // 2] + seconds[echoes // 2]) / 2
-        return RoundTrip(echoes, sent, median,
-                         host_after[0] - host_before[0], host_after[1] - host_before[1],
-                         guest_after[0] - guest_before[0], guest_after[1] - guest_before[1])
+        return RoundTrip(echoes, sent, median, *(b - a for a, b in zip(before, after)))
 
     def close(self) -> None:
         """Delete the host end (the peer goes with it); idempotent. Only in the process that made it:
-        a forked child's copy lets go of its descriptor only."""
-        fd, self._netns_fd = self._netns_fd, -1
-        if fd >= 0:
-            os.close(fd)
+        a forked child's copy leaves it alone."""
         if self._made and self._is_creator:
             with signals_deferred():
                 self._made = False
                 delete_veth(self.host_name)  # raises: still registered, so the tracker tries at exit
                 tracker.unregister("veth", self.host_name)
+
+
+def _counters(ipr: "IPRoute", name: str) -> tuple[int, int]:
+    """Interface `name`'s (rx_packets, tx_packets), from the kernel."""
+    with _netlink(f"Veth: netlink RTM_GETLINK({name})"):
+        for interface in _interfaces(ipr):
+            if interface.name == name:
+                return interface.rx_packets, interface.tx_packets
+    raise kernel_error(errno.ENODEV, f"Veth: {name}", "gone: the container's network namespace went away")
 
 
 def _echo(host: socket.socket, guest: socket.socket, token: bytes, wait_s: float) -> bool:
