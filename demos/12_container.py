@@ -34,7 +34,7 @@ import sysv_ipc
 
 from osvirt import env, tracker
 from osvirt.container import capabilities, docker, mounts, namespaces, network, seccomp
-from osvirt.container.cgroups import Cgroup, cgroup_directory, cgroup_mounts, own_cgroups
+from osvirt.container.cgroups import Cgroup, cgroup_directory, cgroup_mounts, kill_and_rmdir, own_cgroups
 from osvirt.demo import run
 from osvirt.memory import userfaultfd
 from osvirt.naming import private_dir, unique_name
@@ -345,12 +345,9 @@ def _refusals():
 
 
 def _under_docker_profile(talk):
-    before = _refusals()
+    before, filters = _refusals(), _status("self", "Seccomp_filters")
     seccomp.install(seccomp.compile_filter(docker.seccomp()))
-    after = _refusals()
-    with open("/proc/self/status") as f:
-        mode = next(line.split()[1] for line in f if line.startswith("Seccomp:"))
-    talk.send({"before": before, "after": after, "pid_ok": os.getpid() > 0, "mode": mode})
+    talk.send({"before": before, "filters": filters, "after": _refusals(), "mode": _status("self", "Seccomp")})
     talk.wait()
 
 
@@ -423,15 +420,16 @@ def _runc_cgroups(name):
 
 
 @contextlib.contextmanager
-def _tracked_cgroups(paths):
-    """runc's cgroups, registered: should this process be SIGKILLed, the tracker kills what is in them
-    and removes them."""
+def _runc_leftovers(paths):
+    """runc's cgroups, registered with the tracker (which kills what is in them and removes them should
+    this process be SIGKILLed) and removed here if a runc killed midway left them."""
     for path in paths:
         tracker.register("cgroup", path)
     try:
         yield
     finally:
         for path in paths:
+            kill_and_rmdir(path)
             tracker.unregister("cgroup", path)
 
 
@@ -472,7 +470,7 @@ def _cost_step(demo):
     bundle = _runc_bundle(directory, rootless)
     state = os.path.join(directory, "state")  # runc's state, in the demo's own directory
     name = unique_name()  # runc names its cgroups after the container
-    demo.own(_tracked_cgroups(_runc_cgroups(name)))
+    demo.own(_runc_leftovers(_runc_cgroups(name)))
     theirs = [_time_runc(demo, state, bundle, name) for _ in range(RUNS)]
     version = subprocess.run(["runc", "--version"], capture_output=True, text=True, timeout=WAIT_S).stdout.split()
     demo.check(f"runc {version[2] if len(version) > 2 else ''}{' (rootless)' if rootless else ''} on the "
@@ -643,8 +641,9 @@ def body(demo):
         if set(seen["before"].values()) == {"ok"}:
             demo.check("before the filter", "all three allowed", str(seen["before"]), True)
         else:
-            demo.skip("before the filter: all three allowed", "refused before osvirt's filter too: this process is "
-                      "under a seccomp filter already (Docker's refuses both) or lacks the privilege")
+            demo.skip("before the filter: all three allowed", f"refused before osvirt's filter too, by "
+                      f"{seen['filters']} seccomp filter(s) already on this process (/proc/self/status "
+                      "Seccomp_filters: a container's, as Docker's refuses both) or the kernel's own checks")
         demo.check("under the filter (/proc/self/status Seccomp: 2)", "unshare EPERM, userfaultfd EPERM, getpid ok",
                    f"{seen['after']}; Seccomp: {seen['mode']}",
                    seen["after"] == {"unshare(CLONE_NEWNS)": "EPERM", "userfaultfd(UFFD_USER_MODE_ONLY)": "EPERM",

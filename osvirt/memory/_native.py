@@ -169,7 +169,8 @@ UFFD_USER_MODE_ONLY: int = lib.UFFD_USER_MODE_ONLY
 
 def userfaultfd(flags: int) -> int:
     fd = int(lib.osv_userfaultfd(flags))
-    _check(fd, f"userfaultfd({flags:#x})",
-           "without UFFD_USER_MODE_ONLY it needs CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1; "
-           "a seccomp filter (Docker's) may refuse it" if ffi.errno == errno.EPERM else None)
+    hint = "a seccomp filter (Docker's) may refuse it"
+    if not flags & UFFD_USER_MODE_ONLY:
+        hint = "without UFFD_USER_MODE_ONLY it needs CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1; " + hint
+    _check(fd, f"userfaultfd({flags:#x})", hint if ffi.errno == errno.EPERM else None)
     return fd
