@@ -167,8 +167,13 @@ class Machine(Owned):
 
     def run_exits(self, limit: int | None = None) -> int:
         """The run loop, on the calling thread: until stopped (or after `limit` exits: the bench's way
-        of timing it). Returns the number of exits handled."""
+        of timing it, on a machine with no vCPU thread running). Returns the number of exits handled."""
         vcpu = self.vcpu
+        if threading.get_ident() != self._thread_ident:
+            if self.running:
+                raise VmError("Machine.run_exits: the vCPU thread runs this machine")
+            self._want = None
+            vcpu.immediate_exit = False
         run, ex = vcpu.run, vcpu.exit
         pio_read, pio_write, mmio_read, mmio_write = self.pio.read, self.pio.write, self.mmio.read, self.mmio.write
         counts, ns = self._counts, self._ns
@@ -285,6 +290,7 @@ class Machine(Owned):
                 self._control.wait()
             self._parked = False
             self._control.notify_all()
+            vcpu.immediate_exit = self._want == "stop"  # a kick while parked set it
             return self._want != "stop"
 
     # -- control from other threads -----------------------------------------------
@@ -317,6 +323,11 @@ class Machine(Owned):
         if threading.get_ident() != self._thread_ident:
             self._kick()
         return self.wait_parked(timeout)
+
+    @property
+    def parked(self) -> bool:
+        """The vCPU thread waits, paused, out of KVM_RUN."""
+        return self._parked and self.running
 
     def wait_parked(self, timeout: float | None = 10.0) -> bool:
         """Wait until the vCPU thread is parked (True) or has ended (False)."""
@@ -403,10 +414,12 @@ class Machine(Owned):
         if incremental:
             chosen = [p for p in range(pages) if self._dirty_since_snapshot[p >> 3] >> (p & 7) & 1]
             state["parent"] = {"path": self._last_snapshot_path, "id": self._last_snapshot}
-        else:  # every page but those all zero, which a fresh machine's RAM already is
+        else:  # every page but those all zero, which a fresh machine's RAM already is: a page never
+            # touched is neither present nor in swap (pagemap), and the rest are compared with zeros
             view = self.ram.view(0, self.memory_size)
             zero = bytes(PAGE_SIZE)
-            chosen = [p for p in range(pages) if view[p * PAGE_SIZE:(p + 1) * PAGE_SIZE] != zero]
+            chosen = [p for p, st in enumerate(self.memory.pagemap()) if (st.present or st.swapped)
+                      and view[p * PAGE_SIZE:(p + 1) * PAGE_SIZE] != zero]
         state["pages"] = _ranges(chosen)
         header = json.dumps(state).encode()
         view = self.ram.view(0, self.memory_size)

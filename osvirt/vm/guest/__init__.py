@@ -41,7 +41,7 @@ from osvirt.vm.devices.i8042 import I8042
 from osvirt.vm.devices.rtc import Rtc
 from osvirt.vm.devices.uart import COM1_BASE, COM1_IRQ, Uart
 from osvirt.vm.errors import GuestError, VmError
-from osvirt.vm.machine import Machine
+from osvirt.vm.machine import MMIO_HOLE, Machine
 
 __all__ = ["SOURCES", "layout", "build", "DemoGuest", "CommandResult", "GUEST_CFLAGS"]
 
@@ -212,7 +212,7 @@ class DemoGuest:
     def _post(self, cmd: str, args: tuple[int, ...]) -> None:
         if len(args) > 3:
             raise ValueError(f"{cmd}: at most 3 arguments, not {len(args)}")
-        if self.machine.running and not self.machine.wait_parked(0):
+        if self.machine.running and not self.machine.parked:
             raise VmError(f"{cmd}: the guest is not at its doorbell")
         for i, arg in enumerate(args + (0,) * (3 - len(args))):
             self.set_mailbox(f"MB_ARG{i}", arg)
@@ -238,6 +238,16 @@ class DemoGuest:
         self._post(cmd, args)
         self.machine.resume()
 
+    def end_count(self, timeout: float = 30.0) -> None:
+        """End a CMD_COUNT (running or paused): set its stop flag (arg1) and wait for the doorbell."""
+        m = self.machine
+        if not m.parked:
+            m.pause()
+        self.set_mailbox("MB_ARG1", 1)
+        self._rung.clear()
+        m.resume()
+        self._wait_ring(timeout)
+
     def _wait_ring(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not self._rung.wait(0.05):
@@ -247,6 +257,19 @@ class DemoGuest:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the guest did not ring its doorbell within {timeout} s")
         self.machine.wait_parked(timeout)
+
+    def bench_exits(self, mmio: bool = False) -> tuple[int, int]:
+        """Boot and leave the guest in CMD_BENCH_PIO (or CMD_BENCH_MMIO at MMIO_HOLE, to a device that
+        drops the writes) with no vCPU thread: Machine.run_exits(n) then handles n exits on the calling
+        thread, as the C loop osv_bench_vm_exit does. Returns (the port or address, the kvm_run size)."""
+        m = self.machine
+        addr = MMIO_HOLE if mmio else self.L["PORT_BENCH"]
+        if mmio:
+            m.mmio.attach(MMIO_HOLE, 4, _Sink(), name="bench")
+        self.boot()
+        self._post("CMD_BENCH_MMIO" if mmio else "CMD_BENCH_PIO", (addr,))
+        m.stop()
+        return addr, m.kvm.vcpu_mmap_size()
 
     def fault(self) -> GuestError:
         """The exception the guest's CPL0 handler reported (vector, error code, rip), as a GuestError."""
@@ -270,13 +293,17 @@ class _Doorbell:
 
 
 class _Sink:
-    """PORT_BENCH: every write dropped (the bench rows time the exit, not a device)."""
+    """PORT_BENCH (and the MMIO bench's address): every write dropped (the bench rows time the exit,
+    not a device)."""
 
     def io_in(self, offset: int, size: int) -> int:
         return 0
 
     def io_out(self, offset: int, size: int, value: int) -> None:
         pass
+
+    mmio_read = io_in
+    mmio_write = io_out
 
 
 class _Fault:

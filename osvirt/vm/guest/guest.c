@@ -110,8 +110,9 @@ void user_main(void)
             break;
         }
         case CMD_COUNT:
-            for (;;)
+            while (!MB(MB_ARG1))
                 MB(MB_COUNTER)++;
+            break;
         case CMD_BENCH_PIO:
             __asm__ volatile("1: outb %%al, %%dx\n\tjmp 1b" : : "a"(0), "d"(PORT_BENCH));
             break;

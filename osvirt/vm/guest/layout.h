@@ -59,7 +59,7 @@
 #define CMD_TOUCH       5   /* write byte arg2 to arg1 pages from gpa arg0 */
 #define CMD_MMIO        6   /* result0 = 32-bit read at gpa arg0, then write arg1 there */
 #define CMD_UART_IRQ    7   /* IER = THRE interrupt, arg0 bytes out, IER = 0; result0 = interrupts taken */
-#define CMD_COUNT       8   /* counter++ forever (the host pauses it) */
+#define CMD_COUNT       8   /* counter++ until arg1 is set (the host pauses it meanwhile) */
 #define CMD_BENCH_PIO   9   /* out PORT_BENCH forever */
 #define CMD_BENCH_MMIO  10  /* 32-bit write to gpa arg0 forever */
 #define CMD_PORT_IN     11  /* result0 = 8-bit IN from port arg0 */
