@@ -161,6 +161,7 @@ class Machine(Owned):
             self.error = e
             self.stop_reason = f"{type(e).__name__}: {e}"
         finally:
+            self.vcpu.immediate_exit = False  # a stop's kick set it: a later KVM_RUN from any thread runs
             with self._control:
                 self._parked = False
                 self._control.notify_all()

@@ -1,0 +1,95 @@
+"""VM exits (osvirt.vm): a guest's port I/O or MMIO access handed to user space and answered there.
+
+Each series boots osvirt's demo guest in its own machine and leaves it in a
+loop of one access (an OUT to PORT_BENCH, or a 32-bit write to the MMIO
+hole, where a device drops it): an operation is one exit, from KVM_RUN's
+return through the dispatch to the device and back into the guest.
+"""
+import time
+from collections.abc import Iterator
+
+from osvirt.bench.harness import Batch, Primitive, rig
+
+__all__ = ["PRIMITIVES"]
+
+
+def _machine(mmio: bool) -> Iterator[tuple[object, int, int]]:
+    from osvirt.vm.guest import DemoGuest
+    guest = DemoGuest(memory_mib=16)
+    with guest.machine as m:
+        addr, size = guest.bench_exits(mmio)
+        yield m, addr, size
+
+
+def _python(mmio: bool) -> Iterator[Batch]:
+    """Machine.run_exits(n): osvirt's run loop, the bus, the device."""
+    for m, _, _ in _machine(mmio):
+        def batch(n: int) -> int:
+            t0 = time.perf_counter_ns()
+            m.run_exits(n)  # type: ignore[attr-defined]  # a Machine
+            return time.perf_counter_ns() - t0
+        yield Batch(batch)
+
+
+def _bare(mmio: bool) -> Iterator[Batch]:
+    """The cffi call of osv_kvm_run in a loop: no dispatch, no device."""
+    from osvirt.vm._native import lib
+    for m, _, _ in _machine(mmio):
+        vcpu: object = m.vcpu  # type: ignore[attr-defined]
+        run, fd, struct, ex = lib.osv_kvm_run, vcpu.fd, vcpu.run_struct, vcpu.exit  # type: ignore[attr-defined]
+
+        def batch(n: int) -> int:
+            t0 = time.perf_counter_ns()
+            for _ in range(n):
+                run(fd, struct, 0, ex)
+            return time.perf_counter_ns() - t0
+        yield Batch(batch)
+
+
+def _c(mmio: bool) -> Iterator[tuple[int, int, int, int]]:
+    for m, addr, size in _machine(mmio):
+        yield m.vcpu.fd, size, addr, int(mmio)  # type: ignore[attr-defined]
+
+
+@rig
+def _pio_python() -> Iterator[Batch]:
+    yield from _python(False)
+
+
+@rig
+def _pio_bare() -> Iterator[Batch]:
+    yield from _bare(False)
+
+
+@rig
+def _pio_c() -> Iterator[tuple[int, int, int, int]]:
+    yield from _c(False)
+
+
+@rig
+def _mmio_python() -> Iterator[Batch]:
+    yield from _python(True)
+
+
+@rig
+def _mmio_bare() -> Iterator[Batch]:
+    yield from _bare(True)
+
+
+@rig
+def _mmio_c() -> Iterator[tuple[int, int, int, int]]:
+    yield from _c(True)
+
+
+_NOTE = ("an exit costs the guest's trip into the host kernel and out to user space (kvm_pvm: ~50 µs from the "
+         "guest's CPL3); Python adds the cffi call (~0.3 µs, the GIL released around KVM_RUN), reading the "
+         "exit's fields and the bus dispatch (~2 µs)")
+
+PRIMITIVES = [
+    Primitive("vm-exit-pio", "a guest OUT handled in user space: osvirt.vm.Machine.run_exits, the port bus, "
+              "a device", python=_pio_python, c="vm_exit", c_args=_pio_c,
+              floor=("osv_kvm_run over cffi, no dispatch", _pio_bare), needs=("kvm",), note=_NOTE),
+    Primitive("vm-exit-mmio", "a guest write to an address no RAM backs, handled in user space: "
+              "Machine.run_exits, the MMIO bus, a device", python=_mmio_python, c="vm_exit", c_args=_mmio_c,
+              floor=("osv_kvm_run over cffi, no dispatch", _mmio_bare), needs=("kvm",), note=_NOTE),
+]
