@@ -214,11 +214,12 @@ def body(demo):
             counted = guest.mailbox("MB_COUNTER")
             irqs = guest.mailbox("MB_IRQ_COUNT")
             saved = m.snapshot(os.path.join(d, "full"))
-            out = subprocess.run([sys.executable, "-c", RESTORE, saved["path"], str(demo.args.memory_mib)],
-                                 capture_output=True, text=True, timeout=120)
-            if out.returncode != 0:
-                raise RuntimeError(f"the restoring process failed: {out.stderr.strip()[-500:]}")
-            seen = json.loads(out.stdout)
+            proc = demo.children.spawn([sys.executable, "-c", RESTORE, saved["path"], str(demo.args.memory_mib)],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            out, err = proc.communicate(timeout=120)
+            if proc.returncode != 0:
+                raise RuntimeError(f"the restoring process failed: {err.strip()[-500:]}")
+            seen = json.loads(out)
             m.resume()
             time.sleep(0.05)
             m.pause()
