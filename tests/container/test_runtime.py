@@ -1,0 +1,438 @@
+"""osvirt-runtime (osvirt/container/runtime.py) driven as tools drive runc, next to runc itself.
+
+Every test runs the command line in a child process and reads back what the kernel shows:
+/proc/PID/ns, a file the container wrote through a bind mount, /proc/PID/cgroup, the host's
+/proc/self/mountinfo, /proc/*/environ. Bundles come from `osvirt-runtime spec` (and `runc spec`
+where runc is installed), with a root filesystem made of the host's /usr (a read-only bind, and
+the usrmerge links as the host has them): no test depends on a downloaded rootfs.
+
+A container needs a mount namespace of its own: with CAP_SYS_ADMIN (root) the bundle is the
+plain spec; without it (uid 65534) `spec --rootless`'s, in a user namespace of its own. Where
+neither works (Docker's seccomp profile refuses unshare) the container tests skip with why.
+"""
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+import pytest
+
+from osvirt import env
+from osvirt.container import runtime
+from osvirt.container.cgroups import cgroup_directory, cgroup_mounts
+
+needs = pytest.mark.needs
+_SCRIPT = os.path.join(os.path.dirname(sys.executable), "osvirt-runtime")
+# The console script when installed (what tools call), else the module.
+OSVIRT_RUNTIME = [_SCRIPT] if os.access(_SCRIPT, os.X_OK) else [sys.executable, "-m", "osvirt.container.runtime"]
+RUNC = shutil.which("runc")
+needs_runc = pytest.mark.skipif(RUNC is None, reason="runc is not installed")
+ROOTLESS = "CAP_SYS_ADMIN" not in env.capabilities()
+
+
+def call(tool, root, *args, timeout=60):
+    """`tool --root ROOT ARGS...`, stdin /dev/null, its output captured in files: a container created
+    inherits them and keeps them open, so pipes would not reach EOF before it ends."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.run([*tool, "--root", str(root), *args], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                              timeout=timeout)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
+
+
+def _last_error(stderr):
+    """The msg of the last logrus text line on stderr (quoted as Go's %q, which JSON reads, when not plain)."""
+    lines = [line for line in stderr.splitlines() if line.startswith("time=")]
+    assert lines, stderr
+    msg = lines[-1].split(" msg=", 1)[1]
+    return json.loads(msg) if msg.startswith('"') else msg
+
+
+# -- bundles ---------------------------------------------------------------------------------------
+def make_bundle(path, args, tool=OSVIRT_RUNTIME, marker=None):
+    """A bundle at `path` from `tool spec` (--rootless without CAP_SYS_ADMIN): `args` run in a root
+    of the host's /usr, with path/out bound read-write at /out; `marker` goes into the environment."""
+    path.mkdir()
+    subprocess.run([*tool, "spec", "--bundle", str(path), *(["--rootless"] if ROOTLESS else [])], check=True)
+    with open(path / "config.json") as f:
+        config = json.load(f)
+    process = config["process"]
+    process["terminal"] = False  # no console socket here
+    # runc spec's ambient set without an inheritable one: the kernel refuses the raise
+    # (PR_CAP_AMBIENT_RAISE needs both), which runc 1.1 only warns about and Container refuses.
+    process["capabilities"]["inheritable"] = process["capabilities"]["ambient"]
+    process["args"] = args
+    if marker:
+        process["env"].append(marker)
+    rootfs = path / "rootfs"
+    for name in ("usr", "proc", "dev", "sys", "tmp", "out"):
+        (rootfs / name).mkdir(parents=True)
+    (path / "out").mkdir()
+    binds = [("/usr", "/usr", "ro"), (str(path / "out"), "/out", "rw")]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):  # as the host has them
+        host = f"/{name}"
+        if os.path.islink(host):
+            os.symlink(os.readlink(host), rootfs / name)
+        elif os.path.isdir(host):
+            (rootfs / name).mkdir()
+            binds.append((host, host, "ro"))
+    config["mounts"] += [{"destination": guest, "type": "bind", "source": host, "options": ["rbind", mode]}
+                         for host, guest, mode in binds]
+    with open(path / "config.json", "w") as f:
+        json.dump(config, f, indent=1)
+    return path
+
+
+# -- what a container leaves on the host ----------------------------------------------------------------
+def cgroup_dirs(pid):
+    """The cgroup directories of process `pid`, in every hierarchy mounted here."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        own = {}
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for controller in controllers.split(",") if controllers else [""]:
+                own[controller.removeprefix("name=")] = path
+    dirs = set()
+    for mount in cgroup_mounts():
+        for controller in mount.controllers or {""}:
+            if controller in own and (d := cgroup_directory(mount, own[controller])) is not None:
+                dirs.add(d)
+    return dirs
+
+
+def mount_points():
+    with open("/proc/self/mountinfo") as f:
+        return sorted(line.split()[4] for line in f)
+
+
+def processes_with(marker):
+    """The pids whose environment holds `marker` (a runtime started with it, its children, the container)."""
+    found = []
+    for pid in psutil.pids():
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker.encode() in f.read().split(b"\0"):
+                    found.append(pid)
+        except OSError:  # gone, or not ours to read
+            pass
+    return found
+
+
+def alive(pid):
+    """Whether `pid` runs (a zombie, which runc's detached init is until PID 1 reaps it, does not)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_for(predicate, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+# -- no container needed: ids, signals, flags, spec, errors -------------------------------------------------
+@pytest.mark.parametrize("container_id, message", [
+    ("a", None), ("A-b_c.d+e", None), ("a,b", None), ("..a", None),
+    ("", "container id cannot be empty"), (".", "invalid container ID format"), ("..", "invalid container ID format"),
+    ("a/b", "invalid container ID format"), ("a b", "invalid container ID format"), ("é", "invalid container ID format"),
+    ("a:b", "invalid container ID format"), ("a\nb", "invalid container ID format"),
+])
+def test_ids_are_checked_with_runcs_rule(container_id, message, tmp_path):
+    if message is None:
+        runtime.validate_id(container_id)
+        expected = "container does not exist"
+    else:
+        with pytest.raises(runtime.Failure, match=message):
+            runtime.validate_id(container_id)
+        expected = message
+    ours = call(OSVIRT_RUNTIME, tmp_path / "ours", "state", container_id)
+    assert (ours.returncode, _last_error(ours.stderr)) == (1, expected)
+    if RUNC:  # runc says the same of the same id
+        theirs = call([RUNC], tmp_path / "runc", "state", container_id)
+        assert (theirs.returncode, _last_error(theirs.stderr)) == (1, expected)
+
+
+def test_signals_by_name_or_number_as_runc_parses_them():
+    assert runtime.parse_signal("9") == signal.SIGKILL
+    assert runtime.parse_signal("KILL") == runtime.parse_signal("sigkill") == runtime.parse_signal("SigKill") == 9
+    assert runtime.parse_signal("USR1") == signal.SIGUSR1
+    assert runtime.parse_signal("99") == 99  # the kernel judges a number (EINVAL at kill)
+    for bad in ("FOO", "SIG", "", "-"):
+        with pytest.raises(runtime.Failure, match="unknown signal"):
+            runtime.parse_signal(bad)
+
+
+def test_errors_are_logged_as_runc_logs_them(tmp_path):
+    text = call(OSVIRT_RUNTIME, tmp_path, "kill", "nothing-here")
+    assert text.returncode == 1 and text.stdout == ""
+    assert text.stderr.startswith('time="') and 'level=error msg="container does not exist"' in text.stderr
+    log = tmp_path / "log.json"
+    as_json = call(OSVIRT_RUNTIME, tmp_path, "--log", str(log), "--log-format", "json", "delete", "nothing-here")
+    assert as_json.returncode == 1
+    assert as_json.stderr == "container does not exist\n"  # with --log, stderr gets the message too
+    entry = json.loads(log.read_text())
+    assert sorted(entry) == ["level", "msg", "time"] and entry["level"] == "error"
+    assert entry["msg"] == "container does not exist"
+    bad = call(OSVIRT_RUNTIME, tmp_path, "--log-format", "xml", "list")
+    assert (bad.returncode, _last_error(bad.stderr)) == (1, "invalid log-format: xml")
+
+
+def test_flags_in_gos_syntax_anywhere_after_the_command(tmp_path):
+    for args in (["delete", "--force", "x"], ["delete", "x", "-f"], ["delete", "--force=true", "x"],
+                 ["delete", "-force", "x"]):
+        assert call(OSVIRT_RUNTIME, tmp_path, *args).returncode == 0, args  # --force: nothing to delete is fine
+    no = call(OSVIRT_RUNTIME, tmp_path, "delete", "--force=false", "x")
+    assert (no.returncode, _last_error(no.stderr)) == (1, "container does not exist")
+    for args, message in ((["create", "--nope", "x"], "flag provided but not defined: -nope"),
+                          (["kill", "--all=maybe", "x"], 'invalid boolean value "maybe" for -all: parse error'),
+                          (["state"], 'osvirt-runtime: "state" requires exactly 1 argument(s)'),
+                          (["kill", "a", "b", "c"], 'osvirt-runtime: "kill" requires a maximum of 2 argument(s)')):
+        out = call(OSVIRT_RUNTIME, tmp_path, *args)
+        assert out.returncode == 1 and out.stdout.startswith("Incorrect Usage."), args
+        assert _last_error(out.stderr) == message
+
+
+def test_list_of_an_empty_root(tmp_path):
+    table = call(OSVIRT_RUNTIME, tmp_path / "root", "list")
+    assert table.returncode == 0 and table.stdout.split() == ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
+    assert os.stat(tmp_path / "root").st_mode & 0o777 == 0o700  # made as runc makes its root
+    assert call(OSVIRT_RUNTIME, tmp_path / "root", "list", "--format", "json").stdout == "null\n"
+    if RUNC:
+        assert call([RUNC], tmp_path / "runc", "list").stdout == table.stdout
+
+
+@needs_runc
+@pytest.mark.parametrize("rootless", [False, True])
+def test_spec_is_runcs_but_for_version_and_hostname(rootless, tmp_path):
+    configs = []
+    for tool, name in ((OSVIRT_RUNTIME, "ours"), ([RUNC], "runc")):
+        (tmp_path / name).mkdir()
+        subprocess.run([*tool, "spec", "--bundle", str(tmp_path / name), *(["--rootless"] if rootless else [])],
+                       check=True)
+        with open(tmp_path / name / "config.json") as f:
+            configs.append(json.load(f))
+    ours, theirs = configs
+    assert (ours.pop("ociVersion"), ours.pop("hostname")) == (runtime.OCI_VERSION, "osvirt")
+    assert theirs.pop("ociVersion").startswith("1.0") and theirs.pop("hostname") == "runc"
+    assert ours == theirs
+    if rootless:
+        assert ours["linux"]["uidMappings"] == [{"containerID": 0, "hostID": os.geteuid(), "size": 1}]
+
+
+def test_spec_refuses_to_overwrite_and_a_missing_bundle(tmp_path):
+    assert call(OSVIRT_RUNTIME, tmp_path, "spec", "-b", str(tmp_path)).returncode == 0
+    again = call(OSVIRT_RUNTIME, tmp_path, "spec", "-b", str(tmp_path))
+    assert (again.returncode, _last_error(again.stderr)) == (1, "File config.json exists. Remove it first")
+    missing = call(OSVIRT_RUNTIME, tmp_path, "spec", "-b", str(tmp_path / "nowhere"))
+    assert (missing.returncode, _last_error(missing.stderr)) == (
+        1, f"chdir {tmp_path / 'nowhere'}: no such file or directory")
+
+
+@pytest.mark.parametrize("tool", ["osvirt-runtime", pytest.param("runc", marks=needs_runc)])
+def test_bad_bundles_give_runcs_errors(tool, tmp_path):
+    command, name = (OSVIRT_RUNTIME, runtime.PROG) if tool == "osvirt-runtime" else ([RUNC], "runc")
+    nowhere = call(command, tmp_path / "root", "create", "--bundle", str(tmp_path / "nowhere"), "c1")
+    assert (nowhere.returncode, _last_error(nowhere.stderr)) == (
+        1, f"{name} create failed: chdir {tmp_path / 'nowhere'}: no such file or directory")
+    empty = call(command, tmp_path / "root", "create", "--bundle", str(tmp_path), "c1")
+    assert (empty.returncode, _last_error(empty.stderr)) == (
+        1, f"{name} create failed: JSON specification file config.json not found")
+    (tmp_path / "good" / "rootfs").mkdir(parents=True)
+    subprocess.run([*command, "spec", "--bundle", str(tmp_path / "good")], check=True)
+    bad_id = call(command, tmp_path / "root", "create", "--bundle", str(tmp_path / "good"), "c/1")
+    assert (bad_id.returncode, _last_error(bad_id.stderr)) == (1, f"{name} create failed: invalid container ID format")
+    assert not os.path.exists(tmp_path / "root" / "c1")
+
+
+# -- containers ------------------------------------------------------------------------------------------
+_LOOP = "trap 'exit 0' TERM; echo $$ > /out/pid; hostname > /out/hostname; while :; do sleep 0.05; done"
+
+
+def _state(tool, root, container_id):
+    out = call(tool, root, "state", container_id)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def _lifecycle(tool, tmp_path):
+    """create, state, start, kill SIGTERM, state, delete, as a tool drives a runtime; what was seen."""
+    root, bundle = tmp_path / "root", make_bundle(tmp_path / "bundle", ["sh", "-c", _LOOP], tool)
+    try:
+        return _steps(tool, root, bundle, tmp_path)
+    finally:  # whatever failed, nothing stays for the next test
+        call(tool, root, "delete", "--force", "c1")
+
+
+def _steps(tool, root, bundle, tmp_path):
+    mounts_before = mount_points()
+    created = call(tool, root, "create", "--bundle", str(bundle), "--pid-file", str(tmp_path / "pid"), "c1")
+    assert created.returncode == 0, created.stderr
+    seen = {"created": _state(tool, root, "c1")}
+    pid = seen["created"]["pid"]
+    assert (tmp_path / "pid").read_text() == str(pid)  # no newline, as runc writes it
+    seen["namespaces"] = {ns for ns in ("pid", "mnt", "uts", "ipc")
+                          if os.stat(f"/proc/{pid}/ns/{ns}").st_ino != os.stat(f"/proc/self/ns/{ns}").st_ino}
+    seen["cgroups"] = cgroup_dirs(pid) - cgroup_dirs(os.getpid())
+    exists = call(tool, root, "create", "--bundle", str(bundle), "c1")
+    seen["create again"] = (exists.returncode, _last_error(exists.stderr))
+    assert not (bundle / "out" / "pid").exists()  # not started yet
+    assert call(tool, root, "start", "c1").returncode == 0
+    assert wait_for(lambda: (bundle / "out" / "hostname").exists() and (bundle / "out" / "hostname").read_text())
+    seen["inside"] = ((bundle / "out" / "pid").read_text().strip(), (bundle / "out" / "hostname").read_text().strip())
+    seen["running"] = _state(tool, root, "c1")
+    again = call(tool, root, "start", "c1")
+    seen["start again"] = (again.returncode, _last_error(again.stderr))
+    busy = call(tool, root, "delete", "c1")
+    seen["delete running"] = (busy.returncode, _last_error(busy.stderr))
+    assert all(str(bundle) not in point for point in mount_points())  # the container's mounts are its own
+    assert call(tool, root, "kill", "c1", "TERM").returncode == 0
+    assert wait_for(lambda: _state(tool, root, "c1")["status"] == "stopped")
+    seen["stopped"] = _state(tool, root, "c1")
+    dead = call(tool, root, "kill", "c1")
+    seen["kill stopped"] = (dead.returncode, _last_error(dead.stderr))
+    assert call(tool, root, "delete", "c1").returncode == 0
+    gone = call(tool, root, "state", "c1")
+    seen["state deleted"] = (gone.returncode, _last_error(gone.stderr))
+    seen["left"] = {"state dir": os.path.exists(root / "c1"), "process": alive(pid),
+                    "cgroups": sorted(d for d in seen["cgroups"] if os.path.exists(d)),
+                    "mounts": sorted(set(mount_points()) - set(mounts_before))}
+    return seen
+
+
+@needs("mount_namespace")
+def test_lifecycle_create_start_kill_delete_leaves_nothing(tmp_path):
+    seen = _lifecycle(OSVIRT_RUNTIME, tmp_path)
+    created, running, stopped = seen["created"], seen["running"], seen["stopped"]
+    assert created["status"] == "created" and created["id"] == "c1" and created["pid"] > 0
+    assert created["bundle"] == str(tmp_path / "bundle") and created["ociVersion"] == runtime.OCI_VERSION
+    assert seen["namespaces"] == {"pid", "mnt", "uts", "ipc"}
+    assert seen["create again"] == (1, f"{runtime.PROG} create failed: container with given ID already exists")
+    assert seen["inside"] == ("1", "osvirt")  # PID 1 of its own namespace; the spec's hostname
+    assert running["status"] == "running" and running["pid"] == created["pid"]
+    assert seen["start again"] == (1, "cannot start an already running container")
+    assert seen["delete running"] == (1, "cannot delete container c1 that is not stopped: running")
+    assert stopped["status"] == "stopped" and stopped["pid"] == 0
+    assert seen["kill stopped"] == (1, "container not running")
+    assert seen["state deleted"] == (1, "container does not exist")
+    assert seen["left"] == {"state dir": False, "process": False, "cgroups": [], "mounts": []}
+
+
+@needs_runc
+@needs("mount_namespace")
+def test_lifecycle_as_runcs(tmp_path):
+    """The same flow through runc and through osvirt-runtime: the same states, keys and answers."""
+    (tmp_path / "runc").mkdir()
+    (tmp_path / "ours").mkdir()
+    theirs = _lifecycle([RUNC], tmp_path / "runc")
+    ours = _lifecycle(OSVIRT_RUNTIME, tmp_path / "ours")
+    for step in ("created", "running", "stopped"):
+        assert list(ours[step]) == list(theirs[step]), step
+        assert ours[step]["status"] == theirs[step]["status"]
+    for step in ("start again", "delete running", "kill stopped", "state deleted"):
+        assert ours[step] == theirs[step], step
+    assert ours["inside"][0] == theirs["inside"][0] == "1"
+    assert ours["namespaces"] == theirs["namespaces"]
+    assert ours["left"] == theirs["left"] == {"state dir": False, "process": False, "cgroups": [], "mounts": []}
+
+
+@needs("mount_namespace")
+@pytest.mark.parametrize("tool", ["osvirt-runtime", pytest.param("runc", marks=needs_runc)])
+def test_run_exits_with_the_containers_status(tool, tmp_path):
+    command = OSVIRT_RUNTIME if tool == "osvirt-runtime" else [RUNC]
+    root = tmp_path / "root"
+    bundle = make_bundle(tmp_path / "bundle", ["sh", "-c", "exit 7"], command)
+    run = call(command, root, "run", "--bundle", str(bundle), "r1")
+    assert run.returncode == 7, run.stderr
+    assert not os.path.exists(root / "r1")  # deleted after it ran
+    # A signal to the runtime goes to the container's process, which the trap makes exit 3.
+    trap = make_bundle(tmp_path / "trap", ["sh", "-c", "trap 'exit 3' USR1; touch /out/ready; "
+                                                       "while :; do sleep 0.05; done"], command)
+    for container_id, how, status in (("r2", "signal the runtime", 3), ("r3", "kill KILL", 128 + signal.SIGKILL)):
+        proc = subprocess.Popen([*command, "--root", str(root), "run", "--bundle", str(trap), container_id],
+                                stdin=subprocess.DEVNULL)
+        try:
+            assert wait_for(lambda: (trap / "out" / "ready").exists())
+            if how == "signal the runtime":
+                proc.send_signal(signal.SIGUSR1)
+            else:  # PID 1 of a namespace takes SIGKILL only from outside it: from here
+                assert call(command, root, "kill", container_id, "KILL").returncode == 0
+            assert proc.wait(timeout=30) == status, how
+        finally:
+            call(command, root, "delete", "--force", container_id)
+            proc.kill()
+            proc.wait()
+            (trap / "out" / "ready").unlink(missing_ok=True)
+    assert os.listdir(root) == []
+
+
+@needs("mount_namespace")
+def test_kill_all_and_list(tmp_path):
+    root, bundle = tmp_path / "root", make_bundle(tmp_path / "bundle", ["sh", "-c", "sleep 60 & wait"])
+    assert call(OSVIRT_RUNTIME, root, "run", "--detach", "--bundle", str(bundle), "k1").returncode == 0
+    try:
+        state = _state(OSVIRT_RUNTIME, root, "k1")
+        assert state["status"] == "running"
+        listed = call(OSVIRT_RUNTIME, root, "list", "--format", "json")
+        assert [(s["id"], s["pid"], s["status"]) for s in json.loads(listed.stdout)] == [("k1", state["pid"], "running")]
+        assert call(OSVIRT_RUNTIME, root, "list", "-q").stdout == "k1\n"
+        pids = json.loads(call(OSVIRT_RUNTIME, root, "ps", "--format", "json", "k1").stdout)
+        assert state["pid"] in pids and len(pids) == 2  # sh and its sleep
+        unknown = call(OSVIRT_RUNTIME, root, "kill", "k1", "NOSUCH")
+        assert (unknown.returncode, _last_error(unknown.stderr)) == (1, 'unknown signal "NOSUCH"')
+        # sh as PID 1 ignores SIGTERM (no handler); --all reaches the sleep too, which dies of it
+        assert call(OSVIRT_RUNTIME, root, "kill", "--all", "k1", "KILL").returncode == 0
+        assert wait_for(lambda: _state(OSVIRT_RUNTIME, root, "k1")["status"] == "stopped")
+        assert not any(map(alive, pids))
+    finally:
+        assert call(OSVIRT_RUNTIME, root, "delete", "--force", "k1").returncode == 0
+    assert os.listdir(root) == []
+
+
+def _killed_at_random(tmp_path, command, rounds):
+    """`command` (create or run) SIGKILLed at random points; after each, what delete --force leaves."""
+    root = tmp_path / "root"
+    left = []
+    for i in range(rounds):
+        marker = f"OSVIRT_RUNTIME_TEST={os.getpid()}-{i}"
+        bundle = make_bundle(tmp_path / f"b{i}", ["sh", "-c", "sleep 60"], marker=marker)
+        mounts_before = mount_points()
+        proc = subprocess.Popen([*OSVIRT_RUNTIME, "--root", str(root), command, "--bundle", str(bundle), f"x{i}"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env=dict(os.environ, OSVIRT_RUNTIME_TEST=marker.split("=", 1)[1]))
+        time.sleep(random.uniform(0, 0.6))
+        proc.kill()
+        proc.communicate()
+        pids = processes_with(marker)
+        cgroups = set().union(*(cgroup_dirs(pid) for pid in pids if psutil.pid_exists(pid))) - cgroup_dirs(os.getpid())
+        if command == "create":
+            deleted = call(OSVIRT_RUNTIME, root, "delete", "--force", f"x{i}")
+            assert deleted.returncode == 0, deleted.stderr
+        wait_for(lambda: not processes_with(marker) and not any(os.path.exists(d) for d in cgroups))
+        left.append({"processes": processes_with(marker), "cgroups": sorted(d for d in cgroups if os.path.exists(d)),
+                     "mounts": sorted(set(mount_points()) - set(mounts_before)),
+                     "state": sorted(os.listdir(root)) if os.path.exists(root) else []})
+    return left
+
+
+@needs("mount_namespace")
+def test_create_sigkilled_at_random_points_leaves_what_delete_force_removes(tmp_path):
+    nothing = {"processes": [], "cgroups": [], "mounts": [], "state": []}
+    assert _killed_at_random(tmp_path, "create", 6) == [nothing] * 6
+
+
+@needs("mount_namespace")
+def test_run_sigkilled_at_random_points_leaves_nothing(tmp_path):
+    nothing = {"processes": [], "cgroups": [], "mounts": [], "state": []}
+    assert _killed_at_random(tmp_path, "run", 6) == [nothing] * 6
