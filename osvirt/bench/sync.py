@@ -267,12 +267,18 @@ PRIMITIVES = [
               python=_event_round_trip_python, c="event_round_trip", c_args=_event_round_trip_c, pin=True,
               peer=("multiprocessing.Event", _mp_event_round_trip),
               note="set(), clear() and a set flag's wait() are C with the GIL held; a wait() that "
-                   "blocks waits its first slice in C with the GIL released (osvirt._fastlock)"),
+                   "blocks waits its first slice in C with the GIL released (osvirt._fastlock). The "
+                   "same system calls as the C loop's, but each wait that blocks arms the timer of "
+                   "its 0.1 s slice (so that a signal handler, Ctrl-C, runs): the C loop with such "
+                   "timed waits costs ~1.1-1.2x its untimed one on a 2-CPU VM, most of this row's gap"),
     Primitive("cond-rtt", "osvirt.sync.Condition round trip: under its Lock, hand a turn word to a "
                           "process waiting on the condition, notify, wait for it back; both on one CPU",
               python=_cond_round_trip_python, c="cond_round_trip", c_args=_cond_round_trip_c, pin=True,
               peer=("multiprocessing.Condition", _mp_cond_round_trip),
-              note="two context switches a round trip, and each side's interpreter work runs between "
-                   "them; `with`, notify() and the first slice of wait() are C (osvirt._fastlock), the "
-                   "wait with the GIL released; the peer's Condition is Python over semaphores"),
+              note="about four context switches a round trip, C's too (the woken echo preempts the "
+                   "notifier and blocks on the lock it still holds), and each side's interpreter work "
+                   "runs between them; `with`, notify() and the first slice of wait() are C "
+                   "(osvirt._fastlock), the wait with the GIL released and, unlike the C loop's, timed "
+                   "(the 0.1 s slice: ~1.0-1.07x on the C loop); the peer's Condition is Python over "
+                   "semaphores"),
 ]
