@@ -301,20 +301,20 @@ def _network_namespace() -> Answer:
     def attempt() -> None:
         namespaces.unshare(["user", "network"] if rootless else ["network"])
         network.loopback_up()  # CAP_NET_ADMIN over the new namespace: its owner's, even rootless
-    answer = _tried_in_child(f"unshare({'CLONE_NEWUSER|' if rootless else ''}CLONE_NEWNET) and lo up", attempt)
-    return Answer(answer.ok, answer.reason + (" (rootless: in a user namespace of its own)" if rootless else ""))
+    what = "unshare(CLONE_NEWUSER|CLONE_NEWNET) (rootless: no CAP_SYS_ADMIN)" if rootless else "unshare(CLONE_NEWNET)"
+    return _tried_in_child(f"{what} and lo up", attempt)
 
 
 @probe("veth")
 def _veth() -> Answer:
     """a veth pair can link a new network namespace to this one (CAP_NET_ADMIN here, CAP_SYS_ADMIN to configure the far end; the kernel's veth driver tried in a child, inside a namespace of its own)"""
+    netns = can("network_namespace")
+    if not netns:
+        return Answer(False, f"no network namespace to link to: {netns.reason}")
     missing = [cap for cap in ("CAP_NET_ADMIN", "CAP_SYS_ADMIN") if cap not in capabilities()]
     if missing:
         return Answer(False, f"needs {' and '.join(missing)} (not in effective set): a rootless container (user "
                              "and network namespaces of its own) can bring its lo up, not make a veth to the host")
-    netns = can("network_namespace")
-    if not netns:
-        return netns
     from osvirt.container import namespaces, network  # they import env: import late
 
     def attempt() -> None:

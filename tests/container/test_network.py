@@ -11,6 +11,7 @@ import errno
 import ipaddress
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -249,6 +250,34 @@ def test_after_the_owner_is_sigkilled_the_tracker_deletes_the_host_end():
         assert not os.path.exists(f"/sys/class/net/{name}"), err
         assert f"removed veth pair {name}: " in err, err
         assert sorted(_listed(network.interfaces(started.pid))) == ["lo"]  # the peer went with it
+        assert finish() == 0
+
+
+def _osvirt_links():
+    return {name for _, name in socket.if_nameindex() if name.startswith(network.PREFIX)}
+
+
+@pytest.mark.needs("veth")
+def test_a_failed_construction_and_ctrl_c_leave_no_interface():
+    before = _osvirt_links()
+    with Children() as kids:
+        started, _, finish = run_inside(kids)
+        with pytest.raises(FileExistsError, match="RTM_NEWLINK") as refused:
+            network.Veth(started.pid, guest_name="lo")  # lo exists in the target's namespace
+        assert refused.value.errno == errno.EEXIST
+        assert _osvirt_links() == before
+
+        with network.Veth(started.pid) as first:  # its /30 is the host's now: a second may not take it
+            with pytest.raises(OSError, match="overlaps the host's") as clash:
+                network.Veth(started.pid, str(first.host_address), guest_name="eth1")
+            assert clash.value.errno == errno.EADDRINUSE
+            assert _osvirt_links() == before | {first.host_name}
+
+        with pytest.raises(KeyboardInterrupt):
+            with network.Veth(started.pid) as veth:
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+                time.sleep(10)
+        assert not os.path.exists(f"/sys/class/net/{veth.host_name}") and _osvirt_links() == before
         assert finish() == 0
 
 
