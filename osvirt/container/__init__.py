@@ -13,15 +13,17 @@ unprivileged uid's own user namespace: rootless), and
 capability sets. `osvirt.container.mounts` assembles a container's
 filesystem in its own mount namespace (proc, sysfs, a minimal /dev, Docker's
 masked and read-only paths) and pivots into it.
-`osvirt.container.oci` reads an OCI runtime-spec config.json into checked,
+`osvirt.container.network` brings a new network namespace's lo up, lists
+its interfaces, and links it to the host with a veth pair of link-local
+addresses. `osvirt.container.oci` reads an OCI runtime-spec config.json into checked,
 typed objects, and `osvirt.container.container.Container` runs one as runc
 does (create, start, state, kill, wait, delete), or a command or a Python
 callable for the simple case (`Container.run`).
 """
-from osvirt.container import capabilities, mounts, namespaces, oci
+from osvirt.container import capabilities, mounts, namespaces, network, oci
 from osvirt.container.cgroups import Cgroup
 from osvirt.container.container import Container, ContainerError
 from osvirt.container.seccomp import ACTIONS, OPERATORS, SYSCALLS, Filter, Instruction, compile_filter, install
 
 __all__ = ["ACTIONS", "OPERATORS", "SYSCALLS", "Filter", "Instruction", "compile_filter", "install", "Cgroup",
-           "Container", "ContainerError", "capabilities", "mounts", "namespaces", "oci"]
+           "Container", "ContainerError", "capabilities", "mounts", "namespaces", "network", "oci"]
