@@ -40,7 +40,7 @@ from osvirt.memory import userfaultfd
 from osvirt.naming import private_dir, unique_name
 
 NAME = "container"
-SEED = "2, 5 software virtualization"
+SEED = "2 software virtualization, 5 isolation"
 SUMMARY = "namespaces, cgroup limits (OOM, CPU quota and weight, pids), seccomp, capabilities, start cost vs runc"
 
 WAIT_S = 30  # a cap for a hung child, not a measurement
@@ -88,23 +88,28 @@ class _Talk:
                 os.close(fd)
 
 
+def _unshare_allowed():
+    """Whether this process may make namespaces: with CAP_SYS_ADMIN, or in a user namespace of its own."""
+    admin = env.can("cap_sys_admin")
+    if admin:
+        return admin
+    userns = env.can("userns")
+    return userns if userns else env.Answer(False, f"{admin.reason}, and no user namespace to get it in: "
+                                                   f"{userns.reason}")
+
+
 def _namespaces(*kinds):
-    """`kinds` as this process can make them, and the id maps: as they are with CAP_SYS_ADMIN; else
-    inside a user namespace of their own, uid and gid 0 there being ours outside (rootless)."""
+    """`kinds` as this process makes them, and the id maps: as they are with CAP_SYS_ADMIN; else inside
+    a user namespace of their own, uid and gid 0 there being ours outside (rootless)."""
     if env.can("cap_sys_admin"):
         return list(kinds), {}
-    userns = env.can("userns")
-    if not userns:
-        return None, env.Answer(False, f"{env.can('cap_sys_admin').reason}, and no user namespace to get it "
-                                       f"in: {userns.reason}")
     return ["user", *kinds], {"uid_map": [(0, os.geteuid(), 1)], "gid_map": [(0, os.getegid(), 1)]}
 
 
 def _inside(demo, kinds, target, *args):
     """Start `target(talk, *args)` in a child in new namespaces of `kinds`; (talk, Started)."""
+    demo.require(_unshare_allowed())
     kinds, maps = _namespaces(*kinds)
-    if kinds is None:
-        demo.require(maps)
     talk = demo.own(contextlib.closing(_Talk()))
     started = namespaces.fork_in(demo.children, kinds, target, talk, *args, **maps)
     talk.started()
@@ -129,9 +134,7 @@ def _status(pid, field):
 def _errno_of(call):
     """'ok' if call() returned, else the errno's name it failed with."""
     try:
-        result = call()
-        if isinstance(result, int) and result >= 0 and call is not os.getpid:
-            os.close(result)  # a new descriptor (userfaultfd)
+        call()
         return "ok"
     except OSError as e:
         return errno.errorcode.get(e.errno, str(e.errno))
@@ -340,7 +343,7 @@ def _fork_until_refused(cgroup, talk, ready_fd):
 # -- 5. seccomp and capabilities ----------------------------------------------------------------
 def _refusals():
     return {"unshare(CLONE_NEWNS)": _errno_of(lambda: namespaces.unshare("mount")),
-            "userfaultfd(UFFD_USER_MODE_ONLY)": _errno_of(userfaultfd),
+            "userfaultfd(UFFD_USER_MODE_ONLY)": _errno_of(lambda: os.close(userfaultfd())),
             "getpid()": _errno_of(os.getpid)}
 
 
@@ -461,18 +464,19 @@ def _runc(demo, rootless):
 
 
 def _cost_step(demo):
-    kinds, maps = _namespaces("pid", "network", "ipc", "uts", "mount")
-    if kinds is None:
-        demo.require(maps)
+    demo.require(_unshare_allowed())
+    kinds, _ = _namespaces("pid", "network", "ipc", "uts", "mount")
     runc, why_not = _runc(demo, rootless="user" in kinds)
     ours, theirs = [], []
     for _ in range(RUNS):  # in turn: the machine's load, which moves, weighs on both alike
         ours.append(_time_container())  # each raises unless /bin/true exited 0
         if runc:
             theirs.append(runc())
-    demo.say(f"osvirt's Container.run: the namespaces ({', '.join(kinds)}), a memory, cpu and pids cgroup, the "
-             "host's /usr read-only as its root with its own /proc, /dev and /tmp, pivot_root, Docker's 14 "
-             "capabilities and seccomp profile (compiled each time), exec, then the cgroup and state removed.")
+    cgroup = "a memory, cpu and pids cgroup" if env.can("cgroup_memory") else "no cgroup (none may be made here)"
+    demo.say(f"osvirt's Container.run: the namespaces ({', '.join(kinds)}), {cgroup}, the host's /usr read-only "
+             "as its root with its own /proc, /dev and /tmp, pivot_root, Docker's 14 capabilities and seccomp "
+             "profile (compiled each time), exec; then all of it removed. runc run does the same with runc "
+             "spec's defaults and a rootfs of the host's /usr.")
     demo.check(f"osvirt: start to exit, median of {RUNS}", f"{RUNS} runs, each /bin/true exiting 0",
                f"{_median_ms(ours):.1f} ms (min {min(ours) * 1e3:.1f}, max {max(ours) * 1e3:.1f})",
                len(ours) == RUNS)
@@ -637,10 +641,10 @@ def body(demo):
                    asked="seccomp(SECCOMP_SET_MODE_FILTER, osvirt's BPF of the profile); unshare(CLONE_NEWNS); "
                          "userfaultfd(); getpid()"):
         demo.require(env.can("seccomp_filter"))
-        kinds, maps = _namespaces()
         # Rootless, in a user namespace of its own: there unshare needs no privilege it lacks,
         # so what refuses it is the filter.
-        talk, started = (_inside(demo, [], _under_docker_profile) if kinds == ["user"] else
+        rootless = not env.can("cap_sys_admin") and env.can("userns")
+        talk, started = (_inside(demo, [], _under_docker_profile) if rootless else
                          _plain(demo, _under_docker_profile))
         seen = talk.receive()
         _finish(demo, talk, started)
@@ -658,12 +662,11 @@ def body(demo):
 
     with demo.step("capabilities: Docker's 14, and sethostname without CAP_SYS_ADMIN",
                    asked="prctl(PR_CAPBSET_DROP) all but 14; capset(); read CapEff; sethostname()"):
-        kinds, maps = _namespaces("uts")
         name = unique_name()
-        if kinds is None:  # no namespace to be had: the host's UTS one, whose name the kernel guards
-            talk, started = _plain(demo, _with_dockers_capabilities, name)
-        else:
+        if _unshare_allowed():
             talk, started = _inside(demo, ["uts"], _with_dockers_capabilities, name)
+        else:  # no namespace to be had: the host's UTS one, whose name the kernel guards (see the child)
+            talk, started = _plain(demo, _with_dockers_capabilities, name)
         seen = talk.receive()
         _finish(demo, talk, started)
         want = sorted(docker.CAPABILITIES)
