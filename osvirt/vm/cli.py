@@ -19,7 +19,8 @@ def add_parser(sub: Any) -> None:
     what.add_argument("--kernel", metavar="FILE", help="a Linux bzImage or ELF vmlinux")
     what.add_argument("--guest", choices=["demo"], help="osvirt's own guest (osvirt/vm/guest)")
     p.add_argument("--initrd", metavar="FILE", help="an initramfs for --kernel")
-    p.add_argument("--cmdline", metavar="TEXT", default="console=ttyS0", help="the kernel command line")
+    p.add_argument("--cmdline", metavar="TEXT", help="the kernel command line (default: a serial console, "
+                   "reboot through the i8042)")
     p.add_argument("--memory-mib", type=int, default=256, metavar="N", help="guest RAM in MiB (default 256)")
     p.add_argument("--disk", metavar="FILE", help="a host file as the guest's virtio-blk disk")
     p.add_argument("--timeout-s", type=float, default=None, metavar="S", help="stop the guest after S seconds")
@@ -32,6 +33,46 @@ def _write(data: bytes) -> None:
         sys.stdout.flush()
 
 
+def _report(machine: Any) -> None:
+    sys.stdout.flush()
+    for name, count in sorted(machine.exits.items()):
+        print(f"{name:28} {count:8}", file=sys.stderr)
+
+
+def _run_linux(args: argparse.Namespace) -> int:
+    """A Linux kernel, as kvmtool runs one: until it reboots (i8042 reset), stops, or --timeout-s."""
+    try:
+        from osvirt.vm.linux import DEFAULT_CMDLINE, LinuxGuest
+    except ImportError as e:
+        print(f"osvirt vm run --kernel: the Linux boot (osvirt.vm.linux) is not installed: {e}", file=sys.stderr)
+        return 2
+    from osvirt.vm.errors import GuestError, VmError
+    from osvirt.vm.machine import Machine
+    with Machine(args.memory_mib) as m:
+        try:
+            guest = LinuxGuest(m, args.kernel, initrd=args.initrd, cmdline=args.cmdline or DEFAULT_CMDLINE,
+                               disk=args.disk, output=sys.stdout.buffer)
+        except (OSError, VmError) as e:
+            print(f"osvirt vm run: {e}", file=sys.stderr)
+            return 2
+        status = 0
+        try:
+            guest.start()
+            try:
+                reason = m.wait(args.timeout_s)
+            except TimeoutError:
+                m.stop(f"--timeout-s {args.timeout_s} passed")
+                reason = m.stop_reason
+            print(f"\nguest stopped: {reason}", file=sys.stderr)
+        except GuestError as e:
+            print(f"\nosvirt vm run: {e}", file=sys.stderr)
+            status = 1
+        finally:
+            guest.close()
+            _report(m)
+        return status
+
+
 def run(args: argparse.Namespace) -> int:
     from osvirt import env
     answer = env.can("kvm")
@@ -39,14 +80,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"osvirt vm run: {answer.reason}", file=sys.stderr)
         return 1
     if args.kernel:
-        try:
-            from osvirt.vm import loader  # noqa: F401  (the Linux loader: another piece of osvirt.vm)
-        except ImportError:
-            print("osvirt vm run --kernel: the Linux loader (osvirt.vm.loader) is not installed yet",
-                  file=sys.stderr)
-            return 2
-        print("osvirt vm run --kernel: not wired to osvirt.vm.loader yet", file=sys.stderr)
-        return 2
+        return _run_linux(args)
     from osvirt.vm.guest import DemoGuest
     guest = DemoGuest(memory_mib=args.memory_mib, uart_output=_write)
     m = guest.machine
@@ -64,7 +98,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"osvirt vm run: {e}", file=sys.stderr)
         status = 1
     finally:
-        sys.stdout.flush()
-        for name, count in sorted(m.exits.items()):
-            print(f"{name:28} {count:8}", file=sys.stderr)
+        _report(m)
     return status

@@ -16,6 +16,7 @@ they skip.
 """
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any
 
@@ -74,7 +75,7 @@ class Kvm(_device_kvm.Kvm):
         while True:
             indices = ffi.new("uint32_t[]", room)
             n = lib.osv_kvm_msr_index_list(self._open_fd(), indices, room)
-            if n == -7 and room < 65536:  # E2BIG
+            if n == -errno.E2BIG and room < 65536:
                 room *= 4
                 continue
             return list(indices[0:check(n, "KVM_GET_MSR_INDEX_LIST")])

@@ -118,8 +118,9 @@ class Machine(Owned):
         self._last_snapshot: str | None = None  # the id a next incremental snapshot's parent has
         self._last_snapshot_path: str | None = None
         self.vcpu_tid: int | None = None  # the vCPU thread's kernel tid (its faults are in /proc/self/task/TID)
-        if lib.osv_kvm_install_kick() != 0:
-            raise VmError(f"sigaction(SIGRTMIN+4) for the vCPU kick failed: {os.strerror(lib.osv_kvm_install_kick())}")
+        err = lib.osv_kvm_install_kick()
+        if err:
+            raise kernel_error(err, "sigaction(SIGRTMIN+4) for the vCPU kick")
 
     def _own(self, obj: Any) -> Any:
         self._owned.append(obj)
