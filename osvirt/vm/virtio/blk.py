@@ -46,7 +46,7 @@ class VirtioBlk:
     Its size is the file's, rounded down to whole sectors; `close()` closes the file."""
 
     device_id = DEVICE_ID
-    queue_sizes = (QUEUE_SIZE,)
+    queue_sizes: tuple[int, ...] = (QUEUE_SIZE,)
 
     def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False, serial: str | None = None) -> None:
         self.path = os.fspath(path)

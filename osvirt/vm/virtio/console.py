@@ -30,7 +30,7 @@ class VirtioConsole:
     """A virtio-console whose output goes to `output` (a binary stream, flushed per buffer)."""
 
     device_id = DEVICE_ID
-    queue_sizes = (QUEUE_SIZE, QUEUE_SIZE)
+    queue_sizes: tuple[int, ...] = (QUEUE_SIZE, QUEUE_SIZE)
     features = 1 << F_EMERG_WRITE
 
     def __init__(self, output: IO[bytes]) -> None:
