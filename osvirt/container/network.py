@@ -290,12 +290,18 @@ def host_networks() -> "list[IPv4Network]":
     destination in every table (the default route, 0.0.0.0/0, left out: it overlaps everything)."""
     import ipaddress
     with _netlink("netlink RTM_GETADDR, RTM_GETROUTE"), _iproute() as ipr:
-        used = {ipaddress.IPv4Interface(f"{msg.get('IFA_ADDRESS')}/{int(msg['prefixlen'])}").network
-                for msg in ipr.get_addr(family=socket.AF_INET)}
+        used = {address.network for _, address in _ipv4_addresses(ipr)}
         for msg in ipr.get_routes(family=socket.AF_INET):
             if int(msg["dst_len"]) > 0:
                 used.add(ipaddress.IPv4Network(f"{msg.get('RTA_DST')}/{int(msg['dst_len'])}", strict=False))
     return sorted(used)
+
+
+def _ipv4_addresses(ipr: "IPRoute") -> "list[tuple[int, IPv4Interface]]":
+    """(link index, address/prefix) of every IPv4 address in `ipr`'s netns."""
+    import ipaddress
+    return [(int(msg["index"]), ipaddress.IPv4Interface(f"{msg.get('IFA_ADDRESS')}/{int(msg['prefixlen'])}"))
+            for msg in ipr.get_addr(family=socket.AF_INET)]
 
 
 def _free_network(used: "list[IPv4Network]") -> "IPv4Network":
@@ -492,6 +498,8 @@ class Veth(Owned):
                     _iproute(fd) as ipr:
                 index = ipr.link_lookup(ifname=name)[0]
                 ipr.addr("add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
+                if fd is None:  # another process may have chosen the same /30 since host_networks() was read
+                    _sole_holder(ipr, index, address)
                 ipr.link("set", index=index, state="up")
 
     def round_trip(self, echoes: int = 1, timeout_s: float = 2.0) -> RoundTrip:
@@ -540,6 +548,13 @@ class Veth(Owned):
                 self._made = False
                 delete_veth(self.host_name)  # raises: still registered, so the tracker tries at exit
                 tracker.unregister("veth", self.host_name)
+
+
+def _sole_holder(ipr: "IPRoute", index: int, address: "IPv4Interface") -> None:
+    """EADDRINUSE unless link `index` alone has an address in `address`'s network."""
+    for holder, other in _ipv4_addresses(ipr):
+        if holder != index and other.network.overlaps(address.network):
+            raise kernel_error(errno.EADDRINUSE, f"Veth: {address.network}", f"interface {holder} took {other} meanwhile")
 
 
 def _counters(ipr: "IPRoute", name: str) -> tuple[int, int]:

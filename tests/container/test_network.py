@@ -271,6 +271,13 @@ def test_a_failed_construction_and_ctrl_c_leave_no_interface():
             with pytest.raises(OSError, match="overlaps the host's") as clash:
                 network.Veth(started.pid, str(first.host_address), guest_name="eth1")
             assert clash.value.errno == errno.EADDRINUSE
+            # Chosen by another process meanwhile (host_networks read before it took the /30): seen once
+            # the address is on our end, and nothing is left.
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(network, "host_networks", lambda: [])
+                with pytest.raises(OSError, match="meanwhile") as raced:
+                    network.Veth(started.pid, str(first.host_address), guest_name="eth1")
+            assert raced.value.errno == errno.EADDRINUSE
             assert _osvirt_links() == before | {first.host_name}
 
         with pytest.raises(KeyboardInterrupt):
