@@ -135,7 +135,7 @@ def check_osvirt_name(facility: str, name: str) -> None:
 
 
 def _unique_name() -> str:
-    """`osv<pid>-<hex>`: the pid of the maker, and random hex up to 15 characters (at least 4)."""
+    """`osv<pid>-<hex>`: the maker's pid, then random hex digits (4 at least) up to IFNAMSIZ - 1 characters."""
     head = f"{PREFIX}{os.getpid()}-"
     return head + os.urandom(8).hex()[:max(4, IFNAMSIZ - 1 - len(head))]
 
