@@ -15,7 +15,9 @@ names `/osvirt-<pid>-<random>[-suffix]`, paths of that name directly in a
 temp directory or in such a directory there, SysV ids whose key and creation
 time are still the registered ones, osvirt-named cgroups inside a cgroup mount
 (their processes killed first), veth pairs named `osv<pid>-<hex>` in its own
-network namespace (the one its first client was in), and only on objects its
+network namespace (the one its first client was in), the state directory of
+an `osvirt-runtime run` (ROOT/ID, removed only while it holds nothing but
+Container's own files, its state.json of that ID), and only on objects its
 own uid owns. It
 refuses any other name, and says so on stderr.
 
@@ -168,6 +170,16 @@ def _remove_veth(name: str) -> bool:
     return network.delete_veth(name)  # only a veth: the peer in the container's netns goes with it
 
 
+def _state_dir_path(facility: str, path: str) -> None:
+    from osvirt.container import runtime  # ROOT/ID, ID as runc checks it
+    runtime.check_state_dir(facility, path)
+
+
+def _remove_state_dir(path: str) -> bool:
+    from osvirt.container import runtime
+    return runtime.remove_state_dir(path)  # only a directory of Container's own files
+
+
 def _sysv_row(table: str, ident: int) -> dict[str, int] | None:
     """The /proc/sysvipc/`table` (msg, sem, shm) row of id `ident` as {column: int}, or None."""
     with open(f"/proc/sysvipc/{table}") as f:
@@ -208,6 +220,7 @@ KINDS = {
     "swap": Kind("swap file", "swapon", _temp_path, _remove_swap),
     "cgroup": Kind("cgroup", "mkdir", _cgroup_path, _remove_cgroup),
     "veth": Kind("veth pair", "netlink RTM_NEWLINK", _veth_name, _remove_veth),
+    "state-dir": Kind("container state directory", "osvirt-runtime run", _state_dir_path, _remove_state_dir),
     "sysv-msg": Kind("SysV message queue", "msgget", _sysv_fields,
                      _sysv_remover("msg", "msgget", "remove_message_queue")),
     "sysv-sem": Kind("SysV semaphore set", "semget", _sysv_fields,

@@ -33,7 +33,8 @@ from osvirt.errors import OsvirtError  # ContainerError's base: os and errno onl
 if TYPE_CHECKING:
     from osvirt.container.container import Container
 
-__all__ = ["COMMANDS", "Failure", "main", "validate_id", "parse_signal", "default_root", "spec"]
+__all__ = ["COMMANDS", "Failure", "main", "validate_id", "parse_signal", "default_root", "spec", "check_state_dir",
+           "remove_state_dir"]
 
 PROG = "osvirt-runtime"
 VERSION = "0.1.0"  # osvirt's
@@ -245,6 +246,52 @@ def _make_root(root: str) -> None:
         raise Failure(f"mkdir {root}: {e.strerror.lower() if e.strerror else e}") from None
 
 
+def check_state_dir(facility: str, path: str) -> None:
+    """osvirt.tracker's name check of kind "state-dir": ROOT/ID, absolute and normal, ID runc's (ValueError if not)."""
+    try:
+        if not os.path.isabs(path) or os.path.normpath(path) != path:
+            raise Failure("not an absolute, normal path")
+        validate_id(os.path.basename(path))
+    except Failure as e:
+        raise ValueError(f"{facility}: {path!r} is not a container's state directory: {e}") from None
+
+
+def remove_state_dir(path: str) -> bool:
+    """osvirt.tracker's remover of kind "state-dir": a `run`'s state directory, once its runtime died.
+
+    Only a directory holding nothing but Container's own files (state.json,
+    its temporary copies, exec.fifo, exit-status), and a state.json of this
+    id, is emptied and removed: never a tree, nor another's. False if gone.
+    """
+    import json
+    import stat
+    from osvirt.container.container import EXEC_FIFO, EXIT_FILE, STATE_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            raise PermissionError(f"rmdir({path}): owned by uid {st.st_uid}, not {os.geteuid()}: not ours to remove")
+        names = os.listdir(fd)
+        for name in names:
+            temporary = name.startswith(STATE_FILE + ".") and name.endswith(".tmp")
+            if (name not in (STATE_FILE, EXEC_FIFO, EXIT_FILE) and not temporary
+                    or stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)):
+                raise ValueError(f"rmdir({path}): {name} is not a container's state: left as it is")
+        if STATE_FILE in names:
+            with open(os.open(STATE_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)) as f:
+                if json.load(f).get("id") != os.path.basename(path):
+                    raise ValueError(f"rmdir({path}): its {STATE_FILE} is another container's: left as it is")
+        for name in names:
+            os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(path)
+    return True
+
+
 # -- the commands -----------------------------------------------------------------------------------
 def _load(options: _Options, container_id: str) -> "Container":
     """Container.load of an existing container, or runc's "container does not exist"."""
@@ -299,7 +346,15 @@ def _new_container(options: _Options, container_id: str, flags: Mapping[str, Any
         raise Failure("container with given ID already exists")
     options.log.debug(f"create {container_id}: bundle {bundle}, state {state_dir}")
     container = Container(spec, container_id, state_root=options.root, attached=attached)
-    container.create()
+    if attached:  # it dies with this process: so does its state directory, even after a SIGKILL
+        from osvirt import tracker
+        tracker.register("state-dir", state_dir)
+    try:
+        container.create()  # which removes what it made if it fails
+    except BaseException:
+        if attached:  # the directory may be another's, made in between
+            tracker.unregister("state-dir", state_dir)
+        raise
     if flags.get("pid-file"):
         assert container.pid is not None
         _write_pid_file(os.path.abspath(flags["pid-file"]), container.pid)
@@ -356,6 +411,10 @@ def _run(options: _Options, flags: dict[str, Any], args: list[str]) -> int:
     except BaseException:
         container.delete(force=True)
         raise
+    finally:
+        if not detach:
+            from osvirt import tracker
+            tracker.unregister("state-dir", container.state_dir)
     if not flags.get("keep"):
         container.delete(force=True)
     return status if status >= 0 else 128 - status

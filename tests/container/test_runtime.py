@@ -400,26 +400,46 @@ def test_kill_all_and_list(tmp_path):
     assert os.listdir(root) == []
 
 
+def _create_time_s(tmp_path):
+    """How long a create of such a bundle takes here (then deleted): where the random points fall."""
+    bundle = make_bundle(tmp_path / "timed", ["sh", "-c", "sleep 60"])
+    began = time.monotonic()
+    assert call(OSVIRT_RUNTIME, tmp_path / "root", "create", "--bundle", str(bundle), "timed").returncode == 0
+    took = time.monotonic() - began
+    assert call(OSVIRT_RUNTIME, tmp_path / "root", "delete", "--force", "timed").returncode == 0
+    return took
+
+
 def _killed_at_random(tmp_path, command, rounds):
-    """`command` (create or run) SIGKILLed at random points; after each, what delete --force leaves."""
+    """`command` (create or run) SIGKILLed at random points, from its start to past the container's
+    start; after each, what is left once delete --force (after create) has run: processes that
+    carry the round's marker in their environment, their cgroups, mounts, state directories."""
     root = tmp_path / "root"
+    span_s = 1.5 * _create_time_s(tmp_path)
     left = []
     for i in range(rounds):
         marker = f"OSVIRT_RUNTIME_TEST={os.getpid()}-{i}"
         bundle = make_bundle(tmp_path / f"b{i}", ["sh", "-c", "sleep 60"], marker=marker)
         mounts_before = mount_points()
         proc = subprocess.Popen([*OSVIRT_RUNTIME, "--root", str(root), command, "--bundle", str(bundle), f"x{i}"],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env=dict(os.environ, OSVIRT_RUNTIME_TEST=marker.split("=", 1)[1]))
-        time.sleep(random.uniform(0, 0.6))
+        cgroups = set()
+        deadline = time.monotonic() + random.uniform(0, span_s)
+        while time.monotonic() < deadline:  # the cgroups its processes are in, as they appear
+            for pid in processes_with(marker):
+                try:
+                    cgroups |= cgroup_dirs(pid) - cgroup_dirs(os.getpid())
+                except OSError:  # gone
+                    pass
+            time.sleep(0.01)
         proc.kill()
-        proc.communicate()
-        pids = processes_with(marker)
-        cgroups = set().union(*(cgroup_dirs(pid) for pid in pids if psutil.pid_exists(pid))) - cgroup_dirs(os.getpid())
+        proc.wait()
         if command == "create":
             deleted = call(OSVIRT_RUNTIME, root, "delete", "--force", f"x{i}")
             assert deleted.returncode == 0, deleted.stderr
-        wait_for(lambda: not processes_with(marker) and not any(os.path.exists(d) for d in cgroups))
+        wait_for(lambda: not processes_with(marker) and not any(os.path.exists(d) for d in cgroups)
+                 and not (os.path.exists(root) and os.listdir(root)))
         left.append({"processes": processes_with(marker), "cgroups": sorted(d for d in cgroups if os.path.exists(d)),
                      "mounts": sorted(set(mount_points()) - set(mounts_before)),
                      "state": sorted(os.listdir(root)) if os.path.exists(root) else []})
@@ -434,5 +454,30 @@ def test_create_sigkilled_at_random_points_leaves_what_delete_force_removes(tmp_
 
 @needs("mount_namespace")
 def test_run_sigkilled_at_random_points_leaves_nothing(tmp_path):
+    """The tracker removes what the container's processes (dead with the runtime) leave: the cgroup,
+    and the state directory."""
     nothing = {"processes": [], "cgroups": [], "mounts": [], "state": []}
     assert _killed_at_random(tmp_path, "run", 6) == [nothing] * 6
+
+
+def test_the_tracker_removes_only_a_state_directory_of_containers_files(tmp_path):
+    for bad in ("relative/x", str(tmp_path / "a b"), str(tmp_path / "x" / ".."), "/"):
+        with pytest.raises(ValueError, match="not a container's state directory"):
+            runtime.check_state_dir("osvirt-runtime run", bad)
+    state = tmp_path / "c1"
+    state.mkdir()
+    (state / "state.json").write_text(json.dumps({"id": "c1"}))
+    os.mkfifo(state / "exec.fifo")
+    (state / "exit-status").write_text("")
+    assert runtime.remove_state_dir(str(state)) and not state.exists()
+    assert not runtime.remove_state_dir(str(state))  # nothing there any more
+    for name, content in (("precious", "a file Container does not make"), ("state.json", '{"id": "c2"}')):
+        other = tmp_path / f"other-{name}"
+        other.mkdir()
+        (other / name).write_text(content)
+        with pytest.raises(ValueError, match="left as it is"):
+            runtime.remove_state_dir(str(other))
+        assert (other / name).read_text() == content
+    (tmp_path / "sub" / "dir").mkdir(parents=True)
+    with pytest.raises(ValueError, match="left as it is"):
+        runtime.remove_state_dir(str(tmp_path / "sub"))
