@@ -30,7 +30,7 @@ from osvirt.demo import run
 from osvirt.naming import private_dir
 
 NAME = "vm"
-SEED = "2, 3.4 hardware and device virtualization"
+SEED = "2 hardware virtualization, 3.4 device virtualization"
 SUMMARY = ("a guest on /dev/kvm: exits counted and timed, guest memory as host memory, dirty logging, "
            "a UART interrupt, snapshot restored in another process")
 

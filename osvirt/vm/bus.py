@@ -39,8 +39,8 @@ from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 from osvirt.vm.errors import BusError
 
-__all__ = ["PortDevice", "MmioDevice", "IrqDevice", "StatefulDevice", "Irq", "Attachment", "Access", "Bus",
-           "replay", "ones"]
+__all__ = ["PortDevice", "MmioDevice", "IrqDevice", "StatefulDevice", "Irq", "LevelIrq", "Attachment", "Access",
+           "Bus", "replay", "ones"]
 
 Irq = Callable[[bool], None]  # a level-triggered interrupt line: irq(True) asserts it, irq(False) deasserts
 
@@ -77,6 +77,27 @@ class StatefulDevice(Protocol):
     def snapshot(self) -> dict[str, Any]: ...
 
     def restore(self, state: dict[str, Any]) -> None: ...
+
+
+class LevelIrq:
+    """A device's end of its interrupt line: `set(level)` drives the line (once connected) only when the
+    level changes, and counts the rises (`rises`: the interrupts raised)."""
+
+    def __init__(self) -> None:
+        self.irq: Irq | None = None
+        self.level = False
+        self.rises = 0
+
+    def connect(self, irq: Irq) -> None:
+        self.irq = irq
+
+    def set(self, level: bool) -> None:
+        if level != self.level:
+            self.level = level
+            if level:
+                self.rises += 1
+            if self.irq is not None:
+                self.irq(level)
 
 
 def ones(size: int) -> int:

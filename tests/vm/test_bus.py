@@ -105,3 +105,13 @@ def test_guest_ram_tracks_host_writes_when_asked():
     ram.write_u64(4096 + 4092, 1)  # straddles pages 1 and 2
     ram.view(3 * 4096, 1)
     assert ram.dirty == {1, 2, 3}
+
+
+def test_level_irq_drives_the_line_on_changes_only():
+    from osvirt.vm.bus import LevelIrq
+    line, seen = LevelIrq(), []
+    line.set(True)  # before connect: kept, not driven
+    line.connect(seen.append)
+    for level in (True, False, False, True):
+        line.set(level)
+    assert seen == [False, True] and line.rises == 2 and line.level

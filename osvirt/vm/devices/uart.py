@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from osvirt.vm.bus import Irq
+from osvirt.vm.bus import Irq, LevelIrq
 
 __all__ = ["Uart", "COM1_BASE", "COM1_IRQ", "FIFO_SIZE", "IER_RDI", "IER_THRI", "IER_RLSI", "IER_MSI",
            "IIR_NO_INT", "IIR_RLSI", "IIR_RDI", "IIR_THRI", "IIR_MSI", "LSR_DR", "LSR_OE", "LSR_THRE", "LSR_TEMT",
@@ -55,17 +55,20 @@ class Uart:
         self.output = output
         self.transmitted = bytearray()
         self._lock = threading.Lock()  # feed() comes from host threads, the registers from the vCPU's
-        self._irq: Irq | None = None
-        self._level = False
+        self._line = LevelIrq()
         self._rx: collections.deque[int] = collections.deque()
         self.ier = self.lcr = self.mcr = self.scr = self.fcr = 0
         self.dll, self.dlm = 12, 0  # 9600 baud from the 1.8432 MHz clock; nothing here depends on it
         self.thri_pending = False
         self.overrun = False
-        self.interrupts = 0  # times the line went up
+
+    @property
+    def interrupts(self) -> int:
+        """Times the line went up."""
+        return self._line.rises
 
     def connect_irq(self, irq: Irq) -> None:
-        self._irq = irq
+        self._line.connect(irq)
 
     # -- the host side --------------------------------------------------------------
     def feed(self, data: bytes) -> int:
@@ -166,25 +169,19 @@ class Uart:
         return IIR_NO_INT
 
     def _update(self) -> None:
-        level = self._identity() != IIR_NO_INT
-        if level != self._level:
-            self._level = level
-            if level:
-                self.interrupts += 1
-            if self._irq is not None:
-                self._irq(level)
+        self._line.set(self._identity() != IIR_NO_INT)
 
     # -- state ----------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {"ier": self.ier, "lcr": self.lcr, "mcr": self.mcr, "scr": self.scr, "fcr": self.fcr,
                     "dll": self.dll, "dlm": self.dlm, "thri_pending": self.thri_pending,
-                    "overrun": self.overrun, "rx": list(self._rx), "level": self._level}
+                    "overrun": self.overrun, "rx": list(self._rx), "level": self._line.level}
 
     def restore(self, state: dict[str, Any]) -> None:
         with self._lock:
             for key in ("ier", "lcr", "mcr", "scr", "fcr", "dll", "dlm", "thri_pending", "overrun"):
                 setattr(self, key, state[key])
             self._rx = collections.deque(state["rx"])
-            self._level = not state["level"]  # so _update drives the line to the saved level
+            self._line.level = not state["level"]  # so _update drives the line to the saved level
             self._update()

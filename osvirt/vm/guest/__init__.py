@@ -277,14 +277,18 @@ class DemoGuest:
                           f"{self.mailbox('MB_FAULT_ERROR'):#x}, rip {self.mailbox('MB_FAULT_RIP'):#x}")
 
 
-class _Doorbell:
-    """PORT_DOORBELL: the guest is done with a command; park the vCPU for the host's next."""
+class _GuestPort:
+    """A port of the guest's own protocol: written to, read as 0."""
 
     def __init__(self, guest: DemoGuest) -> None:
         self.guest = guest
 
     def io_in(self, offset: int, size: int) -> int:
         return 0
+
+
+class _Doorbell(_GuestPort):
+    """PORT_DOORBELL: the guest is done with a command; park the vCPU for the host's next."""
 
     def io_out(self, offset: int, size: int, value: int) -> None:
         self.guest.rings += 1
@@ -306,14 +310,8 @@ class _Sink:
     mmio_write = io_out
 
 
-class _Fault:
+class _Fault(_GuestPort):
     """PORT_FAULT: an exception reached the guest's handler: stop with it."""
-
-    def __init__(self, guest: DemoGuest) -> None:
-        self.guest = guest
-
-    def io_in(self, offset: int, size: int) -> int:
-        return 0
 
     def io_out(self, offset: int, size: int, value: int) -> None:
         raise self.guest.fault()
