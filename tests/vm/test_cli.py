@@ -1,0 +1,34 @@
+"""`osvirt vm run`: the guest's console on stdout, the exits on stderr; a clear refusal without /dev/kvm."""
+import subprocess
+import sys
+
+import pytest
+
+from osvirt import env
+
+
+def osvirt(*args):
+    return subprocess.run([sys.executable, "-m", "osvirt", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.needs("kvm")
+def test_vm_run_guest_demo_prints_its_console_and_the_exits():
+    out = osvirt("vm", "run", "--guest", "demo", "--memory-mib", "16")
+    assert out.returncode == 0, out.stderr
+    line = "osvirt demo guest: hello from CPL3, through a 16550A emulated in Python\n"
+    assert out.stdout == line
+    assert "i8042 reset" in out.stderr
+    counted = int(next(row for row in out.stderr.splitlines() if row.startswith("KVM_EXIT_IO")).split()[-1])
+    assert counted >= len(line)  # a byte an exit, and the doorbells
+
+
+def test_vm_run_needs_kvm_or_says_why():
+    if env.can("kvm"):
+        pytest.skip("/dev/kvm opens here: the refusal cannot be seen")
+    out = osvirt("vm", "run", "--guest", "demo")
+    assert out.returncode == 1 and env.can("kvm").reason in out.stderr
+
+
+def test_vm_run_wants_a_kernel_or_a_guest():
+    out = osvirt("vm", "run")
+    assert out.returncode == 2 and "one of the arguments --kernel --guest is required" in out.stderr
