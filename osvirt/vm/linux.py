@@ -77,8 +77,12 @@ class LinuxGuest:
             m.mmio.attach(VIRTIO_BASE, WINDOW, self.virtio, irq=m.irq_line(VIRTIO_IRQ), name="virtio-blk")
             cmdline += f" virtio_mmio.device={WINDOW}@{VIRTIO_BASE:#x}:{VIRTIO_IRQ}"
         self.cmdline = cmdline
-        self.state = load_linux(m.ram, kernel, cmdline=cmdline, initrd=initrd, unpack=unpack)
-        apply(self.state, m.vcpu)
+        try:
+            self.state = load_linux(m.ram, kernel, cmdline=cmdline, initrd=initrd, unpack=unpack)
+            apply(self.state, m.vcpu)
+        except BaseException:
+            self.close()
+            raise
         self.started: float | None = None
 
     def _emit(self, data: bytes) -> None:
