@@ -34,7 +34,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Protocol
 
-from osvirt.vm.bus import Irq
+from osvirt.vm.bus import Irq, LevelIrq
 from osvirt.vm.errors import GuestMemoryError
 from osvirt.vm.ram import GuestRam
 from osvirt.vm.virtio import (ChainError, F_RING_EVENT_IDX, F_RING_INDIRECT_DESC, F_VERSION_1, STATUS_ACKNOWLEDGE,
@@ -114,11 +114,9 @@ class VirtioMmio:
     def __init__(self, device: VirtioDevice, ram: GuestRam) -> None:
         self.device, self.ram = device, ram
         self.device_features = device.features | _TRANSPORT_FEATURES
-        self._irq: Irq | None = None
-        self._level = False
+        self.line = LevelIrq()
         self._lock = threading.RLock()  # the vCPU thread's accesses against a device's own thread (console input)
         self.bad_accesses = 0  # registers touched other than as 32-bit aligned words, unknown offsets
-        self.interrupts = 0  # times the line went up
         self.errors: list[str] = []
         self.error_count = 0
         self._reset_state()
@@ -135,9 +133,14 @@ class VirtioMmio:
         self.queues = [_QueueRegs(n) for n in self.device.queue_sizes]
 
     def connect_irq(self, irq: Irq) -> None:
-        self._irq = irq
+        self.line.connect(irq)
 
     # -- counts ------------------------------------------------------------------
+    @property
+    def interrupts(self) -> int:
+        """Times the line went up."""
+        return self.line.rises
+
     @property
     def notifies(self) -> int:
         return sum(q.notifies for q in self.queues)
@@ -147,13 +150,7 @@ class VirtioMmio:
 
     # -- interrupts --------------------------------------------------------------
     def _set_line(self) -> None:
-        level = bool(self.interrupt_status)
-        if level != self._level:
-            self._level = level
-            if level:
-                self.interrupts += 1
-            if self._irq is not None:
-                self._irq(level)
+        self.line.set(bool(self.interrupt_status))
 
     def used_buffers(self, queue: Virtqueue) -> None:
         """After a device pushed to `queue`: interrupt the driver if it asked for it."""
@@ -387,5 +384,4 @@ class VirtioMmio:
                                        last_avail=live["last_avail"], used_idx=live["used_idx"],
                                        signalled_used=live["signalled_used"])
             self.device.restore(state["device"])
-            self._level = False
             self._set_line()
