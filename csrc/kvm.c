@@ -77,19 +77,32 @@ static void copy_exit(const struct kvm_run *run, osv_kvm_exit *out)
     }
 }
 
-int osv_kvm_run(int vcpu_fd, struct kvm_run *run, uint64_t in_value, osv_kvm_exit *out)
+int64_t osv_kvm_run(int vcpu_fd, struct kvm_run *run, uint64_t in_value, osv_kvm_exit *out)
 {
     complete_read(run, in_value);
     int64_t start = now_ns();
     int r = ioctl(vcpu_fd, KVM_RUN, 0);
     int err = errno;
-    out->ns = now_ns() - start;
+    int64_t ns = now_ns() - start;
+    out->ns = ns;
     if (r < 0) {
         out->reason = (uint32_t)-1;
+        if (err == EINTR) {
+            out->eintr++;
+            out->eintr_ns += ns;
+        }
         return -err;
     }
     copy_exit(run, out);
-    return (int)run->exit_reason;
+    uint32_t reason = run->exit_reason;
+    if (reason < OSV_KVM_REASONS) {
+        out->counts[reason]++;
+        out->ns_total[reason] += ns;
+    }
+    if (reason == KVM_EXIT_IO && out->count == 1 && out->size <= 4)
+        return OSV_KVM_FAST_IO | (int64_t)out->write << 8 | (int64_t)out->size << 9 | (int64_t)out->addr << 13
+               | (int64_t)out->data << 29;
+    return reason;
 }
 
 void osv_kvm_io_data(struct kvm_run *run, const osv_kvm_exit *ex, uint8_t *buf, int to_run)

@@ -17,6 +17,7 @@
 #include <sys/ioctl.h>
 
 #ifdef OSV_CDEF
+static const int OSV_KVM_REASONS, OSV_KVM_FAST_IO;
 typedef int... __u8;
 typedef int... __u16;
 static const unsigned long KVM_GET_API_VERSION, KVM_CREATE_VM, KVM_GET_VCPU_MMAP_SIZE, KVM_CHECK_EXTENSION;
@@ -103,7 +104,20 @@ typedef struct {
     uint32_t ndata;      /* INTERNAL_ERROR: how many of data[] are set */
     uint64_t extra[16];  /* INTERNAL_ERROR: internal.data; FAIL_ENTRY: [0] the cpu */
     int64_t ns;          /* the KVM_RUN call's duration (CLOCK_MONOTONIC) */
+    /* every KVM_RUN so far, counted here so that Python's loop need not: by exit reason (below
+     * OSV_KVM_REASONS), and those that returned EINTR (a kick, or immediate_exit) */
+    uint64_t counts[64];    /* OSV_KVM_REASONS */
+    uint64_t ns_total[64];
+    uint64_t eintr;
+    uint64_t eintr_ns;
 } osv_kvm_exit;
+
+#define OSV_KVM_REASONS 64
+/* osv_kvm_run's answer for an IO exit of one access of up to 4 bytes, packed into one integer so
+ * that Python reads no struct field: OSV_KVM_FAST_IO (bit 12) set, bit 8 the direction (1: out),
+ * bits 9-11 the size, bits 13-28 the port, bits 29-60 the value written (the sign bit stays clear:
+ * a negative answer is an errno). */
+#define OSV_KVM_FAST_IO 0x1000
 
 /* ioctl(fd, request, arg): 0 or more, else -errno. arg a pointer, or a number
  * up to an unsigned long (KVM_SET_TSS_ADDR's 0xfffbd000 overflows a C int). */
@@ -112,9 +126,10 @@ long osv_kvm_ioctl_num(int fd, unsigned long request, unsigned long arg);
 
 /* KVM_RUN on vcpu_fd. Before it, the answer to a pending IO in or MMIO read
  * (the previous exit) is stored in kvm_run as the guest expects it:
- * `in_value`'s low `size` bytes. Returns the exit reason, or -errno
- * (-EINTR: a signal, or immediate_exit set); fills *out either way. */
-int osv_kvm_run(int vcpu_fd, struct kvm_run *run, uint64_t in_value, osv_kvm_exit *out);
+ * `in_value`'s low `size` bytes. Returns the exit reason, an IO exit of one
+ * access packed (OSV_KVM_FAST_IO), or -errno (-EINTR: a signal, or
+ * immediate_exit set); fills *out either way and counts the exit there. */
+int64_t osv_kvm_run(int vcpu_fd, struct kvm_run *run, uint64_t in_value, osv_kvm_exit *out);
 
 /* A rep ins/outs: copy count * size bytes between kvm_run's data area and buf. */
 void osv_kvm_io_data(struct kvm_run *run, const osv_kvm_exit *ex, uint8_t *buf, int to_run);

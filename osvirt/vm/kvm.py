@@ -200,7 +200,8 @@ class Vcpu(OwnedFd):
         self.fd = _ioctl_num(vm._open_fd(), lib.KVM_CREATE_VCPU, vcpu_id, "KVM_CREATE_VCPU")
         self._run_map = Mapping(vm.kvm.vcpu_mmap_size(), shared=True, fd=self.fd)
         self.run_struct: Any = ffi.cast("struct kvm_run *", self._run_map.address)
-        self.exit: Any = ffi.new("osv_kvm_exit *")  # what the last KVM_RUN ended with
+        self.exit: Any = ffi.new("osv_kvm_exit *")  # what the last KVM_RUN ended with, and the counts
+        self._completion: Any = ffi.new("osv_kvm_exit *")
 
     def close(self) -> None:
         run_map, self._run_map = self._run_map, None
@@ -214,6 +215,16 @@ class Vcpu(OwnedFd):
         """KVM_RUN: the exit reason (self.exit says the rest), or -errno (-EINTR: a kick or
         immediate_exit). `in_value` answers the previous exit's IO in or MMIO read."""
         return lib.osv_kvm_run(self.fd, self.run_struct, in_value, self.exit)  # type: ignore[no-any-return]
+
+    def complete(self, in_value: int = 0) -> int:
+        """KVM_RUN with immediate_exit set: finishes the instruction of a pending IO or MMIO exit (an IN or
+        read answered with `in_value`) without running the guest, so its registers are consistent. Not
+        counted as an exit. Returns -EINTR, as KVM does."""
+        self.immediate_exit = True
+        try:
+            return lib.osv_kvm_run(self.fd, self.run_struct, in_value, self._completion)  # type: ignore[no-any-return]
+        finally:
+            self.immediate_exit = False
 
     @property
     def immediate_exit(self) -> bool:

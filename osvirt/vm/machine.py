@@ -63,6 +63,7 @@ IDENTITY_MAP_ADDR = 0xFFFB_C000
 
 _IO, _MMIO = _kvm.KVM_EXIT["KVM_EXIT_IO"], _kvm.KVM_EXIT["KVM_EXIT_MMIO"]
 _EINTR = -errno.EINTR
+_FAST_IO = lib.OSV_KVM_FAST_IO
 _KICK = lib.osv_kvm_kick_signal()
 _BLOBS = ("SREGS", "REGS", "FPU", "LAPIC", "MP_STATE", "VCPU_EVENTS")
 
@@ -105,9 +106,8 @@ class Machine(Owned):
         self.vcpu.set_supported_cpuid()
         self.pio = Bus("pio", "port")
         self.mmio = Bus("mmio", "MMIO")
-        self._counts: dict[int, int] = {_IO: 0, _MMIO: 0}  # exit reason (EINTR as -EINTR) -> count
-        self._ns: dict[int, int] = {_IO: 0, _MMIO: 0}  # exit reason -> ns in the KVM_RUN calls that ended so
-        self.handle_ns = 0  # ns spent handling exits in Python (between KVM_RUNs)
+        self._failed: dict[int, int] = {}  # -errno of a KVM_RUN that failed (not EINTR) -> count
+        self._failed_ns: dict[int, int] = {}
         self.error: BaseException | None = None  # what stopped the guest, if not the host
         self.stop_reason: str | None = None
         self._control = threading.Condition()
@@ -176,68 +176,67 @@ class Machine(Owned):
                 raise VmError("Machine.run_exits: the vCPU thread runs this machine")
             self._want = None
             vcpu.immediate_exit = False
-        run, ex = vcpu.run, vcpu.exit
+        krun, fd, run_struct, ex = lib.osv_kvm_run, vcpu.fd, vcpu.run_struct, vcpu.exit  # Vcpu.run, inlined
         pio_read, pio_write, mmio_read, mmio_write = self.pio.read, self.pio.write, self.mmio.read, self.mmio.write
-        counts, ns = self._counts, self._ns
-        clock = time.perf_counter_ns
         handled = 0
         in_value = 0
+        # Each exit's reason and time are counted in C (osv_kvm_exit): this loop only dispatches. An IO
+        # exit of one access comes packed in the answer (OSV_KVM_FAST_IO), read with no struct field.
         try:
             while limit is None or handled < limit:
-                if self._want is not None and not self._park():
-                    break
-                r = run(in_value)
+                if self._want is not None:
+                    if not self._park(in_value):
+                        break
+                    in_value = 0
+                r = krun(fd, run_struct, in_value, ex)
                 in_value = 0
-                t0 = clock()
-                if r == _IO:
-                    if ex.count == 1:
-                        if ex.write:
-                            pio_write(ex.addr, ex.size, ex.data)
-                        else:
-                            in_value = pio_read(ex.addr, ex.size)
+                if r & _FAST_IO and r > 0:
+                    if r & 0x100:
+                        pio_write(r >> 13 & 0xFFFF, r >> 9 & 7, r >> 29)
                     else:
-                        self._rep_io()
+                        in_value = pio_read(r >> 13 & 0xFFFF, r >> 9 & 7)
                 elif r == _MMIO:
                     if ex.write:
                         mmio_write(ex.addr, ex.size, ex.data)
                     else:
                         in_value = mmio_read(ex.addr, ex.size)
+                elif r == _IO:
+                    self._rep_io()
                 elif r == _EINTR:  # a kick: the loop's head sees why
-                    self._count(r, ex.ns)
                     continue
                 else:
                     self._other_exit(r)
                     continue
-                counts[r] += 1
-                ns[r] += ex.ns
                 handled += 1
-                self.handle_ns += clock() - t0
         finally:
-            if in_value and self._want is None:  # a limited run ended on a read: answer it next time
-                vcpu.immediate_exit = True
-                vcpu.run(in_value)
-                vcpu.immediate_exit = False
+            if in_value and self._want is None:  # a limited run ended on a read: answer it now
+                vcpu.complete(in_value)
         return handled
 
     def _count(self, reason: int, ns: int) -> None:
-        self._counts[reason] = self._counts.get(reason, 0) + 1
-        self._ns[reason] = self._ns.get(reason, 0) + ns
+        """A KVM_RUN that failed other than with EINTR (C counts the rest)."""
+        self._failed[reason] = self._failed.get(reason, 0) + 1
+        self._failed_ns[reason] = self._failed_ns.get(reason, 0) + ns
 
-    @staticmethod
-    def _reason_name(reason: int) -> str:
-        if reason < 0:
-            return f"KVM_RUN failed: {errno.errorcode.get(-reason, -reason)}"
-        return _kvm.exit_name(reason)
+    def _tallies(self) -> dict[str, tuple[int, int]]:
+        ex = self.vcpu.exit
+        out = {_kvm.exit_name(r): (int(ex.counts[r]), int(ex.ns_total[r]))
+               for r in range(lib.OSV_KVM_REASONS) if ex.counts[r]}
+        if ex.eintr:
+            out["KVM_RUN failed: EINTR"] = (int(ex.eintr), int(ex.eintr_ns))
+        for r, n in self._failed.items():
+            out[f"KVM_RUN failed: {errno.errorcode.get(-r, -r)}"] = (n, self._failed_ns[r])
+        return out
 
     @property
     def exits(self) -> dict[str, int]:
         """{exit reason name: count} so far ("KVM_RUN failed: EINTR" counts the kicks)."""
-        return {self._reason_name(r): n for r, n in self._counts.items() if n}
+        return {name: n for name, (n, _) in self._tallies().items()}
 
     @property
     def exit_ns(self) -> dict[str, int]:
         """{exit reason name: ns spent in the KVM_RUN calls that ended with it}."""
-        return {self._reason_name(r): self._ns[r] for r, n in self._counts.items() if n}
+        return {name: ns for name, (_, ns) in self._tallies().items()}
 
     def _rep_io(self) -> None:
         """A rep ins/outs: count accesses of size bytes, each to the same port."""
@@ -256,7 +255,6 @@ class Machine(Owned):
             self._count(r, ex.ns)
             raise kernel_error(-r, "ioctl(KVM_RUN)")
         name = _kvm.exit_name(r)
-        self._count(r, ex.ns)
         rip = self.vcpu.get_regs().rip
         if name == "KVM_EXIT_INTERNAL_ERROR":
             data = " ".join(f"{ex.extra[i]:#x}" for i in range(ex.ndata))
@@ -276,13 +274,11 @@ class Machine(Owned):
             raise GuestError(name, f"type {ex.suberror}, rip {rip:#x}")
         raise GuestError(name, f"not handled by osvirt, rip {rip:#x}")
 
-    def _park(self) -> bool:
+    def _park(self, in_value: int) -> bool:
         """At the loop's head with a pause or stop asked: complete a pending instruction (KVM_RUN with
-        immediate_exit), then wait while paused. False: stop."""
+        immediate_exit, answering a pending read with `in_value`), then wait while paused. False: stop."""
         vcpu = self.vcpu
-        vcpu.immediate_exit = True
-        r = vcpu.run(0)
-        vcpu.immediate_exit = False
+        r = vcpu.complete(in_value)
         if r != _EINTR:  # cannot happen: with immediate_exit KVM_RUN enters no guest
             raise VmError(f"KVM_RUN with immediate_exit returned {r}")
         with self._control:
