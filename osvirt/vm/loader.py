@@ -203,6 +203,8 @@ class BzImage:
             raise KernelImageError(f"{self.name}: boot protocol {h.version_text} has no payload_offset/length "
                                    "(2.08+): the payload cannot be found without running the decompressor")
         start = self.setup_size + h.payload_offset
+        if h.payload_length < 8:  # a magic number and the 4-byte size after the stream, at least
+            raise KernelImageError(f"{self.name}: payload_length {h.payload_length} is too short for a payload")
         if start + h.payload_length > len(self.data):
             raise KernelImageError(f"{self.name}: truncated: the payload [{start:#x}, "
                                    f"{start + h.payload_length:#x}) runs past the file's {len(self.data):#x} bytes")

@@ -11,6 +11,7 @@ import struct
 import subprocess
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from osvirt.vm import loader
 from osvirt.vm.ram import GuestRam
@@ -277,3 +278,20 @@ def test_the_state_fills_kvm_structs_by_their_field_names(ram):
     regs = SimpleNamespace(rax=7)
     state.fill_regs(regs)
     assert (regs.rip, regs.rsi, regs.rax, regs.rflags) == (0x100_0000, loader.ZERO_PAGE_ADDR, 0, 2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(edits=st.lists(st.tuples(st.integers(0x1F1, 0x26B), st.integers(0, 255)), min_size=1, max_size=8),
+       cut=st.integers(0, 3000))
+def test_any_header_bytes_give_a_kernel_image_error_or_an_elf(edits, cut):
+    """Whatever a file's setup header says, the loader answers with a KernelImageError or a checked ELF."""
+    data = bytearray(bzimage())
+    for offset, value in edits:
+        data[offset] = value
+    if cut:
+        data = data[:-cut]
+    try:
+        elf = loader.Elf(loader.BzImage(bytes(data), "fuzzed").vmlinux())
+    except loader.KernelImageError:
+        return
+    assert elf.entry_physical == 0x100_0000
