@@ -112,6 +112,7 @@ from osvirt.container import capabilities as _caps
 from osvirt.container import cgroups as _cgroups
 from osvirt.container import mounts as _mounts
 from osvirt.container import namespaces as _ns
+from osvirt.container import network as _network
 from osvirt.container import oci
 from osvirt.container import seccomp as _seccomp
 from osvirt.container import _native as _cnative
@@ -487,6 +488,12 @@ class Container(Owned):
 
     # -- state ----------------------------------------------------------------------------------
     @property
+    def cgroup(self) -> _cgroups.Cgroup | None:
+        """The container's cgroup, for its usage (memory_peak_bytes, oom_kill_count, pids_current, ...):
+        while this process owns it (attached); None without one, or once deleted."""
+        return self._cgroup
+
+    @property
     def status(self) -> str:
         """creating, created, running or stopped, as the kernel says now."""
         if self._status is None:
@@ -757,6 +764,9 @@ class Container(Owned):
         if new:
             _Step.now = f"unshare({', '.join(new)})"
             _ns.unshare(new)
+        if lx.new("network"):  # runc brings a new network namespace's loopback up too
+            _Step.now = "loopback up"
+            _network.loopback_up()
         if spec.hooks_of("prestart") or spec.hooks_of("createRuntime"):
             os.write(up, b'{"step": "hooks"}\n')
             if os.read(down, 3) != b"go\n":
@@ -897,11 +907,13 @@ class Container(Owned):
             self._init(process, env, fifo, exit_w)
         else:
             os.close(exit_w)
-            self._exec(process, env)
+            self._exec(process, env, fifo)
 
-    def _exec(self, process: oci.Process, env: dict[str, str]) -> None:
+    def _exec(self, process: oci.Process, env: dict[str, str], fifo: int) -> None:
+        """exec process.args, or run the Python target (after closing the FIFO, which an exec would close)."""
         if self.target is not None:
             _Step.now = "the Python target"
+            os.close(fifo)  # start() returns at its EOF
             os.environ.clear()
             os.environ.update(env)
             code = _run_target(self.target, self.target_args)
@@ -922,7 +934,7 @@ class Container(Owned):
             try:
                 signal.pthread_sigmask(signal.SIG_SETMASK, previous)
                 os.close(exit_w)
-                self._exec(process, env)
+                self._exec(process, env, fifo)
             except BaseException as e:
                 with contextlib.suppress(BaseException):
                     os.write(fifo, _error_report(_Step.now, e))
@@ -1137,6 +1149,8 @@ class Container(Owned):
 
     def close(self) -> None:
         """Kill, reap and remove everything this process owns of the container (attached only). Idempotent."""
+        if sys.is_finalizing():  # no builtins left to do it with: PR_SET_PDEATHSIG and the tracker will
+            return
         if self._is_creator and self.attached and self._status is not None and not self._destroyed:
             self._destroy()
 
