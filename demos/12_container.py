@@ -232,10 +232,6 @@ def _net(talk):
     talk.wait()
 
 
-def _host_mountinfo_has(path):
-    return [row for row in mounts.mountinfo() if row.mount_point == path]
-
-
 # -- 3. user namespace --------------------------------------------------------------------
 def _root_inside(talk, directory):
     """uid 0 of a user namespace: become it (when our uid outside is not the mapped one), make a file."""
@@ -321,7 +317,7 @@ def _fork_until_refused(cgroup, talk, ready_fd):
     cgroup.add(os.getpid())
     hold_r, hold_w = os.pipe()
     forked, refused = 0, None
-    while refused is None and forked < 1000:
+    while forked < 1000:  # a cap should the limit not hold
         try:
             pid = os.fork()
         except OSError as e:
@@ -532,7 +528,7 @@ def body(demo):
         directory = demo.own(private_dir())
         talk, started = _inside(demo, ["mount"], _mount, directory)
         inside = talk.receive()
-        outside = _host_mountinfo_has(directory)
+        outside = [row for row in mounts.mountinfo() if row.mount_point == directory]
         files = os.listdir(directory)
         demo.check(f"{directory} in /proc/self/mountinfo", "inside: a tmpfs holding the file made there; "
                    "host: not listed, the directory empty", f"inside: {inside['rows']} holding {inside['files']}; "
