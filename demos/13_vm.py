@@ -101,29 +101,36 @@ def body(demo):
 
     with demo.step("a loop of instructions at CPL3 in the guest against the same loop on the host",
                    asked=f"guest CMD_SPIN {SPIN} (dec; jnz), host osv_spin {SPIN}"):
-        def ratio():
-            r = guest.command("CMD_SPIN", SPIN)
-            t0 = time.perf_counter_ns()
-            lib.osv_spin(SPIN)
-            host = time.perf_counter_ns() - t0
-            return r["ns"] / host, r["ns"], host
-        q, guest_ns, host_ns = demo.retry(ratio, lambda f: 0.5 <= f[0] <= 1.5)
+        def ratio():  # the faster of 3 runs each: the machine is shared, a slice lost only adds
+            guest_ns = min(guest.command("CMD_SPIN", SPIN)["ns"] for _ in range(3))
+            host = []
+            for _ in range(3):
+                t0 = time.perf_counter_ns()
+                lib.osv_spin(SPIN)
+                host.append(time.perf_counter_ns() - t0)
+            return guest_ns / min(host), guest_ns, min(host)
+        q, guest_ns, host_ns = demo.retry(ratio, lambda f: 0.8 <= f[0] <= 1.25)
         demo.check("guest time / host time", "~1: the guest's user code runs on the CPU itself, no exit "
                    "(the loop has none: 2 instructions an iteration, 1 a cycle)",
-                   f"{q:.2f} ({guest_ns / 1e6:.1f} ms against {host_ns / 1e6:.1f} ms)", 0.5 <= q <= 1.5)
-        r0 = guest.command("CMD_SPIN_CPL0", SPIN // 10)
-        cpl0 = r0["ns"] / (2 * SPIN // 10)
-        cpl3 = guest_ns / (2 * SPIN)
-        noop = statistics.median(guest.command("CMD_NONE")["ns"] for _ in range(9))
-        trip = statistics.median(guest.command("CMD_SPIN_CPL0", 1)["ns"] for _ in range(9)) - noop
+                   f"{q:.2f} ({guest_ns / 1e6:.1f} ms against {host_ns / 1e6:.1f} ms)", 0.8 <= q <= 1.25)
+        def levels():  # interleaved, the faster of 3 each
+            runs = [(guest.command("CMD_SPIN", SPIN)["ns"], guest.command("CMD_SPIN_CPL0", SPIN)["ns"])
+                    for _ in range(3)]
+            return min(r[1] for r in runs) / (2 * SPIN), min(r[0] for r in runs) / (2 * SPIN)
+        cpl0, cpl3 = demo.retry(levels, lambda f: f[0] < 1.5 * f[1])
         demo.check("the same loop at CPL0 (entered by syscall, left by iretq)",
-                   "the same speed: plain instructions run on the CPU at CPL0 too; only privileged ones "
-                   "(syscall, iretq, wrmsr, in/out) trap to the hypervisor",
-                   f"{cpl0:.2f} ns an instruction at CPL0, {cpl3:.2f} at CPL3; the syscall + iretq round trip "
-                   f"{_ns(trip)}", cpl0 < 3 * cpl3)
-        demo.say("Under kvm_pvm the privileged instructions are what is dear (each a trip through the "
-                 "hypervisor: microseconds); a real-mode or CPL0 boot path full of them, like Linux's "
-                 "decompressor, crawls, while user code and plain kernel loops do not.")
+                   "the same speed: plain instructions run on the CPU at CPL0 too",
+                   f"{cpl0:.2f} ns an instruction at CPL0, {cpl3:.2f} at CPL3", cpl0 < 1.5 * cpl3)
+        trips = 20_000
+        trip = min(guest.command("CMD_SYSCALLS", trips)["ns"] for _ in range(3)) / trips
+        native = {"kvm_intel": True, "kvm_amd": True}.get(kvm.backing_module() or "", False)
+        demo.check("a round trip to CPL0 and back (syscall, 2 instructions, iretq)",
+                   "well under 1 µs where the CPU virtualizes (VMX, SVM: no exit); under kvm_pvm microseconds, "
+                   "each privileged instruction a trip through the hypervisor",
+                   f"{_ns(trip)} on {kvm.backing_module()}", trip < 1000 if native else trip > 1000)
+        demo.say("So under kvm_pvm it is privileged instructions that are dear, not CPL0 as such: a boot path "
+                 "full of them (Linux's real-mode setup, its decompressor, its early page-table writes) crawls, "
+                 "while user code and plain kernel loops run at the CPU's speed.")
 
     with demo.step(f"{UART_BYTES} bytes written to the UART",
                    asked=f"guest: {UART_BYTES} x outb(0x3f8); host: KVM_RUN exits -> Uart.io_out"):

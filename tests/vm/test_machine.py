@@ -183,3 +183,14 @@ def test_restore_refuses_a_machine_that_ran(guest, tmp_path):
 def test_guest_error_decodes_its_exit():
     err = GuestError("KVM_EXIT_INTERNAL_ERROR", "suberror 1 (KVM_INTERNAL_ERROR_EMULATION)")
     assert "KVM_EXIT_INTERNAL_ERROR: suberror 1" in str(err)
+
+
+def test_cpl0_round_trips_keep_interrupts_on(guest):
+    """syscall to CPL0 and iretq back (kvm_pvm: no int n, no sysretq, no sti there): the guest's loop at
+    CPL0 runs, and its interrupts still arrive afterwards."""
+    r = guest.command("CMD_SYSCALLS", 100)
+    assert r["exits"] == {"KVM_EXIT_IO": 1}  # no exit for the CPL0 round trips themselves
+    guest.command("CMD_SPIN_CPL0", 1000)
+    assert guest.machine.vcpu.get_regs().rflags & 0x200  # IF
+    guest.machine.ram.write(guest.L["GUEST_MAILBOX"] + guest.L["MB_TEXT"], b"x")
+    assert guest.command("CMD_UART_IRQ", 1)["result0"] == 2

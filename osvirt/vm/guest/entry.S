@@ -86,12 +86,12 @@ irq_other:
     popq %rax
     iretq
 
-/* syscall from CPL3 (rcx: the return rip, r11: rflags; still on the user stack): MB_ARG0 iterations
- * of the spin loop at CPL0, then back by iretq (kvm_pvm refuses sysretq with #GP). */
+/* syscall from CPL3 (rcx: the return rip, r11: rflags; still on the user stack): rdi (at least 1)
+ * iterations of the spin loop at CPL0, then back by iretq (kvm_pvm refuses sysretq with #GP). */
     .globl syscall_entry
 syscall_entry:
     movq %rsp, %rdx
-    movq GUEST_MAILBOX + MB_ARG0, %rax
+    movq %rdi, %rax
 1:  dec %rax
     jnz 1b
     pushq $SEL_UDATA

@@ -68,6 +68,11 @@ static void spin(u64 n)  /* the same loop as the host's osv_spin (csrc/kvm.c) */
     __asm__ volatile("1: dec %0\n\tjnz 1b" : "+r"(n) : : "cc");
 }
 
+static void cpl0_spin(u64 n)  /* n >= 1 iterations of the same loop at CPL0, through syscall */
+{
+    __asm__ volatile("syscall" : : "D"(n) : "rax", "rcx", "rdx", "r11", "memory");
+}
+
 void user_main(void)
 {
     for (;;) {
@@ -80,7 +85,11 @@ void user_main(void)
             break;
         case CMD_SPIN_CPL0:
             if (arg0)
-                __asm__ volatile("syscall" : : : "rax", "rcx", "rdx", "r11", "memory");
+                cpl0_spin(arg0);
+            break;
+        case CMD_SYSCALLS:
+            for (u64 i = 0; i < arg0; i++)
+                cpl0_spin(1);
             break;
         case CMD_UART_WRITE:
             for (u64 i = 0; i < arg0; i++)

@@ -64,5 +64,6 @@
 #define CMD_BENCH_MMIO  10  /* 32-bit write to gpa arg0 forever */
 #define CMD_PORT_IN     11  /* result0 = 8-bit IN from port arg0 */
 #define CMD_RESET       12  /* 0xfe to the i8042's command port: the PC's reset */
+#define CMD_SYSCALLS    13  /* arg0 round trips to CPL0 and back (syscall, one loop iteration, iretq) */
 
 #endif
