@@ -664,6 +664,9 @@ COMMANDS: dict[str, _Command] = {
                     "spec [command options]", _spec),
 }
 
+# runc 1.1's other commands: named as such, rather than as an unknown word.
+_NOT_SUPPORTED = ("checkpoint", "events", "exec", "features", "pause", "restore", "resume", "update")
+
 _USAGE = f"""NAME:
    {PROG} - an OCI runtime with runc's command line (osvirt.container)
 
@@ -704,6 +707,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if flags.get("help") or not rest or rest[0] in ("help", "h"):
             print(_USAGE, end="")
             return 0
+        if rest[0] in _NOT_SUPPORTED:
+            raise Failure(f"{rest[0]}: runc's command is not supported by {PROG}")
         if rest[0] not in COMMANDS:
             raise _Usage(f"No help topic for '{rest[0]}'")
         name, command = rest[0], COMMANDS[rest[0]]

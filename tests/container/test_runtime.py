@@ -187,6 +187,8 @@ def test_errors_are_logged_as_runc_logs_them(tmp_path):
     assert entry["msg"] == "container does not exist"
     bad = call(OSVIRT_RUNTIME, tmp_path, "--log-format", "xml", "list")
     assert (bad.returncode, _last_error(bad.stderr)) == (1, "invalid log-format: xml")
+    other = call(OSVIRT_RUNTIME, tmp_path, "exec", "x", "sh")  # runc's, not osvirt-runtime's
+    assert (other.returncode, _last_error(other.stderr)) == (1, "exec: runc's command is not supported by osvirt-runtime")
 
 
 def test_flags_in_gos_syntax_anywhere_after_the_command(tmp_path):
