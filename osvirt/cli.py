@@ -25,7 +25,7 @@ __all__ = ["AREA_COMMANDS", "demos", "main"]
 # subparsers and sets `run=` (a function of the parsed args returning the exit
 # status) as that parser's default. Only argparse runs at import: the work
 # imports what it needs when it runs.
-AREA_COMMANDS: tuple[str, ...] = ("osvirt.vm.cli",)
+AREA_COMMANDS: tuple[str, ...] = ("osvirt.vm.cli", "osvirt.container.cli")
 
 
 def demos() -> dict[str, ModuleType]:

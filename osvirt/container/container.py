@@ -356,9 +356,9 @@ def spec_for(argv: Sequence[str], *, rootfs: str | None = None, memory: int | st
     /dev (mounts.host_usr_root, built on /mnt in the container's mount
     namespace). `rootless` None: when this process lacks CAP_SYS_ADMIN,
     uid 0 inside mapped to this process's uid (a user namespace). `net`:
-    "none" or "loopback" (a network namespace of its own: loopback up
-    with "loopback", once osvirt.container.network brings it up) or "host"
-    (the host's); `volumes` are (host, guest, read_only).
+    "none", "loopback" or "veth" (a network namespace of its own, lo up as
+    runc brings it up; Container.run adds the veth pair) or "host" (the
+    host's); `volumes` are (host, guest, read_only).
     """
     from osvirt import env as _env
     from osvirt.container import docker
@@ -368,8 +368,6 @@ def spec_for(argv: Sequence[str], *, rootfs: str | None = None, memory: int | st
         raise ValueError(f"seccomp: {seccomp!r} is not docker-default or none")
     if net not in ("none", "loopback", "host", "veth"):
         raise ValueError(f"net: {net!r} is not none, loopback, veth or host")
-    if net == "veth":
-        raise ValueError("net veth: not available yet (osvirt.container.network is not there)")
     volumes = [(os.path.abspath(h), g, bool(ro)) for h, g, ro in volumes]
     root = os.path.abspath(rootfs) if rootfs else "/mnt"
     environment = list(env) if env is not None else [_DEFAULT_PATH, "HOME=/root", f"HOSTNAME={hostname}"]
@@ -424,6 +422,7 @@ class Container(Owned):
     _cgroup: _cgroups.Cgroup | None = None
     _private_dir: str | None = None
     _destroyed = False
+    veth: _network.Veth | None = None  # Container.run(net="veth")'s pair to the host
 
     def __init__(self, spec: oci.Spec, id: str | None = None, *, state_root: str | None = None,
                  target: Callable[..., object] | None = None, args: Sequence[object] = (),
@@ -1122,6 +1121,9 @@ class Container(Owned):
     def _destroy(self) -> None:
         """Kill everything, reap the monitor, remove the cgroup and the state directory. Idempotent."""
         with signals_deferred():
+            if self.veth is not None:
+                self.veth.close()
+                self.veth = None
             if self.pid is not None and _alive(self.pid, self._pid_start):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(self.pid, signal.SIGKILL)
@@ -1161,7 +1163,8 @@ class Container(Owned):
         """Create and start a container running `target`: an argv, or a Python callable (with `args`).
 
         `options` are spec_for's (rootfs, memory, cpus, pids, hostname,
-        rootless, seccomp, net, volumes, env, cwd, readonly). Use it as a
+        rootless, seccomp, net, volumes, env, cwd, readonly); net="veth" links
+        it to the host with a network.Veth (`veth`) before it starts. Use it as a
         context manager: the exit kills, reaps and removes it all.
         """
         if callable(target):
@@ -1176,6 +1179,9 @@ class Container(Owned):
             container = cls(spec_for(list(target), **options), init=init)
         try:
             container.create()
+            if options.get("net") == "veth":
+                assert container.pid is not None
+                container.veth = _network.Veth(container.pid)
             container.start()
         except BaseException:
             container.close()

@@ -406,3 +406,35 @@ def test_create_start_kill_wait_delete_in_separate_processes():
         finally:
             if os.path.exists(os.path.join(root, "c1")):
                 Container.load(os.path.join(root, "c1")).delete(force=True)
+
+
+def _osvirt(*argv):
+    return subprocess.run([sys.executable, "-m", "osvirt", *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+@needs_namespaces
+def test_osvirt_container_run_exits_with_the_commands_status():
+    proc = _osvirt("container", "run", "--hostname", "cli-box", "--", "sh", "-c", "hostname; exit 5")
+    assert (proc.returncode, proc.stdout) == (5, "cli-box\n"), proc.stderr
+    proc = _osvirt("container", "run", "--", "sh", "-c", "kill -KILL $$")
+    assert proc.returncode == 128 + signal.SIGKILL, proc.stderr
+
+
+@needs_namespaces
+def test_osvirt_container_run_binds_a_volume_read_only(tmp_path):
+    (tmp_path / "f").write_text("from the host")
+    proc = _osvirt("container", "run", "--volume", f"{tmp_path}:/data:ro", "--",
+                   "sh", "-c", "cat /data/f; touch /data/g")
+    assert proc.stdout == "from the host" and proc.returncode == 1
+    assert "Read-only file system" in proc.stderr
+    assert not (tmp_path / "g").exists()
+
+
+def test_osvirt_container_run_refuses_bad_flags_before_running_anything():
+    proc = _osvirt("container", "run", "--memory", "lots", "--", "true")
+    assert proc.returncode == 1 and "size 'lots'" in proc.stderr
+    proc = _osvirt("container", "run", "--volume", "nocolon", "--", "true")
+    assert proc.returncode == 1 and "HOST:GUEST" in proc.stderr
+    proc = _osvirt("container", "run")
+    assert proc.returncode == 1 and "no command given" in proc.stderr
