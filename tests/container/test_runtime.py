@@ -349,6 +349,54 @@ def test_lifecycle_as_runcs(tmp_path):
     assert ours["left"] == theirs["left"] == {"state dir": False, "process": False, "cgroups": [], "mounts": []}
 
 
+def _hooked(tool, tmp_path):
+    """A bundle whose hooks each save the state JSON they read on stdin; what each command ran."""
+    bundle = make_bundle(tmp_path / "bundle", ["sh", "-c", "touch /out/ran; sleep 60"], tool)
+    with open(bundle / "config.json") as f:
+        config = json.load(f)
+    # The runtime's hooks run on the host, writing beside the bundle; startContainer runs in the
+    # container (its path resolves there, and /out is the bundle's out).
+    config["hooks"] = {kind: [{"path": "/bin/sh", "args": ["sh", "-c", f"cat > {where}/{kind}.json"]}]
+                       for kind, where in (("prestart", bundle), ("createRuntime", bundle), ("poststart", bundle),
+                                           ("poststop", bundle), ("startContainer", "/out"))}
+    with open(bundle / "config.json", "w") as f:
+        json.dump(config, f)
+    root, seen = tmp_path / "root", {}
+
+    def ran():
+        return {path.stem: json.loads(path.read_text())["status"]
+                for path in [*bundle.glob("*.json"), *(bundle / "out").glob("*.json")] if path.stem != "config"}
+    try:
+        for step in (["create", "--bundle", str(bundle), "h1"], ["start", "h1"], ["kill", "h1", "KILL"],
+                     ["delete", "h1"]):
+            if step[0] == "delete":
+                assert wait_for(lambda: _state(tool, root, "h1")["status"] == "stopped")
+            done = call(tool, root, *step)
+            assert done.returncode == 0, done.stderr
+            if step[0] == "start":
+                assert wait_for(lambda: (bundle / "out" / "ran").exists())
+            seen[step[0]] = ran()
+    finally:
+        call(tool, root, "delete", "--force", "h1")
+    return seen
+
+
+@needs("mount_namespace")
+@pytest.mark.parametrize("tool", ["osvirt-runtime", pytest.param("runc", marks=needs_runc)])
+def test_hooks_run_at_their_points(tool, tmp_path):
+    """Each hook when the runtime-spec says, reading the state of that moment."""
+    seen = _hooked(OSVIRT_RUNTIME if tool == "osvirt-runtime" else [RUNC], tmp_path)
+    poststart = {"poststart": "running"}
+    if tool == "runc" and seen["create"].get("poststart") == "created":
+        # runc before 1.2 runs poststart in create, before the program starts (runc #4348)
+        poststart = {}
+        for hooks in seen.values():
+            del hooks["poststart"]
+    assert seen["create"] == {"prestart": "creating", "createRuntime": "creating"}
+    assert seen["start"] == {**seen["create"], "startContainer": "created", **poststart}
+    assert seen["delete"] == {**seen["start"], "poststop": "stopped"}
+
+
 @needs("mount_namespace")
 @pytest.mark.parametrize("tool", ["osvirt-runtime", pytest.param("runc", marks=needs_runc)])
 def test_run_exits_with_the_containers_status(tool, tmp_path):
