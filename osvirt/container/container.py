@@ -890,9 +890,12 @@ class Container(Owned):
             _Step.now = "capabilities: capset"
             _caps.ambient_clear()
             _caps.capset(caps.usable("effective"), caps.usable("permitted"), caps.usable("inheritable"))
-            if caps.usable("ambient"):
+            # Only what is both permitted and inheritable can be ambient: `runc spec` lists ambient
+            # capabilities without inheritable ones, and runc, too, raises what the kernel allows.
+            ambient = caps.usable("ambient") & caps.usable("permitted") & caps.usable("inheritable")
+            if ambient:
                 _Step.now = "capabilities: ambient"
-                _caps.ambient_raise(caps.usable("ambient"))
+                _caps.ambient_raise(ambient)
         if process.no_new_privileges:
             _Step.now = "prctl(PR_SET_NO_NEW_PRIVS)"
             _cnative.prctl_set_no_new_privs()
