@@ -180,6 +180,19 @@ def test_restore_refuses_a_machine_that_ran(guest, tmp_path):
         guest.machine.restore(path)
 
 
+def test_a_triple_fault_stops_the_guest_with_shutdown_decoded():
+    from osvirt.vm.guest import DemoGuest
+    g = DemoGuest(memory_mib=16)
+    with g.machine as m:
+        g.load()
+        m.ram.write(g.L["GUEST_CODE"], b"\x0f\x0b")  # ud2 at CPL0 before any IDT: #UD, #GP, #DF, reset
+        m.start()
+        with pytest.raises(GuestError, match="KVM_EXIT_SHUTDOWN.*rip 0x100000") as caught:
+            m.wait(10)
+        assert caught.value.reason == "KVM_EXIT_SHUTDOWN" and m.exits == {"KVM_EXIT_SHUTDOWN": 1}
+    assert not m.running
+
+
 def test_guest_error_decodes_its_exit():
     err = GuestError("KVM_EXIT_INTERNAL_ERROR", "suberror 1 (KVM_INTERNAL_ERROR_EMULATION)")
     assert "KVM_EXIT_INTERNAL_ERROR: suberror 1" in str(err)
