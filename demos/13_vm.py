@@ -79,9 +79,10 @@ def body(demo):
                              "trapping what must be emulated (privileged instructions, port I/O, page tables)."
                   }.get(backing or "", f"backing module: {backing}"))
     if not env.can("kvm"):
-        for title in ("CPL3 loop against the host's", "K bytes to the UART", "guest memory is host memory",
-                      "dirty log", "UART interrupt", "snapshot and restore in another process",
-                      "an access outside RAM, a missing device"):
+        for title in ("boot osvirt's guest", "CPL3 loop against the host's", "K bytes to the UART",
+                      "guest memory is host memory", "dirty log", "UART interrupt",
+                      "an access outside RAM, a missing device", "snapshot and restore in another process",
+                      "the PC's reset line"):
             demo.skip(title, env.can("kvm").reason)
         return
     from osvirt.vm._native import lib
