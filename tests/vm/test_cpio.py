@@ -115,7 +115,7 @@ def test_the_same_tree_gives_the_same_bytes(tree):
     assert dict((n, f["mtime"]) for n, f, _ in kept)["etc/motd"] == int(os.lstat(tree / "etc" / "motd").st_mtime)
 
 
-@pytest.mark.skipif(shutil.which("cpio") is None, reason="GNU cpio is not installed (.ci/run installs it)")
+@pytest.mark.skipif(shutil.which("cpio") is None, reason="GNU cpio is not installed here (.ci/run installs it on the host)")
 def test_gnu_cpio_lists_and_extracts_it(tree, tmp_path):
     archive = tmp_path / "initramfs.cpio"
     cpio.from_directory(tree).write(archive)
