@@ -81,10 +81,10 @@ def _mmio_c() -> Iterator[tuple[int, int, int, int]]:
     yield from _c(True)
 
 
-_NOTE = ("an exit costs the guest's trip into the host kernel and out to user space and back (kvm_pvm: ~50 µs "
-         "from the guest's CPL3 on an idle machine, twice that and noisy under load); Python adds the cffi call "
-         "(the GIL released around KVM_RUN) and the dispatch through the bus to the device, ~1-2 µs: the exit "
-         "is counted in C and an IO exit comes packed in osv_kvm_run's answer")
+_NOTE = ("the exit is the cost: the guest's trip into the host kernel, out to user space and back, which "
+         "load on the machine stretches; Python adds the cffi call (the GIL released around KVM_RUN) and the "
+         "dispatch through the bus to the device, and nothing per exit besides: the exit is counted in C and an "
+         "IO exit comes packed in osv_kvm_run's answer")
 
 PRIMITIVES = [
     Primitive("vm-exit-pio", "a guest OUT handled in user space: osvirt.vm.Machine.run_exits, the port bus, "

@@ -10,9 +10,10 @@ refused ioctl raises the OSError subclass for its errno, naming the ioctl.
 
 `backing_module()` says which kernel module does the virtualization:
 kvm_intel (VMX) or kvm_amd (SVM) run the guest on the CPU's own support;
-kvm_pvm runs it in software, deprivileged (a guest's CPL0 code costs ~2 µs
-an instruction there; see the vm demo). Tests and the demo name it when
-they skip.
+kvm_pvm runs it in software, deprivileged: the guest's kernel mode too runs
+in the CPU's user mode, and each privileged instruction (syscall, iretq,
+wrmsr, port I/O, page-table writes) is a trip through the hypervisor (the
+vm demo times one). Tests and the demo name it when they skip.
 """
 from __future__ import annotations
 

@@ -12,9 +12,11 @@ from the host, as kvmtool and Firecracker boot a 64-bit kernel: the host
 writes the page tables (identity map of 4 GiB in 2 MiB pages, user
 accessible), the GDT (kernel and user code and data, a TSS) and the TSS,
 and sets the registers and long mode with KVM_SET_SREGS, so the guest's
-CPL0 part (entry.S, setup() in guest.c: the IDT and the PIC, then iretq to
-CPL3 with IOPL 3) is a few hundred instructions: under kvm_pvm each costs
-~2 µs. Everything else runs at CPL3.
+CPL0 part (entry.S, setup() in guest.c: the IDT, the PIC, the syscall MSRs,
+then iretq to CPL3) is a few hundred instructions, few of them privileged:
+under kvm_pvm each of those is a trip through the hypervisor. Everything
+else runs at CPL3, where port I/O is allowed by the TSS's I/O permission
+bitmap (kvm_pvm drops IOPL 3 from the flags an iretq loads).
 
 The guest then rings a doorbell (an OUT to PORT_DOORBELL) and runs the
 command the host left in the mailbox page. `command()` writes the mailbox

@@ -1,9 +1,10 @@
 /* The demo guest's CPL0 part: entered by the host in 64-bit mode with the
  * GDT, TSS and page tables already set (KVM_SET_SREGS), interrupts off. It
- * calls setup() (IDT, PIC) and drops to CPL3 at user_main with IOPL 3 (port
- * I/O without a trap) and interrupts on. Under kvm_pvm each instruction
- * here costs ~2 us: keep this part short. No int3, xrstor or cmpxchg16b:
- * kvm_pvm ends the guest on them. */
+ * calls setup() (IDT, PIC, syscall MSRs) and drops to CPL3 at user_main with
+ * interrupts on (port I/O there goes through the TSS's I/O bitmap: kvm_pvm
+ * drops IOPL). Under kvm_pvm each privileged instruction here is a trip
+ * through the hypervisor: keep this part short. No int3, xrstor or
+ * cmpxchg16b: kvm_pvm ends the guest on them. */
 #include "layout.h"
 
     .section .text.entry, "ax"
