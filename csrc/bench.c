@@ -1,6 +1,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/msg.h>
@@ -127,6 +128,22 @@ int64_t osv_bench_fork(int64_t n)
         if (pid == 0)
             _exit(0);
         if (waitpid(pid, NULL, 0) != pid)
+            return -1;
+    }
+    return now_ns() - t0;
+}
+
+int64_t osv_bench_spawn_wait(const char *path, int64_t n)
+{
+    char *argv[] = {(char *)path, NULL};
+    char *envp[] = {NULL};
+    int64_t t0 = now_ns();
+    for (int64_t i = 0; i < n; i++) {
+        pid_t pid;
+        int status;
+        if ((errno = posix_spawn(&pid, path, NULL, NULL, argv, envp)) != 0)
+            return -1;
+        if (waitpid(pid, &status, 0) != pid || status != 0)
             return -1;
     }
     return now_ns() - t0;

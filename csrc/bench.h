@@ -32,6 +32,10 @@ int64_t osv_bench_sigqueue_self(int signo, int64_t n);
 
 /* fork(), the child _exit(0)s, the parent waitpid()s */
 int64_t osv_bench_fork(int64_t n);
+/* posix_spawn(path) with no arguments and an empty environment, then
+ * waitpid(); -1 when it does not start or exits other than 0: the bare
+ * process start a container wraps (osvirt bench container-start) */
+int64_t osv_bench_spawn_wait(const char *path, int64_t n);
 int64_t osv_bench_sched_yield(int64_t n);
 
 /* one write fault on each of n pages of a fresh anonymous mapping, MAP_SHARED

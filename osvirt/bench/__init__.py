@@ -11,7 +11,7 @@ report.py turns the result into a table, JSON or a chart.
 """
 from collections.abc import Collection
 
-from osvirt.bench import device, fs, ipc, memory, process, sync, vm
+from osvirt.bench import container, device, fs, ipc, memory, process, sync, vm
 from osvirt.bench.harness import LOOP, Batch, Primitive, rig, run
 
 __all__ = ["AREAS", "LOOP", "PRIMITIVES", "Batch", "Primitive", "rig", "run", "select"]
@@ -24,6 +24,7 @@ AREAS: dict[str, list[Primitive]] = {
     "sync": sync.PRIMITIVES,
     "device": device.PRIMITIVES,
     "vm": vm.PRIMITIVES,
+    "container": container.PRIMITIVES,
 }
 PRIMITIVES = [LOOP] + [p for area in AREAS.values() for p in area]
 

@@ -422,6 +422,8 @@ class Container(Owned):
     _cgroup: _cgroups.Cgroup | None = None
     _private_dir: str | None = None
     _destroyed = False
+    _child = False  # the container process is this process's own child (the direct path)
+    _exit_r = -1  # direct path: the read end of osvirt's init's report of the program's status
     veth: _network.Veth | None = None  # Container.run(net="veth")'s pair to the host
 
     def __init__(self, spec: oci.Spec, id: str | None = None, *, state_root: str | None = None,
@@ -462,7 +464,10 @@ class Container(Owned):
             "pidStart": self._pid_start, "monitorPid": self._monitor_pid, "monitorStart": self._monitor_start,
             "bundle": self.spec.bundle, "created": self._created, "cgroupPaths": self._cgroup_paths,
             "annotations": self.spec.annotations or {}, "init": self.init, "attached": self.attached,
-            "creator": self._creator, "config": dict(self.spec.raw),
+            "creator": self._creator,
+            # for load() in another process; a container this process owns is not loaded elsewhere, and
+            # its config (Docker's seccomp profile: a hundred rules) would cost its start the encoding
+            "config": dict(self.spec.raw) if not self.attached else None,
         }
 
     def _save(self) -> None:
@@ -473,6 +478,9 @@ class Container(Owned):
         """The container whose state directory is `state_dir`, re-attached (FileNotFoundError if none)."""
         with open(os.path.join(state_dir, STATE_FILE)) as f:
             record = json.load(f)
+        if record.get("config") is None:
+            raise ContainerError("load", None, f"container {record['id']} belongs to process {record.get('creator')} "
+                                 "(created with no state_root): it cannot be loaded elsewhere")
         spec = oci.parse(record["config"], record["bundle"])
         state_dir = os.path.abspath(state_dir)
         self = cls(spec, record["id"], state_root=os.path.dirname(state_dir), init=record.get("init", False),
@@ -560,7 +568,8 @@ class Container(Owned):
 
     def _make_state_dir(self) -> None:
         if self.state_root is None:
-            path = os.path.join(tempfile.gettempdir(), unique_name())
+            # /dev/shm when there is one: a tmpfs, where the state's files cost no journal
+            path = os.path.join("/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir(), unique_name())
             tracker.register("dir", path)  # before mkdir: no moment in which it exists untracked
             with signals_deferred():
                 try:
@@ -591,8 +600,28 @@ class Container(Owned):
             return
         self._cgroup_paths = dict(self._cgroup.paths)
 
+    def _direct(self) -> bool:
+        """Whether this process forks the container process itself, with no monitor between.
+
+        So when the container belongs to this process (attached), needs no
+        user namespace (which only a child may unshare: this process's own
+        must not change), and no pid or time namespace to join: a new pid
+        namespace is unshared here, for the one fork, and this process's own
+        set back (setns) at once. One fork less, and one process less to
+        hand the set-up over: what a container's start costs is mostly such
+        hand-overs. The window between unshare and setns is this thread's;
+        another thread forking within it would put its child in the new
+        namespace.
+        """
+        lx = self.spec.linux
+        return (self.attached and lx.namespace("user") is None and lx.namespace("time") is None
+                and (lx.namespace("pid") is None or lx.new("pid")) and "CAP_SYS_ADMIN" in _env_caps())
+
     def _spawn(self) -> None:
-        """Fork the monitor, and lead it and the container process through the set-up (the sync pipe)."""
+        """Fork the container process (through the monitor unless `_direct`), and lead the set-up."""
+        if self._direct():
+            self._spawn_direct()
+            return
         up_r, up_w = os.pipe()  # children -> here: JSON lines
         down_r, down_w = os.pipe()  # here -> children
         monitor_r, monitor_w = os.pipe()  # here -> the monitor: "detach" or "stay"
@@ -635,15 +664,62 @@ class Container(Owned):
             os.close(down_w)
             os.close(monitor_w)
 
+    def _spawn_direct(self) -> None:
+        up_r, up_w = os.pipe()
+        down_r, down_w = os.pipe()
+        exit_r, exit_w = os.pipe()  # osvirt's init -> here: the program's wait status
+        fifo_fd = os.open(self._path(EXEC_FIFO), os.O_PATH | os.O_CLOEXEC)
+        new_pid = self.spec.linux.new("pid")
+        own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC) if new_pid else -1
+        try:
+            with signals_deferred() as mask:
+                if new_pid:
+                    _ns.unshare("pid")  # for the next fork only: set back below
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    pid = os.fork()
+                    if pid == 0:
+                        code = 1
+                        try:
+                            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                            for fd in (up_r, down_w, exit_r) + ((own,) if own >= 0 else ()):
+                                os.close(fd)
+                            code = self._container_process(up_w, down_r, fifo_fd, exit_w)
+                        except BaseException as e:
+                            with contextlib.suppress(BaseException):
+                                os.write(up_w, _error_report(_Step.now, e))
+                        finally:
+                            os._exit(code)
+                finally:
+                    if new_pid:
+                        _ns.setns(own, "pid")
+                self.pid, self._exit_r, self._child = pid, exit_r, True
+        finally:
+            for fd in (up_w, down_r, exit_w, fifo_fd) + ((own,) if own >= 0 else ()):
+                os.close(fd)
+        self._pid_start = _start_time(pid)
+        try:
+            if self._cgroup is not None:
+                self._cgroup.add(pid)
+            os.write(down_w, b"go\n")  # the cgroup is its own now: its cgroup namespace may follow
+            with os.fdopen(up_r, "rb") as up:
+                self._lead(up, down_w)
+            self._status = "created"
+            self._created = _now()
+            self._save()
+        finally:
+            os.close(down_w)
+
     def _lead(self, up: IO[bytes], down: int) -> None:
         """The parent's side of the set-up: maps, cgroup, hooks, until "created" or an error."""
         lx = self.spec.linux
         while True:
             line = up.readline()
             if not line:
-                code = self._reap_monitor()
+                code = self._reap_monitor() if self._monitor_pid is not None else self._reap_direct()
                 raise ContainerError("set-up", None, f"the container's processes exited before it was created "
-                                     f"(monitor status {code})")
+                                     f"(status {code})")
             report = json.loads(line)
             if "error" in report:
                 _raise_report(report)
@@ -657,7 +733,7 @@ class Container(Owned):
                 self._pid_start = _start_time(self.pid)
                 if self._cgroup is not None:
                     self._cgroup.add(self.pid)
-                os.write(down, b"go\n")
+                os.write(down, b"go\n")  # the cgroup is its own now: its cgroup namespace may follow
             elif report.get("step") == "hooks":
                 state = oci.state(self.id, "creating", self.pid, self.spec.bundle, self.spec.annotations,
                                   self.spec.oci_version)
@@ -752,14 +828,13 @@ class Container(Owned):
         assert process is not None
         _Step.now = "prctl(PR_SET_PDEATHSIG)"
         _process_native.set_pdeathsig(signal.SIGKILL, os.getppid())
-        if os.read(down, 3) != b"go\n":  # once the parent moved it into the cgroup
-            return 1
-        for kind in _PROCESS_KINDS:
+        self._down = down
+        for kind in _PROCESS_KINDS[:-1]:  # all but cgroup's: see _in_cgroup
             ns = lx.namespace(kind)
             if ns is not None and ns.path is not None:
                 _Step.now = f"setns({ns.path}, {kind})"
                 _ns.setns(ns.path, kind)
-        new = [kind for kind in _PROCESS_KINDS if lx.new(kind)]
+        new = [kind for kind in _PROCESS_KINDS[:-1] if lx.new(kind)]
         if new:
             _Step.now = f"unshare({', '.join(new)})"
             _ns.unshare(new)
@@ -767,11 +842,13 @@ class Container(Owned):
             _Step.now = "loopback up"
             _network.loopback_up()
         if spec.hooks_of("prestart") or spec.hooks_of("createRuntime"):
+            self._in_cgroup()
             os.write(up, b'{"step": "hooks"}\n')
             if os.read(down, 3) != b"go\n":
                 return 1
         if lx.new("mount") or lx.namespace("mount") is not None:
             self._rootfs()
+        self._in_cgroup()
         _Step.now = "sethostname"
         if spec.hostname:
             _ns.sethostname(spec.hostname)
@@ -807,6 +884,24 @@ class Container(Owned):
             return 127 if isinstance(e, OSError) and _Step.now.startswith("exec") else 1
         return 0  # not reached: _finish execs or exits
 
+    _down = -1
+    _moved = False
+
+    def _in_cgroup(self) -> None:
+        """Wait until the parent has moved this process into the cgroup, then join or make the cgroup
+        namespace (whose root is the cgroup this process is in then). The parent's writes to cgroup.procs
+        (slow on v1: one per hierarchy) overlap the mounts made before this."""
+        if self._moved:
+            return
+        _Step.now = "wait for the cgroup"
+        if os.read(self._down, 3) != b"go\n":
+            raise ContainerError("wait for the cgroup", None, "the parent went away")
+        self._moved = True
+        ns = self.spec.linux.namespace("cgroup")
+        if ns is not None:
+            _Step.now = f"setns({ns.path}, cgroup)" if ns.path else "unshare(cgroup)"
+            _ns.setns(ns.path, "cgroup") if ns.path else _ns.unshare("cgroup")
+
     def _rootfs(self) -> None:
         spec = self.spec
         lx = spec.linux
@@ -823,6 +918,8 @@ class Container(Owned):
             _mounts.bind(root, root)
         dev_is_tmpfs = False
         for m in spec.mounts or ():
+            if m.type == "cgroup":
+                self._in_cgroup()  # its root is the cgroup namespace's
             _Step.now = f"mount {m.destination} ({m.type or 'bind'})"
             _mount_one(root, m)
             if m.destination.rstrip("/") == "/dev" and not m.is_bind:
@@ -1003,14 +1100,13 @@ class Container(Owned):
             self._status = "stopped"
             self._save()
             raise ContainerError("start", None, f"container {self.id}'s process exited before it was started")
-        self._status = "running"
-        self._save()
+        self._status = "running"  # not saved: the FIFO's absence and the live pid say so
         rest = data[1:].strip()
         if rest:
             self._status = "stopped"
             self._save()
             _raise_report(json.loads(rest.splitlines()[0]))
-        state = self.state()
+        state = self.state() if self.spec.hooks_of("poststart") else {}
         for hook in self.spec.hooks_of("poststart"):
             try:
                 oci.run_hook(hook, state, "poststart")
@@ -1085,6 +1181,29 @@ class Container(Owned):
         self._monitor_pid = None
         return os.waitstatus_to_exitcode(status)
 
+    def _reap_direct(self, timeout_s: float | None = None) -> int | None:
+        """Reap the container process, this process's child on the direct path; its status, recorded."""
+        if not self._child or self.pid is None:
+            return self._exit
+        if timeout_s is not None:
+            pidfd = _pidfd(self.pid)
+            if pidfd is not None:
+                try:
+                    if not select.select([pidfd], [], [], timeout_s)[0]:
+                        raise TimeoutError(f"wait: container {self.id} still running after {timeout_s} s")
+                finally:
+                    os.close(pidfd)
+        _, status = os.waitpid(self.pid, 0)
+        self._child = False
+        with os.fdopen(self._exit_r, "rb") as f:  # osvirt's init wrote the program's status before it exited
+            reported = f.read()
+        self._exit_r = -1
+        self._exit = os.waitstatus_to_exitcode(int(reported) if reported else status)
+        with contextlib.suppress(OSError):
+            with open(self._path(EXIT_FILE), "w") as out:
+                json.dump({"exitStatus": self._exit}, out)
+        return self._exit
+
     def wait(self, timeout_s: float | None = None) -> int:
         """Wait until the container's process exits; its exit status: the code, or -N for signal N.
 
@@ -1095,14 +1214,13 @@ class Container(Owned):
         code = self._read_exit()
         if code is not None:
             return code
+        if self._child:
+            self._reap_direct(timeout_s)
         self._reap_monitor(timeout_s)
         code = self._read_exit()
         if code is None:
             raise ContainerError("wait", None, f"container {self.id}'s monitor died without its exit status")
-        if self._status != "stopped":
-            self._status = "stopped"
-            with contextlib.suppress(OSError):
-                self._save()
+        self._status = "stopped"  # not saved: the dead pid says so
         return code
 
     def delete(self, force: bool = False) -> None:
@@ -1138,6 +1256,9 @@ class Container(Owned):
                     with contextlib.suppress(FileNotFoundError):
                         _cgroups.kill_and_rmdir(path)
             self._cgroup_paths = {}
+            if self._child:
+                with contextlib.suppress(TimeoutError):
+                    self._reap_direct(10.0)
             if self._monitor_pid is not None:
                 if _alive(self._monitor_pid, self._monitor_start) and (self.attached or self._status == "creating"):
                     with contextlib.suppress(ProcessLookupError, PermissionError):

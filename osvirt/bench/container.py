@@ -1,0 +1,128 @@
+"""Container primitives: a container's start, to its program's exit, next to runc's.
+
+One bundle, made here the way `runc spec` makes it (its namespaces, mounts,
+three capabilities, no_new_privs, a read-only root) with the host's /usr
+bound read-only into an empty root and /bin, /lib... linked into it, runs
+/bin/true: through osvirt.container.Container (create, start, wait, delete,
+in this process) and through `runc run` of the same bundle (its binary's own
+start included, as a caller of runc pays it). The C loop is the bare process
+start a container wraps, posix_spawn and waitpid of /bin/true; the floor,
+the namespaces alone (namespaces.fork_in, then exec).
+"""
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+
+from osvirt.bench.harness import Primitive, rig
+from osvirt.naming import private_dir
+
+__all__ = ["PRIMITIVES", "bundle"]
+
+TRUE = "/bin/true"
+_USR_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+
+
+def bundle(directory: str, args: list[str]) -> str:
+    """Write a runc-style bundle running `args` in `directory` (config.json and rootfs/); returns it.
+
+    The config is `runc spec`'s default, made without runc: terminal off,
+    the host's /usr bound read-only, usrmerge's links as the host has them.
+    """
+    rootfs = os.path.join(directory, "rootfs")
+    os.mkdir(rootfs)
+    for name in _USR_LINKS:
+        if os.path.islink(f"/{name}"):
+            os.symlink(os.readlink(f"/{name}"), os.path.join(rootfs, name))
+    caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+    mounts = [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+        {"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro", "nosuid", "nodev"]},
+    ]
+    config = {
+        "ociVersion": "1.0.2-dev",
+        "process": {"terminal": False, "user": {"uid": 0, "gid": 0}, "args": args,
+                    "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "cwd": "/",
+                    "capabilities": {"bounding": caps, "effective": caps, "permitted": caps, "ambient": caps},
+                    "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}], "noNewPrivileges": True},
+        "root": {"path": "rootfs", "readonly": True},
+        "hostname": "bench",
+        "mounts": mounts,
+        "linux": {"namespaces": [{"type": kind} for kind in ("pid", "network", "ipc", "uts", "mount")],
+                  "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                                  "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+                                  "/proc/scsi"],
+                  "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]},
+    }
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(config, f, indent=1)
+    return directory
+
+
+@rig
+def _osvirt_start() -> Iterator[Callable[[], None]]:
+    from osvirt.container import Container, oci
+    with private_dir(tempfile.gettempdir()) as directory:
+        spec = oci.load(bundle(directory, [TRUE]))
+
+        def start_to_exit() -> None:
+            c = Container(spec)
+            try:
+                c.create()
+                c.start()
+                if c.wait() != 0:
+                    raise RuntimeError("/bin/true failed in the container")
+            finally:
+                c.delete(force=True)
+        yield start_to_exit
+
+
+@rig
+def _runc_run() -> Iterator[Callable[[], None]]:
+    runc = shutil.which("runc")
+    if runc is None:
+        raise FileNotFoundError("runc is not installed")
+    with private_dir(tempfile.gettempdir()) as directory:
+        path = bundle(directory, [TRUE])
+        root = os.path.join(directory, "runc-state")  # runc's own state, inside what is removed after
+        ids = itertools.count()
+
+        def runc_run() -> None:
+            # not osvirt-*: runc names its cgroup after the id, and osvirt's names are the tracker's
+            subprocess.run([runc, "--root", root, "run", "--bundle", path, f"bench-{os.getpid()}-{next(ids)}"],
+                           check=True, stdin=subprocess.DEVNULL)
+        yield runc_run
+
+
+def _namespaces_only() -> None:
+    from osvirt.container import namespaces
+    from osvirt.process import Children
+    with Children() as kids:
+        started = namespaces.fork_in(kids, ["pid", "network", "ipc", "uts", "mount"], os.execv, TRUE, [TRUE])
+        if kids.wait(started.owned) != 0:
+            raise RuntimeError("/bin/true failed")
+
+
+PRIMITIVES = [
+    Primitive(
+        "container-start", "a container running /bin/true, from create to its exit and delete: "
+                           "osvirt.container.Container on a `runc spec`-like bundle",
+        python=_osvirt_start, c="spawn_wait", c_args=(TRUE,),
+        floor=("namespaces.fork_in(pid, net, ipc, uts, mount) + exec", _namespaces_only),
+        peer=("runc run (same bundle)", _runc_run) if shutil.which("runc") else None,
+        needs=("cap_sys_admin", "mount_namespace"),
+        note="the C loop is the bare process start a container wraps (posix_spawn + waitpid, no "
+             "namespaces); the floor, its namespaces alone; runc's figure includes its binary's start, as "
+             "any caller of runc pays it" + ("" if shutil.which("runc") else "; no peer: runc is not installed")),
+]

@@ -1,0 +1,37 @@
+"""The container-start row: each of its ways starts /bin/true in a container built from one bundle."""
+import json
+import shutil
+
+import pytest
+
+from osvirt.bench import _native, container, harness
+from osvirt.container import oci
+
+ROW = next(p for p in container.PRIMITIVES if p.name == "container-start")
+
+
+def test_the_bundle_is_runc_specs_with_the_hosts_usr(tmp_path):
+    spec = oci.load(container.bundle(str(tmp_path), ["/bin/true"]))
+    assert spec.root.readonly and spec.process.no_new_privileges
+    assert [ns.type for ns in spec.linux.namespaces] == ["pid", "network", "ipc", "uts", "mount"]
+    assert any(m.destination == "/usr" and m.is_bind for m in spec.mounts)
+    with open(tmp_path / "config.json") as f:
+        assert spec.to_dict() == json.load(f)
+
+
+def test_the_c_loop_spawns_and_waits():
+    assert _native.c_loop("spawn_wait", (container.TRUE,), 3) > 0
+
+
+@pytest.mark.needs(*ROW.needs)
+@pytest.mark.parametrize("variant", ["python", "floor"] + (["peer"] if ROW.peer else []))
+def test_each_way_runs_true_in_a_container(variant):
+    result = harness.measure(ROW, variant, batches=1, n=2, min_batch_ns=1_000_000)
+    assert result["n"] >= 2 and min(result["elapsed_ns"]) > 0
+
+
+def test_without_runc_the_row_says_so():
+    if shutil.which("runc"):
+        assert ROW.peer is not None and ROW.peer[0] == "runc run (same bundle)"
+    else:
+        assert ROW.peer is None and "runc is not installed" in ROW.note
