@@ -45,18 +45,26 @@ def test_debians_kernel_prints_its_banner_on_the_uart(debian_kernel):
         assert guest.state.entry == "vmlinux" and guest.state.rip == 0x100_0000
         guest.start()
         took = guest.wait_for(b"Linux version", BANNER_TIMEOUT_S)
-        if took is not None:  # the rest of the line, a byte an exit
-            guest.wait_for(f"Linux version {release} ".encode(), 30)
+        # then the lines that show the zero page arrived: the command line, and the e820 map read back
+        last_e820 = b"BIOS-e820: [mem 0x0000000000100000-0x000000000fffffff] usable"
+        rest = guest.wait_for(last_e820, 60) if took is not None else None
         console = bytes(guest.console)
         stopped = _stop(m)
         assert took is not None, (f"no banner in {BANNER_TIMEOUT_S} s on {m.backing}; console {console[-400:]!r}; "
                                   f"exits {m.exits}; stopped: {stopped}")
         banner = re.search(rb"Linux version (\S+)", console)
         assert banner and banner.group(1).decode() == release  # the kernel file's own release
+        assert rest is not None, f"no e820 map within 60 s of the banner: {console[-400:]!r}"
+        assert f"Command line: {guest.cmdline}".encode() in console
+        assert re.findall(rb"BIOS-e820: \[mem (0x\w+)-(0x\w+)\] (\w+)", console) == [
+            (b"0x0000000000000000", b"0x000000000009fbff", b"usable"),
+            (b"0x000000000009fc00", b"0x00000000000fffff", b"reserved"),
+            (b"0x0000000000100000", b"0x000000000fffffff", b"usable")]  # 256 MiB, as the loader's e820 says
         # every console byte came through a port-I/O exit to the UART's THR
         assert m.exits.get("KVM_EXIT_IO", 0) >= len(console)
         assert bytes(guest.uart.transmitted) == console
-        print(f"banner after {took:.1f} s on {m.backing}; {len(console)} console bytes; exits {m.exits}; "
+        print(f"banner after {took:.1f} s, e820 after {rest:.1f} s on {m.backing}; {len(console)} console bytes; "
+              f"exits {m.exits}; "
               f"stopped: {stopped}")
 
 
