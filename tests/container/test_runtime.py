@@ -65,9 +65,6 @@ def make_bundle(path, args, tool=OSVIRT_RUNTIME, marker=None):
         config = json.load(f)
     process = config["process"]
     process["terminal"] = False  # no console socket here
-    # runc spec's ambient set without an inheritable one: the kernel refuses the raise
-    # (PR_CAP_AMBIENT_RAISE needs both), which runc 1.1 only warns about and Container refuses.
-    process["capabilities"]["inheritable"] = process["capabilities"]["ambient"]
     process["args"] = args
     if marker:
         process["env"].append(marker)
