@@ -102,6 +102,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any
@@ -465,9 +466,9 @@ class Container(Owned):
             "bundle": self.spec.bundle, "created": self._created, "cgroupPaths": self._cgroup_paths,
             "annotations": self.spec.annotations or {}, "init": self.init, "attached": self.attached,
             "creator": self._creator,
-            # for load() in another process; a container this process owns is not loaded elsewhere, and
-            # its config (Docker's seccomp profile: a hundred rules) would cost its start the encoding
-            "config": dict(self.spec.raw) if not self.attached else None,
+            # for load() in another process (a runtime's containers); a private one is not loaded elsewhere,
+            # and its config (Docker's seccomp profile: a hundred rules) would cost its start the encoding
+            "config": dict(self.spec.raw) if self.state_root is not None else None,
         }
 
     def _save(self) -> None:
@@ -1204,6 +1205,25 @@ class Container(Owned):
                 json.dump({"exitStatus": self._exit}, out)
         return self._exit
 
+    def _wait_elsewhere(self, timeout_s: float | None) -> None:
+        """Wait for a container another process forked directly: its exit, then that process's record of it."""
+        assert self.pid is not None
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        pidfd = _pidfd(self.pid)
+        if pidfd is not None:
+            try:
+                while _alive(self.pid, self._pid_start):
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise TimeoutError(f"wait: container {self.id} still running after {timeout_s} s")
+                    select.select([pidfd], [], [], 1.0 if left is None else min(left, 1.0))
+            finally:
+                os.close(pidfd)
+        for _ in range(200):  # its parent reaps it and writes the status at once, if it is alive
+            if self._read_exit() is not None:
+                return
+            time.sleep(0.01)
+
     def wait(self, timeout_s: float | None = None) -> int:
         """Wait until the container's process exits; its exit status: the code, or -N for signal N.
 
@@ -1216,6 +1236,8 @@ class Container(Owned):
             return code
         if self._child:
             self._reap_direct(timeout_s)
+        elif self._monitor_pid is None and self.pid is not None:
+            self._wait_elsewhere(timeout_s)
         self._reap_monitor(timeout_s)
         code = self._read_exit()
         if code is None:

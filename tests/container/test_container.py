@@ -28,6 +28,7 @@ import sysv_ipc  # imported here: a callable run in a container finds no module 
 from osvirt.container import Container, ContainerError, capabilities, docker, mounts, namespaces, oci
 from osvirt.container.container import spec_for
 from osvirt.errors import SpecError
+from osvirt.naming import private_dir
 
 needs_namespaces = pytest.mark.needs("mount_namespace")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -389,7 +390,7 @@ def test_create_start_kill_wait_delete_in_separate_processes():
             assert proc.returncode == 0, err.read()
             return out.read()
 
-    with tempfile.TemporaryDirectory(prefix="osvirt-test-root-") as root:
+    with private_dir() as root:  # osvirt-<pid>-...: the leak guard of a run beside this one tells it apart
         try:
             created = json.loads(step("create"))
             assert created["status"] == "created" and psutil.pid_exists(created["pid"])
