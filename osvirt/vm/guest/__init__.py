@@ -48,7 +48,7 @@ from osvirt.vm.machine import MMIO_HOLE, Machine
 __all__ = ["SOURCES", "layout", "build", "DemoGuest", "CommandResult", "GUEST_CFLAGS"]
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ("layout.h", "entry.S", "guest.c", "guest.ld")
+SOURCES = ("layout.h", "entry.S", "guest.c", "virtio.h", "guest.ld")
 GUEST_CFLAGS = ("-O2", "-ffreestanding", "-fno-pic", "-no-pie", "-mno-red-zone", "-mgeneral-regs-only",
                 "-fno-stack-protector", "-fno-asynchronous-unwind-tables", "-nostdlib", "-static",
                 "-Wall", "-Wextra", "-Werror", "-Wl,--build-id=none", "-Wl,--oformat=binary",

@@ -10,6 +10,8 @@ typedef unsigned long u64;
 
 #define MB(off) (*(volatile u64 *)(GUEST_MAILBOX + (off)))
 
+#include "virtio.h"
+
 static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
 static inline u8 inb(u16 port) { u8 v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port)); return v; }
 
@@ -133,6 +135,15 @@ void user_main(void)
             break;
         case CMD_RESET:
             outb(PORT_I8042, 0xfe);
+            break;
+        case CMD_VIRTIO_BLK: {
+            u64 errors;
+            MB(MB_RESULT0) = virtio_blk_read(arg0, 0, arg1, arg2, &errors);
+            MB(MB_RESULT1) = errors;
+            break;
+        }
+        case CMD_VIRTIO_CONSOLE:
+            MB(MB_RESULT0) = virtio_console_write(arg0, arg1, arg2);
             break;
         }
     }

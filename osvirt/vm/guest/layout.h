@@ -15,6 +15,9 @@
 #define GUEST_USTACK_TOP  0x80000   /* CPL3 stack */
 #define GUEST_CODE        0x100000  /* the binary is loaded here and entered at its first byte */
 #define GUEST_TOUCH       0x400000  /* the first page CMD_TOUCH may write: below it, the guest's own */
+#define GUEST_VIRTQ       0x30000   /* the virtio driver's rings and request header (virtio.h) */
+#define GUEST_DMA         0x200000  /* the buffer virtio-blk reads sectors into */
+#define GUEST_DMA_SIZE    0x100000
 #define GUEST_MAPPED      0x100000000  /* the page tables map [0, 4 GiB) with 2 MiB pages */
 
 /* Selectors of the host-written GDT */
@@ -65,5 +68,9 @@
 #define CMD_PORT_IN     11  /* result0 = 8-bit IN from port arg0 */
 #define CMD_RESET       12  /* 0xfe to the i8042's command port: the PC's reset */
 #define CMD_SYSCALLS    13  /* arg0 round trips to CPL0 and back (syscall, one loop iteration, iretq) */
+#define CMD_VIRTIO_BLK  20  /* read arg1 sectors from 0 through the virtio-blk at gpa arg0, arg2 a request:
+                               result0 = FNV-1a 64 of the bytes, result1 = requests not OK */
+#define CMD_VIRTIO_CONSOLE 21  /* arg1 bytes of MB_TEXT through the virtio-console at gpa arg0, arg2 a
+                                  buffer: result0 = buffers sent */
 
 #endif
