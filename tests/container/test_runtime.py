@@ -203,6 +203,33 @@ def test_flags_in_gos_syntax_anywhere_after_the_command(tmp_path):
         assert _last_error(out.stderr) == message
 
 
+def test_what_is_not_supported_is_said_before_anything_is_made(tmp_path):
+    subprocess.run([*OSVIRT_RUNTIME, "spec", "--bundle", str(tmp_path)], check=True)
+    for flags, message in ((["--console-socket", str(tmp_path / "sock")], "--console-socket is not supported"),
+                           (["--no-pivot"], "--no-pivot is not supported"),
+                           (["--preserve-fds", "2"], "--preserve-fds is not supported")):
+        out = call(OSVIRT_RUNTIME, tmp_path / "root", "create", "--bundle", str(tmp_path), *flags, "c1")
+        assert out.returncode == 1 and _last_error(out.stderr).startswith(f"osvirt-runtime create failed: {message}")
+    systemd = subprocess.run([*OSVIRT_RUNTIME, "--root", str(tmp_path / "root"), "--systemd-cgroup", "create",
+                              "--bundle", str(tmp_path), "c1"], capture_output=True, text=True)
+    assert systemd.returncode == 1 and "--systemd-cgroup is not supported" in _last_error(systemd.stderr)
+    # runc spec's terminal: true needs a console socket when the runtime detaches, as runc says
+    tty = call(OSVIRT_RUNTIME, tmp_path / "root", "create", "--bundle", str(tmp_path), "c1")
+    assert (tty.returncode, _last_error(tty.stderr)) == (
+        1, "osvirt-runtime create failed: cannot allocate tty if runc will detach without setting console socket")
+    assert not os.path.exists(tmp_path / "root")  # not even the root directory was made
+    # accepted by the commands that make no cgroup, as tools pass it to all of them
+    assert call(OSVIRT_RUNTIME, tmp_path / "root", "--systemd-cgroup", "list").returncode == 0
+
+
+def test_default_root_as_runcs(monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1234")
+    expected = "/run/osvirt-runtime" if os.geteuid() == 0 else "/run/user/1234/osvirt-runtime"
+    assert runtime.default_root() == expected
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert runtime.default_root() == "/run/osvirt-runtime"
+
+
 def test_list_of_an_empty_root(tmp_path):
     table = call(OSVIRT_RUNTIME, tmp_path / "root", "list")
     assert table.returncode == 0 and table.stdout.split() == ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
