@@ -46,7 +46,8 @@ from osvirt.vm.errors import VmError
 from osvirt.vm.ram import GuestRam
 
 __all__ = ["KernelImageError", "UnsupportedCompression", "SetupHeader", "BzImage", "Elf", "ElfSegment",
-           "Segment", "BootState", "E820", "load_elf", "load_linux", "identity_map", "COMPRESSIONS"]
+           "Segment", "BootState", "E820", "load_elf", "load_linux", "identity_map", "write_gdt", "default_e820",
+           "COMPRESSIONS"]
 
 
 class KernelImageError(VmError):
