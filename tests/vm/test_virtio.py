@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from osvirt.vm.bus import Bus
 from osvirt.vm.ram import GuestRam
-from osvirt.vm.virtio import blk, console, mmio
+from osvirt.vm.virtio import VirtioError, blk, console, mmio
 
 BASE = 0xD000_0000  # where the window sits on the bus
 RAM_SIZE = 1 << 20
@@ -521,6 +521,10 @@ def test_snapshot_and_restore_carry_the_queue_on(blk_machine, disk):
         transport2.mmio_write(0x50, 4, 0)
         assert q.take_used() == [(head, 513)] and ram2.read(data, 512) == disk.read_bytes()[7 * 512:8 * 512]
         assert device2.requests["in"] == 2 and transport2.notifies == 2
+    smaller = disk.with_name("smaller.img")
+    smaller.write_bytes(bytes(512))
+    with blk.VirtioBlk(smaller) as other, pytest.raises(VirtioError, match="64 sectors"):
+        mmio.VirtioMmio(other, ram).restore(state)
 
 
 def drv_on(drv, ram):

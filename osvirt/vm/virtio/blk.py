@@ -22,7 +22,7 @@ import os
 import struct
 from typing import Any
 
-from osvirt.vm.virtio import ChainError
+from osvirt.vm.virtio import ChainError, VirtioError
 from osvirt.vm.virtio.mmio import VirtioMmio
 from osvirt.vm.virtio.queue import Chain, Virtqueue, split
 
@@ -178,5 +178,8 @@ class VirtioBlk:
                 "errors": self.errors, "bytes_read": self.bytes_read, "bytes_written": self.bytes_written}
 
     def restore(self, state: dict[str, Any]) -> None:
+        if state["capacity"] != self.capacity:
+            raise VirtioError(f"virtio-blk restore: the snapshot's disk had {state['capacity']} sectors, "
+                              f"{self.path} has {self.capacity}")
         self.requests = dict(state["requests"])
         self.errors, self.bytes_read, self.bytes_written = state["errors"], state["bytes_read"], state["bytes_written"]
