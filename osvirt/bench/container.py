@@ -1,7 +1,7 @@
 """Container primitives: a container's start, to its program's exit, next to runc's.
 
-One bundle, made here the way `runc spec` makes it (its namespaces, mounts,
-three capabilities, no_new_privs, a read-only root) with the host's /usr
+One bundle, `runc spec`'s config (its namespaces, mounts, three
+capabilities, no_new_privs, a read-only root) with the host's /usr
 bound read-only into an empty root and /bin, /lib... linked into it, runs
 /bin/true: through osvirt.container.Container (create, start, wait, delete,
 in this process) and through `runc run` of the same bundle (its binary's own
@@ -27,44 +27,21 @@ _USR_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
 
 def bundle(directory: str, args: list[str]) -> str:
-    """Write a runc-style bundle running `args` in `directory` (config.json and rootfs/); returns it.
+    """Write a bundle running `args` in `directory` (config.json and rootfs/); returns it.
 
-    The config is `runc spec`'s default, made without runc: terminal off,
-    the host's /usr bound read-only, usrmerge's links as the host has them.
+    The config is `runc spec`'s (osvirt-runtime's spec()) with terminal off,
+    the host's /usr bound read-only, and usrmerge's links as the host has them.
     """
+    from osvirt.container import runtime
     rootfs = os.path.join(directory, "rootfs")
     os.mkdir(rootfs)
     for name in _USR_LINKS:
         if os.path.islink(f"/{name}"):
             os.symlink(os.readlink(f"/{name}"), os.path.join(rootfs, name))
-    caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
-    mounts = [
-        {"destination": "/proc", "type": "proc", "source": "proc"},
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-        {"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro", "nosuid", "nodev"]},
-    ]
-    config = {
-        "ociVersion": "1.0.2-dev",
-        "process": {"terminal": False, "user": {"uid": 0, "gid": 0}, "args": args,
-                    "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "cwd": "/",
-                    "capabilities": {"bounding": caps, "effective": caps, "permitted": caps, "ambient": caps},
-                    "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}], "noNewPrivileges": True},
-        "root": {"path": "rootfs", "readonly": True},
-        "hostname": "bench",
-        "mounts": mounts,
-        "linux": {"namespaces": [{"type": kind} for kind in ("pid", "network", "ipc", "uts", "mount")],
-                  "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                                  "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
-                                  "/proc/scsi"],
-                  "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]},
-    }
+    config = runtime.spec()
+    config["process"].update(terminal=False, args=args)
+    config["mounts"].append({"destination": "/usr", "type": "bind", "source": "/usr",
+                             "options": ["rbind", "ro", "nosuid", "nodev"]})
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(config, f, indent=1)
     return directory

@@ -105,7 +105,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 from osvirt import tracker
 from osvirt._owned import Owned
@@ -188,6 +188,29 @@ def _error_report(step: str, e: BaseException) -> bytes:
     return json.dumps({"error": step, "errno": err, "message": message}).encode() + b"\n"
 
 
+def _fork(run: Callable[[], int], report: int, closes: Sequence[int] = (), mask: Iterable[int] | None = None,
+          failed: int = 1) -> int:
+    """os.fork(); in the child: restore `mask`, close `closes`, and _exit with run()'s status, or with
+    `failed` after writing the exception to `report` (the sync pipe, or the FIFO). The pid, here."""
+    sys.stdout.flush()  # else written twice, by both processes
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = failed
+    try:
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for fd in closes:
+            os.close(fd)
+        code = run()
+    except BaseException as e:
+        with contextlib.suppress(BaseException):
+            os.write(report, _error_report(_Step.now, e))
+    finally:
+        os._exit(code)
+
+
 def _raise_report(report: Mapping[str, Any]) -> None:
     raise ContainerError(str(report.get("error")), report.get("errno"), str(report.get("message")))
 
@@ -260,9 +283,9 @@ def _cgroup_mount(target: str, flags: int) -> None:
             continue
         sub = os.path.join(target, name)
         os.makedirs(sub, exist_ok=True)
-        options = ",".join(sorted(m.controllers)) if m.version == 1 else None
-        if m.version == 1 and name.startswith("name=") is False and not m.controllers:
-            options = f"none,name={os.path.basename(m.point)}"
+        options = None
+        if m.version == 1:  # its controllers, or for a named hierarchy (name=systemd) its name
+            options = ",".join(sorted(m.controllers)) or f"none,name={os.path.basename(m.point)}"
         try:
             _mounts.mount("cgroup", sub, "cgroup" if m.version == 1 else "cgroup2", flags, options)
         except OSError:
@@ -631,22 +654,8 @@ class Container(Owned):
         parent = os.getpid()
         try:
             with signals_deferred() as mask:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                pid = os.fork()
-                if pid == 0:  # the monitor
-                    code = 1
-                    try:
-                        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-                        os.close(up_r)
-                        os.close(down_w)
-                        os.close(monitor_w)
-                        code = self._monitor(parent, up_w, down_r, monitor_r, status_fd, fifo_fd)
-                    except BaseException as e:
-                        with contextlib.suppress(BaseException):
-                            os.write(up_w, _error_report(_Step.now, e))
-                    finally:
-                        os._exit(code)
+                pid = _fork(lambda: self._monitor(parent, up_w, down_r, monitor_r, status_fd, fifo_fd), up_w,
+                            (up_r, down_w, monitor_w), mask)
                 self._monitor_pid = pid
         finally:
             for fd in (up_w, down_r, monitor_r, status_fd, fifo_fd):
@@ -677,21 +686,8 @@ class Container(Owned):
                 if new_pid:
                     _ns.unshare("pid")  # for the next fork only: set back below
                 try:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                    pid = os.fork()
-                    if pid == 0:
-                        code = 1
-                        try:
-                            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-                            for fd in (up_r, down_w, exit_r) + ((own,) if own >= 0 else ()):
-                                os.close(fd)
-                            code = self._container_process(up_w, down_r, fifo_fd, exit_w)
-                        except BaseException as e:
-                            with contextlib.suppress(BaseException):
-                                os.write(up_w, _error_report(_Step.now, e))
-                        finally:
-                            os._exit(code)
+                    pid = _fork(lambda: self._container_process(up_w, down_r, fifo_fd, exit_w), up_w,
+                                (up_r, down_w, exit_r) + ((own,) if own >= 0 else ()), mask)
                 finally:
                     if new_pid:
                         _ns.setns(own, "pid")
@@ -773,21 +769,7 @@ class Container(Owned):
                 return 1
         exit_r, exit_w = os.pipe()  # osvirt's init -> here: the program's wait status
         _Step.now = "fork the container process"
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                os.close(exit_r)
-                os.close(control)
-                os.close(status_fd)
-                code = self._container_process(up, down, fifo_fd, exit_w)
-            except BaseException as e:
-                with contextlib.suppress(BaseException):
-                    os.write(up, _error_report(_Step.now, e))
-            finally:
-                os._exit(code)
+        pid = _fork(lambda: self._container_process(up, down, fifo_fd, exit_w), up, (exit_r, control, status_fd))
         os.close(exit_w)
         os.close(fifo_fd)
         os.write(up, json.dumps({"step": "pid", "pid": pid}).encode() + b"\n")
@@ -1009,7 +991,7 @@ class Container(Owned):
             os.close(exit_w)
             self._exec(process, env, fifo)
 
-    def _exec(self, process: oci.Process, env: dict[str, str], fifo: int) -> None:
+    def _exec(self, process: oci.Process, env: dict[str, str], fifo: int) -> NoReturn:
         """exec process.args, or run the Python target (after closing the FIFO, which an exec would close)."""
         if self.target is not None:
             _Step.now = "the Python target"
@@ -1026,21 +1008,7 @@ class Container(Owned):
         every = signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, every)
         _Step.now = "fork the program (osvirt's init)"
-        sys.stdout.flush()
-        sys.stderr.flush()
-        child = os.fork()
-        if child == 0:
-            code = 127
-            try:
-                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-                os.close(exit_w)
-                self._exec(process, env, fifo)
-            except BaseException as e:
-                with contextlib.suppress(BaseException):
-                    os.write(fifo, _error_report(_Step.now, e))
-                code = 127 if isinstance(e, OSError) else 1
-            finally:
-                os._exit(code)
+        child = _fork(lambda: self._exec(process, env, fifo), fifo, (exit_w,), previous, failed=127)
         os.close(fifo)  # the program's copy is the last: start() sees EOF once it has exec'd
         for fd in (0, 1, 2):  # the init writes nothing: the program's stdio is its own
             with contextlib.suppress(OSError):
