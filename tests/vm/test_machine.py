@@ -207,3 +207,24 @@ def test_cpl0_round_trips_keep_interrupts_on(guest):
     assert guest.machine.vcpu.get_regs().rflags & 0x200  # IF
     guest.machine.ram.write(guest.L["GUEST_MAILBOX"] + guest.L["MB_TEXT"], b"x")
     assert guest.command("CMD_UART_IRQ", 1)["result0"] == 2
+
+
+def test_restore_checks_the_file_its_size_and_its_parent(guest, tmp_path):
+    from osvirt.vm.machine import Machine
+    m = guest.machine
+    guest.command("CMD_TOUCH", guest.L["GUEST_TOUCH"], 3, 1)
+    m.snapshot(tmp_path / "base")
+    guest.command("CMD_TOUCH", guest.L["GUEST_TOUCH"], 3, 2)
+    inc = m.snapshot(tmp_path / "inc", incremental=True)
+    assert inc["pages"] >= 3
+    (tmp_path / "junk").write_bytes(b"not a snapshot")
+    with Machine(64) as fresh:
+        with pytest.raises(VmError, match="not an osvirt VM snapshot"):
+            fresh.restore(tmp_path / "junk")
+    with Machine(32) as small:
+        with pytest.raises(VmError, match="a snapshot of 64 MiB, this machine has 32 MiB"):
+            small.restore(tmp_path / "base")
+    m.snapshot(tmp_path / "base")  # a new snapshot where the parent was
+    with Machine(64) as fresh:
+        with pytest.raises(VmError, match="is not the snapshot it was taken after"):
+            fresh.restore(tmp_path / "inc")
