@@ -104,6 +104,11 @@ def cgroup_dirs(pid):
     return dirs
 
 
+def all_cgroup_dirs():
+    """Every cgroup directory there is now, in every hierarchy mounted here."""
+    return {path for mount in cgroup_mounts() for path, _, _ in os.walk(mount.point)}
+
+
 def mount_points():
     with open("/proc/self/mountinfo") as f:
         return sorted(line.split()[4] for line in f)
@@ -498,12 +503,12 @@ def _killed_at_random(tmp_path, command, rounds):
         proc = subprocess.Popen([*OSVIRT_RUNTIME, "--root", str(root), command, "--bundle", str(bundle), f"x{i}"],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env=dict(os.environ, OSVIRT_RUNTIME_TEST=marker.split("=", 1)[1]))
-        cgroups = set()
+        cgroups, existing = set(), all_cgroup_dirs()
         deadline = time.monotonic() + random.uniform(0, span_s)
-        while time.monotonic() < deadline:  # the cgroups its processes are in, as they appear
+        while time.monotonic() < deadline:  # the cgroups its processes are in, made since it started
             for pid in processes_with(marker):
                 try:
-                    cgroups |= cgroup_dirs(pid) - cgroup_dirs(os.getpid())
+                    cgroups |= cgroup_dirs(pid) - existing
                 except OSError:  # gone
                     pass
             time.sleep(0.01)
