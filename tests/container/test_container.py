@@ -326,14 +326,15 @@ def test_nothing_is_left_after_an_exception_inside_the_with():
 _OWNER = textwrap.dedent("""\
     import sys
     from osvirt.container import Container
-    c = Container.run(["sleep", "60"], **({"memory": "64m"} if sys.argv[1] == "1" else {}))
-    print(c.pid, c.state_dir, *c.state()["cgroupPaths"].values(), flush=True)
-    c.wait()
+    with Container.run(["sleep", "60"], **({"memory": "64m"} if sys.argv[1] == "1" else {})) as c:
+        print(c.pid, c.state_dir, *c.state()["cgroupPaths"].values(), flush=True)
+        c.wait()
 """)
 
 
 @needs_namespaces
-def test_nothing_is_left_after_the_owner_is_sigkilled():
+@pytest.mark.parametrize("signo", [signal.SIGKILL, signal.SIGINT])
+def test_nothing_is_left_after_the_owner_is_sigkilled_or_interrupted(signo):
     from osvirt.env import can
     limited = "1" if can("cgroup_memory") else "0"
     proc = subprocess.Popen([sys.executable, "-c", _OWNER, limited], cwd=ROOT, stdout=subprocess.PIPE,
@@ -344,7 +345,7 @@ def test_nothing_is_left_after_the_owner_is_sigkilled():
         pid, state_dir, cgroups = int(line[0]), line[1], line[2:]
         assert psutil.pid_exists(pid)
     finally:
-        proc.kill()
+        proc.send_signal(signo)  # SIGINT: a Ctrl-C, KeyboardInterrupt in wait(); SIGKILL: the tracker's turn
     _, err = proc.communicate(timeout=60)  # the tracker holds stderr: EOF once it has removed what was left
     deadline = time.monotonic() + 10
     while (psutil.pid_exists(pid) or os.path.exists(state_dir) or any(map(os.path.exists, cgroups))) \
