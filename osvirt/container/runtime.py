@@ -94,7 +94,6 @@ class _Options(NamedTuple):
     root: str
     log: "_Log"
     systemd_cgroup: bool
-    rootless: str  # "true", "false" or "auto", as runc's --rootless
 
 
 _GLOBAL_FLAGS = {"debug": False, "log": True, "log-format": True, "root": True, "criu": True,
@@ -168,14 +167,11 @@ def _go_quote(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def _rfc3339(seconds: float, nanos: bool = False) -> str:
-    """Go's time.RFC3339 (RFC3339Nano: trailing zeros of the fraction dropped) in local time."""
+def _rfc3339(seconds: float) -> str:
+    """Go's time.RFC3339 in local time, as logrus stamps a line."""
     import time
     tm = time.localtime(seconds)
     text = time.strftime("%Y-%m-%dT%H:%M:%S", tm)
-    if nanos:
-        fraction = f"{int(round(seconds * 1e9)) % 1_000_000_000:09d}".rstrip("0")
-        text += "." + fraction if fraction else ""
     offset = tm.tm_gmtoff or 0
     if not offset:
         return text + "Z"
@@ -296,7 +292,7 @@ def remove_state_dir(path: str) -> bool:
 def _load(options: _Options, container_id: str) -> "Container":
     """Container.load of an existing container, or runc's "container does not exist"."""
     state_dir = _state_dir(options, container_id)
-    if not os.path.exists(os.path.join(state_dir, "state.json")):
+    if not os.path.exists(os.path.join(state_dir, "state.json")):  # container.STATE_FILE, before importing it
         raise Failure("container does not exist")
     from osvirt.container.container import Container
     return Container.load(state_dir)
@@ -712,11 +708,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rest[0] not in COMMANDS:
             raise _Usage(f"No help topic for '{rest[0]}'")
         name, command = rest[0], COMMANDS[rest[0]]
-        rootless = flags.get("rootless", "auto")
+        rootless = flags.get("rootless", "auto")  # runc's: whether to ignore cgroup errors; Container decides
         if rootless not in ("true", "false", "auto"):
             raise Failure(f"invalid value for --rootless: {rootless}")
         options = _Options(os.path.abspath(flags.get("root") or default_root()), log,
-                          bool(flags.get("systemd-cgroup")), rootless)
+                          bool(flags.get("systemd-cgroup")))
         try:
             cmd_flags, args = _parse_flags(rest[1:], command.flags, command.short, stop_at_argument=False)
             if cmd_flags.get("help"):
