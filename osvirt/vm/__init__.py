@@ -5,6 +5,8 @@ ioctl numbers from <linux/kvm.h>), `osvirt.vm.machine` a machine with guest
 RAM, an in-kernel irqchip and PIT, a vCPU thread and a run loop dispatching
 exits to the port and MMIO buses (`osvirt.vm.bus`), whose devices are
 emulated in Python (`osvirt.vm.devices`, `osvirt.vm.virtio`). Guest memory
-is a GuestRam (`osvirt.vm.ram`). Import the module you need: nothing here
-loads the C extension.
+is a GuestRam (`osvirt.vm.ram`). Guests: osvirt's own (`osvirt.vm.guest`),
+and Linux (`osvirt.vm.loader` reads a bzImage or vmlinux into guest RAM,
+`osvirt.vm.linux` runs it in a machine, `osvirt.vm.cpio` builds its
+initramfs). Import the module you need: nothing here loads the C extension.
 """
