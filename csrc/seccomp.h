@@ -31,6 +31,7 @@ static const unsigned int AUDIT_ARCH_X86_64, AUDIT_ARCH_I386, AUDIT_ARCH_AARCH64
 static const unsigned int SECCOMP_RET_KILL_PROCESS, SECCOMP_RET_KILL_THREAD, SECCOMP_RET_TRAP;
 static const unsigned int SECCOMP_RET_ERRNO, SECCOMP_RET_LOG, SECCOMP_RET_ALLOW;
 static const unsigned int SECCOMP_RET_ACTION_FULL, SECCOMP_RET_DATA;
+static const unsigned int SECCOMP_FILTER_FLAG_TSYNC, SECCOMP_FILTER_FLAG_LOG, SECCOMP_FILTER_FLAG_SPEC_ALLOW;
 static const int BPF_LD, BPF_W, BPF_ABS, BPF_ALU, BPF_AND, BPF_JMP, BPF_JA, BPF_JEQ, BPF_JGT, BPF_JGE;
 static const int BPF_K, BPF_RET, BPF_MAXINSNS;
 /* The layout the filter reads: nr, arch, then six 64-bit arguments. */
@@ -48,8 +49,9 @@ extern const osv_syscall osv_syscalls[];
 extern const int osv_syscall_count;
 
 int osv_prctl_set_no_new_privs(void);
-/* seccomp(SECCOMP_SET_MODE_FILTER, 0, {count, program}): `program` holds
- * `count` struct sock_filter (8 bytes each), checked by the caller. */
-int osv_seccomp_set_mode_filter(const void *program, unsigned short count);
+/* seccomp(SECCOMP_SET_MODE_FILTER, flags, {count, program}): `program` holds
+ * `count` struct sock_filter (8 bytes each), checked by the caller; `flags`
+ * an OR of SECCOMP_FILTER_FLAG_* (0: the calling thread alone). */
+int osv_seccomp_set_mode_filter(const void *program, unsigned short count, unsigned int flags);
 
 #endif

@@ -50,16 +50,24 @@ def prctl_set_no_new_privs() -> None:
         raise kernel_error(ffi.errno, "prctl(PR_SET_NO_NEW_PRIVS)")
 
 
-def seccomp_set_mode_filter(program: bytes) -> None:
+FILTER_FLAGS: dict[str, int] = {name: getattr(lib, name) for name in (
+    "SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW")}
+
+
+def seccomp_set_mode_filter(program: bytes, flags: int = 0) -> None:
     count = len(program) // 8
-    if lib.osv_seccomp_set_mode_filter(ffi.from_buffer(program), count) == -1:
+    if lib.osv_seccomp_set_mode_filter(ffi.from_buffer(program), count, flags) == -1:
         err = ffi.errno
-        raise kernel_error(err, f"seccomp(SECCOMP_SET_MODE_FILTER, a {count}-instruction program)", _HINTS.get(err))
+        shown = f"flags {flags:#x}, " if flags else ""
+        raise kernel_error(err, f"seccomp(SECCOMP_SET_MODE_FILTER, {shown}a {count}-instruction program)",
+                           _HINTS.get(err))
 
 
 _HINTS = {
     errno.EACCES: "needs no_new_privs or CAP_SYS_ADMIN in the caller's user namespace",
-    errno.EINVAL: "the kernel's checker refused the program: a jump out of it, no return at its end, or an unknown opcode",
+    errno.EINVAL: "the kernel's checker refused the program (a jump out of it, no return at its end, an unknown "
+                  "opcode), or a flag this kernel does not know",
+    errno.ESRCH: "SECCOMP_FILTER_FLAG_TSYNC: another thread of this process has a filter this one does not",
     errno.ENOMEM: "the filters stacked on this thread would exceed 32768 instructions in all (MAX_INSNS_PER_PATH)",
 }
 

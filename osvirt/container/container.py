@@ -944,7 +944,8 @@ class Container(Owned):
         if filter_first:
             assert seccomp is not None
             _Step.now = "seccomp (before the capabilities are dropped: no_new_privs is not asked for)"
-            _cnative.seccomp_set_mode_filter(seccomp.filter.program)
+            _cnative.seccomp_set_mode_filter(seccomp.filter.program,
+                                             sum(_seccomp.FLAGS[flag] for flag in set(seccomp.flags or ())))
         user = process.user
         if caps is not None:
             _Step.now = "capabilities: bounding set"
@@ -983,7 +984,7 @@ class Container(Owned):
         os.chdir(process.cwd)
         if seccomp is not None and not filter_first:
             _Step.now = "seccomp"
-            _seccomp.install(seccomp.filter)
+            _seccomp.install(seccomp.filter, seccomp.flags or ())
         env = process.environ()
         if self.init:
             self._init(process, env, fifo, exit_w)

@@ -675,17 +675,6 @@ class Seccomp:
             "syscalls": [s.to_dict() for s in self.syscalls] if self.syscalls is not None else None})
 
 
-# What osvirt's install does with each OCI seccomp flag.
-_SECCOMP_FLAGS = {
-    # Every thread gets the filter: the container process is single-threaded when it installs it.
-    "SECCOMP_FILTER_FLAG_TSYNC": "implied",
-    # Logging of allowed actions and speculative-store-bypass mitigation are the kernel's defaults
-    # otherwise; osvirt does not pass them (see install's docstring).
-    "SECCOMP_FILTER_FLAG_LOG": "ignored", "SECCOMP_FILTER_FLAG_SPEC_ALLOW": "ignored",
-    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": "ignored",
-}
-
-
 def _seccomp_section(value: object) -> Seccomp | None:
     if value is None:
         return None
@@ -694,8 +683,8 @@ def _seccomp_section(value: object) -> Seccomp | None:
     architectures = _strs(s.get("architectures"), "linux.seccomp.architectures")
     flags = _strs(s.get("flags"), "linux.seccomp.flags")
     for i, flag in enumerate(flags or ()):
-        if flag not in _SECCOMP_FLAGS:
-            raise SpecError(f"linux.seccomp.flags[{i}]", f"{flag!r} is not one of {sorted(_SECCOMP_FLAGS)}")
+        if flag not in _seccomp.FLAGS:  # WAIT_KILLABLE_RECV is for SCMP_ACT_NOTIFY's listener: refused with it
+            raise SpecError(f"linux.seccomp.flags[{i}]", f"{flag!r} is not one of {sorted(_seccomp.FLAGS)}")
     rules = []
     for i, rule in enumerate(_list(s.get("syscalls"), "linux.seccomp.syscalls") or ()):
         field = f"linux.seccomp.syscalls[{i}]"

@@ -51,7 +51,7 @@ from osvirt.container import _native
 from osvirt.container._native import BPF, RET
 from osvirt.errors import OsvirtError
 
-__all__ = ["SYSCALLS", "ACTIONS", "OPERATORS", "Instruction", "Filter", "compile_filter", "install"]
+__all__ = ["SYSCALLS", "ACTIONS", "OPERATORS", "FLAGS", "Instruction", "Filter", "compile_filter", "install"]
 
 SYSCALLS: Mapping[str, int] = _native.SYSCALLS
 """name -> number of every system call this build's headers know (this machine's ABI)."""
@@ -63,6 +63,10 @@ ACTIONS: Mapping[str, int] = MappingProxyType({
     "SCMP_ACT_KILL_PROCESS": RET["KILL_PROCESS"], "SCMP_ACT_KILL_THREAD": RET["KILL_THREAD"],
     "SCMP_ACT_KILL": RET["KILL_THREAD"], "SCMP_ACT_TRAP": RET["TRAP"], "SCMP_ACT_ERRNO": RET["ERRNO"],
     "SCMP_ACT_LOG": RET["LOG"], "SCMP_ACT_ALLOW": RET["ALLOW"]})
+# OCI `linux.seccomp.flags` -> SECCOMP_FILTER_FLAG_*, for install(): TSYNC puts the filter on every
+# thread of the process (ESRCH if one has a filter this one lacks), LOG logs every action but ALLOW,
+# SPEC_ALLOW leaves the speculative-store-bypass mitigation a filter otherwise forces off.
+FLAGS: Mapping[str, int] = MappingProxyType(_native.FILTER_FLAGS)
 OPERATORS = ("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT",
              "SCMP_CMP_MASKED_EQ")
 _MAX_ERRNO = 4095  # the kernel caps SECCOMP_RET_ERRNO's data there (include/linux/err.h, not a uapi header)
@@ -404,7 +408,7 @@ def compile_filter(profile: Mapping[str, object]) -> Filter:
     return Filter(tuple(instructions), tuple(comments), tuple(sorted(name for name in rules if name not in SYSCALLS)))
 
 
-def install(filter: Filter | bytes) -> None:
+def install(filter: Filter | bytes, flags: Sequence[str] = ()) -> None:
     """Put `filter` on the calling thread, for good: seccomp(SECCOMP_SET_MODE_FILTER).
 
     From then on every system call of this thread, of the threads and
@@ -415,7 +419,13 @@ def install(filter: Filter | bytes) -> None:
     must not run under a filter its owner did not choose): install sets it,
     and it cannot be unset. `filter` may also be a program's bytes (whole
     8-byte instructions, 1 to BPF_MAXINSNS of them), which the kernel checks.
+    `flags` are `FLAGS` names (OCI's), e.g. SECCOMP_FILTER_FLAG_TSYNC.
     """
+    if isinstance(flags, str) or any(flag not in FLAGS for flag in flags):
+        raise ValueError(f"seccomp: flags {flags!r}: a sequence of {sorted(FLAGS)}")
+    bits = 0
+    for flag in flags:
+        bits |= FLAGS[flag]
     program = filter.program if isinstance(filter, Filter) else filter
     if not isinstance(program, bytes):
         raise TypeError(f"seccomp: install takes a Filter or bytes, not {type(filter).__name__}")
@@ -425,4 +435,4 @@ def install(filter: Filter | bytes) -> None:
                          f"not {len(program)} bytes")
     if "CAP_SYS_ADMIN" not in env.capabilities():
         _native.prctl_set_no_new_privs()
-    _native.seccomp_set_mode_filter(program)
+    _native.seccomp_set_mode_filter(program, bits)

@@ -418,3 +418,44 @@ def test_dockers_whole_profile_installed_refuses_what_it_says():
         else:
             assert verdict == RET["ALLOW"], (name, args, "the profile refuses it")
             assert result == allowed, (name, args, errno.errorcode.get(result, result))
+
+
+def _threads_filtered(flags, report_w):
+    """In a child: a second thread waits; install with `flags`; report each thread's Seccomp_filters."""
+    import threading
+    go = threading.Event()
+    done = threading.Event()
+    other = threading.Thread(target=lambda: (go.set(), done.wait()))
+    other.start()
+    go.wait()
+    seccomp.install(seccomp.compile_filter({"defaultAction": "SCMP_ACT_ALLOW"}), flags)
+    counts = {}
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/status") as f:
+            counts[tid] = int(next(line for line in f if line.startswith("Seccomp_filters:")).split()[1])
+    done.set()
+    other.join()
+    os.write(report_w, json.dumps(sorted(counts.values())).encode())
+    return 0
+
+
+@kernel
+@pytest.mark.parametrize("flags, counts", [((), [0, 1]), (("SECCOMP_FILTER_FLAG_TSYNC",), [1, 1]),
+                                           (("SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"), [0, 1])])
+def test_install_flags_reach_the_kernel(flags, counts):
+    # TSYNC: the other thread gets the filter too (its Seccomp_filters count); LOG and SPEC_ALLOW: accepted
+    r, w = os.pipe()
+    with Children() as kids:
+        pid = kids.fork(_threads_filtered, flags, w)
+        os.close(w)
+        with os.fdopen(r) as f:
+            seen = f.read()
+        assert kids.wait(pid, timeout_s=60) == 0
+    assert json.loads(seen) == counts
+
+
+def test_unknown_flags_are_refused_before_any_system_call():
+    with pytest.raises(ValueError, match="flags"):
+        seccomp.install(b"\0" * 8, ["SECCOMP_FILTER_FLAG_NEW_LISTENER"])
+    with pytest.raises(ValueError, match="flags"):
+        seccomp.install(b"\0" * 8, "SECCOMP_FILTER_FLAG_TSYNC")
