@@ -93,6 +93,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
+import fcntl
 import json
 import os
 import re
@@ -100,8 +101,11 @@ import resource
 import select
 import shutil
 import signal
+import socket
+import struct
 import sys
 import tempfile
+import termios
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -438,8 +442,13 @@ class Container(Owned):
     outlives this process (a runtime); None: a private temp directory, the
     container owned by this process. `target`: a Python callable run in the
     container instead of exec'ing process.args (with `args`). `init`: osvirt's
-    init as PID 1 (see the module's docstring). `console_socket` is
-    accepted for runc's sake and unused (no terminal support yet).
+    init as PID 1 (see the module's docstring). `console_socket`: with
+    process.terminal, the path of a listening AF_UNIX socket (runc's
+    --console-socket): the container process opens a pty of its own devpts
+    instance, makes its slave its controlling terminal and stdio, and sends
+    the master there (SCM_RIGHTS, with the name "/dev/ptmx") before create()
+    returns; the receiver proxies it. Without one the process inherits this
+    process's stdio, terminal or not.
     """
 
     _monitor_pid: int | None = None
@@ -452,7 +461,7 @@ class Container(Owned):
 
     def __init__(self, spec: oci.Spec, id: str | None = None, *, state_root: str | None = None,
                  target: Callable[..., object] | None = None, args: Sequence[object] = (),
-                 init: bool = False, attached: bool | None = None) -> None:
+                 init: bool = False, attached: bool | None = None, console_socket: str | None = None) -> None:
         if not isinstance(spec, oci.Spec):
             raise TypeError(f"Container: spec must be an oci.Spec, not {type(spec).__name__}")
         if spec.process is None:
@@ -466,6 +475,9 @@ class Container(Owned):
         self.state_root = os.path.abspath(state_root) if state_root else None
         self.state_dir = os.path.join(self.state_root, self.id) if self.state_root else ""
         self.attached = self.state_root is None if attached is None else attached
+        if console_socket is not None and not (spec.process.terminal and isinstance(console_socket, str)):
+            raise ValueError("Container: console_socket is a path, for a spec whose process.terminal is true")
+        self.console_socket = console_socket
         self.target = target
         self.target_args = tuple(args)
         self.init = bool(init)
@@ -829,9 +841,16 @@ class Container(Owned):
             os.write(up, b'{"step": "hooks"}\n')
             if os.read(down, 3) != b"go\n":
                 return 1
+        console = None
+        if self.console_socket is not None:  # connected while the host's path is in reach
+            _Step.now = f"connect to the console socket {self.console_socket}"
+            console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            console.connect(self.console_socket)
         if lx.new("mount") or lx.namespace("mount") is not None:
             self._rootfs()
         self._in_cgroup()
+        if console is not None:
+            self._terminal(console, process)
         _Step.now = "sethostname"
         if spec.hostname:
             _ns.sethostname(spec.hostname)
@@ -869,6 +888,25 @@ class Container(Owned):
 
     _down = -1
     _moved = False
+
+    def _terminal(self, console: socket.socket, process: oci.Process) -> None:
+        """A pty of the container's own devpts as the controlling terminal and stdio; its master to the socket."""
+        _Step.now = "openpty (the container's /dev/ptmx)"
+        master, slave = os.openpty()
+        os.set_inheritable(master, False)
+        if process.console_size:
+            height, width = process.console_size
+            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+        _Step.now = "setsid and TIOCSCTTY"
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+        for fd in (0, 1, 2):
+            os.dup2(slave, fd)
+        os.close(slave)
+        _Step.now = "send the pty master to the console socket"
+        socket.send_fds(console, [b"/dev/ptmx"], [master])
+        console.close()
+        os.close(master)
 
     def _in_cgroup(self) -> None:
         """Wait until the parent has moved this process into the cgroup, then join or make the cgroup

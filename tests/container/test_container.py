@@ -440,3 +440,39 @@ def test_osvirt_container_run_refuses_bad_flags_before_running_anything():
     assert proc.returncode == 1 and "HOST:GUEST" in proc.stderr
     proc = _osvirt("container", "run")
     assert proc.returncode == 1 and "no command given" in proc.stderr
+
+
+@needs_namespaces
+@pytest.mark.needs("cap_sys_admin")  # a spec of its own, without the user namespace spec_for adds rootless
+@pytest.mark.parametrize("init", [False, True])
+def test_a_terminal_through_the_console_socket(tmp_path, init):
+    """runc's --console-socket: the master of a pty of the container's own devpts comes over SCM_RIGHTS."""
+    config = docker.oci_config("/mnt", ["sh", "-c", "tty; stty size"], env=["PATH=/usr/bin:/bin"])
+    config["annotations"] = {"org.osvirt.root": "host-usr"}
+    config["process"].update(terminal=True, consoleSize={"height": 24, "width": 100})
+    path = str(tmp_path / "console.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(1)
+        c = Container(oci.parse(config, str(tmp_path)), console_socket=path, init=init)
+        try:
+            c.create()
+            conn, _ = listener.accept()
+            with conn:
+                name, fds, _, _ = socket.recv_fds(conn, 64, 1)
+            assert name == b"/dev/ptmx" and len(fds) == 1
+            c.start()
+            assert c.wait(timeout_s=30) == 0
+            out = b""
+            while True:
+                try:
+                    chunk = os.read(fds[0], 4096)
+                except OSError:  # EIO: every slave closed
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            os.close(fds[0])
+        finally:
+            c.close()
+    assert out.decode().split() == ["/dev/pts/0", "24", "100"]  # its own devpts: numbered from 0
