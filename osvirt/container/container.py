@@ -26,32 +26,39 @@ What `create()` does, in order (runc's order):
 
 1. Checks: the Spec was checked when parsed (oci.parse: SpecError naming the
    field), its seccomp profile compiled; nothing has been done yet.
-2. The state directory (`state_root`/id, or a private temp directory), the
-   exec FIFO in it, and the cgroup (memory, cpu and pids wherever this
-   machine has each controller, v1 or v2; see osvirt.container.cgroups).
+2. The state directory (`state_root`/id, or a private directory in
+   /dev/shm), the exec FIFO in it, and the cgroup (memory, cpu and pids
+   wherever this machine has each controller, v1 or v2; see
+   osvirt.container.cgroups).
 3. The monitor: a forked child that joins the namespaces the spec gives a
    path for (user, pid, time) and unshares new user, pid and time
    namespaces (the parent writes the uid and gid maps once it has), then
    forks the container process, waits for it, and records its exit status
    in the state directory (so `wait()` works from any process, and a pid
    namespace's PID 1 is the container's own process, not the monitor).
-4. The container process: moved into the cgroup by the parent, it joins or
-   unshares the mount, UTS, IPC, network and cgroup namespaces (the cgroup
-   namespace after the move, so the cgroup is its root there) and, after
-   the prestart and createRuntime hooks (run by the parent), builds the
-   root: the root made a mount point, the spec's mounts in order (bind and
+   When this process owns the container and it needs no user namespace
+   (root's usual case), there is no monitor: this process unshares the pid
+   namespace for the one fork, sets its own back, and waits itself.
+4. The container process: it joins or unshares the mount, UTS, IPC and
+   network namespaces (lo up, as runc brings it up) and, while the parent
+   moves it into the cgroup (a write per v1 hierarchy), mounts; it joins
+   or unshares the cgroup namespace once moved (so its cgroup is the
+   namespace's root, and a cgroup mount shows it). After the prestart and
+   createRuntime hooks (run by the parent), it builds the root: the root
+   made a mount point (or the host's /usr view, see HOST_ROOT_ANNOTATION), the spec's mounts in order (bind and
    rbind with their flags, proc, sysfs, devpts newinstance, mqueue, tmpfs,
    cgroup), runc's default devices in /dev (null, zero, full, random,
    urandom, tty bound from the host: no mknod, so it works rootless) and its
    links (ptmx -> pts/ptmx, fd, stdin, stdout, stderr), the createContainer
    hooks, pivot_root; then sysctl, readonlyPaths, maskedPaths, the root
-   read-only, hostname and domainname, rlimits, oomScoreAdj. It reports
+   read-only, the console (`console_socket`), hostname and domainname,
+   rlimits, oomScoreAdj. It reports
    "created" to the parent through the sync pipe (an error instead: the
    parent raises ContainerError naming the step and errno), and opens
    exec.fifo for writing, which blocks until `start()` opens it for
    reading, from whichever process.
 5. Once started: the startContainer hooks, then user (setgroups, setgid,
-   setuid), capabilities (limit_to: the five sets), no_new_privs and the
+   setuid), capabilities (the five sets, as limit_to), no_new_privs and the
    seccomp filter, then exec. The filter is the last step when the spec
    asks for no_new_privs; otherwise it goes before the capabilities are
    dropped, as runc does, since without CAP_SYS_ADMIN installing a filter
@@ -82,11 +89,13 @@ runtime), the container outlives the process that created it: once created
 it is deliberately not tracked; it belongs to its state directory until
 `delete()`. Mounts live in the container's mount namespace and go with it.
 
-Not done: process.terminal (a pty for the process: the process inherits the
-caller's stdio, as `runc create` without --console-socket does),
-linux.devices (only runc's default devices are made), cgroupsPath (the
-cgroup is always osvirt-<pid>-<random> under this process's own cgroup, the
-path recorded in the state), the device cgroup rules in resources.devices.
+process.terminal needs `console_socket` (runc's protocol: the pty's master
+goes to that socket); without it the process inherits the caller's stdio.
+
+Not done: linux.devices (only runc's default devices are made), cgroupsPath
+(the cgroup is always osvirt-<pid>-<random> under this process's own cgroup,
+where osvirt.tracker and delete() may remove it; the paths are in the
+state's cgroupPaths), the device cgroup rules in resources.devices.
 """
 from __future__ import annotations
 
