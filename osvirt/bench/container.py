@@ -13,14 +13,16 @@ import itertools
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 
 from osvirt.bench.harness import Primitive, rig
 from osvirt.naming import private_dir
 
-__all__ = ["PRIMITIVES", "bundle"]
+__all__ = ["PRIMITIVES", "bundle", "compare", "report"]
 
 TRUE = "/bin/true"
 _USR_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
@@ -103,3 +105,43 @@ PRIMITIVES = [
              "namespaces); the floor, its namespaces alone; runc's figure includes its binary's start, as "
              "any caller of runc pays it" + ("" if shutil.which("runc") else "; no peer: runc is not installed")),
 ]
+
+
+def compare(runs: int = 20) -> dict[str, list[float]]:
+    """Seconds for each of `runs` starts of the same bundle, osvirt's and runc's taken in turn (after one
+    warm-up each): {"osvirt to exit", "osvirt to delete", "runc run"} (the last empty without runc)."""
+    from osvirt.container import Container, oci
+    runc = shutil.which("runc")
+    times: dict[str, list[float]] = {"osvirt to exit": [], "osvirt to delete": [], "runc run": []}
+    with private_dir(tempfile.gettempdir()) as directory:
+        spec = oci.load(bundle(directory, [TRUE]))
+        for i in range(runs + 1):
+            t0 = time.perf_counter()
+            c = Container(spec)
+            try:
+                c.create()
+                c.start()
+                if c.wait() != 0:
+                    raise RuntimeError("/bin/true failed in the container")
+                t1 = time.perf_counter()
+            finally:
+                c.delete(force=True)
+            t2 = time.perf_counter()
+            if runc:
+                subprocess.run([runc, "--root", os.path.join(directory, "runc-state"), "run", "--bundle", directory,
+                                f"bench-{os.getpid()}-{i}"], check=True, stdin=subprocess.DEVNULL)
+            t3 = time.perf_counter()
+            if i:
+                times["osvirt to exit"].append(t1 - t0)
+                times["osvirt to delete"].append(t2 - t0)
+                if runc:
+                    times["runc run"].append(t3 - t2)
+    return times
+
+
+def report(runs: int = 20) -> None:
+    """Print compare(runs)'s medians: python -c 'from osvirt.bench import container; container.report()'."""
+    for what, seconds in compare(runs).items():
+        if seconds:
+            print(f"{what:18} median {statistics.median(seconds) * 1e3:6.1f} ms  (min {min(seconds) * 1e3:.1f}, "
+                  f"max {max(seconds) * 1e3:.1f}, {len(seconds)} runs)")

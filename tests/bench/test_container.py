@@ -35,3 +35,11 @@ def test_without_runc_the_row_says_so():
         assert ROW.peer is not None and ROW.peer[0] == "runc run (same bundle)"
     else:
         assert ROW.peer is None and "runc is not installed" in ROW.note
+
+
+@pytest.mark.needs(*ROW.needs)
+def test_compare_takes_both_in_turn():
+    times = container.compare(2)
+    assert len(times["osvirt to exit"]) == len(times["osvirt to delete"]) == 2
+    assert all(a < b for a, b in zip(times["osvirt to exit"], times["osvirt to delete"]))
+    assert len(times["runc run"]) == (2 if ROW.peer else 0)
