@@ -326,8 +326,7 @@ def _new_container(options: _Options, container_id: str, flags: Mapping[str, Any
         raise _chdir_error(bundle)
     if not os.path.exists(os.path.join(bundle, "config.json")):
         raise Failure("JSON specification file config.json not found")
-    for flag, why in (("console-socket", "no terminal is given to the process: set process.terminal to false"),
-                      ("no-pivot", "the root is always pivot_root's"), ("preserve-fds", "")):
+    for flag, why in (("no-pivot", "the root is always pivot_root's"), ("preserve-fds", "")):
         if flags.get(flag) and flags[flag] != "0":
             raise Failure(f"--{flag} is not supported" + (f" ({why})" if why else ""))
     if options.systemd_cgroup:
@@ -335,13 +334,18 @@ def _new_container(options: _Options, container_id: str, flags: Mapping[str, Any
     from osvirt.container import oci
     from osvirt.container.container import Container
     spec = oci.load(bundle)
-    if spec.process is not None and spec.process.terminal and not attached:
+    terminal = spec.process is not None and spec.process.terminal
+    console_socket = flags.get("console-socket") or None
+    if terminal and not attached and console_socket is None:  # runc's checkTerminal
         raise Failure("cannot allocate tty if runc will detach without setting console socket")
+    if console_socket is not None and (attached or not terminal):
+        raise Failure("cannot use console socket if runc will not detach or allocate tty")
     _make_root(options.root)
     if os.path.lexists(state_dir):
         raise Failure("container with given ID already exists")
     options.log.debug(f"create {container_id}: bundle {bundle}, state {state_dir}")
-    container = Container(spec, container_id, state_root=options.root, attached=attached)
+    container = Container(spec, container_id, state_root=options.root, attached=attached,
+                          console_socket=os.path.abspath(console_socket) if console_socket else None)
     if attached:  # it dies with this process: so does its state directory, even after a SIGKILL
         from osvirt import tracker
         tracker.register("state-dir", state_dir)

@@ -15,6 +15,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -210,8 +211,7 @@ def test_flags_in_gos_syntax_anywhere_after_the_command(tmp_path):
 
 def test_what_is_not_supported_is_said_before_anything_is_made(tmp_path):
     subprocess.run([*OSVIRT_RUNTIME, "spec", "--bundle", str(tmp_path)], check=True)
-    for flags, message in ((["--console-socket", str(tmp_path / "sock")], "--console-socket is not supported"),
-                           (["--no-pivot"], "--no-pivot is not supported"),
+    for flags, message in ((["--no-pivot"], "--no-pivot is not supported"),
                            (["--preserve-fds", "2"], "--preserve-fds is not supported")):
         out = call(OSVIRT_RUNTIME, tmp_path / "root", "create", "--bundle", str(tmp_path), *flags, "c1")
         assert out.returncode == 1 and _last_error(out.stderr).startswith(f"osvirt-runtime create failed: {message}")
@@ -469,6 +469,55 @@ def test_delete_of_a_created_container_kills_it(tool, tmp_path):
     assert deleted.returncode == 0, deleted.stderr
     assert wait_for(lambda: not alive(pid)) and os.listdir(root) == []
     assert not (bundle / "out" / "ran").exists()  # it never ran
+
+
+def _console(path):
+    """A listening AF_UNIX socket at `path`, as a tool that asks for --console-socket holds one."""
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listening.bind(str(path))
+    listening.listen(1)
+    return listening
+
+
+@needs("mount_namespace")
+@pytest.mark.parametrize("tool", ["osvirt-runtime", pytest.param("runc", marks=needs_runc)])
+def test_a_terminal_through_the_console_socket(tool, tmp_path):
+    """runc's protocol: create sends the master of the container's pty over the socket; its program's
+    stdio is the slave, its controlling terminal, sized as process.consoleSize says."""
+    command, root = OSVIRT_RUNTIME if tool == "osvirt-runtime" else [RUNC], tmp_path / "root"
+    bundle = make_bundle(tmp_path / "bundle", ["sh", "-c", "tty; stty size; ls -l /proc/self/fd/0 >/dev/null"],
+                         command)
+    with open(bundle / "config.json") as f:
+        config = json.load(f)
+    config["process"].update(terminal=True, consoleSize={"height": 24, "width": 100})
+    with open(bundle / "config.json", "w") as f:
+        json.dump(config, f)
+    no_socket = call(command, root, "create", "--bundle", str(bundle), "t1")
+    assert no_socket.returncode == 1
+    assert _last_error(no_socket.stderr).endswith("cannot allocate tty if runc will detach without setting console socket")
+    with _console(tmp_path / "console.sock") as listening:
+        created = call(command, root, "create", "--bundle", str(bundle), "--console-socket",
+                       str(tmp_path / "console.sock"), "t1")
+        try:
+            assert created.returncode == 0, created.stderr
+            connection, _ = listening.accept()
+            with connection:
+                _, fds, _, _ = socket.recv_fds(connection, 4096, 1)
+            assert len(fds) == 1
+            with open(fds[0], "rb", buffering=0) as master:
+                assert call(command, root, "start", "t1").returncode == 0
+                out = b""
+                while True:
+                    try:
+                        chunk = master.read(4096)
+                    except OSError:  # EIO: every slave closed, the program has exited
+                        break
+                    if not chunk:
+                        break
+                    out += chunk
+        finally:
+            call(command, root, "delete", "--force", "t1")
+    assert out.decode().split("\r\n")[:2] == ["/dev/pts/0", "24 100"]
 
 
 @needs("mount_namespace")
