@@ -38,16 +38,14 @@ What is read, and what the Container (osvirt.container.container) does with it:
 `state(...)` builds the state JSON (the spec's runtime.md) a hook reads on
 stdin and `osvirt-runtime state` prints.
 """
-from __future__ import annotations
-
-import dataclasses
 import json
 import os
 import re
 import resource
 import subprocess
 from collections.abc import Mapping, Sequence
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from osvirt.container import capabilities as _capabilities
 from osvirt.container import namespaces as _namespaces
@@ -207,8 +205,7 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- process ------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class User:
+class User(NamedTuple):
     uid: int
     gid: int
     umask: int | None = None
@@ -219,8 +216,7 @@ class User:
                            "additionalGids": list(self.additional_gids) if self.additional_gids is not None else None})
 
 
-@dataclasses.dataclass(frozen=True)
-class Rlimit:
+class Rlimit(NamedTuple):
     type: str
     soft: int
     hard: int
@@ -234,8 +230,7 @@ class Rlimit:
         return {"type": self.type, "hard": self.hard, "soft": self.soft}
 
 
-@dataclasses.dataclass(frozen=True)
-class Capabilities:
+class Capabilities(NamedTuple):
     """The five sets by name; None for a set the config leaves out (the kernel's empty set)."""
     bounding: tuple[str, ...] | None = None
     effective: tuple[str, ...] | None = None
@@ -249,12 +244,10 @@ class Capabilities:
         return frozenset(c for c in caps if _capabilities.CAPABILITIES[c] <= _capabilities.KERNEL_LAST_CAP)
 
     def to_dict(self) -> dict[str, Any]:
-        return _drop_none({f.name: list(getattr(self, f.name)) if getattr(self, f.name) is not None else None
-                           for f in dataclasses.fields(self)})
+        return _drop_none({name: list(caps) if caps is not None else None for name, caps in self._asdict().items()})
 
 
-@dataclasses.dataclass(frozen=True)
-class Process:
+class Process(NamedTuple):
     args: tuple[str, ...]
     cwd: str
     user: User
@@ -344,8 +337,7 @@ def _process(value: object) -> Process | None:
 
 
 # -- root, mounts, hooks ------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Root:
+class Root(NamedTuple):
     path: str  # as the config gives it
     readonly: bool | None = None
     resolved: str = ""  # absolute: `path` joined to the bundle
@@ -354,8 +346,7 @@ class Root:
         return _drop_none({"path": self.path, "readonly": self.readonly})
 
 
-@dataclasses.dataclass(frozen=True)
-class Mount:
+class Mount(NamedTuple):
     destination: str
     type: str | None = None
     source: str | None = None
@@ -421,15 +412,14 @@ def _mounts(value: object, bundle: str) -> tuple[Mount, ...] | None:
         if mount.is_bind:
             if not source:
                 raise SpecError(f"{field}.source", "a bind mount needs a source")
-            mount = dataclasses.replace(mount, resolved_source=os.path.join(bundle, source))
+            mount = mount._replace(resolved_source=os.path.join(bundle, source))
         elif not kind:
             raise SpecError(f"{field}.type", "is required for a mount that is not a bind")
         found.append(mount)
     return tuple(found)
 
 
-@dataclasses.dataclass(frozen=True)
-class Hook:
+class Hook(NamedTuple):
     path: str
     args: tuple[str, ...] | None = None
     env: tuple[str, ...] | None = None
@@ -440,8 +430,7 @@ class Hook:
                            "env": list(self.env) if self.env is not None else None, "timeout": self.timeout})
 
 
-@dataclasses.dataclass(frozen=True)
-class Hooks:
+class Hooks(NamedTuple):
     prestart: tuple[Hook, ...] = ()
     create_runtime: tuple[Hook, ...] = ()
     create_container: tuple[Hook, ...] = ()
@@ -481,8 +470,7 @@ def _hooks(value: object) -> Hooks | None:
 
 
 # -- linux ----------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Namespace:
+class Namespace(NamedTuple):
     type: str  # an osvirt.container.namespaces.KINDS name
     path: str | None = None  # join this one (setns) rather than make one
 
@@ -490,8 +478,7 @@ class Namespace:
         return _drop_none({"type": self.type, "path": self.path})
 
 
-@dataclasses.dataclass(frozen=True)
-class IdMapping:
+class IdMapping(NamedTuple):
     container_id: int
     host_id: int
     size: int
@@ -500,8 +487,7 @@ class IdMapping:
         return {"containerID": self.container_id, "hostID": self.host_id, "size": self.size}
 
 
-@dataclasses.dataclass(frozen=True)
-class Memory:
+class Memory(NamedTuple):
     limit: int | None = None  # bytes; -1: unlimited
     reservation: int | None = None
     swap: int | None = None  # memory + swap, bytes (-1: unlimited)
@@ -513,8 +499,7 @@ class Memory:
                            "swappiness": self.swappiness, "disableOOMKiller": self.disable_oom_killer})
 
 
-@dataclasses.dataclass(frozen=True)
-class Cpu:
+class Cpu(NamedTuple):
     shares: int | None = None  # v1 cpu.shares (2..262144); on v2 converted to a weight
     quota: int | None = None  # microseconds of CPU time per period; -1: unlimited
     period: int | None = None  # microseconds
@@ -527,16 +512,14 @@ class Cpu:
                            "cpus": self.cpus, "mems": self.mems})
 
 
-@dataclasses.dataclass(frozen=True)
-class Pids:
+class Pids(NamedTuple):
     limit: int  # -1 or 0: unlimited (runc reads 0 as "not set")
 
     def to_dict(self) -> dict[str, Any]:
         return {"limit": self.limit}
 
 
-@dataclasses.dataclass(frozen=True)
-class DeviceRule:
+class DeviceRule(NamedTuple):
     allow: bool
     type: str | None = None
     major: int | None = None
@@ -548,8 +531,7 @@ class DeviceRule:
                            "access": self.access})
 
 
-@dataclasses.dataclass(frozen=True)
-class Resources:
+class Resources(NamedTuple):
     memory: Memory | None = None
     cpu: Cpu | None = None
     pids: Pids | None = None
@@ -635,19 +617,17 @@ def _resources(value: object) -> Resources | None:
     return Resources(memory, cpu, pids, devices)
 
 
-@dataclasses.dataclass(frozen=True)
-class SeccompArg:
-    index: int
+class SeccompArg(NamedTuple):
+    arg: int  # OCI's "index": which argument (a tuple's own index() keeps its name)
     value: int
     op: str
     value_two: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _drop_none({"index": self.index, "value": self.value, "valueTwo": self.value_two, "op": self.op})
+        return _drop_none({"index": self.arg, "value": self.value, "valueTwo": self.value_two, "op": self.op})
 
 
-@dataclasses.dataclass(frozen=True)
-class SyscallRule:
+class SyscallRule(NamedTuple):
     names: tuple[str, ...]
     action: str
     errno_ret: int | None = None
@@ -658,8 +638,7 @@ class SyscallRule:
                            "args": [a.to_dict() for a in self.args] if self.args is not None else None})
 
 
-@dataclasses.dataclass(frozen=True)
-class Seccomp:
+class Seccomp(NamedTuple):
     default_action: str
     filter: _seccomp.Filter  # compiled by osvirt.container.seccomp, ready for install()
     default_errno_ret: int | None = None
@@ -718,8 +697,7 @@ def _seccomp_section(value: object) -> Seccomp | None:
                    architectures, flags, tuple(rules) if s.get("syscalls") is not None else None)
 
 
-@dataclasses.dataclass(frozen=True)
-class Linux:
+class Linux(NamedTuple):
     namespaces: tuple[Namespace, ...] = ()
     uid_mappings: tuple[IdMapping, ...] | None = None
     gid_mappings: tuple[IdMapping, ...] | None = None
@@ -820,8 +798,7 @@ def _linux(value: object) -> Linux | None:
 
 
 # -- the whole spec --------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Spec:
+class Spec(NamedTuple):
     """A checked config.json (see the module's docstring)."""
     oci_version: str
     root: Root
@@ -834,7 +811,7 @@ class Spec:
     annotations: dict[str, str] | None = None
     linux: Linux = Linux(given_namespaces=False)
     linux_given: bool = False
-    raw: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    raw: Mapping[str, Any] = MappingProxyType({})  # the config as given, unknown fields and all
 
     def hooks_of(self, kind: str) -> tuple[Hook, ...]:
         return self.hooks.of(kind) if self.hooks else ()
