@@ -100,7 +100,6 @@ state's cgroupPaths), the device cgroup rules in resources.devices.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import errno
 import fcntl
 import json
@@ -108,15 +107,12 @@ import os
 import re
 import resource
 import select
-import shutil
 import signal
 import socket
 import struct
 import sys
-import tempfile
 import termios
 import time
-import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any, NoReturn
 
@@ -155,6 +151,7 @@ _DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/b
 
 
 def _now() -> str:
+    import datetime  # imported here, as what follows: an osvirt-runtime command that does not need them
     return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
@@ -614,6 +611,7 @@ class Container(Owned):
     def _make_state_dir(self) -> None:
         if self.state_root is None:
             # /dev/shm when there is one: a tmpfs, where the state's files cost no journal
+            import tempfile
             path = os.path.join("/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir(), unique_name())
             tracker.register("dir", path)  # before mkdir: no moment in which it exists untracked
             with signals_deferred():
@@ -1304,6 +1302,7 @@ class Container(Owned):
                 with contextlib.suppress(TimeoutError):
                     self._reap_monitor(10.0)
             if self.state_dir and os.path.isdir(self.state_dir):
+                import shutil
                 shutil.rmtree(self.state_dir, ignore_errors=True)
             if self._private_dir is not None:
                 tracker.unregister("dir", self._private_dir)
@@ -1363,6 +1362,7 @@ def _run_target(target: Callable[..., object], args: tuple[object, ...]) -> int:
     except SystemExit as e:
         code = e.code if type(e.code) is int else (0 if e.code is None else 1)
     except BaseException:
+        import traceback
         traceback.print_exc()
         code = 1
     with contextlib.suppress(BaseException):

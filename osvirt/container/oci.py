@@ -42,7 +42,6 @@ import json
 import os
 import re
 import resource
-import subprocess
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -911,6 +910,8 @@ def run_hook(hook: Hook, state_json: Mapping[str, Any], kind: str = "hook") -> N
     osvirt.errors.ContainerError naming it (the runtime decides whether
     that stops the container: createRuntime's does, poststop's only warns).
     """
+    import subprocess
+
     from osvirt.errors import ContainerError
     from osvirt.process import Children
     argv = list(hook.args) if hook.args else [hook.path]
