@@ -31,6 +31,9 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 from osvirt.errors import OsvirtError  # ContainerError's base: os and errno only
 
 if TYPE_CHECKING:
+    import socket
+    from contextlib import ExitStack
+
     from osvirt.container.container import Container
 
 __all__ = ["COMMANDS", "Failure", "main", "validate_id", "parse_signal", "default_root", "spec", "check_state_dir",
@@ -314,11 +317,15 @@ def _chdir_error(path: str) -> Failure:
     return Failure(f"chdir {path}: {'not a directory' if os.path.exists(path) else 'no such file or directory'}")
 
 
-def _new_container(options: _Options, container_id: str, flags: Mapping[str, Any], attached: bool) -> "Container":
+def _new_container(options: _Options, container_id: str, flags: Mapping[str, Any], attached: bool,
+                   stack: "ExitStack | None" = None) -> "tuple[Container, socket.socket | None]":
     """create and run's shared part: runc's checks, then Container.create (the process waits on exec.fifo).
 
     `attached`: the container dies with this process (run in the foreground),
-    else it outlives it, kept by its state directory until delete.
+    else it outlives it, kept by its state directory until delete. With
+    `stack`, a foreground run's process.terminal gets a console socket of
+    this process's own, in a private directory `stack` removes: the
+    listening socket is returned, the pty's master to be accepted there.
     """
     state_dir = _state_dir(options, container_id)
     bundle = os.path.abspath(flags.get("bundle") or ".")
@@ -340,6 +347,14 @@ def _new_container(options: _Options, container_id: str, flags: Mapping[str, Any
         raise Failure("cannot allocate tty if runc will detach without setting console socket")
     if console_socket is not None and (attached or not terminal):
         raise Failure("cannot use console socket if runc will not detach or allocate tty")
+    listening = None
+    if terminal and stack is not None:  # runc run's own pty, proxied to this process's stdio
+        import socket
+        from osvirt.naming import private_dir
+        console_socket = os.path.join(stack.enter_context(private_dir()), "console.sock")
+        listening = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC))
+        listening.bind(console_socket)
+        listening.listen(1)
     _make_root(options.root)
     if os.path.lexists(state_dir):
         raise Failure("container with given ID already exists")
@@ -358,7 +373,7 @@ def _new_container(options: _Options, container_id: str, flags: Mapping[str, Any
     if flags.get("pid-file"):
         assert container.pid is not None
         _write_pid_file(os.path.abspath(flags["pid-file"]), container.pid)
-    return container
+    return container, listening
 
 
 def _create(options: _Options, flags: dict[str, Any], args: list[str]) -> int:
@@ -384,40 +399,104 @@ def _run(options: _Options, flags: dict[str, Any], args: list[str]) -> int:
     exit with the container's status (128 + N: killed by signal N).
 
     The handlers go in once the container is created: a signal before that
-    ends this process as usual, and the container, attached, with it.
+    ends this process as usual, and the container, attached, with it. With
+    process.terminal in the foreground, as runc does: the program's pty is
+    proxied to this process's stdio, a terminal there made raw meanwhile and
+    its size passed on (SIGWINCH).
     """
     import signal
+    from contextlib import ExitStack
     detach = bool(flags.get("detach"))
-    container = _new_container(options, args[0], flags, attached=not detach)
-    try:
-        if not detach:
-            def forward(signum: int, frame: object) -> None:
-                try:
-                    container.kill(signum)
-                except ProcessLookupError:  # it has just exited: wait() says how
-                    pass
-            # Every signal, as runc forwards them, but those about this process (SIGCHLD, SIGWINCH)
-            # and those no handler gets (SIGKILL, SIGSTOP).
-            for signum in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD,
-                                                     signal.SIGWINCH}:
-                try:
-                    signal.signal(signum, forward)
-                except (OSError, ValueError):  # one the interpreter keeps (SIGSEGV's faulthandler, ...)
-                    pass
-        container.start()
-        if detach:
-            return 0
-        status = container.wait()
-    except BaseException:
-        container.delete(force=True)
-        raise
-    finally:
-        if not detach:
-            from osvirt import tracker
-            tracker.unregister("state-dir", container.state_dir)
-    if not flags.get("keep"):
-        container.delete(force=True)
+    with ExitStack() as stack:
+        container, listening = _new_container(options, args[0], flags, attached=not detach,
+                                              stack=None if detach else stack)
+        try:
+            if not detach:
+                def forward(signum: int, frame: object) -> None:
+                    try:
+                        container.kill(signum)
+                    except ProcessLookupError:  # it has just exited: wait() says how
+                        pass
+                # Every signal, as runc forwards them, but those about this process (SIGCHLD, SIGWINCH)
+                # and those no handler gets (SIGKILL, SIGSTOP).
+                for signum in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD,
+                                                         signal.SIGWINCH}:
+                    try:
+                        signal.signal(signum, forward)
+                    except (OSError, ValueError):  # one the interpreter keeps (SIGSEGV's faulthandler, ...)
+                        pass
+            proxy = _Proxy(stack, listening) if listening is not None else None
+            container.start()
+            if detach:
+                return 0
+            status = container.wait()
+            if proxy is not None:
+                proxy.drain()
+            if not flags.get("keep"):
+                container.delete(force=True)
+        except BaseException:
+            container.delete(force=True)
+            raise
+        finally:
+            if not detach:  # deleted, or kept (--keep): the tracker's no more
+                from osvirt import tracker
+                tracker.unregister("state-dir", container.state_dir)
     return status if status >= 0 else 128 - status
+
+
+class _Proxy:
+    """A foreground run's terminal: stdin to the pty's master, the master to stdout, in a thread,
+    until every holder of the slave has closed it (EIO); a terminal on stdin raw meanwhile."""
+
+    def __init__(self, stack: "ExitStack", listening: "socket.socket") -> None:
+        import signal
+        import socket
+        import threading
+        connection, _ = listening.accept()  # Container sent the master before create() returned
+        with connection:
+            _, fds, _, _ = socket.recv_fds(connection, 4096, 1)
+        if len(fds) != 1:
+            raise Failure("the container sent no pty master to the console socket")
+        self.master = fds[0]
+        stack.callback(os.close, self.master)
+        if os.isatty(0):
+            import termios
+            import tty
+            saved = termios.tcgetattr(0)
+            stack.callback(termios.tcsetattr, 0, termios.TCSADRAIN, saved)
+            tty.setraw(0)
+            self.resize(signal.SIGWINCH, None)
+            signal.signal(signal.SIGWINCH, self.resize)
+        self.thread = threading.Thread(target=self.pump, name="osvirt-runtime terminal", daemon=True)
+        self.thread.start()
+
+    def resize(self, signum: int, frame: object) -> None:
+        import fcntl
+        import termios
+        size = fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8)
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, size)
+
+    def pump(self) -> None:
+        import select
+        sources = [self.master, 0]
+        while True:
+            for fd in select.select(sources, [], [])[0]:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:  # EIO from the master: the program and all its children are gone
+                    data = b""
+                if fd == self.master and not data:
+                    return
+                if not data:  # stdin's end: the program keeps its terminal
+                    sources.remove(0)
+                    continue
+                target = 1 if fd == self.master else self.master
+                while data:
+                    data = data[os.write(target, data):]
+
+    def drain(self) -> None:
+        """What the program wrote before it exited, out before this process exits."""
+        self.thread.join(timeout=5.0)
 
 
 def _state(options: _Options, flags: dict[str, Any], args: list[str]) -> int:

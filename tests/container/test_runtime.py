@@ -13,6 +13,7 @@ neither works (Docker's seccomp profile refuses unshare) the container tests ski
 import json
 import os
 import random
+import shlex
 import shutil
 import signal
 import socket
@@ -518,6 +519,31 @@ def test_a_terminal_through_the_console_socket(tool, tmp_path):
         finally:
             call(command, root, "delete", "--force", "t1")
     assert out.decode().split("\r\n")[:2] == ["/dev/pts/0", "24 100"]
+
+
+@needs("mount_namespace")
+@pytest.mark.skipif(shutil.which("script") is None, reason="script(1) (util-linux), the terminal here, is not installed")
+@pytest.mark.parametrize("tool", ["osvirt-runtime", pytest.param("runc", marks=needs_runc)])
+def test_run_in_the_foreground_proxies_the_programs_terminal(tool, tmp_path):
+    """process.terminal without a console socket: run gives the program a pty and proxies it to its own
+    terminal (script(1)'s here), as runc does: what is typed reaches the program, echoed by the pty."""
+    command, root = OSVIRT_RUNTIME if tool == "osvirt-runtime" else [RUNC], tmp_path / "root"
+    bundle = make_bundle(tmp_path / "bundle", ["sh", "-c", "tty; touch /out/ready; read x; echo got $x; exit 5"],
+                         command)
+    with open(bundle / "config.json") as f:
+        config = json.load(f)
+    config["process"]["terminal"] = True
+    with open(bundle / "config.json", "w") as f:
+        json.dump(config, f)
+    line = " ".join(shlex.quote(word) for word in [*command, "--root", str(root), "run", "--bundle", str(bundle), "p1"])
+    with subprocess.Popen(["script", "-qfec", line, "/dev/null"], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as proc:
+        try:
+            assert wait_for(lambda: (bundle / "out" / "ready").exists())
+            out, _ = proc.communicate(b"abc\n", timeout=30)
+        finally:
+            call(command, root, "delete", "--force", "p1")
+    assert proc.returncode == 5
+    assert out.split(b"\r\n")[:3] == [b"/dev/pts/0", b"abc", b"got abc"]
 
 
 @needs("mount_namespace")
