@@ -20,6 +20,7 @@ Usage: python demos/13_vm.py [--json] [--memory-mib N]
 """
 import json
 import os
+import stat
 import statistics
 import subprocess
 import sys
@@ -91,6 +92,22 @@ def body(demo):
                              "trapping what must be emulated (privileged instructions, port I/O, page tables)."
                   }.get(backing or "", f"backing module: {backing}"))
     if not env.can("kvm"):
+        with demo.step("why /dev/kvm is refused here", asked="stat(/dev/kvm); open(/dev/kvm, O_RDWR)"):
+            refusal = env.can("kvm").reason
+            try:
+                st = os.stat("/dev/kvm")
+            except FileNotFoundError:
+                st = None
+            if st is None:
+                expected, agrees = "ENOENT: no device node (a container without it, or no KVM)", "ENOENT" in refusal
+            else:
+                who = (6 if st.st_uid == os.geteuid() else 3 if st.st_gid in os.getgroups() + [os.getegid()] else 0)
+                allowed = (st.st_mode >> who) & 0o6 == 0o6 or bool(env.can("cap_dac_override"))
+                expected = (f"mode {stat.S_IMODE(st.st_mode):o}, owner uid {st.st_uid}: "
+                            + ("read-write for this process, so a refusal other than EACCES" if allowed
+                               else f"no read-write for uid {os.geteuid()}: EACCES"))
+                agrees = ("EACCES" in refusal) != allowed
+            demo.check("the refusal, against the device node's mode", expected, refusal, agrees)
         for title in ("boot osvirt's guest", "CPL3 loop against the host's", "K bytes to the UART",
                       "guest memory is host memory", "dirty log", "UART interrupt", "virtio-blk",
                       "virtio-console against the UART",
