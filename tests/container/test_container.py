@@ -34,21 +34,33 @@ needs_namespaces = pytest.mark.needs("mount_namespace")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _output(argv, **options):
-    """Run argv in a container; (exit status, its stdout)."""
+def _stdout_of(make):
+    """(exit status, stdout) of the container make() creates and starts, its stdout a pipe to here."""
     r, w = os.pipe()
     saved = os.dup(1)
     try:
         os.dup2(w, 1)
         os.close(w)
-        with Container.run(argv, **options) as c:
-            os.dup2(saved, 1)
-            status = c.wait(timeout_s=60)
+        container = make()
     finally:
         os.dup2(saved, 1)
         os.close(saved)
+    with container:
+        status = container.wait(timeout_s=60)
     with os.fdopen(r) as f:
         return status, f.read()
+
+
+def _output(argv, **options):
+    """Run argv in a container; (exit status, its stdout)."""
+    return _stdout_of(lambda: Container.run(argv, **options))
+
+
+def _started(spec):
+    c = Container(spec)
+    c.create()
+    c.start()
+    return c
 
 
 def _holding(target, *args, **options):
@@ -476,3 +488,22 @@ def test_a_terminal_through_the_console_socket(tmp_path, init):
         finally:
             c.close()
     assert out.decode().split() == ["/dev/pts/0", "24", "100"]  # its own devpts: numbered from 0
+
+
+@needs_namespaces
+@pytest.mark.needs("cap_sys_admin")  # joining another container's namespaces: root's (setns over them)
+def test_a_namespace_path_is_joined_not_made():
+    with Container.run(["sleep", "30"], hostname="first", init=False) as first:
+        config = docker.oci_config("/mnt", ["sh", "-c", "hostname; readlink /proc/self/ns/uts /proc/self/ns/ipc"],
+                                   env=["PATH=/usr/bin:/bin"])
+        config["annotations"] = {"org.osvirt.root": "host-usr"}
+        del config["hostname"]  # it would set the first's
+        for ns in config["linux"]["namespaces"]:
+            if ns["type"] == "uts":
+                ns["path"] = f"/proc/{first.pid}/ns/uts"
+        status, out = _stdout_of(lambda: _started(oci.parse(config, "/")))
+        assert status == 0
+        hostname, uts, ipc = out.split()
+        assert hostname == "first"
+        assert uts == os.readlink(f"/proc/{first.pid}/ns/uts")  # the same UTS namespace
+        assert ipc != os.readlink(f"/proc/{first.pid}/ns/ipc")  # a new IPC one, as listed without a path
