@@ -18,9 +18,13 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from osvirt.bench.harness import Primitive, rig
 from osvirt.naming import private_dir
+
+if TYPE_CHECKING:
+    from osvirt.container import Container
 
 __all__ = ["PRIMITIVES", "bundle", "compare", "report"]
 
@@ -49,6 +53,14 @@ def bundle(directory: str, args: list[str]) -> str:
     return directory
 
 
+def _run_true(c: "Container") -> None:
+    """create, start and wait for a container running /bin/true (RuntimeError unless it exits 0)."""
+    c.create()
+    c.start()
+    if c.wait() != 0:
+        raise RuntimeError("/bin/true failed in the container")
+
+
 @rig
 def _osvirt_start() -> Iterator[Callable[[], None]]:
     from osvirt.container import Container, oci
@@ -58,10 +70,7 @@ def _osvirt_start() -> Iterator[Callable[[], None]]:
         def start_to_exit() -> None:
             c = Container(spec)
             try:
-                c.create()
-                c.start()
-                if c.wait() != 0:
-                    raise RuntimeError("/bin/true failed in the container")
+                _run_true(c)
             finally:
                 c.delete(force=True)
         yield start_to_exit
@@ -119,10 +128,7 @@ def compare(runs: int = 20) -> dict[str, list[float]]:
             t0 = time.perf_counter()
             c = Container(spec)
             try:
-                c.create()
-                c.start()
-                if c.wait() != 0:
-                    raise RuntimeError("/bin/true failed in the container")
+                _run_true(c)
                 t1 = time.perf_counter()
             finally:
                 c.delete(force=True)

@@ -1168,19 +1168,24 @@ class Container(Owned):
         self._exit = int(json.loads(text)["exitStatus"])
         return self._exit
 
+    def _exited_within(self, pid: int, timeout_s: float | None) -> None:
+        """TimeoutError unless process `pid` exits within `timeout_s` (None: no wait here)."""
+        if timeout_s is None:
+            return
+        pidfd = _pidfd(pid)
+        if pidfd is not None:
+            try:
+                if not select.select([pidfd], [], [], timeout_s)[0]:
+                    raise TimeoutError(f"wait: container {self.id} still running after {timeout_s} s")
+            finally:
+                os.close(pidfd)
+
     def _reap_monitor(self, timeout_s: float | None = None) -> int | None:
         """Wait for the monitor (reaped when it is this process's child); its exit status, or None."""
         pid = self._monitor_pid
         if pid is None:
             return None
-        if timeout_s is not None:
-            pidfd = _pidfd(pid)
-            if pidfd is not None:
-                try:
-                    if not select.select([pidfd], [], [], timeout_s)[0]:
-                        raise TimeoutError(f"wait: container {self.id} still running after {timeout_s} s")
-                finally:
-                    os.close(pidfd)
+        self._exited_within(pid, timeout_s)
         try:
             _, status = os.waitpid(pid, 0)
         except ChildProcessError:  # another process's child: wait until it is gone
@@ -1200,14 +1205,7 @@ class Container(Owned):
         """Reap the container process, this process's child on the direct path; its status, recorded."""
         if not self._child or self.pid is None:
             return self._exit
-        if timeout_s is not None:
-            pidfd = _pidfd(self.pid)
-            if pidfd is not None:
-                try:
-                    if not select.select([pidfd], [], [], timeout_s)[0]:
-                        raise TimeoutError(f"wait: container {self.id} still running after {timeout_s} s")
-                finally:
-                    os.close(pidfd)
+        self._exited_within(self.pid, timeout_s)
         _, status = os.waitpid(self.pid, 0)
         self._child = False
         with os.fdopen(self._exit_r, "rb") as f:  # osvirt's init wrote the program's status before it exited
