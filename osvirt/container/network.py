@@ -558,12 +558,13 @@ def _sole_holder(ipr: "IPRoute", index: int, address: "IPv4Interface") -> None:
 
 
 def _counters(ipr: "IPRoute", name: str) -> tuple[int, int]:
-    """Interface `name`'s (rx_packets, tx_packets), from the kernel."""
+    """Interface `name`'s (rx_packets, tx_packets), from the kernel (RTM_GETLINK of that link alone)."""
     with _netlink(f"Veth: netlink RTM_GETLINK({name})"):
-        for interface in _interfaces(ipr):
-            if interface.name == name:
-                return interface.rx_packets, interface.tx_packets
-    raise kernel_error(errno.ENODEV, f"Veth: {name}", "gone: the container's network namespace went away")
+        found = ipr.get_links(ifname=name)
+    if not found:
+        raise kernel_error(errno.ENODEV, f"Veth: {name}", "gone: the container's network namespace went away")
+    stats = found[0].get("IFLA_STATS64")
+    return int(stats["rx_packets"]), int(stats["tx_packets"])
 
 
 def _echo(host: socket.socket, guest: socket.socket, token: bytes, wait_s: float) -> bool:
