@@ -147,6 +147,11 @@ def test_loopback_up_from_outside_by_pid_and_by_namespace_file():
         network.loopback_up(f"/proc/{second.pid}/ns/net")
         assert _listed(network.interfaces(first.pid))["lo"].up
         assert _listed(network.interfaces(f"/proc/{second.pid}/ns/net"))["lo"].up
+        fd = os.open(f"/proc/{second.pid}/ns/net", os.O_RDONLY)  # a namespace held open: by its fd's path
+        try:
+            assert _listed(network.interfaces(f"/proc/self/fd/{fd}"))["lo"].up
+        finally:
+            os.close(fd)
         assert _listed(network.interfaces())["lo"].up  # this process's own: untouched, and still listed
         assert finish_second() == 0 and finish_first() == 0  # the second holds the first's pipe: it goes first
 
