@@ -241,7 +241,7 @@ def test_the_probe_reads_like_linuxs(blk_machine):
     blk_driver(drv)
     capacity = drv.config_u64(0)
     assert trace_lines(bus.trace) == [
-        "r32 MagicValue -> 0x74726976", "r32 Version -> 0x2", "r32 DeviceID -> 0x2", "r32 VendorID -> 0x4f535654",
+        "r32 MagicValue -> 0x74726976", "r32 Version -> 0x2", "r32 DeviceID -> 0x2", "r32 VendorID -> 0x5456534f",
         "w32 Status 0x0", "r32 Status -> 0x0",
         "r32 Status -> 0x0", "w32 Status 0x1", "r32 Status -> 0x1", "w32 Status 0x3",
         "w32 DeviceFeaturesSel 0x1", "r32 DeviceFeatures -> 0x1",  # VERSION_1 is bit 32

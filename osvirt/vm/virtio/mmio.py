@@ -47,7 +47,7 @@ __all__ = ["VirtioMmio", "VirtioDevice", "WINDOW", "MAGIC", "VERSION", "VENDOR_I
 WINDOW = 0x200  # the register window's length on the bus
 MAGIC = 0x74726976  # "virt", little-endian
 VERSION = 2  # virtio 1.x register layout (1 was the legacy one)
-VENDOR_ID = 0x4F535654  # "OSVT": the vendor ID is free for a device; Linux does not look at it
+VENDOR_ID = 0x5456534F  # "OSVT", little-endian as MagicValue is: free for a device to choose; Linux ignores it
 INT_VRING = 1  # InterruptStatus bit 0: a used buffer
 INT_CONFIG = 2  # bit 1: the configuration changed (or the device needs a reset)
 
