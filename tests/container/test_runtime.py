@@ -436,6 +436,10 @@ def test_run_exits_with_the_containers_status(tool, tmp_path):
     run = call(command, root, "run", "--bundle", str(bundle), "r1")
     assert run.returncode == 7, run.stderr
     assert not os.path.exists(root / "r1")  # deleted after it ran
+    kept = call(command, root, "run", "--keep", "--bundle", str(bundle), "r1")
+    assert kept.returncode == 7, kept.stderr
+    assert _state(command, root, "r1")["status"] == "stopped"  # until delete
+    assert call(command, root, "delete", "r1").returncode == 0
     # A signal to the runtime goes to the container's process, which the trap makes exit 3.
     trap = make_bundle(tmp_path / "trap", ["sh", "-c", "trap 'exit 3' USR1; touch /out/ready; "
                                                        "while :; do sleep 0.05; done"], command)
