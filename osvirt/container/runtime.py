@@ -761,6 +761,15 @@ GLOBAL OPTIONS:
 """
 
 
+def _command_help(command: _Command) -> str:
+    """Its usage line and flags, as urfave/cli lists them."""
+    aliases = {name: letter for letter, name in command.short.items()}
+    lines = [f"--{name}{' value' if value else ''}" + (f", -{aliases[name]}{' value' if value else ''}"
+                                                       if name in aliases else "")
+             for name, value in command.flags.items()]
+    return f"USAGE:\n   {PROG} {command.usage}\n\nOPTIONS:\n" + "".join(f"   {line}\n" for line in lines)
+
+
 def _check_args(name: str, command: _Command, args: list[str]) -> None:
     """runc's checkArgs, with its messages."""
     least, most = command.args
@@ -799,11 +808,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             cmd_flags, args = _parse_flags(rest[1:], command.flags, command.short, stop_at_argument=False)
             if cmd_flags.get("help"):
-                print(f"USAGE:\n   {PROG} {command.usage}")
+                print(_command_help(command))
                 return 0
             _check_args(name, command, args)
         except _Usage:
-            print(f"Incorrect Usage.\n\nUSAGE:\n   {PROG} {command.usage}\n")
+            print(f"Incorrect Usage.\n\n{_command_help(command)}")
             raise
         return command.run(options, cmd_flags, args)
     except (Failure, OSError, ValueError, OsvirtError) as e:  # OSError: a kernel refusal, named by its facility
