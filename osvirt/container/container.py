@@ -1282,6 +1282,8 @@ class Container(Owned):
             if self.pid is not None and _alive(self.pid, self._pid_start):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(self.pid, signal.SIGKILL)
+                with contextlib.suppress(TimeoutError):  # PID 1 exits once the kernel has reaped its namespace
+                    self._exited_within(self.pid, 10.0)
             if self._cgroup is not None:
                 self._cgroup.close()  # kills what is left in it, rmdir, unregistered
                 self._cgroup = None
