@@ -433,8 +433,11 @@ def spec_for(argv: Sequence[str], *, rootfs: str | None = None, memory: int | st
         for m in config["mounts"]:
             if m["type"] == "devpts":
                 m["options"] = [o for o in m["options"] if not o.startswith("gid=")]
-        # runc's rootless spec: the device cgroup is not ours to set
-        linux.pop("resources", None) if not resources else linux["resources"].pop("devices", None)
+        # as runc's rootless spec: the device cgroup is not ours to set
+        if resources:
+            linux["resources"].pop("devices", None)
+        else:
+            linux.pop("resources", None)
     return oci.parse(config, os.getcwd())
 
 
@@ -604,9 +607,8 @@ class Container(Owned):
         if self.state_root is not None:
             if os.path.lexists(self.state_dir):
                 raise FileExistsError(errno.EEXIST, f"container {self.id} exists already", self.state_dir)
-        if not self.spec.annotations or self.spec.annotations.get(HOST_ROOT_ANNOTATION) != "host-usr":
-            if not os.path.isdir(spec.root.resolved):
-                raise SpecError("root.path", f"{spec.root.resolved} is not a directory")
+        if not os.path.isdir(spec.root.resolved):  # the root, or where the host's /usr view is built
+            raise SpecError("root.path", f"{spec.root.resolved} is not a directory")
 
     def _make_state_dir(self) -> None:
         if self.state_root is None:
