@@ -43,8 +43,9 @@ def add_parser(sub: Any) -> None:
                             help="a network namespace with lo up (none, loopback), or a veth pair to the host too")
     run_parser.add_argument("--volume", "-v", metavar="HOST:GUEST[:ro]", action="append", default=[],
                             help="bind HOST on GUEST (read-only with :ro); repeatable")
-    run_parser.add_argument("--no-init", dest="init", action="store_false",
-                            help="CMD is PID 1 itself (default: osvirt's init is, reaping orphans and passing signals)")
+    run_parser.add_argument("--no-init", dest="init", action="store_false", default=None,
+                            help="CMD is PID 1 itself (default: osvirt's init is, reaping orphans and passing "
+                                 "signals, unless CMD is an init: tini, dumb-init, ...)")
     run_parser.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD...", help="the command and its arguments")
     run_parser.set_defaults(run=run)
 

@@ -66,7 +66,8 @@ What `create()` does, in order (runc's order):
    (ENOENT, EACCES) comes back through the FIFO: `start()` raises it.
 
 PID 1 inside. With `init=True` (Container.run's and `osvirt container run`'s
-default, like `docker run --init`) the container's PID 1 is osvirt's own
+default, like `docker run --init`, unless the program is an init itself:
+`INITS`) the container's PID 1 is osvirt's own
 tiny init: the container process itself, already a forked Python process,
 forks the program and then only waits: every signal it gets (kill(), a
 Ctrl-C forwarded) goes to the program, every orphan reparented to it is
@@ -132,7 +133,7 @@ from osvirt.naming import unique_name
 from osvirt.process import _native as _process_native
 from osvirt.process.spawn import signals_deferred
 
-__all__ = ["Container", "ContainerError", "SpecError", "HOST_ROOT_ANNOTATION", "STATE_FILE", "EXEC_FIFO",
+__all__ = ["Container", "ContainerError", "SpecError", "HOST_ROOT_ANNOTATION", "INITS", "STATE_FILE", "EXEC_FIFO",
            "EXIT_FILE", "spec_for", "parse_size"]
 
 STATE_FILE = "state.json"
@@ -148,6 +149,9 @@ _MONITOR_KINDS = ("user", "pid", "time")
 _PROCESS_KINDS = ("mount", "uts", "ipc", "network", "cgroup")
 _RLIM_INFINITY_OCI = 2**64 - 1
 _DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+INITS = frozenset({"init", "tini", "docker-init", "dumb-init", "catatonit", "systemd", "s6-svscan", "runit-init"})
+"""Programs written to be PID 1 (they reap orphans and handle signals): Container.run runs them without
+osvirt's init."""
 
 
 def _now() -> str:
@@ -412,8 +416,9 @@ def spec_for(argv: Sequence[str], *, rootfs: str | None = None, memory: int | st
         del linux["seccomp"]
     if rootfs is None:
         config["annotations"] = {HOST_ROOT_ANNOTATION: "host-usr"}
-        config["mounts"].append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-                                 "options": ["nosuid", "nodev", "mode=1777"]})
+        first_bind = next((i for i, m in enumerate(config["mounts"]) if m["type"] == "bind"), len(config["mounts"]))
+        config["mounts"].insert(first_bind, {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                                             "options": ["nosuid", "nodev", "mode=1777"]})  # under the volumes
     config["root"]["readonly"] = readonly
     resources: dict[str, Any] = {}
     if memory is not None:
@@ -1321,9 +1326,12 @@ class Container(Owned):
 
     # -- the simple case --------------------------------------------------------------------------
     @classmethod
-    def run(cls, target: Sequence[str] | Callable[..., object], *args: object, init: bool = True,
+    def run(cls, target: Sequence[str] | Callable[..., object], *args: object, init: bool | None = None,
             **options: Any) -> Container:
         """Create and start a container running `target`: an argv, or a Python callable (with `args`).
+
+        `init` None: osvirt's init as PID 1 unless argv[0] names an init (`INITS`), which reaps and
+        handles signals itself.
 
         `options` are spec_for's (rootfs, memory, cpus, pids, hostname,
         rootless, seccomp, net, volumes, env, cwd, readonly); net="veth" links
@@ -1333,12 +1341,14 @@ class Container(Owned):
         if callable(target):
             name = getattr(target, "__qualname__", type(target).__name__)
             spec = spec_for([f"<python {name}>"], **options)
-            container = cls(spec, target=target, args=args, init=init)
+            container = cls(spec, target=target, args=args, init=True if init is None else init)
         else:
             if isinstance(target, str) or not target:
                 raise TypeError("Container.run: target must be a non-empty argv list or a callable")
             if args:
                 raise TypeError("Container.run: args are for a callable target")
+            if init is None:
+                init = os.path.basename(target[0]) not in INITS
             container = cls(spec_for(list(target), **options), init=init)
         try:
             container.create()

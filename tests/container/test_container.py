@@ -507,3 +507,12 @@ def test_a_namespace_path_is_joined_not_made():
         assert hostname == "first"
         assert uts == os.readlink(f"/proc/{first.pid}/ns/uts")  # the same UTS namespace
         assert ipc != os.readlink(f"/proc/{first.pid}/ns/ipc")  # a new IPC one, as listed without a path
+
+
+@needs_namespaces
+def test_a_program_that_is_an_init_is_pid_1_itself(tmp_path):
+    init = tmp_path / "tini"  # named as an init: Container.run gives it no init of osvirt's
+    init.write_text("#!/bin/sh\necho $$\n")
+    init.chmod(0o755)
+    status, out = _output([str(init)], volumes=[(str(tmp_path), str(tmp_path), True)])
+    assert (status, out) == (0, "1\n")
