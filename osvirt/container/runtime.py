@@ -20,6 +20,16 @@ level, msg and time; with --log, the message goes to stderr as well. Every
 failure exits with status 1, as runc's do; `run` exits with the
 container's status (128 + N when signal N killed it).
 
+A foreground `run` owns its container: it dies with the runtime, and
+osvirt.tracker removes its cgroup and its state directory (kind
+"state-dir") should the runtime be SIGKILLed. A detached one (`create`,
+`run --detach`) belongs to its state directory until `delete`. A terminal
+(process.terminal) goes to --console-socket (runc's protocol) when
+detached; in the foreground the runtime proxies it to its own stdio.
+Not supported, and said so: exec, pause, resume, update, events,
+checkpoint, restore, features; --no-pivot, --preserve-fds, and systemd's
+cgroups.
+
 Python's start-up is most of what a command costs, so this module imports
 only os and sys at the top, and each command what it needs.
 """
