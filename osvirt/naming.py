@@ -10,10 +10,11 @@ import contextlib
 import os
 import signal
 from collections.abc import Iterator
+from typing import BinaryIO
 
 from osvirt import tracker
 
-__all__ = ["PREFIX", "unique_name", "private_dir"]
+__all__ = ["PREFIX", "unique_name", "private_dir", "replacing"]
 
 PREFIX = "osvirt-"
 
@@ -58,3 +59,31 @@ def private_dir(parent: str | os.PathLike[str] | None = None) -> Iterator[str]:
             if made:
                 shutil.rmtree(path, ignore_errors=True)
             tracker.unregister("dir", path)
+
+
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """A file open for writing `path`'s new contents: renamed over `path` when the block ends, so that a
+    reader sees the old file or the whole new one, never half of it.
+
+    It is written at `.NAME.osvirt-<pid>-<random>` beside `path` (the rename cannot cross file systems),
+    registered with osvirt.tracker before it exists: removed if the block fails, and by the tracker should
+    this process be SIGKILLed first.
+    """
+    path = os.path.abspath(path)
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".{name}.{unique_name()}")
+    creator = os.getpid()
+    tracker.register("file", tmp)  # before the open: no moment in which it exists untracked
+    made = False
+    try:
+        with open(tmp, "xb") as f:  # O_EXCL: never a file that was there
+            made = True
+            yield f
+        os.replace(tmp, path)
+        made = False
+    finally:
+        if os.getpid() == creator:
+            if made:
+                os.unlink(tmp)
+            tracker.unregister("file", tmp)

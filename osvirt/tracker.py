@@ -12,7 +12,8 @@ what is still registered, says on stderr what it removed, and exits.
 
 It acts only on what its own clients registered and osvirt named: POSIX IPC
 names `/osvirt-<pid>-<random>[-suffix]`, paths of that name directly in a
-temp directory or in such a directory there, SysV ids whose key and creation
+temp directory or in such a directory there, a file written beside the one it
+will replace (`DIR/.NAME.osvirt-<pid>-<random>`, osvirt.naming.replacing), SysV ids whose key and creation
 time are still the registered ones, osvirt-named cgroups inside a cgroup mount
 (their processes killed first), veth pairs named `osv<pid>-<hex>` in its own
 network namespace (the one its first client was in), the state directory of
@@ -66,6 +67,13 @@ def _temp_path(facility: str, path: str) -> None:
         except ValueError:
             raise ValueError(f"{facility}: {path!r} is not in a temp directory ({', '.join(sorted(_temp_roots()))})"
                              " nor in an osvirt directory there") from None
+
+
+def _beside_path(facility: str, path: str) -> None:
+    """An absolute, normal path whose last part is `.NAME.` then an osvirt name: a temp file anywhere."""
+    if not os.path.isabs(path) or os.path.normpath(path) != path or \
+            not re.fullmatch(r"\.[^/]+\." + _NAME, os.path.basename(path)):
+        raise ValueError(f"{facility}: {path!r} is not an absolute, normal path to .NAME.<osvirt name>")
 
 
 def _sysv_fields(facility: str, name: str) -> tuple[int, ...]:
@@ -137,6 +145,13 @@ def _remove_dir(path: str) -> bool:
         return False
     import shutil
     shutil.rmtree(path)  # fd-based on Linux: follows no symlink inside
+    return True
+
+
+def _remove_file(path: str) -> bool:
+    if not _exists_owned("unlink", path, stat.S_ISREG):
+        return False
+    os.unlink(path)
     return True
 
 
@@ -218,6 +233,7 @@ KINDS = {
     "sem": Kind("POSIX named semaphore", "sem_open", _posix_name, _remove_sem),
     "dir": Kind("directory", "mkdir", _temp_path, _remove_dir),
     "swap": Kind("swap file", "swapon", _temp_path, _remove_swap),
+    "file": Kind("file written before a rename", "open", _beside_path, _remove_file),
     "cgroup": Kind("cgroup", "mkdir", _cgroup_path, _remove_cgroup),
     "veth": Kind("veth pair", "netlink RTM_NEWLINK", _veth_name, _remove_veth),
     "state-dir": Kind("container state directory", "osvirt-runtime run", _state_dir_path, _remove_state_dir),

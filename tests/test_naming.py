@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from osvirt.naming import private_dir, unique_name
+from osvirt.naming import private_dir, replacing, unique_name
 from osvirt.process import Children
 
 
@@ -65,3 +65,21 @@ def test_a_ctrl_c_while_the_directory_is_made_still_removes_it(monkeypatch):
         with private_dir():
             pass
     assert made and not os.path.exists(made[0])
+
+
+def test_replacing_renames_over_the_file_at_the_end_and_leaves_it_whole_on_an_exception():
+    with private_dir() as d:
+        path = os.path.join(d, "state")
+        with open(path, "wb") as f:
+            f.write(b"old")
+        with replacing(path) as f:
+            f.write(b"new, ")
+            assert open(path, "rb").read() == b"old"  # a reader sees the old file until the rename
+            assert os.path.basename(f.name).startswith(".state.osvirt-")
+            f.write(b"whole")
+        assert open(path, "rb").read() == b"new, whole"
+        with pytest.raises(RuntimeError):
+            with replacing(path) as f:
+                f.write(b"half")
+                raise RuntimeError("interrupted")
+        assert open(path, "rb").read() == b"new, whole" and os.listdir(d) == ["state"]

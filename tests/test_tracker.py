@@ -49,7 +49,7 @@ def _held(made):
     """What of `made` (the client's JSON) the kernel still holds."""
     held = [name for kind, name in made.get("posix", []) if _posix_exists(kind, name)]
     held += [f"{table} id {ident}" for table, ident in made.get("sysv", []) if _sysv_exists(table, ident)]
-    held += [path for path in made.get("paths", []) if os.path.lexists(path)]
+    held += [path for path in made.get("paths", []) + made.get("files", []) if os.path.lexists(path)]
     held += [path for path in made.get("paths", []) if path in swaps()]
     return held
 
@@ -95,7 +95,7 @@ def _sigkill(proc):
 
 EVERY_KIND = """
 from osvirt import ipc, tracker
-from osvirt.naming import private_dir, unique_name
+from osvirt.naming import private_dir, replacing, unique_name
 from osvirt.sync import SharedRegion, SysVSemaphore
 import posix_ipc
 
@@ -104,20 +104,21 @@ region = SharedRegion(64, named=True)
 fifo = ipc.Fifo()
 directory = kept.enter_context(private_dir())
 inner = kept.enter_context(private_dir(directory))  # an osvirt directory in an osvirt directory
+half_written = kept.enter_context(replacing(os.path.join(directory, "snapshot"))).name  # before its rename
 sem_name = "/" + unique_name()
 with tracker.tracked("sem", sem_name):
     sem = posix_ipc.Semaphore(sem_name, posix_ipc.O_CREX, mode=0o600)
 msq, sysv_shm, sysv_sem = ipc.SysVMessageQueue(), ipc.SysVSharedMemory(4096), SysVSemaphore(1)
 made = {"posix": [("shm", shm.name), ("mqueue", mq.name), ("shm", region.name), ("sem", sem_name)],
         "sysv": [("msg", msq.id), ("shm", sysv_shm.id), ("sem", sysv_sem.id)],
-        "paths": [os.path.dirname(fifo.path), directory, inner]}
+        "paths": [os.path.dirname(fifo.path), directory, inner], "files": [half_written]}
 """
 
 
 def test_a_sigkilled_owner_leaves_nothing_and_the_tracker_says_what_it_removed():
     with Children() as kids:
         proc, made = _client(kids, EVERY_KIND)
-        assert len(_held(made)) == 10, "the client's objects exist before the kill"
+        assert len(_held(made)) == 11, "the client's objects exist before the kill"
         err = _sigkill(proc)
     assert _gone(made) == [], err
     for kind, name in made["posix"]:
@@ -126,6 +127,7 @@ def test_a_sigkilled_owner_leaves_nothing_and_the_tracker_says_what_it_removed()
         assert f"removed {tracker.KINDS['sysv-' + table].what} id={ident}," in err, err
     for path in made["paths"]:
         assert f"removed directory {path}: " in err, err
+    assert f"removed file written before a rename {made['files'][0]}: " in err, err
 
 
 def test_what_the_owner_removed_itself_is_not_touched_again():
@@ -267,7 +269,8 @@ def test_names_not_osvirt_made_are_refused():
         beside = os.path.join(d, "sub", unique_name())  # osvirt-named, but not in a temp directory
         os.makedirs(beside)
         err = _forger(kids, [f"+dir {plain}\n", f"+dir {beside}\n", "+swap /etc/passwd\n",
-                             "+shm /precious\n", "+nosuchkind /osvirt-1-0123abcd\n"], [plain, beside])
+                             "+file /etc/passwd\n", "+shm /precious\n", "+nosuchkind /osvirt-1-0123abcd\n"],
+                     [plain, beside])
     for name in (plain, beside, "/etc/passwd", "/precious", "nosuchkind"):
         assert "refused" in err and name in err, err
     assert "removed" not in err, err

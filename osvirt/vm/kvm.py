@@ -25,6 +25,7 @@ from osvirt.device import kvm as _device_kvm
 from osvirt.memory import Mapping
 from osvirt._owned import OwnedFd
 from osvirt.vm._native import EXIT_NAMES, INTERNAL_ERROR_NAMES, check, ffi, lib
+from osvirt.vm.errors import VmError
 
 __all__ = ["API_VERSION", "Kvm", "Vm", "Vcpu", "backing_module", "BACKING_MODULES", "EXIT_NAMES", "INTERNAL_ERROR_NAMES",
            "exit_name", "IRQCHIPS", "KVM_EXIT"]
@@ -185,6 +186,17 @@ class Vm(OwnedFd):
         obj.flags = 0  # only KVM_CLOCK_REALTIME may be set on input; GET's flags mean something else
         _ioctl(self._open_fd(), lib.KVM_SET_CLOCK, obj, "KVM_SET_CLOCK")
 
+    def save_state(self) -> dict[str, Any]:
+        """What a snapshot keeps of the VM: the in-kernel PIC pair and IOAPIC, PIT and kvmclock, raw."""
+        return {"irqchip": {chip: self.get_irqchip(chip) for chip in IRQCHIPS}, "pit2": self.get_pit2(),
+                "clock": self.get_clock()}
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        self.set_pit2(state["pit2"])
+        self.set_clock(state["clock"])
+        for blob in state["irqchip"].values():
+            self.set_irqchip(blob)
+
     def create_vcpu(self, vcpu_id: int = 0) -> Vcpu:
         """KVM_CREATE_VCPU, its kvm_run mapped."""
         return Vcpu(self, vcpu_id)
@@ -300,6 +312,25 @@ class Vcpu(OwnedFd):
         n = lib.osv_kvm_set_msrs(self._open_fd(), len(indices), ffi.new("uint32_t[]", indices),
                                  ffi.new("uint64_t[]", [msrs[i] for i in indices]))
         return check(n, "KVM_SET_MSRS")
+
+    def save_state(self) -> dict[str, Any]:
+        """What a snapshot keeps of the vCPU (paused, its pending instruction completed): the raw
+        structs of _BLOBS and the MSRs of KVM_GET_MSR_INDEX_LIST, as [index, value] pairs."""
+        msrs = self.get_msrs(self.vm.kvm.msr_index_list())
+        return {"blobs": {name: self.get_blob(name) for name in _BLOBS}, "msrs": sorted(msrs.items())}
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Set them again: the segments and registers, the MSRs, then the LAPIC (after the APIC base
+        MSR), MP state and pending events. A refused MSR raises VmError naming it."""
+        blobs = state["blobs"]
+        for name in ("SREGS", "REGS", "FPU"):
+            self.set_blob(name, blobs[name])
+        msrs = {int(i): int(v) for i, v in state["msrs"]}
+        if self.set_msrs(msrs) != len(msrs):  # one at a time, to name the one refused
+            refused = [hex(i) for i, v in msrs.items() if self.set_msrs({i: v}) != 1]
+            raise VmError(f"KVM_SET_MSRS refused MSR {', '.join(refused)}")
+        for name in ("LAPIC", "MP_STATE", "VCPU_EVENTS"):
+            self.set_blob(name, blobs[name])
 
     def set_supported_cpuid(self) -> int:
         """KVM_SET_CPUID2 from KVM_GET_SUPPORTED_CPUID: the guest sees what the CPU and KVM offer.

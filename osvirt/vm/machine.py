@@ -23,41 +23,34 @@ guest physical 0 (KVM_SET_USER_MEMORY_REGION), with dirty logging on:
 Transparent huge pages are advised off (one host fault per 4 KiB page the
 guest touches, as the demo shows) unless `hugepages=True`.
 
-A snapshot (`snapshot(path)`) saves the vCPU (regs, sregs, FPU, MSRs,
-LAPIC, events, MP state), the VM (PIC pair, IOAPIC, PIT, kvmclock), each
-device's state, and memory: all of it (but the pages all zero), or (`incremental=True`)
-only the pages written since the previous snapshot, with the previous file named as
-its parent. `restore(path)` on a machine built alike (same memory size,
-the devices attached under the same names), in any process, loads it all,
-and the guest goes on where it was.
+A snapshot (`snapshot(path)`, osvirt.vm.snapshot) saves the vCPU, the VM's
+in-kernel devices, each device's state and memory (all of it, or only what
+changed since the previous snapshot); `restore(path)` on a machine built
+alike, in any process, loads it all, and the guest goes on where it was.
 """
 from __future__ import annotations
 
-import base64
 import errno
-import json
 import os
 import signal
 import struct
 import threading
-import time
-import uuid
 from typing import Any
 
 from osvirt._owned import Owned
 from osvirt.errors import kernel_error
 from osvirt.memory import MADV, PAGE_SIZE, Mapping
 from osvirt.vm import kvm as _kvm
+from osvirt.vm import snapshot as _snapshot
 from osvirt.vm._native import INTERNAL_ERROR_NAMES, lib
 from osvirt.vm.bus import Bus, Irq
 from osvirt.vm.errors import GuestError, VmError
 from osvirt.vm.ram import GuestRam
 
-__all__ = ["Machine", "MMIO_HOLE", "MAX_MEMORY_MIB", "SNAPSHOT_MAGIC"]
+__all__ = ["Machine", "MMIO_HOLE", "MAX_MEMORY_MIB"]
 
 MMIO_HOLE = 0xC000_0000  # guest RAM ends below: [3 GiB, 4 GiB) is for MMIO devices, as on a PC
 MAX_MEMORY_MIB = MMIO_HOLE >> 20
-SNAPSHOT_MAGIC = b"OSVIRT-VM-SNAPSHOT\n"
 TSS_ADDR = 0xFFFB_D000  # where kvmtool and QEMU put Intel's three real-mode pages, below the BIOS
 IDENTITY_MAP_ADDR = 0xFFFB_C000
 
@@ -65,7 +58,6 @@ _IO, _MMIO = _kvm.KVM_EXIT["KVM_EXIT_IO"], _kvm.KVM_EXIT["KVM_EXIT_MMIO"]
 _EINTR = -errno.EINTR
 _FAST_IO = lib.OSV_KVM_FAST_IO
 _KICK = lib.osv_kvm_kick_signal()
-_BLOBS = ("SREGS", "REGS", "FPU", "LAPIC", "MP_STATE", "VCPU_EVENTS")
 
 
 class Machine(Owned):
@@ -114,9 +106,7 @@ class Machine(Owned):
         self._want: str | None = None  # None (run), "pause" or "stop"
         self._parked = False
         self._thread_ident: int | None = None
-        self._dirty_since_snapshot = bytearray((self.memory_size // PAGE_SIZE + 7) // 8)
-        self._last_snapshot: str | None = None  # the id a next incremental snapshot's parent has
-        self._last_snapshot_path: str | None = None
+        self.lineage = _snapshot.Lineage(bytearray((self.memory_size // PAGE_SIZE + 7) // 8))
         self.vcpu_tid: int | None = None  # the vCPU thread's kernel tid (its faults are in /proc/self/task/TID)
         err = lib.osv_kvm_install_kick()
         if err:
@@ -142,6 +132,11 @@ class Machine(Owned):
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def started(self) -> bool:
+        """start() was called once (a restore wants a machine that never ran)."""
+        return self._thread is not None
 
     def start(self) -> None:
         """Start the vCPU thread (the guest runs until stopped, paused or it stops itself)."""
@@ -363,7 +358,7 @@ class Machine(Owned):
     def dirty_pages(self) -> list[int]:
         """KVM_GET_DIRTY_LOG: the guest page numbers written since the previous call (slot 0)."""
         bitmap = self.vm.get_dirty_log(0, self.memory_size // PAGE_SIZE)
-        acc = self._dirty_since_snapshot
+        acc = self.lineage.dirty
         pages = []
         for word_index, (word,) in enumerate(struct.iter_unpack("<Q", bitmap)):
             if word:
@@ -382,113 +377,16 @@ class Machine(Owned):
         with open(f"/proc/self/task/{self.vcpu_tid}/stat") as f:
             return int(f.read().rsplit(")", 1)[1].split()[7])
 
-    # -- snapshot and restore ------------------------------------------------------
-    def _require_parked(self, what: str) -> None:
-        if self.running and not self._parked:
-            raise VmError(f"Machine.{what}: pause() first (the vCPU is running)")
-
+    # -- snapshot and restore (osvirt.vm.snapshot) --------------------------------
     def snapshot(self, path: str | os.PathLike[str], *, incremental: bool = False) -> dict[str, Any]:
         """Save the paused (or not started) machine to `path`. `incremental`: only the pages written since
         the previous snapshot (or the restore), which becomes its parent. Returns what was written."""
-        self._require_parked("snapshot")
-        if incremental and self._last_snapshot is None:
-            raise VmError("Machine.snapshot(incremental=True): no previous snapshot or restore to build on")
-        t0 = time.perf_counter_ns()
-        vcpu, vm = self.vcpu, self.vm
-        msr_indices = self.kvm.msr_index_list()
-        state: dict[str, Any] = {
-            "id": uuid.uuid4().hex,
-            "memory_size": self.memory_size,
-            "vcpu": {name: _b64(vcpu.get_blob(name)) for name in _BLOBS},
-            "msrs": {str(i): v for i, v in vcpu.get_msrs(msr_indices).items()},
-            "vm": {"irqchip": {chip: _b64(vm.get_irqchip(chip)) for chip in _kvm.IRQCHIPS},
-                   "pit2": _b64(vm.get_pit2()), "clock": _b64(vm.get_clock())},
-            "devices": {"pio": self.pio.snapshot(), "mmio": self.mmio.snapshot()},
-        }
-        self.dirty_pages()  # into _dirty_since_snapshot
-        for page in self.ram.dirty or ():
-            self._dirty_since_snapshot[page >> 3] |= 1 << (page & 7)
-        pages = self.memory_size // PAGE_SIZE
-        if incremental:
-            chosen = [p for p in range(pages) if self._dirty_since_snapshot[p >> 3] >> (p & 7) & 1]
-            state["parent"] = {"path": self._last_snapshot_path, "id": self._last_snapshot}
-        else:  # every page but those all zero, which a fresh machine's RAM already is: a page never
-            # touched is neither present nor in swap (pagemap), and the rest are compared with zeros
-            view = self.ram.view(0, self.memory_size)
-            zero = bytes(PAGE_SIZE)
-            chosen = [p for p, st in enumerate(self.memory.pagemap()) if (st.present or st.swapped)
-                      and view[p * PAGE_SIZE:(p + 1) * PAGE_SIZE] != zero]
-        state["pages"] = _ranges(chosen)
-        header = json.dumps(state).encode()
-        view = self.ram.view(0, self.memory_size)
-        tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(SNAPSHOT_MAGIC + struct.pack("<Q", len(header)) + header)
-                for start, count in state["pages"]:
-                    f.write(view[start * PAGE_SIZE:(start + count) * PAGE_SIZE])
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        self._dirty_since_snapshot[:] = bytes(len(self._dirty_since_snapshot))
-        if self.ram.dirty is not None:
-            self.ram.dirty.clear()
-        self._last_snapshot, self._last_snapshot_path = state["id"], os.path.abspath(path)
-        return {"path": os.fspath(path), "pages": len(chosen), "bytes": os.path.getsize(path),
-                "incremental": incremental, "ms": (time.perf_counter_ns() - t0) / 1e6}
+        return _snapshot.save(self, path, incremental=incremental)
 
     def restore(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """Load a snapshot (and its parents, for an incremental one) into this machine, which must be
         built alike and never started: afterwards start() goes on where the saved guest was."""
-        if self._thread is not None:
-            raise VmError("Machine.restore: into a machine that never ran (a full snapshot leaves out "
-                          "the pages that were all zero)")
-        t0 = time.perf_counter_ns()
-        state = self._load_memory(os.fspath(path))
-        vcpu, vm = self.vcpu, self.vm
-        for name in ("SREGS", "REGS", "FPU"):
-            vcpu.set_blob(name, base64.b64decode(state["vcpu"][name]))
-        msrs = {int(i): v for i, v in state["msrs"].items()}
-        if vcpu.set_msrs(msrs) != len(msrs):  # one at a time, to name the one refused
-            refused = [hex(i) for i, v in msrs.items() if vcpu.set_msrs({i: v}) != 1]
-            raise VmError(f"KVM_SET_MSRS refused MSR {', '.join(refused)} from {os.fspath(path)}")
-        for name in ("LAPIC", "MP_STATE", "VCPU_EVENTS"):  # the LAPIC after the APIC base MSR
-            vcpu.set_blob(name, base64.b64decode(state["vcpu"][name]))
-        vm.set_pit2(base64.b64decode(state["vm"]["pit2"]))
-        vm.set_clock(base64.b64decode(state["vm"]["clock"]))
-        for blob in state["vm"]["irqchip"].values():
-            vm.set_irqchip(base64.b64decode(blob))
-        self.pio.restore(state["devices"]["pio"])
-        self.mmio.restore(state["devices"]["mmio"])
-        self.dirty_pages()  # the restore's own writes are not the guest's
-        self._dirty_since_snapshot[:] = bytes(len(self._dirty_since_snapshot))
-        if self.ram.dirty is not None:
-            self.ram.dirty.clear()
-        self._last_snapshot, self._last_snapshot_path = state["id"], os.path.abspath(path)
-        return {"path": os.fspath(path), "ms": (time.perf_counter_ns() - t0) / 1e6}
-
-    def _load_memory(self, path: str) -> dict[str, Any]:
-        with open(path, "rb") as f:
-            if f.read(len(SNAPSHOT_MAGIC)) != SNAPSHOT_MAGIC:
-                raise VmError(f"{path}: not an osvirt VM snapshot")
-            (length,) = struct.unpack("<Q", f.read(8))
-            state: dict[str, Any] = json.loads(f.read(length))
-            if state["memory_size"] != self.memory_size:
-                raise VmError(f"{path}: a snapshot of {state['memory_size'] >> 20} MiB, this machine has "
-                              f"{self.memory_size >> 20} MiB")
-            parent = state.get("parent")
-            if parent:
-                if self._load_memory(parent["path"])["id"] != parent["id"]:
-                    raise VmError(f"{path}: its parent {parent['path']} is not the snapshot it was taken after")
-            view = self.ram.view(0, self.memory_size)
-            for start, count in state["pages"]:
-                if f.readinto(view[start * PAGE_SIZE:(start + count) * PAGE_SIZE]) != count * PAGE_SIZE:
-                    raise VmError(f"{path}: truncated")
-        return state
+        return _snapshot.restore(self, path)
 
     # -- cleanup -------------------------------------------------------------------
     def close(self) -> None:
@@ -508,19 +406,4 @@ class Machine(Owned):
                 ram.release()
             for owned in reversed(self._owned):
                 owned.close()
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _ranges(pages: list[int]) -> list[tuple[int, int]]:
-    """[(start, count)] runs of consecutive page numbers."""
-    runs: list[tuple[int, int]] = []
-    for page in pages:
-        if runs and runs[-1][0] + runs[-1][1] == page:
-            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
-        else:
-            runs.append((page, 1))
-    return runs
 

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from osvirt import naming
-from osvirt.vm import kvm
+from osvirt.vm import kvm, snapshot
 from osvirt.vm.errors import GuestError, VmError
 
 pytestmark = pytest.mark.needs("kvm")
@@ -218,9 +218,13 @@ def test_restore_checks_the_file_its_size_and_its_parent(guest, tmp_path):
     inc = m.snapshot(tmp_path / "inc", incremental=True)
     assert inc["pages"] >= 3
     (tmp_path / "junk").write_bytes(b"not a snapshot")
+    header = json.dumps({"version": snapshot.VERSION + 1}).encode()
+    (tmp_path / "newer").write_bytes(snapshot.MAGIC + len(header).to_bytes(8, "little") + header)
     with Machine(64) as fresh:
         with pytest.raises(VmError, match="not an osvirt VM snapshot"):
             fresh.restore(tmp_path / "junk")
+        with pytest.raises(VmError, match=f"format version {snapshot.VERSION + 1}; this osvirt reads"):
+            fresh.restore(tmp_path / "newer")
     with Machine(32) as small:
         with pytest.raises(VmError, match="a snapshot of 64 MiB, this machine has 32 MiB"):
             small.restore(tmp_path / "base")
