@@ -56,7 +56,9 @@ What `create()` does, in order (runc's order):
    "created" to the parent through the sync pipe (an error instead: the
    parent raises ContainerError naming the step and errno), and opens
    exec.fifo for writing, which blocks until `start()` opens it for
-   reading, from whichever process.
+   reading, from whichever process. While it waits, SIGTERM, SIGINT, SIGHUP,
+   SIGQUIT and SIGABRT end it with status 128 + N, as they end runc's
+   (`WAITING_DEATHS`): as PID 1 of its namespace it would otherwise ignore them.
 5. Once started: the startContainer hooks, then user (setgroups, setgid,
    setuid), capabilities (the five sets, as limit_to), no_new_privs and the
    seccomp filter, then exec. The filter is the last step when the spec
@@ -133,8 +135,8 @@ from osvirt.naming import unique_name
 from osvirt.process import _native as _process_native
 from osvirt.process.spawn import signals_deferred
 
-__all__ = ["Container", "ContainerError", "SpecError", "HOST_ROOT_ANNOTATION", "INITS", "STATE_FILE", "EXEC_FIFO",
-           "EXIT_FILE", "spec_for", "parse_size"]
+__all__ = ["Container", "ContainerError", "SpecError", "HOST_ROOT_ANNOTATION", "INITS", "WAITING_DEATHS",
+           "STATE_FILE", "EXEC_FIFO", "EXIT_FILE", "spec_for", "parse_size"]
 
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
@@ -149,6 +151,10 @@ _MONITOR_KINDS = ("user", "pid", "time")
 _PROCESS_KINDS = ("mount", "uts", "ipc", "network", "cgroup")
 _RLIM_INFINITY_OCI = 2**64 - 1
 _DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+WAITING_DEATHS = frozenset({signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGABRT, signal.SIGTERM})
+"""The signals that end a created container's process as it waits on exec.fifo, with status 128 + N. A
+namespace's PID 1 gets no default action for a signal it does not handle (the kernel drops it); runc's
+waiting init, a Go program, dies of these (Go's runtime handles them and exits) and ignores the others."""
 INITS = frozenset({"init", "tini", "docker-init", "dumb-init", "catatonit", "systemd", "s6-svscan", "runit-init"})
 """Programs written to be PID 1 (they reap orphans and handle signals): Container.run runs them without
 osvirt's init."""
@@ -886,10 +892,15 @@ class Container(Owned):
                     os.set_inheritable(fd, False)
         _Step.now = "open exec.fifo"
         fifo_path = f"/proc/self/fd/{fifo_fd}"
+        handlers = {signo: signal.signal(signo, _die_of) for signo in WAITING_DEATHS}
+        mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, WAITING_DEATHS)
         os.write(up, b'{"step": "created"}\n')
         os.close(up)
         os.close(down)
         fifo = os.open(fifo_path, os.O_WRONLY | os.O_CLOEXEC)  # blocks until start() opens it for reading
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for signo, handler in handlers.items():
+            signal.signal(signo, handler)
         os.close(fifo_fd)
         try:
             os.write(fifo, b"0")
@@ -1360,6 +1371,11 @@ class Container(Owned):
             container.close()
             raise
         return container
+
+
+def _die_of(signo: int, frame: object) -> NoReturn:
+    """A created container's process, PID 1 of its namespace, ends at a signal that ends runc's."""
+    os._exit(128 + signo)
 
 
 def _shell_code(status: int) -> int:

@@ -368,6 +368,25 @@ def test_nothing_is_left_after_the_owner_is_sigkilled_or_interrupted(signo):
     assert not [p for p in cgroups if os.path.exists(p)], err
 
 
+@needs_namespaces
+@pytest.mark.parametrize("signo", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1])
+def test_a_created_container_ends_at_the_signals_that_end_runcs(signo):
+    """Its process waits on exec.fifo as PID 1 of its namespace, where the kernel drops a signal with no
+    handler: SIGTERM, SIGINT and SIGHUP end it anyway (128 + N), as they end runc's; SIGUSR1 does not."""
+    from osvirt.container.container import WAITING_DEATHS
+    c = Container(spec_for(["true"]), init=False)
+    with c:
+        c.create()
+        c.kill(signo)
+        if signo in WAITING_DEATHS:
+            assert c.wait(timeout_s=10) == 128 + signo
+            assert c.status == "stopped"
+        else:
+            with pytest.raises(TimeoutError):
+                c.wait(timeout_s=0.5)
+            assert c.status == "created"
+
+
 _STEP = textwrap.dedent("""\
     import json, signal, sys
     from osvirt.container import Container

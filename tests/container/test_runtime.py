@@ -476,6 +476,30 @@ def test_delete_of_a_created_container_kills_it(tool, tmp_path):
     assert not (bundle / "out" / "ran").exists()  # it never ran
 
 
+@needs("mount_namespace")
+@pytest.mark.parametrize("tool", ["osvirt-runtime", pytest.param("runc", marks=needs_runc)])
+def test_a_created_container_stops_at_sigterm_as_runcs(tool, tmp_path):
+    """kill TERM, INT or HUP stops a created container that was never started (runc's init, waiting on
+    exec.fifo, dies of them); kill USR1 leaves it created, as runc's."""
+    command, root = OSVIRT_RUNTIME if tool == "osvirt-runtime" else [RUNC], tmp_path / "root"
+    bundle = make_bundle(tmp_path / "bundle", ["sh", "-c", "touch /out/ran"], command)
+    seen = {}
+    for name in ("TERM", "INT", "HUP", "USR1"):
+        cid = f"s-{name.lower()}"
+        try:
+            assert call(command, root, "create", "--bundle", str(bundle), cid).returncode == 0
+            pid = _state(command, root, cid)["pid"]
+            assert call(command, root, "kill", cid, name).returncode == 0
+            wait_for(lambda: not alive(pid), timeout_s=2.0 if name == "USR1" else 10.0)
+            seen[name] = (_state(command, root, cid)["status"], alive(pid))
+        finally:
+            call(command, root, "delete", "--force", cid)
+    assert seen == {"TERM": ("stopped", False), "INT": ("stopped", False), "HUP": ("stopped", False),
+                    "USR1": ("created", True)}
+    assert not (bundle / "out" / "ran").exists()  # never started
+    assert os.listdir(root) == []
+
+
 def _console(path):
     """A listening AF_UNIX socket at `path`, as a tool that asks for --console-socket holds one."""
     listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
