@@ -29,6 +29,7 @@ import hashlib
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sysconfig
 import tempfile
@@ -80,7 +81,13 @@ def _cache_dir() -> Path:
 
 
 def build() -> Path:
-    """The guest binary, compiled now if the cache has none for these sources and this compiler."""
+    """The guest binary, compiled now if the cache has none for these sources and this compiler.
+
+    The compiler runs in a private directory (its TMPDIR too: cc1's and as's temporaries) and dies with
+    this process; the binary is copied into the cache through naming.replacing. So a build interrupted
+    anywhere, even by SIGKILL, leaves no half-written binary for a later run to trust, and no temp file."""
+    from osvirt.naming import private_dir, replacing
+    from osvirt.process import Children
     cc = _cc()
     version = subprocess.run([*cc, "--version"], capture_output=True, text=True, check=True).stdout
     digest = hashlib.sha256(version.encode() + " ".join(GUEST_CFLAGS).encode())
@@ -89,16 +96,16 @@ def build() -> Path:
     out = _cache_dir() / f"guest-{digest.hexdigest()[:16]}.bin"
     if out.exists():
         return out
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    try:
-        subprocess.run([*cc, *GUEST_CFLAGS, f"-I{HERE}", str(HERE / "entry.S"), str(HERE / "guest.c"),
-                        "-T", str(HERE / "guest.ld"), "-o", str(tmp)], capture_output=True, text=True, check=True)
-        os.replace(tmp, out)
-    except subprocess.CalledProcessError as e:
-        raise VmError(f"building the demo guest failed ({' '.join(e.cmd)}):\n{e.stderr}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with private_dir() as d, Children() as kids:
+        argv = [*cc, *GUEST_CFLAGS, f"-I{HERE}", str(HERE / "entry.S"), str(HERE / "guest.c"),
+                "-T", str(HERE / "guest.ld"), "-o", os.path.join(d, "guest.bin")]
+        compiler = kids.spawn(argv, env={**os.environ, "TMPDIR": d}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+        errors = compiler.communicate()[1]
+        if compiler.returncode:
+            raise VmError(f"building the demo guest failed ({' '.join(argv)}):\n{errors}")
+        with open(os.path.join(d, "guest.bin"), "rb") as binary, replacing(out) as f:
+            shutil.copyfileobj(binary, f)
     return out
 
 
