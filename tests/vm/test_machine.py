@@ -232,3 +232,36 @@ def test_restore_checks_the_file_its_size_and_its_parent(guest, tmp_path):
     with Machine(64) as fresh:
         with pytest.raises(VmError, match="is not the snapshot it was taken after"):
             fresh.restore(tmp_path / "inc")
+
+
+SNAPSHOTS_FOREVER = """
+import os, sys
+from osvirt.vm.guest import DemoGuest
+g = DemoGuest(memory_mib=128)
+with g.machine as m:
+    g.boot(timeout=30)
+    m.pause()
+    m.ram.write(0x1000000, os.urandom(96 << 20))  # 96 MiB to save: each snapshot takes a while to write
+    print("booted", flush=True)
+    while True:
+        m.snapshot(os.path.join(sys.argv[1], "snap"))
+"""
+
+
+def test_a_snapshot_sigkilled_while_it_writes_leaves_no_temp_file():
+    """The old snapshot stays whole where it was, and its successor's temp file goes (osvirt.tracker)."""
+    from osvirt.process import Children
+    with Children() as kids, naming.private_dir() as d:
+        proc = kids.spawn([sys.executable, "-c", SNAPSHOTS_FOREVER, d], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline() == "booted\n", proc.communicate()[1]
+        deadline = time.monotonic() + 60
+        while not (os.path.exists(os.path.join(d, "snap")) and len(os.listdir(d)) == 2):  # the next one is written
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[1]
+            time.sleep(0.002)
+        proc.kill()
+        err = proc.communicate(timeout=60)[1]  # its stderr's EOF: the tracker has done its work too
+        assert os.listdir(d) == ["snap"], err
+        assert f"removed file written before a rename {os.path.join(d, '.snap.osvirt-')}" in err, err
+        with open(os.path.join(d, "snap"), "rb") as f:
+            assert f.read(len(snapshot.MAGIC)) == snapshot.MAGIC
