@@ -69,17 +69,9 @@ What `create()` does, in order (runc's order):
 
 PID 1 inside. With `init=True` (Container.run's and `osvirt container run`'s
 default, like `docker run --init`, unless the program is an init itself:
-`INITS`) the container's PID 1 is osvirt's own
-tiny init: the container process itself, already a forked Python process,
-forks the program and then only waits: every signal it gets (kill(), a
-Ctrl-C forwarded) goes to the program, every orphan reparented to it is
-reaped, and it exits with the program's status once the program exits,
-which ends the namespace. Why: a program written without PID 1 in mind,
-made PID 1, gets no default action for the signals it does not handle (the
-kernel protects a namespace's init: SIGTERM and SIGINT do nothing), and
-never waits for orphans, whose zombies pile up and count against pids.max.
-Forking the already-running process costs a fork, not a new interpreter
-or a binary to ship. With `init=False` (the OCI runtime's default: runc's
+`INITS`) the container's PID 1 is osvirt's own tiny init, which forwards
+signals, reaps orphans and exits with the program (osvirt.container.init
+says why). With `init=False` (the OCI runtime's default: runc's
 behaviour, which tools driving a runtime expect) process.args is PID 1
 itself, and the state's pid is its pid.
 
@@ -95,6 +87,12 @@ it is deliberately not tracked; it belongs to its state directory until
 process.terminal needs `console_socket` (runc's protocol: the pty's master
 goes to that socket); without it the process inherits the caller's stdio.
 
+The code: this module is the parent's side (the Container class);
+osvirt.container.child runs in the monitor and the container process (the
+set-up steps), .init is osvirt's PID 1, .rootfs builds the root's mounts,
+.statedir holds the state directory's files and exec.fifo, .report the
+children's reports to the parent, .run_spec the spec of `Container.run`.
+
 Not done: linux.devices (only runc's default devices are made), cgroupsPath
 (the cgroup is always osvirt-<pid>-<random> under this process's own cgroup,
 where osvirt.tracker and delete() may remove it; the paths are in the
@@ -104,352 +102,35 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
-import re
-import resource
 import select
 import signal
-import socket
-import struct
 import sys
-import termios
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import IO, Any, NoReturn
+from collections.abc import Callable, Sequence
+from typing import IO, Any
 
 from osvirt import tracker
 from osvirt._owned import Owned
-from osvirt.container import capabilities as _caps
 from osvirt.container import cgroups as _cgroups
-from osvirt.container import mounts as _mounts
 from osvirt.container import namespaces as _ns
 from osvirt.container import network as _network
 from osvirt.container import oci
-from osvirt.container import seccomp as _seccomp
-from osvirt.container import _native as _cnative
-from osvirt.container._native import MS
+from osvirt.container.child import WAITING_DEATHS, Child, env_caps
+from osvirt.container.init import INITS
+from osvirt.container.report import fork, raise_report
+from osvirt.container.rootfs import HOST_ROOT_ANNOTATION
+from osvirt.container.run_spec import parse_size, spec_for
+from osvirt.container.statedir import (EXEC_FIFO, EXIT_FILE, STATE_FILE, alive, atomic_write, now, open_pidfd,
+                                       start_time)
 from osvirt.errors import ContainerError, SpecError
 from osvirt.naming import unique_name
-from osvirt.process import _native as _process_native
 from osvirt.process.spawn import signals_deferred
 
+# The names Container's callers knew here before the split, where they are now.
 __all__ = ["Container", "ContainerError", "SpecError", "HOST_ROOT_ANNOTATION", "INITS", "WAITING_DEATHS",
            "STATE_FILE", "EXEC_FIFO", "EXIT_FILE", "spec_for", "parse_size"]
-
-STATE_FILE = "state.json"
-EXEC_FIFO = "exec.fifo"
-EXIT_FILE = "exit-status"
-HOST_ROOT_ANNOTATION = "org.osvirt.root"
-"""An annotation: "host-usr" makes the root a read-only view of the host's /usr (mounts.host_usr_root),
-built on root.path, instead of binding root.path."""
-
-# Kinds the monitor joins or makes (they act on its children: pid, time; or must come first: user).
-_MONITOR_KINDS = ("user", "pid", "time")
-# Kinds the container process joins or makes itself, in this order (cgroup after the cgroup move).
-_PROCESS_KINDS = ("mount", "uts", "ipc", "network", "cgroup")
-_RLIM_INFINITY_OCI = 2**64 - 1
-_DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-WAITING_DEATHS = frozenset({signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGABRT, signal.SIGTERM})
-"""The signals that end a created container's process as it waits on exec.fifo, with status 128 + N. A
-namespace's PID 1 gets no default action for a signal it does not handle (the kernel drops it); runc's
-waiting init, a Go program, dies of these (Go's runtime handles them and exits) and ignores the others."""
-INITS = frozenset({"init", "tini", "docker-init", "dumb-init", "catatonit", "systemd", "s6-svscan", "runit-init"})
-"""Programs written to be PID 1 (they reap orphans and handle signals): Container.run runs them without
-osvirt's init."""
-
-
-def _now() -> str:
-    import datetime  # imported here, as what follows: an osvirt-runtime command that does not need them
-    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def _start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (clock ticks after boot): with the pid, names one process for good."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(b")") + 2:].split()
-    if fields[0] == b"Z" or fields[0] == b"X":  # a zombie has exited: it runs nothing any more
-        return None
-    return int(fields[19])
-
-
-def _alive(pid: int | None, start: int | None) -> bool:
-    return pid is not None and start is not None and _start_time(pid) == start
-
-
-def _atomic_write(path: str, data: dict[str, Any]) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
-
-
-class _Step:
-    """Where the child is, for the error report: `step.now = "mount /proc"`."""
-    now = "start"
-
-
-def _error_report(step: str, e: BaseException) -> bytes:
-    """One JSON line: the step, the errno (None when `e` is no OSError) and what `e` says."""
-    if isinstance(e, ContainerError):
-        step, err, message = f"{step}: {e.step}", e.errno, e.message
-    elif isinstance(e, OSError):
-        err = e.errno
-        message = e.strerror or str(e)
-        if e.filename is not None and os.fsdecode(e.filename) not in message:
-            message += f": {os.fsdecode(e.filename)}"
-    else:
-        err, message = None, f"{type(e).__name__}: {e}"
-    return json.dumps({"error": step, "errno": err, "message": message}).encode() + b"\n"
-
-
-def _fork(run: Callable[[], int], report: int, closes: Sequence[int] = (), mask: Iterable[int] | None = None,
-          failed: int = 1) -> int:
-    """os.fork(); in the child: restore `mask`, close `closes`, and _exit with run()'s status, or with
-    `failed` after writing the exception to `report` (the sync pipe, or the FIFO). The pid, here."""
-    sys.stdout.flush()  # else written twice, by both processes
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid:
-        return pid
-    code = failed
-    try:
-        if mask is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        for fd in closes:
-            os.close(fd)
-        code = run()
-    except BaseException as e:
-        with contextlib.suppress(BaseException):
-            os.write(report, _error_report(_Step.now, e))
-    finally:
-        os._exit(code)
-
-
-def _raise_report(report: Mapping[str, Any]) -> None:
-    raise ContainerError(str(report.get("error")), report.get("errno"), str(report.get("message")))
-
-
-# -- mounts in the container's namespace -------------------------------------------------------
-def _secure_join(root: str, path: str) -> str:
-    """`path` inside `root`, its symlinks resolved as if `root` were `/` (so none leads out of it)."""
-    parts = [p for p in path.split("/") if p and p != "."]
-    resolved: list[str] = []
-    links = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = root + "/" + "/".join(resolved + [part])
-        if os.path.islink(candidate):
-            links += 1
-            if links > 40:
-                raise OSError(errno.ELOOP, "too many symbolic links", candidate)
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p and p != "."] + parts
-            continue
-        resolved.append(part)
-    return root + "/" + "/".join(resolved) if resolved else root
-
-
-def _make_target(source: str | None, target: str, is_file: bool) -> None:
-    if is_file:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        if not os.path.exists(target):
-            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-    else:
-        os.makedirs(target, exist_ok=True)
-
-
-_BIND_KEEP = MS["BIND"] | MS["REC"]
-
-
-def _bind(source: str, target: str, flags: int, recursive: bool) -> None:
-    _mounts.mount(source, target, None, MS["BIND"] | (MS["REC"] if recursive else 0))
-    extra = flags & ~_BIND_KEEP & ~MS["REMOUNT"]
-    if extra:  # a bind takes its source's flags: the options need a remount, per mount the rbind made
-        if recursive and extra & MS["RDONLY"]:
-            _mounts._remount_read_only(target, recursive=True)
-            extra &= ~MS["RDONLY"]
-        if extra:
-            _mounts.mount(None, target, None, MS["BIND"] | MS["REMOUNT"] | extra | _mounts._kept_flags(target)
-                          | (MS["RDONLY"] if flags & MS["RDONLY"] else 0))
-
-
-def _cgroup_mount(target: str, flags: int) -> None:
-    """/sys/fs/cgroup as runc makes it: cgroup2 on a v2-only host, else a tmpfs with each v1 hierarchy
-    (and the unified one) mounted again; where the kernel refuses (a user namespace), binds of the host's."""
-    hierarchies = [m for m in _cgroups.cgroup_mounts() if m.point.startswith("/sys/fs/cgroup")]
-    plain = flags & (MS["NOSUID"] | MS["NODEV"] | MS["NOEXEC"] | MS["RELATIME"])
-    if any(m.version == 2 and m.point == "/sys/fs/cgroup" for m in hierarchies):
-        try:
-            _mounts.mount("cgroup2", target, "cgroup2", flags)
-        except PermissionError:
-            _bind("/sys/fs/cgroup", target, flags, True)
-        return
-    _mounts.mount("tmpfs", target, "tmpfs", plain, "mode=755")
-    for m in hierarchies:
-        name = os.path.relpath(m.point, "/sys/fs/cgroup")
-        if name == ".":
-            continue
-        sub = os.path.join(target, name)
-        os.makedirs(sub, exist_ok=True)
-        options = None
-        if m.version == 1:  # its controllers, or for a named hierarchy (name=systemd) its name
-            options = ",".join(sorted(m.controllers)) or f"none,name={os.path.basename(m.point)}"
-        try:
-            _mounts.mount("cgroup", sub, "cgroup" if m.version == 1 else "cgroup2", flags, options)
-        except OSError:
-            _bind(m.point, sub, flags, False)
-    if flags & MS["RDONLY"]:
-        _mounts.mount(None, target, None, MS["REMOUNT"] | MS["RDONLY"] | plain)
-
-
-def _mount_one(root: str, m: oci.Mount) -> None:
-    target = _secure_join(root, m.destination)
-    flags = m.flags
-    if m.is_bind:
-        source = m.resolved_source or ""
-        _make_target(source, target, not os.path.isdir(source))
-        _bind(source, target, flags, m.recursive)
-    elif m.type == "cgroup":
-        os.makedirs(target, exist_ok=True)
-        _cgroup_mount(target, flags)
-    else:
-        os.makedirs(target, exist_ok=True)
-        try:
-            _mounts.mount(m.source or m.type, target, m.type, flags, m.data)
-        except PermissionError:
-            if m.type == "sysfs":  # a user namespace without a network namespace of its own: runc binds /sys
-                _bind("/sys", target, flags, True)
-            elif m.type == "mqueue":  # a user namespace without an IPC namespace of its own
-                _bind("/dev/mqueue", target, flags, False)
-            else:
-                raise
-        except OSError as e:
-            if e.errno == errno.EINVAL and m.type == "devpts" and m.data and "gid=" in m.data:
-                # gid=5 (tty) is not mapped in a rootless user namespace: `runc spec --rootless` drops it too
-                data = ",".join(o for o in m.data.split(",") if not o.startswith("gid="))
-                _mounts.mount(m.source or m.type, target, m.type, flags, data or None)
-            else:
-                raise
-    for propagation in m.propagation:
-        _mounts.mount(None, target, None, propagation)
-
-
-def _default_devices(root: str) -> None:
-    """runc's default devices in root/dev, bound from the host's (a bind works rootless, mknod does not)."""
-    dev = root + "/dev"
-    os.makedirs(dev, exist_ok=True)
-    for name in _mounts.DEVICES:
-        path = f"{dev}/{name}"
-        if os.path.lexists(path) and not os.path.isfile(path):
-            continue
-        if not os.path.exists(f"/dev/{name}"):
-            continue
-        _make_target(None, path, True)
-        _mounts.mount(f"/dev/{name}", path, None, MS["BIND"])
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-                         ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")):
-        path = f"{dev}/{name}"
-        if name == "ptmx" and os.path.lexists(path) and not os.path.islink(path):
-            continue  # a ptmx node the spec bound: kept
-        if not os.path.lexists(path):
-            os.symlink(target, path)
-
-
-def _write_file(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-
-
-# -- the spec for the simple case ---------------------------------------------------------------
-_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?\s*", re.IGNORECASE)
-
-
-def parse_size(text: str | int) -> int:
-    """Bytes from an int or "64m", "1.5G", "512KiB" (binary units, as `docker run --memory` reads them)."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        return text
-    match = _SIZE.fullmatch(str(text))
-    if not match:
-        raise ValueError(f"size {text!r}: a number of bytes, or with k, m, g or t (binary units)")
-    return int(float(match.group(1)) * (1 << (10 * " kmgt".index(match.group(2).lower() or " "))))
-
-
-def spec_for(argv: Sequence[str], *, rootfs: str | None = None, memory: int | str | None = None,
-             cpus: float | None = None, pids: int | None = None, hostname: str = "osvirt",
-             rootless: bool | None = None, seccomp: str = "docker-default", net: str = "none",
-             volumes: Iterable[tuple[str, str, bool]] = (), env: Iterable[str] | None = None, cwd: str = "/",
-             readonly: bool = False) -> oci.Spec:
-    """The Spec `osvirt container run` and Container.run give a command: docker.oci_config's, and the flags.
-
-    `rootfs` None: the host's /usr, read-only, with private /tmp, /proc and
-    /dev (mounts.host_usr_root, built on /mnt in the container's mount
-    namespace). `rootless` None: when this process lacks CAP_SYS_ADMIN,
-    uid 0 inside mapped to this process's uid (a user namespace). `net`:
-    "none", "loopback" or "veth" (a network namespace of its own, lo up as
-    runc brings it up; Container.run adds the veth pair) or "host" (the
-    host's); `volumes` are (host, guest, read_only).
-    """
-    from osvirt import env as _env
-    from osvirt.container import docker
-    if rootless is None:
-        rootless = "CAP_SYS_ADMIN" not in _env.capabilities()
-    if seccomp not in ("docker-default", "none"):
-        raise ValueError(f"seccomp: {seccomp!r} is not docker-default or none")
-    if net not in ("none", "loopback", "host", "veth"):
-        raise ValueError(f"net: {net!r} is not none, loopback, veth or host")
-    volumes = [(os.path.abspath(h), g, bool(ro)) for h, g, ro in volumes]
-    root = os.path.abspath(rootfs) if rootfs else "/mnt"
-    environment = list(env) if env is not None else [_DEFAULT_PATH, "HOME=/root", f"HOSTNAME={hostname}"]
-    config: dict[str, Any] = docker.oci_config(root, list(argv), cwd=cwd, env=environment, binds=volumes,
-                                               hostname=hostname, network=net != "host")
-    linux: dict[str, Any] = config["linux"]
-    if seccomp == "none":
-        del linux["seccomp"]
-    if rootfs is None:
-        config["annotations"] = {HOST_ROOT_ANNOTATION: "host-usr"}
-        first_bind = next((i for i, m in enumerate(config["mounts"]) if m["type"] == "bind"), len(config["mounts"]))
-        config["mounts"].insert(first_bind, {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-                                             "options": ["nosuid", "nodev", "mode=1777"]})  # under the volumes
-    config["root"]["readonly"] = readonly
-    resources: dict[str, Any] = {}
-    if memory is not None:
-        resources["memory"] = {"limit": parse_size(memory)}
-    if cpus is not None:
-        if not cpus > 0:
-            raise ValueError(f"cpus: {cpus!r} must be above 0")
-        resources["cpu"] = {"quota": int(cpus * 100000), "period": 100000}
-    if pids is not None:
-        resources["pids"] = {"limit": pids}
-    if resources:
-        linux["resources"] = {**linux.get("resources", {}), **resources}
-    if rootless:
-        linux["namespaces"].append({"type": "user"})
-        linux["uidMappings"] = [{"containerID": 0, "hostID": os.geteuid(), "size": 1}]
-        linux["gidMappings"] = [{"containerID": 0, "hostID": os.getegid(), "size": 1}]
-        for m in config["mounts"]:
-            if m["type"] == "devpts":
-                m["options"] = [o for o in m["options"] if not o.startswith("gid=")]
-        # as runc's rootless spec: the device cgroup is not ours to set
-        if resources:
-            linux["resources"].pop("devices", None)
-        else:
-            linux.pop("resources", None)
-    return oci.parse(config, os.getcwd())
 
 
 # -- the container --------------------------------------------------------------------------------
@@ -510,6 +191,10 @@ class Container(Owned):
         self._status: str | None = None  # None: not created yet
         self._exit: int | None = None
 
+    def _child_side(self) -> Child:
+        """What the monitor and the container process run (osvirt.container.child)."""
+        return Child(self.spec, self.id, self.console_socket, self.target, self.target_args, self.init)
+
     # -- paths and the state file ---------------------------------------------------------------
     def _path(self, name: str) -> str:
         return os.path.join(self.state_dir, name)
@@ -527,7 +212,7 @@ class Container(Owned):
         }
 
     def _save(self) -> None:
-        _atomic_write(self._path(STATE_FILE), self._record())
+        atomic_write(self._path(STATE_FILE), self._record())
 
     @classmethod
     def load(cls, state_dir: str) -> Container:
@@ -563,7 +248,7 @@ class Container(Owned):
             return "creating"
         if self._status == "stopped" or self.pid is None:
             return "stopped"
-        if not _alive(self.pid, self._pid_start):
+        if not alive(self.pid, self._pid_start):
             return "stopped"
         return "created" if os.path.exists(self._path(EXEC_FIFO)) else "running"
 
@@ -611,7 +296,7 @@ class Container(Owned):
     def _check_runnable(self) -> None:
         spec = self.spec
         lx = spec.linux
-        if lx.namespaces and lx.namespace("user") is None and "CAP_SYS_ADMIN" not in _env_caps():
+        if lx.namespaces and lx.namespace("user") is None and "CAP_SYS_ADMIN" not in env_caps():
             raise PermissionError(errno.EPERM, f"container {self.id}: without CAP_SYS_ADMIN its namespaces need a "
                                   "user namespace of its own (rootless: add {\"type\": \"user\"} and uid and "
                                   "gid mappings to linux.namespaces)")
@@ -647,7 +332,7 @@ class Container(Owned):
         except (PermissionError, FileNotFoundError) as e:
             if limits:
                 raise
-            if "CAP_SYS_ADMIN" in _env_caps():
+            if "CAP_SYS_ADMIN" in env_caps():
                 raise
             # rootless without limits: no cgroup of its own, as runc rootless without resources (the
             # pid namespace's end still kills what is left)
@@ -671,7 +356,7 @@ class Container(Owned):
         """
         lx = self.spec.linux
         return (self.attached and lx.namespace("user") is None and lx.namespace("time") is None
-                and (lx.namespace("pid") is None or lx.new("pid")) and "CAP_SYS_ADMIN" in _env_caps())
+                and (lx.namespace("pid") is None or lx.new("pid")) and "CAP_SYS_ADMIN" in env_caps())
 
     def _spawn(self) -> None:
         """Fork the container process (through the monitor unless `_direct`), and lead the set-up."""
@@ -686,18 +371,19 @@ class Container(Owned):
         parent = os.getpid()
         try:
             with signals_deferred() as mask:
-                pid = _fork(lambda: self._monitor(parent, up_w, down_r, monitor_r, status_fd, fifo_fd), up_w,
-                            (up_r, down_w, monitor_w), mask)
+                child = self._child_side()
+                pid = fork(lambda: child.monitor(parent, up_w, down_r, monitor_r, status_fd, fifo_fd), up_w,
+                           (up_r, down_w, monitor_w), mask)
                 self._monitor_pid = pid
         finally:
             for fd in (up_w, down_r, monitor_r, status_fd, fifo_fd):
                 os.close(fd)
-        self._monitor_start = _start_time(pid)
+        self._monitor_start = start_time(pid)
         try:
             with os.fdopen(up_r, "rb") as up:
                 self._lead(up, down_w)
             self._status = "created"
-            self._created = _now()
+            self._created = now()
             self._save()
             if not self.attached:
                 self._detach()
@@ -718,8 +404,8 @@ class Container(Owned):
                 if new_pid:
                     _ns.unshare("pid")  # for the next fork only: set back below
                 try:
-                    pid = _fork(lambda: self._container_process(up_w, down_r, fifo_fd, exit_w), up_w,
-                                (up_r, down_w, exit_r) + ((own,) if own >= 0 else ()), mask)
+                    pid = fork(lambda: self._child_side().container_process(up_w, down_r, fifo_fd, exit_w), up_w,
+                               (up_r, down_w, exit_r) + ((own,) if own >= 0 else ()), mask)
                 finally:
                     if new_pid:
                         _ns.setns(own, "pid")
@@ -727,7 +413,7 @@ class Container(Owned):
         finally:
             for fd in (up_w, down_r, exit_w, fifo_fd) + ((own,) if own >= 0 else ()):
                 os.close(fd)
-        self._pid_start = _start_time(pid)
+        self._pid_start = start_time(pid)
         try:
             if self._cgroup is not None:
                 self._cgroup.add(pid)
@@ -735,7 +421,7 @@ class Container(Owned):
             with os.fdopen(up_r, "rb") as up:
                 self._lead(up, down_w)
             self._status = "created"
-            self._created = _now()
+            self._created = now()
             self._save()
         finally:
             os.close(down_w)
@@ -751,7 +437,7 @@ class Container(Owned):
                                      f"(status {code})")
             report = json.loads(line)
             if "error" in report:
-                _raise_report(report)
+                raise_report(report)
             elif report.get("step") == "maps":
                 _ns.write_id_maps(self._monitor_pid or 0,
                                   [(m.container_id, m.host_id, m.size) for m in lx.uid_mappings or ()],
@@ -759,7 +445,7 @@ class Container(Owned):
                 os.write(down, b"go\n")
             elif report.get("step") == "pid":
                 self.pid = int(report["pid"])
-                self._pid_start = _start_time(self.pid)
+                self._pid_start = start_time(self.pid)
                 if self._cgroup is not None:
                     self._cgroup.add(self.pid)
                 os.write(down, b"go\n")  # the cgroup is its own now: its cgroup namespace may follow
@@ -781,322 +467,6 @@ class Container(Owned):
             self._cgroup.paths = {}
             self._cgroup = None
 
-    # -- in the monitor --------------------------------------------------------------------------
-    def _monitor(self, parent: int, up: int, down: int, control: int, status_fd: int, fifo_fd: int) -> int:
-        _Step.now = "monitor: prctl(PR_SET_PDEATHSIG)"
-        _process_native.set_pdeathsig(signal.SIGKILL, parent)
-        lx = self.spec.linux
-        for kind in _MONITOR_KINDS:
-            ns = lx.namespace(kind)
-            if ns is not None and ns.path is not None:
-                _Step.now = f"setns({ns.path}, {kind})"
-                _ns.setns(ns.path, kind)
-        new = [kind for kind in _MONITOR_KINDS if lx.new(kind)]
-        if new:
-            _Step.now = f"unshare({', '.join(new)})"
-            _ns.unshare(new)
-        if lx.new("user"):
-            os.write(up, b'{"step": "maps"}\n')
-            if os.read(down, 3) != b"go\n":
-                return 1
-        exit_r, exit_w = os.pipe()  # osvirt's init -> here: the program's wait status
-        _Step.now = "fork the container process"
-        pid = _fork(lambda: self._container_process(up, down, fifo_fd, exit_w), up, (exit_r, control, status_fd))
-        os.close(exit_w)
-        os.close(fifo_fd)
-        os.write(up, json.dumps({"step": "pid", "pid": pid}).encode() + b"\n")
-        os.close(up)
-        os.close(down)
-        with os.fdopen(control, "rb") as f:
-            order = f.readline()
-        if order == b"detach\n":
-            _process_native.set_pdeathsig(0, os.getppid())
-            os.setsid()
-            if tracker._fd >= 0:  # the creator's tracker is not this container's any more
-                os.close(tracker._fd)
-                tracker._fd = -1
-            null = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
-            os.close(null)
-            keep = {exit_r, status_fd}
-            for fd in _open_fds():
-                if fd > 2 and fd not in keep:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-        _, status = os.waitpid(pid, 0)
-        with os.fdopen(exit_r, "rb") as f:
-            reported = f.read()
-        if reported:
-            status = int(reported)
-        code = os.waitstatus_to_exitcode(status)
-        os.write(status_fd, json.dumps({"exitStatus": code}).encode())
-        os.close(status_fd)
-        return code if code >= 0 else 128 - code
-
-    # -- in the container process -----------------------------------------------------------------
-    def _container_process(self, up: int, down: int, fifo_fd: int, exit_w: int) -> int:
-        spec = self.spec
-        lx = spec.linux
-        process = spec.process
-        assert process is not None
-        _Step.now = "prctl(PR_SET_PDEATHSIG)"
-        _process_native.set_pdeathsig(signal.SIGKILL, os.getppid())
-        self._down = down
-        for kind in _PROCESS_KINDS[:-1]:  # all but cgroup's: see _in_cgroup
-            ns = lx.namespace(kind)
-            if ns is not None and ns.path is not None:
-                _Step.now = f"setns({ns.path}, {kind})"
-                _ns.setns(ns.path, kind)
-        new = [kind for kind in _PROCESS_KINDS[:-1] if lx.new(kind)]
-        if new:
-            _Step.now = f"unshare({', '.join(new)})"
-            _ns.unshare(new)
-        if lx.new("network"):  # runc brings a new network namespace's loopback up too
-            _Step.now = "loopback up"
-            _network.loopback_up()
-        if spec.hooks_of("prestart") or spec.hooks_of("createRuntime"):
-            self._in_cgroup()
-            os.write(up, b'{"step": "hooks"}\n')
-            if os.read(down, 3) != b"go\n":
-                return 1
-        console = None
-        if self.console_socket is not None:  # connected while the host's path is in reach
-            _Step.now = f"connect to the console socket {self.console_socket}"
-            console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            console.connect(self.console_socket)
-        if lx.new("mount") or lx.namespace("mount") is not None:
-            self._rootfs()
-        self._in_cgroup()
-        if console is not None:
-            self._terminal(console, process)
-        _Step.now = "sethostname"
-        if spec.hostname:
-            _ns.sethostname(spec.hostname)
-        if spec.domainname:
-            _Step.now = "setdomainname"
-            _ns.setdomainname(spec.domainname)
-        for rlimit in process.rlimits or ():
-            _Step.now = f"setrlimit({rlimit.type})"
-            soft = resource.RLIM_INFINITY if rlimit.soft == _RLIM_INFINITY_OCI else rlimit.soft
-            hard = resource.RLIM_INFINITY if rlimit.hard == _RLIM_INFINITY_OCI else rlimit.hard
-            resource.setrlimit(rlimit.resource, (soft, hard))
-        if process.oom_score_adj is not None:
-            _Step.now = "write /proc/self/oom_score_adj"
-            _write_file("/proc/self/oom_score_adj", str(process.oom_score_adj))
-        _Step.now = "mark inherited file descriptors close-on-exec"
-        for fd in _open_fds():
-            if fd > 2:
-                with contextlib.suppress(OSError):
-                    os.set_inheritable(fd, False)
-        _Step.now = "open exec.fifo"
-        fifo_path = f"/proc/self/fd/{fifo_fd}"
-        handlers = {signo: signal.signal(signo, _die_of) for signo in WAITING_DEATHS}
-        mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, WAITING_DEATHS)
-        os.write(up, b'{"step": "created"}\n')
-        os.close(up)
-        os.close(down)
-        fifo = os.open(fifo_path, os.O_WRONLY | os.O_CLOEXEC)  # blocks until start() opens it for reading
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        for signo, handler in handlers.items():
-            signal.signal(signo, handler)
-        os.close(fifo_fd)
-        try:
-            os.write(fifo, b"0")
-            self._finish(process, fifo, exit_w)
-        except BaseException as e:
-            with contextlib.suppress(BaseException):
-                os.write(fifo, _error_report(_Step.now, e))
-            return 127 if isinstance(e, OSError) and _Step.now.startswith("exec") else 1
-        return 0  # not reached: _finish execs or exits
-
-    _down = -1
-    _moved = False
-
-    def _terminal(self, console: socket.socket, process: oci.Process) -> None:
-        """A pty of the container's own devpts as the controlling terminal and stdio; its master to the socket."""
-        _Step.now = "openpty (the container's /dev/ptmx)"
-        master, slave = os.openpty()
-        os.set_inheritable(master, False)
-        if process.console_size:
-            height, width = process.console_size
-            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
-        _Step.now = "setsid and TIOCSCTTY"
-        os.setsid()
-        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-        for fd in (0, 1, 2):
-            os.dup2(slave, fd)
-        os.close(slave)
-        _Step.now = "send the pty master to the console socket"
-        socket.send_fds(console, [b"/dev/ptmx"], [master])
-        console.close()
-        os.close(master)
-
-    def _in_cgroup(self) -> None:
-        """Wait until the parent has moved this process into the cgroup, then join or make the cgroup
-        namespace (whose root is the cgroup this process is in then). The parent's writes to cgroup.procs
-        (slow on v1: one per hierarchy) overlap the mounts made before this."""
-        if self._moved:
-            return
-        _Step.now = "wait for the cgroup"
-        if os.read(self._down, 3) != b"go\n":
-            raise ContainerError("wait for the cgroup", None, "the parent went away")
-        self._moved = True
-        ns = self.spec.linux.namespace("cgroup")
-        if ns is not None:
-            _Step.now = f"setns({ns.path}, cgroup)" if ns.path else "unshare(cgroup)"
-            _ns.setns(ns.path, "cgroup") if ns.path else _ns.unshare("cgroup")
-
-    def _rootfs(self) -> None:
-        spec = self.spec
-        lx = spec.linux
-        root = spec.root.resolved
-        # runc's default: rslave, so that nothing mounted here reaches the host, while the host's
-        # mounts still reach a root bound from it
-        _Step.now = f"make / {lx.rootfs_propagation or 'rslave'}"
-        _mounts.mount(None, "/", None, oci.PROPAGATION[lx.rootfs_propagation or "rslave"])
-        if spec.annotations and spec.annotations.get(HOST_ROOT_ANNOTATION) == "host-usr":
-            _Step.now = f"host_usr_root({root})"
-            _mounts.host_usr_root(root)  # a tmpfs: the mount point pivot_root wants
-        else:
-            _Step.now = f"bind the root {root}"
-            _mounts.bind(root, root)
-        dev_is_tmpfs = False
-        for m in spec.mounts or ():
-            if m.type == "cgroup":
-                self._in_cgroup()  # its root is the cgroup namespace's
-            _Step.now = f"mount {m.destination} ({m.type or 'bind'})"
-            _mount_one(root, m)
-            if m.destination.rstrip("/") == "/dev" and not m.is_bind:
-                dev_is_tmpfs = True
-        if dev_is_tmpfs:
-            _Step.now = "default devices in /dev"
-            _default_devices(root)
-        state = None
-        for hook in spec.hooks_of("createContainer"):
-            _Step.now = f"createContainer hook {hook.path}"
-            state = state or oci.state(self.id, "creating", os.getpid(), spec.bundle, spec.annotations,
-                                       spec.oci_version)
-            oci.run_hook(hook, state, "createContainer")
-        _Step.now = f"pivot_root({root})"
-        _mounts.pivot_root(root)
-        for key, value in (lx.sysctl or {}).items():
-            _Step.now = f"sysctl {key}"
-            _write_file("/proc/sys/" + key.replace(".", "/"), value)
-        _Step.now = "readonlyPaths"
-        _mounts.read_only(lx.readonly_paths or ())
-        _Step.now = "maskedPaths"
-        _mounts.mask(lx.masked_paths or ())
-        if spec.root.readonly:
-            _Step.now = "root read-only"
-            _mounts._remount_read_only("/", recursive=False)
-
-    def _finish(self, process: oci.Process, fifo: int, exit_w: int) -> None:
-        """After start: hooks, user, capabilities, no_new_privs, seccomp, then exec (or the target)."""
-        spec = self.spec
-        for hook in spec.hooks_of("startContainer"):
-            _Step.now = f"startContainer hook {hook.path}"
-            oci.run_hook(hook, oci.state(self.id, "created", os.getpid(), spec.bundle, spec.annotations,
-                                         spec.oci_version), "startContainer")
-        caps = process.capabilities
-        seccomp = spec.linux.seccomp
-        keep_admin = caps is not None and "CAP_SYS_ADMIN" in caps.usable("effective")
-        filter_first = seccomp is not None and not process.no_new_privileges and not keep_admin \
-            and "CAP_SYS_ADMIN" in _env_caps()
-        if filter_first:
-            assert seccomp is not None
-            _Step.now = "seccomp (before the capabilities are dropped: no_new_privs is not asked for)"
-            _cnative.seccomp_set_mode_filter(seccomp.filter.program,
-                                             sum(_seccomp.FLAGS[flag] for flag in set(seccomp.flags or ())))
-        user = process.user
-        if caps is not None:
-            _Step.now = "capabilities: bounding set"
-            held, keep = _env_cap_masks()["CapBnd"], _caps.mask(caps.usable("bounding"))
-            for nr in range(_caps.KERNEL_LAST_CAP + 1):
-                if held >> nr & 1 and not keep >> nr & 1:
-                    _cnative.capbset_drop(nr, f"prctl(PR_CAPBSET_DROP, {nr})")
-        if user.uid != 0 or user.gid != 0 or user.additional_gids:
-            _Step.now = "prctl(PR_SET_KEEPCAPS)"
-            _caps.set_keepcaps(True)
-            _Step.now = f"setgroups({list(user.additional_gids or ())})"
-            if user.additional_gids or _setgroups_allowed():
-                os.setgroups(list(user.additional_gids or ()))
-            _Step.now = f"setgid({user.gid})"
-            os.setresgid(user.gid, user.gid, user.gid)
-            _Step.now = f"setuid({user.uid})"
-            os.setresuid(user.uid, user.uid, user.uid)
-            _caps.set_keepcaps(False)
-            _process_native.set_pdeathsig(signal.SIGKILL, os.getppid())  # a credential change cleared it
-        if user.umask is not None:
-            os.umask(user.umask)
-        if caps is not None:
-            _Step.now = "capabilities: capset"
-            _caps.ambient_clear()
-            _caps.capset(caps.usable("effective"), caps.usable("permitted"), caps.usable("inheritable"))
-            # Only what is both permitted and inheritable can be ambient: `runc spec` lists ambient
-            # capabilities without inheritable ones, and runc, too, raises what the kernel allows.
-            ambient = caps.usable("ambient") & caps.usable("permitted") & caps.usable("inheritable")
-            if ambient:
-                _Step.now = "capabilities: ambient"
-                _caps.ambient_raise(ambient)
-        if process.no_new_privileges:
-            _Step.now = "prctl(PR_SET_NO_NEW_PRIVS)"
-            _cnative.prctl_set_no_new_privs()
-        _Step.now = f"chdir({process.cwd})"
-        os.chdir(process.cwd)
-        if seccomp is not None and not filter_first:
-            _Step.now = "seccomp"
-            _seccomp.install(seccomp.filter, seccomp.flags or ())
-        env = process.environ()
-        if self.init:
-            self._init(process, env, fifo, exit_w)
-        else:
-            os.close(exit_w)
-            self._exec(process, env, fifo)
-
-    def _exec(self, process: oci.Process, env: dict[str, str], fifo: int) -> NoReturn:
-        """exec process.args, or run the Python target (after closing the FIFO, which an exec would close)."""
-        if self.target is not None:
-            _Step.now = "the Python target"
-            os.close(fifo)  # start() returns at its EOF
-            os.environ.clear()
-            os.environ.update(env)
-            code = _run_target(self.target, self.target_args)
-            os._exit(code)
-        _Step.now = f"exec {list(process.args)}"
-        os.execvpe(process.args[0], list(process.args), env)
-
-    def _init(self, process: oci.Process, env: dict[str, str], fifo: int, exit_w: int) -> None:
-        """PID 1 as osvirt's init: fork the program, forward signals to it, reap everything, exit with it."""
-        every = signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, every)
-        _Step.now = "fork the program (osvirt's init)"
-        child = _fork(lambda: self._exec(process, env, fifo), fifo, (exit_w,), previous, failed=127)
-        os.close(fifo)  # the program's copy is the last: start() sees EOF once it has exec'd
-        for fd in (0, 1, 2):  # the init writes nothing: the program's stdio is its own
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        status: int | None = None
-        while True:
-            info = signal.sigwaitinfo(every)
-            if info.si_signo == signal.SIGCHLD:
-                while True:
-                    try:
-                        pid, wstatus = os.waitpid(-1, os.WNOHANG)
-                    except ChildProcessError:
-                        break
-                    if pid == 0:
-                        break
-                    if pid == child:
-                        status = wstatus
-                if status is not None:
-                    os.write(exit_w, str(status).encode())
-                    os._exit(_shell_code(status))
-            else:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child, info.si_signo)
-
     # -- start, kill, wait, delete ----------------------------------------------------------------
     def start(self) -> None:
         """Let the created container exec its program; ContainerError if the exec (or what precedes it) fails."""
@@ -1106,7 +476,7 @@ class Container(Owned):
         assert self.pid is not None
         fifo_path = self._path(EXEC_FIFO)
         fd = os.open(fifo_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        pidfd = _pidfd(self.pid)
+        pidfd = open_pidfd(self.pid)
         try:
             # "0" once the process has opened the FIFO, then EOF once it has exec'd (O_CLOEXEC) or, after
             # a failure, the error it wrote; the pidfd turns readable should it die first.
@@ -1119,7 +489,7 @@ class Container(Owned):
                     if not chunk:
                         break
                     data += chunk
-                elif (pidfd is not None and pidfd in ready) or not _alive(self.pid, self._pid_start):
+                elif (pidfd is not None and pidfd in ready) or not alive(self.pid, self._pid_start):
                     with contextlib.suppress(BlockingIOError):
                         data += os.read(fd, 65536)
                     break
@@ -1138,7 +508,7 @@ class Container(Owned):
         if rest:
             self._status = "stopped"
             self._save()
-            _raise_report(json.loads(rest.splitlines()[0]))
+            raise_report(json.loads(rest.splitlines()[0]))
         state = self.state() if self.spec.hooks_of("poststart") else {}
         for hook in self.spec.hooks_of("poststart"):
             try:
@@ -1163,8 +533,8 @@ class Container(Owned):
             return
         if self.pid is None:
             raise ProcessLookupError(errno.ESRCH, f"kill: container {self.id} has no process")
-        pidfd = _pidfd(self.pid)
-        if pidfd is None or not _alive(self.pid, self._pid_start):
+        pidfd = open_pidfd(self.pid)
+        if pidfd is None or not alive(self.pid, self._pid_start):
             if pidfd is not None:
                 os.close(pidfd)
             raise ProcessLookupError(errno.ESRCH, f"kill: container {self.id} is not running")
@@ -1190,7 +560,7 @@ class Container(Owned):
         """TimeoutError unless process `pid` exits within `timeout_s` (None: no wait here)."""
         if timeout_s is None:
             return
-        pidfd = _pidfd(pid)
+        pidfd = open_pidfd(pid)
         if pidfd is not None:
             try:
                 if not select.select([pidfd], [], [], timeout_s)[0]:
@@ -1207,8 +577,8 @@ class Container(Owned):
         try:
             _, status = os.waitpid(pid, 0)
         except ChildProcessError:  # another process's child: wait until it is gone
-            pidfd = _pidfd(pid)
-            if pidfd is not None and _alive(pid, self._monitor_start):
+            pidfd = open_pidfd(pid)
+            if pidfd is not None and alive(pid, self._monitor_start):
                 try:
                     select.select([pidfd], [], [], timeout_s)
                 finally:
@@ -1239,10 +609,10 @@ class Container(Owned):
         """Wait for a container another process forked directly: its exit, then that process's record of it."""
         assert self.pid is not None
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        pidfd = _pidfd(self.pid)
+        pidfd = open_pidfd(self.pid)
         if pidfd is not None:
             try:
-                while _alive(self.pid, self._pid_start):
+                while alive(self.pid, self._pid_start):
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         raise TimeoutError(f"wait: container {self.id} still running after {timeout_s} s")
@@ -1297,7 +667,7 @@ class Container(Owned):
             if self.veth is not None:
                 self.veth.close()
                 self.veth = None
-            if self.pid is not None and _alive(self.pid, self._pid_start):
+            if self.pid is not None and alive(self.pid, self._pid_start):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(self.pid, signal.SIGKILL)
                 with contextlib.suppress(TimeoutError):  # PID 1 exits once the kernel has reaped its namespace
@@ -1314,7 +684,7 @@ class Container(Owned):
                 with contextlib.suppress(TimeoutError):
                     self._reap_direct(10.0)
             if self._monitor_pid is not None:
-                if _alive(self._monitor_pid, self._monitor_start) and (self.attached or self._status == "creating"):
+                if alive(self._monitor_pid, self._monitor_start) and (self.attached or self._status == "creating"):
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.kill(self._monitor_pid, signal.SIGKILL)
                 with contextlib.suppress(TimeoutError):
@@ -1371,61 +741,3 @@ class Container(Owned):
             container.close()
             raise
         return container
-
-
-def _die_of(signo: int, frame: object) -> NoReturn:
-    """A created container's process, PID 1 of its namespace, ends at a signal that ends runc's."""
-    os._exit(128 + signo)
-
-
-def _shell_code(status: int) -> int:
-    code = os.waitstatus_to_exitcode(status)
-    return code if code >= 0 else 128 - code
-
-
-def _run_target(target: Callable[..., object], args: tuple[object, ...]) -> int:
-    try:
-        result = target(*args)
-        code = result if type(result) is int else 0
-    except SystemExit as e:
-        code = e.code if type(e.code) is int else (0 if e.code is None else 1)
-    except BaseException:
-        import traceback
-        traceback.print_exc()
-        code = 1
-    with contextlib.suppress(BaseException):
-        sys.stdout.flush()
-        sys.stderr.flush()
-    return code & 0xFF
-
-
-def _pidfd(pid: int) -> int | None:
-    try:
-        return os.pidfd_open(pid)
-    except ProcessLookupError:
-        return None
-
-
-def _open_fds() -> list[int]:
-    try:
-        return [int(fd) for fd in os.listdir("/proc/self/fd")]
-    except OSError:
-        return list(range(3, 1024))
-
-
-def _setgroups_allowed() -> bool:
-    try:
-        with open("/proc/self/setgroups") as f:
-            return f.read().strip() != "deny"
-    except OSError:
-        return True
-
-
-def _env_caps() -> frozenset[str]:
-    from osvirt import env
-    return env.capabilities()
-
-
-def _env_cap_masks() -> dict[str, int]:
-    from osvirt import env
-    return env.capability_masks()

@@ -274,7 +274,7 @@ def remove_state_dir(path: str) -> bool:
     """
     import json
     import stat
-    from osvirt.container.container import EXEC_FIFO, EXIT_FILE, STATE_FILE
+    from osvirt.container.statedir import EXEC_FIFO, EXIT_FILE, STATE_FILE
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:

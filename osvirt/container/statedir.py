@@ -1,0 +1,53 @@
+"""A container's state directory (runc's layout): the state file, exec.fifo, the exit status.
+
+`create()` leaves the container's process blocked opening EXEC_FIFO for
+writing; `start()`, from whichever process, opens it for reading (the
+handshake: "0" once the process is there, then EOF at its exec, or the error
+it wrote). A process is named for good by its pid and its start time
+(`start_time`): a pid alone may be reused once it has exited.
+"""
+import json
+import os
+from typing import Any
+
+__all__ = ["STATE_FILE", "EXEC_FIFO", "EXIT_FILE", "now", "start_time", "alive", "atomic_write", "open_pidfd"]
+
+STATE_FILE = "state.json"
+EXEC_FIFO = "exec.fifo"
+EXIT_FILE = "exit-status"
+
+
+def now() -> str:
+    import datetime  # imported here, as what follows: an osvirt-runtime command that does not need them
+    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (clock ticks after boot): with the pid, names one process for good."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2:].split()
+    if fields[0] == b"Z" or fields[0] == b"X":  # a zombie has exited: it runs nothing any more
+        return None
+    return int(fields[19])
+
+
+def alive(pid: int | None, start: int | None) -> bool:
+    return pid is not None and start is not None and start_time(pid) == start
+
+
+def atomic_write(path: str, data: dict[str, Any]) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def open_pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
