@@ -18,12 +18,16 @@ exit per request, where the UART costs one per byte.
 
 Usage: python demos/13_vm.py [--json] [--memory-mib N]
 """
+import calendar
+import collections
 import json
 import os
+import random
 import stat
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 from osvirt import env
@@ -42,6 +46,7 @@ C_EXITS = 300
 DISK_SECTORS, SECTORS_PER_REQUEST = 512, 64  # 256 KiB in 8 requests
 VIRTIO_BLK_BASE = 0xD100_0000  # not 0xd0000000: a step below shows that address with no device behind it
 VIRTIO_CONSOLE_BASE = 0xD100_1000
+RANDOM_GUESTS, RANDOM_SEED = 32, 17
 VIRTIO_SETUP_EXITS = 25  # the register accesses of guest/virtio.h's vio_open, reset to DRIVER_OK
 
 RESTORE = """
@@ -110,8 +115,9 @@ def body(demo):
             demo.check("the refusal, against the device node's mode", expected, refusal, agrees)
         for title in ("boot osvirt's guest", "CPL3 loop against the host's", "K bytes to the UART",
                       "guest memory is host memory", "dirty log", "UART interrupt", "virtio-blk",
-                      "virtio-console against the UART",
-                      "an access outside RAM, a missing device", "snapshot and restore in another process",
+                      "the CMOS clock", "virtio-console against the UART",
+                      "an access outside RAM, a missing device", "the host survives any guest",
+                      "snapshot and restore in another process",
                       "the PC's reset line"):
             demo.skip(title, env.can("kvm").reason)
         return
@@ -234,6 +240,20 @@ def body(demo):
         demo.check("IIR the handler read last", hex(0x02) + " (THR empty)", hex(guest.mailbox("MB_IIR_LAST")),
                    guest.mailbox("MB_IIR_LAST") & 0x0F == 0x02)
 
+    with demo.step("the CMOS clock: the guest reads the host's time", asked="guest CMD_RTC: outb(0x70, reg), "
+                   "inb(0x71) for status A, then seconds to century; host: Rtc reads time.time()"):
+        before = time.time()
+        r = guest.command("CMD_RTC")
+        after = time.time()
+        digits = [(r["result0"] >> 8 * i) & 0xFF for i in range(7)]
+        sec, minute, hour, day, month, year, century = [(b >> 4) * 10 + (b & 0x0F) for b in digits]  # BCD
+        seen = calendar.timegm((century * 100 + year, month, day, hour, minute, sec))
+        demo.check("the time the guest read (UTC, BCD as the MC146818 gives it)",
+                   f"the host's, to the second: {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(before))}",
+                   time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seen)), int(before) <= seen <= after)
+        demo.check("IO exits", "2 a register (index, data) for status A and 7 time registers, + 1 doorbell",
+                   r["exits"], r["exits"] == {"KVM_EXIT_IO": 2 * 8 + 1})
+
     with demo.step("virtio-blk: the guest reads a host file's sectors through a virtqueue",
                    asked=f"guest CMD_VIRTIO_BLK: virtio-mmio setup, then {DISK_SECTORS // SECTORS_PER_REQUEST} "
                          f"requests of {SECTORS_PER_REQUEST} sectors, one QueueNotify each; host: VirtioBlk preadv"):
@@ -290,9 +310,35 @@ def body(demo):
         demo.check("MMIO outside RAM", "2 MMIO exits; the read answered all ones, the write dropped, both counted",
                    f"{r['exits']}, read {r['result0']:#x}, unclaimed {m.mmio.counts()['unclaimed']}",
                    r["exits"].get("KVM_EXIT_MMIO") == 2 and r["result0"] == 0xFFFF_FFFF)
+        end = m.memory_size
+        r = guest.command("CMD_MMIO", end, 0x5678)
+        demo.check(f"MMIO just past the end of RAM ({end:#x})", "the same: no memory slot there, 2 MMIO exits",
+                   f"{r['exits']}, read {r['result0']:#x}", r["exits"].get("KVM_EXIT_MMIO") == 2
+                   and r["result0"] == 0xFFFF_FFFF and m.mmio.unclaimed_last == ("w", end, 4, 0x5678))
         r = guest.command("CMD_PORT_IN", 0x2F8)
         demo.check("IN from a port with no device", "0xff, as a PC's floating bus", hex(r["result0"]),
                    r["result0"] == 0xFF)
+
+    with demo.step("the host survives any guest", asked=f"{RANDOM_GUESTS} machines running 4 KiB of random "
+                   "bytes at CPL0 (no IDT), one spinning (jmp .), one halted with interrupts off (hlt)"):
+        rng = random.Random(RANDOM_SEED)
+        programs = [rng.randbytes(4096) for _ in range(RANDOM_GUESTS)] + [b"\xeb\xfe", b"\xf4"]
+        threads, fds = threading.active_count(), len(os.listdir("/proc/self/fd"))
+        ends = []
+        for code in programs:
+            other = DemoGuest(memory_mib=16)
+            with other.machine:
+                ends.append(other.run_code(code, timeout=0.2))
+        decoded = {"KVM_EXIT_SHUTDOWN", "KVM_EXIT_INTERNAL_ERROR", "guest exception", "running",
+                   "i8042 reset (0xfe to port 0x64)"}
+        demo.check(f"how the random guests (seed {RANDOM_SEED}) ended", "each with an exit the host decodes (a "
+                   "triple fault: KVM_EXIT_SHUTDOWN; an instruction KVM cannot emulate: KVM_EXIT_INTERNAL_ERROR), "
+                   "a device's stop, or still running", dict(collections.Counter(ends[:-2])), set(ends) <= decoded)
+        demo.check("the spinning and the halted guest", "stopped by the host (a signal out of KVM_RUN, even from "
+                   "the in-kernel HLT)", ends[-2:], ends[-2:] == ["running", "running"])
+        demo.check("what the host holds afterwards", f"as before: {threads} threads, {fds} descriptors",
+                   f"{threading.active_count()} threads, {len(os.listdir('/proc/self/fd'))} descriptors",
+                   (threading.active_count(), len(os.listdir("/proc/self/fd"))) == (threads, fds))
 
     with demo.step("snapshot here, restore in another process: the guest goes on",
                    asked="pause (immediate_exit + signal), KVM_GET_{REGS,SREGS,FPU,MSRS,LAPIC,...}, RAM; "

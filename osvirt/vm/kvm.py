@@ -28,11 +28,24 @@ from osvirt.vm._native import EXIT_NAMES, INTERNAL_ERROR_NAMES, check, ffi, lib
 from osvirt.vm.errors import VmError
 
 __all__ = ["API_VERSION", "Kvm", "Vm", "Vcpu", "backing_module", "BACKING_MODULES", "EXIT_NAMES", "INTERNAL_ERROR_NAMES",
-           "exit_name", "IRQCHIPS", "KVM_EXIT"]
+           "exit_name", "IRQCHIPS", "KVM_EXIT", "REQUIRED_CAPABILITIES"]
 
 API_VERSION = _device_kvm.API_VERSION  # 12: what KVM_GET_API_VERSION must answer
 BACKING_MODULES = ("kvm_intel", "kvm_amd", "kvm_pvm")
 KVM_EXIT: dict[str, int] = {name: number for number, name in EXIT_NAMES.items()}
+# What a Machine relies on, asked of the VM before it is used (Firecracker's check_kvm_capabilities):
+# KVM_CAP_ name -> what needs it.
+REQUIRED_CAPABILITIES = {
+    "USER_MEMORY": "guest RAM in this process's memory (KVM_SET_USER_MEMORY_REGION)",
+    "SYNC_MMU": "guest RAM that follows the host's page tables (faulted in on first touch, madvise seen)",
+    "IRQCHIP": "the in-kernel PIC pair, IOAPIC and local APIC (KVM_CREATE_IRQCHIP, KVM_IRQ_LINE)",
+    "PIT2": "the in-kernel PIT (KVM_CREATE_PIT2)",
+    "EXT_CPUID": "the host's CPUID for the guest (KVM_GET_SUPPORTED_CPUID, KVM_SET_CPUID2)",
+    "IMMEDIATE_EXIT": "pausing a vCPU (kvm_run.immediate_exit)",
+    "PIT_STATE2": "a snapshot's PIT (KVM_GET_PIT2)",
+    "VCPU_EVENTS": "a snapshot's pending exceptions and interrupts (KVM_GET_VCPU_EVENTS)",
+    "ADJUST_CLOCK": "a snapshot's kvmclock (KVM_GET_CLOCK)",
+}
 IRQCHIPS = {"pic_master": lib.KVM_IRQCHIP_PIC_MASTER, "pic_slave": lib.KVM_IRQCHIP_PIC_SLAVE,
             "ioapic": lib.KVM_IRQCHIP_IOAPIC}
 
@@ -100,6 +113,13 @@ class Vm(OwnedFd):
     def check_extension(self, capability: int) -> int:
         """KVM_CHECK_EXTENSION on the VM (some answers depend on the VM)."""
         return _ioctl_num(self._open_fd(), lib.KVM_CHECK_EXTENSION, capability, "KVM_CHECK_EXTENSION")
+
+    def require_capabilities(self) -> None:
+        """KVM_CHECK_EXTENSION of each of REQUIRED_CAPABILITIES: VmError naming those this KVM lacks."""
+        missing = [f"KVM_CAP_{name} ({why})" for name, why in REQUIRED_CAPABILITIES.items()
+                   if not self.check_extension(getattr(lib, f"KVM_CAP_{name}"))]
+        if missing:
+            raise VmError(f"KVM_CHECK_EXTENSION: /dev/kvm ({backing_module()}) lacks {'; '.join(missing)}")
 
     def set_user_memory_region(self, slot: int, guest_phys_addr: int, memory_size: int, userspace_addr: int,
                                *, log_dirty: bool = False) -> None:

@@ -76,11 +76,19 @@ class Machine(Owned):
                              f"MMIO hole at {MMIO_HOLE:#x}), not {memory_mib!r}")
         self._closed = False
         self._owned: list[Owned] = []
+        try:
+            self._build(memory_mib, hugepages)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, memory_mib: int, hugepages: bool) -> None:
         self.kvm = self._own(_kvm.Kvm())
         if self.kvm.api_version() != _kvm.API_VERSION:
             raise VmError(f"KVM_GET_API_VERSION says {self.kvm.api_version()}, not {_kvm.API_VERSION}")
         self.backing = _kvm.backing_module()
         self.vm = self._own(self.kvm.create_vm())
+        self.vm.require_capabilities()
         if self.vm.check_extension(lib.KVM_CAP_SET_TSS_ADDR):
             self.vm.set_tss_addr(TSS_ADDR)
         if self.vm.check_extension(lib.KVM_CAP_SET_IDENTITY_MAP_ADDR):

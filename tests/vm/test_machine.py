@@ -6,8 +6,10 @@ returned, faults /proc counted on the vCPU thread, bytes the UART got.
 Without read-write /dev/kvm (uid 65534: it is 0600; a container: no
 /dev/kvm) they skip with the probe's reason.
 """
+import calendar
 import json
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -17,7 +19,9 @@ import pytest
 
 from osvirt import naming
 from osvirt.vm import kvm, snapshot
+from osvirt.vm._native import lib
 from osvirt.vm.errors import GuestError, VmError
+from osvirt.vm.machine import Machine
 
 pytestmark = pytest.mark.needs("kvm")
 
@@ -210,7 +214,6 @@ def test_cpl0_round_trips_keep_interrupts_on(guest):
 
 
 def test_restore_checks_the_file_its_size_and_its_parent(guest, tmp_path):
-    from osvirt.vm.machine import Machine
     m = guest.machine
     guest.command("CMD_TOUCH", guest.L["GUEST_TOUCH"], 3, 1)
     m.snapshot(tmp_path / "base")
@@ -265,3 +268,48 @@ def test_a_snapshot_sigkilled_while_it_writes_leaves_no_temp_file():
         assert f"removed file written before a rename {os.path.join(d, '.snap.osvirt-')}" in err, err
         with open(os.path.join(d, "snap"), "rb") as f:
             assert f.read(len(snapshot.MAGIC)) == snapshot.MAGIC
+
+
+def test_the_guest_reads_the_host_clock_from_the_cmos_rtc(guest):
+    before = time.time()
+    r = guest.command("CMD_RTC")
+    after = time.time()
+    sec, minute, hour, day, month, year, century = [(b >> 4) * 10 + (b & 0x0F)  # BCD, the RTC's default
+                                                    for b in r["result0"].to_bytes(8, "little")[:7]]
+    assert int(before) <= calendar.timegm((century * 100 + year, month, day, hour, minute, sec)) <= after
+    assert r["exits"] == {"KVM_EXIT_IO": 2 * 8 + 1}  # index and data for status A and 7 registers; the doorbell
+    assert guest.machine.pio.counts()["rtc"] == {"reads": 8, "writes": 8}
+
+
+def test_the_host_survives_any_guest():
+    """Random code at CPL0, a spin, a hlt with interrupts off: each ends with an exit the host decodes or
+    is stopped by it; no thread, no descriptor left."""
+    from osvirt.vm.guest import DemoGuest
+    rng = random.Random(17)
+    threads, fds = threading.active_count(), set(os.listdir("/proc/self/fd"))
+    ends = []
+    for code in [rng.randbytes(4096) for _ in range(24)] + [b"\xeb\xfe", b"\xf4"]:
+        g = DemoGuest(memory_mib=16)
+        with g.machine:
+            ends.append(g.run_code(code, timeout=0.2))
+    assert set(ends[:-2]) <= {"KVM_EXIT_SHUTDOWN", "KVM_EXIT_INTERNAL_ERROR", "guest exception", "running",
+                              "i8042 reset (0xfe to port 0x64)"}, ends
+    assert ends[-2:] == ["running", "running"]  # kicked out of the guest and out of the in-kernel HLT
+    assert threading.active_count() == threads and set(os.listdir("/proc/self/fd")) == fds
+
+
+def test_every_capability_a_machine_needs_is_asked_and_one_missing_is_refused_by_name(monkeypatch):
+    with kvm.Kvm() as k, k.create_vm() as vm:
+        assert all(vm.check_extension(getattr(lib, f"KVM_CAP_{name}")) for name in kvm.REQUIRED_CAPABILITIES)
+    asked = []
+    real = kvm.Vm.check_extension
+
+    def without_immediate_exit(self, capability):
+        asked.append(capability)
+        return 0 if capability == lib.KVM_CAP_IMMEDIATE_EXIT else real(self, capability)
+    monkeypatch.setattr(kvm.Vm, "check_extension", without_immediate_exit)
+    fds = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(VmError, match=r"lacks KVM_CAP_IMMEDIATE_EXIT \(pausing a vCPU"):
+        Machine(16)
+    assert set(os.listdir("/proc/self/fd")) == fds  # what was opened before the refusal is closed
+    assert {getattr(lib, f"KVM_CAP_{name}") for name in kvm.REQUIRED_CAPABILITIES} <= set(asked)

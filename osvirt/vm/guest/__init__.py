@@ -147,11 +147,11 @@ class DemoGuest:
         self._rung = threading.Event()
 
     # -- boot ----------------------------------------------------------------------
-    def load(self) -> None:
-        """Write the binary, page tables, GDT and TSS into RAM, and the registers: the guest starts at its
-        entry in 64-bit mode at CPL0, interrupts off."""
+    def load(self, code: bytes | None = None) -> None:
+        """Write the binary (or `code`), page tables, GDT and TSS into RAM, and the registers: the guest
+        starts at its entry in 64-bit mode at CPL0, interrupts off."""
         L, ram = self.L, self.machine.ram
-        ram.write(L["GUEST_CODE"], build().read_bytes())
+        ram.write(L["GUEST_CODE"], build().read_bytes() if code is None else code)
         pml4, pdpt, pd = L["GUEST_PML4"], L["GUEST_PML4"] + 0x1000, L["GUEST_PML4"] + 0x2000
         # Accessed and dirty set already: the CPU's page walk would otherwise write them into these pages,
         # which the dirty log would then report beside the pages the guest wrote itself.
@@ -210,6 +210,23 @@ class DemoGuest:
         elapsed = time.perf_counter() - t0
         self.command("CMD_NONE", timeout=timeout)
         return elapsed
+
+    def run_code(self, code: bytes, timeout: float) -> str:
+        """Run `code` instead of the guest (at CPL0, no IDT: any exception ends in a triple fault), for
+        `timeout` s at most; what ended it: a GuestError's exit, the reason a device stopped it, or
+        "running" (stopped by the host then)."""
+        m = self.machine
+        self.load(code)
+        m.start()
+        try:
+            try:
+                m.wait(timeout)
+            except TimeoutError:
+                m.stop("the host, after the timeout")
+                return "running"
+        except GuestError as e:
+            return e.reason
+        return m.stop_reason or "stopped"
 
     # -- commands ------------------------------------------------------------------
     def mailbox(self, name: str) -> int:

@@ -65,6 +65,12 @@ void setup(void)
     outb(0x21, (u8)~(1 << UART_IRQ)); outb(0xa1, 0xff);
 }
 
+static u8 cmos(u8 reg)  /* a CMOS register, as Linux's mc146818 driver reads it: index, then data */
+{
+    outb(PORT_RTC, reg);
+    return inb(PORT_RTC + 1);
+}
+
 static void spin(u64 n)  /* the same loop as the host's osv_spin (csrc/kvm.c) */
 {
     __asm__ volatile("1: dec %0\n\tjnz 1b" : "+r"(n) : : "cc");
@@ -133,6 +139,16 @@ void user_main(void)
         case CMD_PORT_IN:
             MB(MB_RESULT0) = inb((u16)arg0);
             break;
+        case CMD_RTC: {
+            static const u8 regs[7] = {0x00, 0x02, 0x04, 0x07, 0x08, 0x09, 0x32};
+            u64 t = 0;
+            while (cmos(0x0a) & 0x80)  /* status A's UIP: the time registers are being updated */
+                ;
+            for (int i = 0; i < 7; i++)
+                t |= (u64)cmos(regs[i]) << (8 * i);
+            MB(MB_RESULT0) = t;
+            break;
+        }
         case CMD_RESET:
             outb(PORT_I8042, 0xfe);
             break;

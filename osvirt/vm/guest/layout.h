@@ -33,6 +33,7 @@
 #define PORT_FAULT    0x512  /* out: an exception reached the guest's CPL0 handler (MB_FAULT_* say which) */
 #define PORT_UART     0x3f8
 #define PORT_I8042    0x64
+#define PORT_RTC      0x70   /* the CMOS index port; its data port follows */
 #define PORT_PIC1     0x20
 #define UART_IRQ      4
 #define IRQ_VECTOR0   0x20   /* the PIC's vector base: IRQ n arrives as 0x20 + n */
@@ -68,6 +69,8 @@
 #define CMD_PORT_IN     11  /* result0 = 8-bit IN from port arg0 */
 #define CMD_RESET       12  /* 0xfe to the i8042's command port: the PC's reset */
 #define CMD_SYSCALLS    13  /* arg0 round trips to CPL0 and back (syscall, one loop iteration, iretq) */
+#define CMD_RTC         14  /* result0 = the CMOS clock's seconds, minutes, hours, day, month, year, century
+                               registers (as the RTC gives them: BCD by default), a byte each from bit 0 */
 #define CMD_VIRTIO_BLK  20  /* read arg1 sectors from 0 through the virtio-blk at gpa arg0, arg2 a request:
                                result0 = FNV-1a 64 of the bytes, result1 = requests not OK */
 #define CMD_VIRTIO_CONSOLE 21  /* arg1 bytes of MB_TEXT through the virtio-console at gpa arg0, arg2 a
