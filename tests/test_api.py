@@ -17,7 +17,8 @@ def test_public_module_exports_explicitly(name):
     public = [n for n, v in vars(module).items()
               if not n.startswith("_") and getattr(v, "__module__", None) == name and callable(v)]
     if not public and not hasattr(module, "__all__"):
-        pytest.skip(f"{name} defines nothing public yet")
+        assert hasattr(module, "__path__"), f"{name} defines nothing public"
+        return  # a package that only holds modules: each is checked on its own
     assert hasattr(module, "__all__"), f"{name} has no __all__"
     missing = [n for n in module.__all__ if not hasattr(module, n)]
     assert not missing, f"{name}.__all__ names what it lacks: {missing}"
