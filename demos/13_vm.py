@@ -24,7 +24,6 @@ import json
 import os
 import random
 import stat
-import statistics
 import subprocess
 import sys
 import threading
@@ -73,14 +72,6 @@ def _ns(value):
     return f"{value / 1000:.1f} µs" if value >= 1000 else f"{value:.0f} ns"
 
 
-def _fnv1a64(data):
-    """The hash the guest computes over what it read (guest/virtio.h)."""
-    h = 0xCBF29CE484222325
-    for b in data:
-        h = ((h ^ b) * 0x100000001B3) & (1 << 64) - 1
-    return h
-
-
 def body(demo):
     from osvirt.vm import kvm
     with demo.step("the hypervisor: /dev/kvm and the module behind it",
@@ -122,7 +113,7 @@ def body(demo):
             demo.skip(title, env.can("kvm").reason)
         return
     from osvirt.vm._native import lib
-    from osvirt.vm.guest import DemoGuest
+    from osvirt.vm.guest import DemoGuest, fnv1a64
     from osvirt.vm.virtio.blk import VirtioBlk
     from osvirt.vm.virtio.console import VirtioConsole
     from osvirt.vm.virtio.mmio import WINDOW, VirtioMmio
@@ -267,7 +258,7 @@ def body(demo):
                 r = guest.command("CMD_VIRTIO_BLK", VIRTIO_BLK_BASE, DISK_SECTORS, SECTORS_PER_REQUEST)
                 m.mmio.detach("virtio-blk")
             with open(disk, "rb") as f:
-                host_hash = _fnv1a64(f.read())
+                host_hash = fnv1a64(f.read())
         requests = DISK_SECTORS // SECTORS_PER_REQUEST
         demo.check("the guest's FNV-1a of the sectors it read", f"the host's: {host_hash:#018x}",
                    f"{r['result0']:#018x}, {r['result1']} requests not OK", r["result0"] == host_hash

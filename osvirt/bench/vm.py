@@ -51,46 +51,29 @@ def _c(mmio: bool) -> Iterator[tuple[int, int, int, int]]:
         yield m.vcpu.fd, size, addr, int(mmio)  # type: ignore[attr-defined]
 
 
-@rig
-def _pio_python() -> Iterator[Batch]:
-    yield from _python(False)
-
-
-@rig
-def _pio_bare() -> Iterator[Batch]:
-    yield from _bare(False)
-
-
-@rig
-def _pio_c() -> Iterator[tuple[int, int, int, int]]:
-    yield from _c(False)
-
-
-@rig
-def _mmio_python() -> Iterator[Batch]:
-    yield from _python(True)
-
-
-@rig
-def _mmio_bare() -> Iterator[Batch]:
-    yield from _bare(True)
-
-
-@rig
-def _mmio_c() -> Iterator[tuple[int, int, int, int]]:
-    yield from _c(True)
-
-
 _NOTE = ("the exit is the cost: the guest's trip into the host kernel, out to user space and back, which "
          "load on the machine stretches; Python adds the cffi call (the GIL released around KVM_RUN) and the "
          "dispatch through the bus to the device, and nothing per exit besides: the exit is counted in C and an "
          "IO exit comes packed in osv_kvm_run's answer")
 
+
+def _primitive(name: str, what: str, mmio: bool) -> Primitive:
+    """The row of one kind of exit: its three series, each a rig around the same guest loop."""
+    def python() -> Iterator[Batch]:
+        yield from _python(mmio)
+
+    def bare() -> Iterator[Batch]:
+        yield from _bare(mmio)
+
+    def c() -> Iterator[tuple[int, int, int, int]]:
+        yield from _c(mmio)
+    return Primitive(name, what, python=rig(python), c="vm_exit", c_args=rig(c),
+                     floor=("osv_kvm_run over cffi, no dispatch", rig(bare)), needs=("kvm",), note=_NOTE)
+
+
 PRIMITIVES = [
-    Primitive("vm-exit-pio", "a guest OUT handled in user space: osvirt.vm.Machine.run_exits, the port bus, "
-              "a device", python=_pio_python, c="vm_exit", c_args=_pio_c,
-              floor=("osv_kvm_run over cffi, no dispatch", _pio_bare), needs=("kvm",), note=_NOTE),
-    Primitive("vm-exit-mmio", "a guest write to an address no RAM backs, handled in user space: "
-              "Machine.run_exits, the MMIO bus, a device", python=_mmio_python, c="vm_exit", c_args=_mmio_c,
-              floor=("osv_kvm_run over cffi, no dispatch", _mmio_bare), needs=("kvm",), note=_NOTE),
+    _primitive("vm-exit-pio", "a guest OUT handled in user space: osvirt.vm.Machine.run_exits, the port bus, "
+               "a device", mmio=False),
+    _primitive("vm-exit-mmio", "a guest write to an address no RAM backs, handled in user space: "
+               "Machine.run_exits, the MMIO bus, a device", mmio=True),
 ]

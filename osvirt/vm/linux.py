@@ -17,9 +17,7 @@ import threading
 import time
 from typing import IO, Any, Protocol
 
-from osvirt.vm.devices.i8042 import I8042
-from osvirt.vm.devices.rtc import Rtc
-from osvirt.vm.devices.uart import COM1_BASE, COM1_IRQ, Uart
+from osvirt.vm.devices.pc import attach_pc_devices
 from osvirt.vm.loader import BootState, load_linux
 from osvirt.vm.machine import MMIO_HOLE, Machine
 from osvirt.vm.virtio.blk import VirtioBlk
@@ -63,12 +61,7 @@ class LinuxGuest:
         self.output = output
         self.console = bytearray()  # everything the guest wrote to COM1
         self._printed = threading.Condition()
-        self.uart = Uart(self._emit)
-        self.i8042 = I8042(lambda: m.request_stop("i8042 reset (the guest rebooted)"))
-        self.rtc = Rtc()
-        m.pio.attach(COM1_BASE, 8, self.uart, irq=m.irq_line(COM1_IRQ), name="uart")
-        m.pio.attach(0x64, 1, self.i8042, name="i8042")
-        m.pio.attach(0x70, 2, self.rtc, name="rtc")
+        self.uart, self.i8042, self.rtc = attach_pc_devices(m, self._emit, "i8042 reset (the guest rebooted)")
         self.disk: VirtioBlk | None = None
         self.virtio: VirtioMmio | None = None
         if disk is not None:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from osvirt.vm.guest import DemoGuest
+from osvirt.vm.guest import DemoGuest, fnv1a64
 from osvirt.vm.machine import MMIO_HOLE
 from osvirt.vm.virtio.blk import VirtioBlk
 from osvirt.vm.virtio.console import VirtioConsole
@@ -15,13 +15,6 @@ from osvirt.vm.virtio.mmio import WINDOW, VirtioMmio
 BLK_BASE = MMIO_HOLE + 0x1000_0000
 CONSOLE_BASE = BLK_BASE + 0x1000
 SETUP_EXITS = 25  # the MMIO accesses of vio_open (guest/virtio.h): 14 to FEATURES_OK, 10 for the queue, DRIVER_OK
-
-
-def fnv1a64(data):
-    h = 0xCBF29CE484222325
-    for b in data:
-        h = ((h ^ b) * 0x100000001B3) & (1 << 64) - 1
-    return h
 
 
 @pytest.fixture

@@ -40,13 +40,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from osvirt.vm.devices.i8042 import I8042
-from osvirt.vm.devices.rtc import Rtc
-from osvirt.vm.devices.uart import COM1_BASE, COM1_IRQ, Uart
+from osvirt.vm.devices.pc import attach_pc_devices
 from osvirt.vm.errors import GuestError, VmError
 from osvirt.vm.machine import MMIO_HOLE, Machine
 
-__all__ = ["SOURCES", "layout", "build", "DemoGuest", "CommandResult", "GUEST_CFLAGS"]
+__all__ = ["SOURCES", "layout", "build", "DemoGuest", "CommandResult", "GUEST_CFLAGS", "fnv1a64"]
 
 HERE = Path(__file__).resolve().parent
 SOURCES = ("layout.h", "entry.S", "guest.c", "virtio.h", "guest.ld")
@@ -61,6 +59,14 @@ def layout() -> dict[str, int]:
     """The `#define NAME value` lines of layout.h: addresses, selectors, ports, mailbox offsets, commands."""
     text = (HERE / "layout.h").read_text()
     return {name: int(value, 0) for name, value in re.findall(r"^#define (\w+)\s+(0x[0-9a-fA-F]+|\d+)\b", text, re.M)}
+
+
+def fnv1a64(data: bytes) -> int:
+    """FNV-1a, 64 bits: the hash CMD_VIRTIO_BLK computes over the sectors it read (virtio.h), on the host."""
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & (1 << 64) - 1
+    return h
 
 
 def _cc() -> list[str]:
@@ -134,12 +140,7 @@ class DemoGuest:
         self.L = layout()
         self.machine = machine if machine is not None else Machine(memory_mib)
         m = self.machine
-        self.uart = Uart(uart_output)
-        self.i8042 = I8042(lambda: m.request_stop("i8042 reset (0xfe to port 0x64)"))
-        self.rtc = Rtc()
-        m.pio.attach(COM1_BASE, 8, self.uart, irq=m.irq_line(COM1_IRQ), name="uart")
-        m.pio.attach(0x64, 1, self.i8042, name="i8042")
-        m.pio.attach(0x70, 2, self.rtc, name="rtc")
+        self.uart, self.i8042, self.rtc = attach_pc_devices(m, uart_output, "i8042 reset (0xfe to port 0x64)")
         m.pio.attach(self.L["PORT_DOORBELL"], 1, _Doorbell(self), name="doorbell")
         m.pio.attach(self.L["PORT_BENCH"], 1, _Sink(), name="bench")
         m.pio.attach(self.L["PORT_FAULT"], 1, _Fault(self), name="fault")

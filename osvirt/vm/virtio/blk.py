@@ -22,6 +22,7 @@ import os
 import struct
 from typing import Any
 
+from osvirt._owned import OwnedFd
 from osvirt.vm.virtio import ChainError, VirtioError
 from osvirt.vm.virtio.mmio import VirtioMmio
 from osvirt.vm.virtio.queue import Chain, Virtqueue, split
@@ -41,9 +42,11 @@ _HEADER = struct.Struct("<IIQ")
 _NAMES = {T_IN: "in", T_OUT: "out", T_FLUSH: "flush", T_GET_ID: "get_id"}
 
 
-class VirtioBlk:
+class VirtioBlk(OwnedFd):
     """A virtio-blk device on the host file `path` (opened read-write unless `read_only`).
     Its size is the file's, rounded down to whole sectors; `close()` closes the file."""
+
+    what = "virtio-blk disk"
 
     device_id = DEVICE_ID
     queue_sizes: tuple[int, ...] = (QUEUE_SIZE,)
@@ -62,21 +65,6 @@ class VirtioBlk:
         self.requests = {name: 0 for name in (*_NAMES.values(), "unsupported")}
         self.errors = 0  # requests answered IOERR
         self.bytes_read = self.bytes_written = 0
-
-    def close(self) -> None:
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            os.close(fd)
-
-    def __enter__(self) -> VirtioBlk:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if getattr(self, "fd", -1) >= 0:
-            self.close()
 
     # -- the transport's side ----------------------------------------------------
     def bind(self, transport: VirtioMmio) -> None:
