@@ -96,14 +96,14 @@ def test_the_kernels_own_decompressor_takes_over_at_its_64_bit_entry(debian_kern
 
 def test_an_initramfs_shell_runs_a_command(debian_kernel, request, tmp_path):
     """Needs kvm_intel or kvm_amd: under kvm_pvm the kernel crawls, and may stop at an int3, long before init."""
-    backing = backing_module() if os.path.exists("/dev/kvm") else None
-    if backing not in ("kvm_intel", "kvm_amd"):
-        pytest.skip(f"/dev/kvm is backed by {backing or 'nothing'}: the kernel reaches userspace in time only on "
-                    "kvm_intel or kvm_amd (under kvm_pvm its CPL0 code costs ~2 µs an instruction: the banner "
-                    "takes ~35 s, init would take far longer, and an int3 may end it first)")
     from osvirt import env
     if not env.can("kvm"):
         pytest.skip(f"needs kvm: {env.can('kvm').reason}")
+    backing = backing_module()
+    if backing not in ("kvm_intel", "kvm_amd"):
+        pytest.skip(f"/dev/kvm is backed by {backing}: the kernel reaches userspace in time only on "
+                    "kvm_intel or kvm_amd (under kvm_pvm its CPL0 code costs ~2 µs an instruction: the banner "
+                    "takes ~35 s, init would take far longer, and an int3 may end it first)")
     busybox = request.getfixturevalue("debian_busybox")
     root = tmp_path / "root"
     (root / "bin").mkdir(parents=True)
