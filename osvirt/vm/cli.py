@@ -51,7 +51,12 @@ def _run_linux(args: argparse.Namespace) -> int:
         return 2
     from osvirt.vm.errors import GuestError, VmError
     from osvirt.vm.machine import Machine
-    with Machine(args.memory_mib) as m:
+    try:
+        m = Machine(args.memory_mib)
+    except (OSError, ValueError, VmError) as e:
+        print(f"osvirt vm run: {e}", file=sys.stderr)
+        return 2
+    with m:
         try:
             guest = LinuxGuest(m, args.kernel, initrd=args.initrd, cmdline=args.cmdline or DEFAULT_CMDLINE,
                                disk=args.disk, output=sys.stdout.buffer)
@@ -88,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from osvirt.vm.guest import DemoGuest
     try:
         guest = DemoGuest(memory_mib=args.memory_mib, uart_output=_write)
-    except (OSError, VmError) as e:
+    except (OSError, ValueError, VmError) as e:
         print(f"osvirt vm run: {e}", file=sys.stderr)
         return 2
     m = guest.machine

@@ -36,3 +36,10 @@ def test_vm_run_needs_kvm_or_says_why():
 def test_vm_run_wants_a_kernel_or_a_guest():
     out = osvirt("vm", "run")
     assert out.returncode == 2 and "one of the arguments --kernel --guest is required" in out.stderr
+
+
+@pytest.mark.needs("kvm")
+def test_vm_run_refuses_a_memory_size_out_of_range_with_a_message():
+    out = osvirt("vm", "run", "--guest", "demo", "--memory-mib", "0")
+    assert out.returncode == 2 and "memory_mib must be an int in 1..3072" in out.stderr
+    assert "Traceback" not in out.stderr
