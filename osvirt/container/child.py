@@ -50,14 +50,16 @@ waiting init, a Go program, dies of these (Go's runtime handles them and exits) 
 
 class Child:
     """What the monitor and the container process need of the Container: its spec, id, console socket,
-    Python target (with its args) and whether osvirt's init is PID 1."""
+    Python target (with its args), whether osvirt's init is PID 1, and its cgroup's directories."""
 
     _down = -1
     _moved = False
 
     def __init__(self, spec: oci.Spec, id: str, console_socket: str | None,
-                 target: Callable[..., object] | None, target_args: Sequence[object], init: bool) -> None:
+                 target: Callable[..., object] | None, target_args: Sequence[object], init: bool,
+                 cgroup_paths: Sequence[str] = ()) -> None:
         self.spec = spec
+        self.cgroup_paths = tuple(cgroup_paths)
         self.id = id
         self.console_socket = console_socket
         self.target = target
@@ -113,6 +115,13 @@ class Child:
         if reported:
             status = int(reported)
         code = os.waitstatus_to_exitcode(status)
+        if order == b"detach\n":
+            # Its cgroup is no tracker's: should its state directory never see delete(), it would stay.
+            # Removed once empty (rmdir refuses it while a process is left, which delete() then kills),
+            # before the status is written: whoever waits sees both.
+            for path in dict.fromkeys(self.cgroup_paths):
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)
         os.write(status_fd, json.dumps({"exitStatus": code}).encode())
         os.close(status_fd)
         return code if code >= 0 else 128 - code

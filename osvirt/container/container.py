@@ -82,7 +82,10 @@ osvirt.tracker, and close() (the context manager's exit, or garbage
 collection) kills, reaps and removes everything. With `state_root` (the
 runtime), the container outlives the process that created it: once created
 it is deliberately not tracked; it belongs to its state directory until
-`delete()`. Mounts live in the container's mount namespace and go with it.
+`delete()`, but for its cgroup, which its monitor removes once the
+container's last process has exited (a state directory removed without
+delete() left it before). Mounts live in the container's mount namespace
+and go with it.
 
 process.terminal needs `console_socket` (runc's protocol: the pty's master
 goes to that socket); without it the process inherits the caller's stdio.
@@ -193,7 +196,8 @@ class Container(Owned):
 
     def _child_side(self) -> Child:
         """What the monitor and the container process run (osvirt.container.child)."""
-        return Child(self.spec, self.id, self.console_socket, self.target, self.target_args, self.init)
+        return Child(self.spec, self.id, self.console_socket, self.target, self.target_args, self.init,
+                     list(self._cgroup_paths.values()))
 
     # -- paths and the state file ---------------------------------------------------------------
     def _path(self, name: str) -> str:

@@ -13,6 +13,7 @@ checks after each test that no child, temp directory or cgroup is left.
 import errno
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -385,6 +386,35 @@ def test_a_created_container_ends_at_the_signals_that_end_runcs(signo):
             with pytest.raises(TimeoutError):
                 c.wait(timeout_s=0.5)
             assert c.status == "created"
+
+
+@needs_namespaces
+@pytest.mark.needs("cgroup_memory", "cgroup_cpu", "cgroup_pids")
+@pytest.mark.parametrize("end", ["exits", "SIGTERM while created"])
+def test_a_detached_containers_cgroup_goes_with_its_last_process_even_without_delete(end):
+    """A container with a state root is nobody's to track once created (here by another process, as
+    osvirt-runtime create does): its monitor removes its cgroup once the program has exited, or once a
+    signal ended it before start, so that a state directory removed without delete() leaves no cgroup."""
+    create = ("import sys\nfrom osvirt.container import Container\nfrom osvirt.container.container import spec_for\n"
+              "Container(spec_for(['true']), 'c1', state_root=sys.argv[1]).create()\n")
+    with private_dir() as root:
+        try:
+            with tempfile.TemporaryFile() as out:  # a file: the created container's process holds it open
+                made = subprocess.run([sys.executable, "-c", create, root], cwd=ROOT, stdout=out, stderr=out,
+                                      timeout=60)
+                out.seek(0)
+                assert made.returncode == 0, out.read()
+            c = Container.load(os.path.join(root, "c1"))
+            paths = set(c.state()["cgroupPaths"].values())
+            assert paths and all(os.path.isdir(p) for p in paths)
+            if end == "exits":
+                c.start()
+            else:
+                c.kill(signal.SIGTERM)
+            assert c.wait(timeout_s=10) == (0 if end == "exits" else 128 + signal.SIGTERM)
+            assert sorted(p for p in paths if os.path.exists(p)) == []
+        finally:
+            shutil.rmtree(os.path.join(root, "c1"))  # no delete(): what a caller that loses the state does
 
 
 _STEP = textwrap.dedent("""\
