@@ -20,10 +20,34 @@ typed objects, and `osvirt.container.container.Container` runs one as runc
 does (create, start, state, kill, wait, delete), or a command or a Python
 callable for the simple case (`Container.run`).
 """
-from osvirt.container import capabilities, mounts, namespaces, network, oci
-from osvirt.container.cgroups import Cgroup
-from osvirt.container.container import Container, ContainerError
-from osvirt.container.seccomp import ACTIONS, OPERATORS, SYSCALLS, Filter, Instruction, compile_filter, install
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from osvirt.container import capabilities, mounts, namespaces, network, oci
+    from osvirt.container.cgroups import Cgroup
+    from osvirt.container.container import Container, ContainerError
+    from osvirt.container.seccomp import ACTIONS, OPERATORS, SYSCALLS, Filter, Instruction, compile_filter, install
 
 __all__ = ["ACTIONS", "OPERATORS", "SYSCALLS", "Filter", "Instruction", "compile_filter", "install", "Cgroup",
            "Container", "ContainerError", "capabilities", "mounts", "namespaces", "network", "oci"]
+
+# Each name's module, imported at the first use of the name (PEP 562): `import osvirt.container` alone, or
+# `osvirt-runtime state`, loads neither the C extension nor the records of oci.
+_WHERE = {"capabilities": None, "mounts": None, "namespaces": None, "network": None, "oci": None,
+          "Cgroup": "cgroups", "Container": "container", "ContainerError": "container",
+          **{name: "seccomp" for name in ("ACTIONS", "OPERATORS", "SYSCALLS", "Filter", "Instruction",
+                                          "compile_filter", "install")}}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f"{__name__}.{_WHERE[name] or name}")
+    value = module if _WHERE[name] is None else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -39,7 +39,6 @@ offset) placed right after the jump. Names this build's headers do not know
 (other architectures' calls, calls newer than the headers) are skipped, as
 runc skips them; `Filter.skipped` lists them.
 """
-import dataclasses
 import errno
 import struct
 from collections.abc import Mapping, Sequence
@@ -89,12 +88,36 @@ class Instruction(NamedTuple):
     k: int
 
 
-@dataclasses.dataclass(frozen=True)
 class Filter:
-    """A compiled filter: its instructions, a comment for each ("" for none), and the names skipped."""
+    """A compiled filter: its instructions, a comment for each ("" for none), and the names skipped.
+
+    Immutable, compared by value. (Not a dataclass: importing dataclasses, and inspect with it, would
+    cost every osvirt-runtime create or run several milliseconds.)
+    """
+    __slots__ = ("instructions", "comments", "skipped")
     instructions: tuple[Instruction, ...]
     comments: tuple[str, ...]
     skipped: tuple[str, ...]
+
+    def __init__(self, instructions: tuple[Instruction, ...], comments: tuple[str, ...],
+                 skipped: tuple[str, ...]) -> None:
+        for name, value in (("instructions", instructions), ("comments", comments), ("skipped", skipped)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Filter is immutable: cannot assign to {name}")
+
+    def _fields(self) -> tuple[tuple[Instruction, ...], tuple[str, ...], tuple[str, ...]]:
+        return self.instructions, self.comments, self.skipped
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Filter and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return f"Filter(instructions={self.instructions!r}, comments={self.comments!r}, skipped={self.skipped!r})"
 
     def __len__(self) -> int:
         return len(self.instructions)
@@ -206,8 +229,7 @@ class _Label:
     at = -1
 
 
-@dataclasses.dataclass
-class _Insn:
+class _Insn(NamedTuple):
     code: int
     k: int | _Label = 0
     jt: _Label | None = None

@@ -8,6 +8,7 @@ it wrote). A process is named for good by its pid and its start time
 """
 import json
 import os
+import time
 from typing import Any
 
 __all__ = ["STATE_FILE", "EXEC_FIFO", "EXIT_FILE", "now", "start_time", "alive", "atomic_write", "open_pidfd"]
@@ -18,8 +19,12 @@ EXIT_FILE = "exit-status"
 
 
 def now() -> str:
-    import datetime  # imported here, as what follows: an osvirt-runtime command that does not need them
-    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    """UTC now in RFC 3339 with microseconds ("2026-11-27T04:08:21.511547Z"), as runc's state's created.
+
+    Through time, not datetime: importing datetime cost every osvirt-runtime create or run milliseconds.
+    """
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns // 1000 % 10**6:06d}Z"
 
 
 def start_time(pid: int) -> int | None:
