@@ -72,7 +72,7 @@ def _temp_path(facility: str, path: str) -> None:
 def _beside_path(facility: str, path: str) -> None:
     """An absolute, normal path whose last part is `.NAME.` then an osvirt name: a temp file anywhere."""
     if not os.path.isabs(path) or os.path.normpath(path) != path or \
-            not re.fullmatch(r"\.[^/]+\." + _NAME, os.path.basename(path)):
+            not re.fullmatch(r"\.[^/\n]+\." + _NAME, os.path.basename(path)):
         raise ValueError(f"{facility}: {path!r} is not an absolute, normal path to .NAME.<osvirt name>")
 
 
