@@ -126,7 +126,7 @@ from osvirt.container.report import fork, raise_report
 from osvirt.container.rootfs import HOST_ROOT_ANNOTATION
 from osvirt.container.run_spec import parse_size, spec_for
 from osvirt.container.statedir import (EXEC_FIFO, EXIT_FILE, STATE_FILE, alive, atomic_write, now, open_pidfd,
-                                       start_time)
+                                       remove_state_dir, start_time)
 from osvirt.errors import ContainerError, SpecError
 from osvirt.naming import unique_name
 from osvirt.process.spawn import signals_deferred
@@ -693,9 +693,8 @@ class Container(Owned):
                         os.kill(self._monitor_pid, signal.SIGKILL)
                 with contextlib.suppress(TimeoutError):
                     self._reap_monitor(10.0)
-            if self.state_dir and os.path.isdir(self.state_dir):
-                import shutil
-                shutil.rmtree(self.state_dir, ignore_errors=True)
+            if self.state_dir:
+                remove_state_dir(self.state_dir)
             if self._private_dir is not None:
                 tracker.unregister("dir", self._private_dir)
                 self._private_dir = None

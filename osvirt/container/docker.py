@@ -17,7 +17,6 @@ whole `config.json` a `docker run` of a command would hand runc.
 """
 import errno
 import os
-import platform
 from collections.abc import Collection, Iterable, Sequence
 
 from osvirt.container.capabilities import CAPABILITIES as _ALL_CAPABILITIES  # every one, by name
@@ -176,7 +175,7 @@ ARCHITECTURES = {
 
 
 def _kernel_version() -> tuple[int, ...]:
-    return tuple(int(part) for part in platform.release().split("-")[0].split(".")[:2])
+    return tuple(int(part) for part in os.uname().release.split("-")[0].split(".")[:2])
 
 
 def seccomp(machine: str | None = None, capabilities: Collection[str] = CAPABILITIES,
@@ -187,7 +186,7 @@ def seccomp(machine: str | None = None, capabilities: Collection[str] = CAPABILI
     kernel's (major, minor). Rules with the same verdict are grouped as
     Docker groups them: names allowed outright, then each conditional rule.
     """
-    machine = machine or platform.machine()
+    machine = machine or os.uname().machine
     if machine not in ARCHITECTURES:
         raise ValueError(f"seccomp: no profile for machine {machine!r} (only {sorted(ARCHITECTURES)})")
     unknown = set(capabilities) - set(_ALL_CAPABILITIES)

@@ -11,7 +11,8 @@ import os
 import time
 from typing import Any
 
-__all__ = ["STATE_FILE", "EXEC_FIFO", "EXIT_FILE", "now", "start_time", "alive", "atomic_write", "open_pidfd"]
+__all__ = ["STATE_FILE", "EXEC_FIFO", "EXIT_FILE", "now", "start_time", "alive", "atomic_write", "open_pidfd",
+           "remove_state_dir"]
 
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
@@ -56,3 +57,28 @@ def open_pidfd(pid: int) -> int | None:
         return os.pidfd_open(pid)
     except ProcessLookupError:
         return None
+
+
+def remove_state_dir(path: str) -> None:
+    """Remove a state directory, whatever fails (as rmtree with ignore_errors): its files, then itself.
+
+    Container writes only files there; shutil (with bz2 and lzma, milliseconds to import on every
+    osvirt-runtime run) only for a directory someone else put in it.
+    """
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    for name in names:
+        try:
+            os.unlink(os.path.join(path, name))
+        except FileNotFoundError:
+            pass
+        except OSError:
+            import shutil
+            shutil.rmtree(path, ignore_errors=True)
+            return
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
