@@ -98,8 +98,11 @@ children's reports to the parent, .run_spec the spec of `Container.run`.
 
 Not done: linux.devices (only runc's default devices are made), cgroupsPath
 (the cgroup is always osvirt-<pid>-<random> under this process's own cgroup,
-where osvirt.tracker and delete() may remove it; the paths are in the
-state's cgroupPaths), the device cgroup rules in resources.devices.
+where osvirt.tracker and delete() may remove it: the tracker takes only
+osvirt-named cgroups, since it kills what is inside before the rmdir, so a
+cgroup of the spec's naming would be left by a create or run SIGKILLed
+before the state directory took it over; the paths are in the state's
+cgroupPaths), the device cgroup rules in resources.devices.
 """
 from __future__ import annotations
 
