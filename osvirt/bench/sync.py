@@ -10,12 +10,18 @@ from typing import Any, ContextManager, Protocol
 import posix_ipc
 
 from osvirt import tracker
+from osvirt._native import lib
 from osvirt.bench import _native
 from osvirt.bench.harness import Primitive, rig
 from osvirt.errors import OsvirtError
 from osvirt.naming import unique_name
 from osvirt.process import Children
 from osvirt.sync import Condition, Event, Lock, Mutex, RLock, Semaphore, SharedRegion
+from osvirt.sync._native import LOCK_CLOCK
+
+# The floors' blocking calls are timed, as osvirt's waits are (their 0.1 s
+# slices): a deadline far enough never to pass.
+_FOREVER_NS = 3600 * 10**9
 
 __all__ = ["PRIMITIVES"]
 
@@ -74,6 +80,30 @@ def _lock_unlock(lock: ContextManager[object]) -> Callable[[], None]:
 def _mutex_python() -> Iterator[Callable[[], None]]:
     with contextlib.closing(Mutex()) as m:
         yield _lock_unlock(m)
+
+
+@rig
+def _mutex_bare() -> Iterator[Callable[[], None]]:
+    """The uncontended lock's barest calls: pthread_mutex_trylock and unlock over cffi."""
+    with contextlib.closing(Mutex()) as m:
+        ptr, trylock, unlock = m._ptr, lib.osv_mutex_trylock, lib.osv_mutex_unlock
+
+        def lock_unlock() -> None:
+            trylock(ptr)
+            unlock(ptr)
+        yield lock_unlock
+
+
+@rig
+def _mutex_contended_bare() -> Iterator[Callable[[], None]]:
+    with contextlib.closing(Mutex()) as m, Children() as kids:
+        _start_partner(kids, _lock_unlock_forever, m)
+        ptr, lock_for, unlock = m._ptr, lib.osv_mutex_lock_for, lib.osv_mutex_unlock
+
+        def lock_unlock() -> None:
+            lock_for(ptr, LOCK_CLOCK, _FOREVER_NS)
+            unlock(ptr)
+        yield lock_unlock
 
 
 @rig
@@ -138,6 +168,17 @@ def _semaphore_python() -> Iterator[Callable[[], None]]:
 
 
 @rig
+def _semaphore_bare() -> Iterator[Callable[[], None]]:
+    with contextlib.closing(Semaphore(0)) as sem:
+        ptr, post, trywait = sem._ptr, lib.osv_sem_post, lib.osv_sem_trywait
+
+        def post_wait() -> None:
+            post(ptr)
+            trywait(ptr)
+        yield post_wait
+
+
+@rig
 def _posix_ipc_semaphore() -> Iterator[Callable[[], None]]:
     name = "/" + unique_name()
     with tracker.tracked("sem", name):
@@ -195,6 +236,44 @@ def _cond_round_trip_python() -> Iterator[Callable[[], None]]:
         yield from _cond_round_trips(cond)
 
 
+def _echo_turns_bare(mutex: Any, cond: Any, turn: memoryview) -> None:
+    lock_for, signal, wait_for = lib.osv_mutex_lock_for, lib.osv_cond_signal, lib.osv_cond_wait_for
+    lock_for(mutex, LOCK_CLOCK, _FOREVER_NS)
+    while True:
+        while turn[0] == 0:
+            wait_for(cond, mutex, _FOREVER_NS)
+        if turn[0] == STOP:
+            return
+        turn[0] = 0
+        signal(cond)
+
+
+@rig
+def _cond_round_trip_bare() -> Iterator[Callable[[], None]]:
+    """The round trip's barest calls, both sides: pthread mutex and condition calls over cffi."""
+    with contextlib.closing(Lock()) as lock, contextlib.closing(Condition(lock)) as cond, \
+            SharedRegion(4) as region, Children() as kids:
+        mutex, c, turn = lock._ptr, cond._cond_p, region.view("i")
+        pid = kids.fork(_echo_turns_bare, mutex, c, turn)
+        lock_for, unlock = lib.osv_mutex_lock_for, lib.osv_mutex_unlock
+        signal, wait_for = lib.osv_cond_signal, lib.osv_cond_wait_for
+
+        def round_trip() -> None:
+            lock_for(mutex, LOCK_CLOCK, _FOREVER_NS)
+            turn[0] = PING
+            signal(c)
+            while turn[0] == PING:
+                wait_for(c, mutex, _FOREVER_NS)
+            unlock(mutex)
+        try:
+            yield round_trip
+        finally:
+            with lock:
+                turn[0] = STOP
+                signal(c)
+            kids.wait(pid, timeout_s=5)
+
+
 @rig
 def _mp_cond_round_trip() -> Iterator[Callable[[], None]]:
     yield from _cond_round_trips(multiprocessing.Condition(multiprocessing.Lock()))
@@ -231,6 +310,39 @@ def _event_round_trip_python() -> Iterator[Callable[[], None]]:
         yield from _event_round_trips(ping, pong)
 
 
+class _BareEvent:
+    """An osvirt.sync.Event's flag, mutex and condition driven by the barest calls,
+    as the C loop's event_set/wait/clear do: pthread calls over cffi."""
+
+    def __init__(self, event: Event) -> None:
+        self.mutex, self.cond, self.words = event._mutex_p, event._cond_p, event._words
+
+    def set(self) -> None:
+        lib.osv_mutex_lock_for(self.mutex, LOCK_CLOCK, _FOREVER_NS)
+        self.words[0] = 1
+        lib.osv_mutex_unlock(self.mutex)
+        lib.osv_cond_broadcast(self.cond)
+
+    def clear(self) -> None:
+        lib.osv_mutex_lock_for(self.mutex, LOCK_CLOCK, _FOREVER_NS)
+        self.words[0] = 0
+        lib.osv_mutex_unlock(self.mutex)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not self.words[0]:
+            lib.osv_mutex_lock_for(self.mutex, LOCK_CLOCK, _FOREVER_NS)
+            while not self.words[0]:
+                lib.osv_cond_wait_for(self.cond, self.mutex, _FOREVER_NS)
+            lib.osv_mutex_unlock(self.mutex)
+        return True
+
+
+@rig
+def _event_round_trip_bare() -> Iterator[Callable[[], None]]:
+    with Event() as ping, Event() as pong:
+        yield from _event_round_trips(_BareEvent(ping), _BareEvent(pong))
+
+
 @rig
 def _mp_event_round_trip() -> Iterator[Callable[[], None]]:
     yield from _event_round_trips(multiprocessing.Event(), multiprocessing.Event())
@@ -246,25 +358,31 @@ def _event_round_trip_c() -> Iterator[tuple[_native.SharedPage]]:
 PRIMITIVES = [
     Primitive("mutex", "with osvirt.sync.Mutex(): lock and unlock, uncontended (process-shared, robust)",
               python=_mutex_python, c="mutex_lock_unlock", c_args=_shared_page,
+              floor=("pthread_mutex_trylock + unlock over cffi", _mutex_bare),
               peer=("multiprocessing.Lock", _mp_lock)),
     Primitive("lock", "with osvirt.sync.Lock(): acquire and release, uncontended (threading's protocol; "
                       "the same robust pthread mutex as Mutex)",
               python=_lock_python, c="mutex_lock_unlock", c_args=_shared_page,
+              floor=("pthread_mutex_trylock + unlock over cffi", _mutex_bare),
               peer=("multiprocessing.Lock", _mp_lock)),
     Primitive("rlock", "with osvirt.sync.RLock(): acquire and release, uncontended (the robust pthread "
                        "mutex and a count beside it)",
               python=_rlock_python, c="mutex_lock_unlock", c_args=_shared_page,
+              floor=("pthread_mutex_trylock + unlock over cffi", _mutex_bare),
               peer=("multiprocessing.RLock", _mp_rlock)),
     Primitive("mutex-contended", "the same while another process locks and unlocks it in a loop "
                                  "(unpinned: two CPUs)",
               python=_mutex_contended_python, c="mutex_lock_unlock", c_args=_shared_page_contended,
+              floor=("pthread_mutex_clocklock + unlock over cffi", _mutex_contended_bare),
               peer=("multiprocessing.Lock", _mp_lock_contended)),
     Primitive("semaphore", "osvirt.sync.Semaphore release (sem_post) then acquire (sem_wait), uncontended",
               python=_semaphore_python, c="sem_post_wait", c_args=_shared_page,
+              floor=("sem_post + sem_trywait over cffi", _semaphore_bare),
               peer=("posix_ipc.Semaphore", _posix_ipc_semaphore)),
     Primitive("event-wake", "osvirt.sync.Event round trip: set an event a process waits on, wait for "
                             "its answer on a second one, clear it; both on one CPU",
               python=_event_round_trip_python, c="event_round_trip", c_args=_event_round_trip_c, pin=True,
+              floor=("pthread calls over cffi on the events' words, both sides", _event_round_trip_bare),
               peer=("multiprocessing.Event", _mp_event_round_trip),
               note="set(), clear() and a set flag's wait() are C with the GIL held; a wait() that "
                    "blocks waits its first slice in C with the GIL released (osvirt._fastlock). The "
@@ -274,6 +392,7 @@ PRIMITIVES = [
     Primitive("cond-rtt", "osvirt.sync.Condition round trip: under its Lock, hand a turn word to a "
                           "process waiting on the condition, notify, wait for it back; both on one CPU",
               python=_cond_round_trip_python, c="cond_round_trip", c_args=_cond_round_trip_c, pin=True,
+              floor=("pthread mutex and condition calls over cffi, both sides", _cond_round_trip_bare),
               peer=("multiprocessing.Condition", _mp_cond_round_trip),
               note="about four context switches a round trip, C's too (the woken echo preempts the "
                    "notifier and blocks on the lock it still holds), and each side's interpreter work "

@@ -32,3 +32,17 @@ def test_every_series_of_every_primitive_runs_a_tiny_batch(primitive):
 def test_all_is_exported():
     for name in bench.__all__:
         assert hasattr(bench, name)
+
+
+# Rows whose Python path is already the barest stdlib call (os.getppid, os.write
+# and os.read, ...): their floor would be the same series again.
+AT_THEIR_FLOOR = {"loop", "getppid", "ctx-switch", "pipe-rtt-pinned", "pipe-rtt", "pipe-bw-pinned", "pipe-bw",
+                  "signal-self", "fsync-4k"}
+
+
+def test_every_row_that_takes_an_osvirt_path_has_a_floor():
+    without = {p.name for p in bench.PRIMITIVES if p.floor is None}
+    assert without == AT_THEIR_FLOOR, "a new row needs a floor, or a place here with the reason"
+    for p in bench.PRIMITIVES:
+        if p.name in AT_THEIR_FLOOR:
+            assert "osvirt." not in p.does, p.name  # its Python path is not osvirt's
