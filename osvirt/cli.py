@@ -167,6 +167,8 @@ def _bench(args: argparse.Namespace) -> int:
     if args.json:
         json.dump(result, sys.stdout, indent=1)
         sys.stdout.write("\n")
+    elif args.markdown:
+        print(report.markdown(result))
     else:
         print(report.table(result))
     if args.plot:
@@ -192,7 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int | str:
                                        "best other Python way, in 11 batches over 2 processes.")
     bench.add_argument("names", nargs="*", metavar="NAME", help="primitives or areas to run (default: all)")
     bench.add_argument("--quick", action="store_true", help="1 ms batches instead of 10 ms")
-    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    output = bench.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print one JSON object")
+    output.add_argument("--markdown", action="store_true", help="print the README's table")
     bench.add_argument("--plot", metavar="FILE.png", help="draw a chart (needs matplotlib: pip install osvirt[plot])")
     bench.add_argument("--list", action="store_true", help="list the primitives and exit")
     for name in AREA_COMMANDS:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from osvirt.bench.harness import VARIANTS, Result, Row
 
-__all__ = ["duration", "table", "PlotUnavailable", "require_matplotlib", "plot"]
+__all__ = ["duration", "table", "markdown", "PlotUnavailable", "require_matplotlib", "plot"]
 
 SERIES = VARIANTS
 COLORS = {"python": "#3572a5", "floor": "#8fb3d9", "c": "#555555", "peer": "#e8a33d"}
@@ -99,6 +99,40 @@ def table(result: Result) -> str:
             lines.append(f"{'':{names}} note: {row['note']}")
     for skip in result["skipped"]:
         lines.append(f"{skip['name']:{names}} skipped: {skip['reason']}")
+    return "\n".join(lines)
+
+
+_MARKDOWN_RATIOS: tuple[RatioKey, ...] = ("python_over_floor", "floor_over_c", "python_over_c")
+
+
+def markdown(result: Result) -> str:
+    """The result as the README's table: a line on the run, then a row per
+    primitive with its medians and the three ratios (`osvirt bench --markdown`)."""
+    loop = result["loop_overhead_ns"]
+    lines = [
+        f"Measured {result['date']} on {result['cpu']} ({result['cpus_online']} CPUs; load average "
+        f"{result['load_average_before'][0]:.2f} before, {result['load_average_after'][0]:.2f} after), "
+        f"Linux {result['kernel']}, Python {result['python']}; median of {result['batches']} batches of "
+        f">= {duration(result['min_batch_ns'])}; the run took {result['duration_s']:.0f} s. Loop overhead, "
+        f"included: Python {_overhead(loop['python'])}, C {_overhead(loop['c'])}.",
+        "",
+        "| primitive | CPU | Python | floor | C | Py/floor | floor/C | Py/C | peer |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["primitives"]:
+        if row["name"] == "loop":
+            continue
+        cells = [f"`{row['name']}`", "-" if row["pinned"] is None else str(row["pinned"])]
+        for variant in SERIES[:3]:  # python, floor, c
+            series = row.get(variant)
+            cells.append(duration(series["median_ns"]) if series else
+                         "error" if variant in row["errors"] else "(Python)" if variant == "floor" else "-")
+        cells += [_ratio(row, key).rstrip("x") for key in _MARKDOWN_RATIOS]
+        peer = row.get("peer")
+        cells.append(f"{peer['path']}: {duration(peer['median_ns'])}" if peer else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    for skip in result["skipped"]:
+        lines.append(f"| `{skip['name']}` | skipped: {skip['reason']} | | | | | | | |")
     return "\n".join(lines)
 
 

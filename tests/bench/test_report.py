@@ -9,7 +9,8 @@ from osvirt.bench import harness, report
 @pytest.fixture(scope="module")
 def result():
     return harness.run([harness.Primitive("getppid", "null system call", python=os.getppid, c="getppid",
-                                          note="a note")], batches=3, min_batch_ns=1_000_000)
+                                          floor=("os.getppid again", os.getppid), note="a note")],
+                       batches=3, min_batch_ns=1_000_000)
 
 
 def test_duration_picks_the_unit():
@@ -27,6 +28,18 @@ def test_table_shows_each_series_the_overhead_and_what_each_row_does(result):
     assert report.duration(row["c"]["median_ns"]) in text and f"{row['python_over_c']:4.2f}x" in text
     assert "null system call" in text and "note: a note" in text
     assert result["cpu"] in text
+
+
+def test_table_and_markdown_give_the_three_ratios_of_a_row_with_a_floor(result):
+    row = result["primitives"][1]
+    assert row["python_over_floor"] == row["python"]["median_ns"] / row["floor"]["median_ns"]
+    assert row["floor_over_c"] == row["floor"]["median_ns"] / row["c"]["median_ns"]
+    assert f"{row['python_over_floor']:4.2f}x" in report.table(result)
+    (line,) = [line for line in report.markdown(result).splitlines() if line.startswith("| `getppid`")]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2:5] == [report.duration(row[v]["median_ns"]) for v in ("python", "floor", "c")]
+    assert cells[5:8] == [f"{row[k]:4.2f}" for k in ("python_over_floor", "floor_over_c", "python_over_c")]
+    assert "| primitive | CPU | Python | floor | C |" in report.markdown(result)
 
 
 def test_plot_without_matplotlib_names_the_extra(monkeypatch, result, tmp_path):
