@@ -89,6 +89,31 @@ def make_bundle(path, args, tool=OSVIRT_RUNTIME, marker=None):
     return path
 
 
+def make_busybox_bundle(path, busybox, args, tool):
+    """A bundle at `path` as `tool spec` (runc's, where installed) writes it, whose rootfs holds
+    nothing but Debian's static busybox and its applets' links; path/out bound read-write at /out."""
+    path.mkdir()
+    subprocess.run([*tool, "spec", "--bundle", str(path), *(["--rootless"] if ROOTLESS else [])], check=True)
+    with open(path / "config.json") as f:
+        config = json.load(f)
+    config["process"].update(terminal=False, args=args)
+    bin_dir = path / "rootfs" / "bin"
+    bin_dir.mkdir(parents=True)
+    for name in ("proc", "dev", "sys", "tmp", "out"):
+        (path / "rootfs" / name).mkdir()
+    shutil.copy(busybox, bin_dir / "busybox")
+    applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout.split()
+    for applet in applets:
+        if applet != "busybox":
+            os.symlink("busybox", bin_dir / applet)
+    (path / "out").mkdir()
+    config["mounts"].append({"destination": "/out", "type": "bind", "source": str(path / "out"),
+                             "options": ["rbind", "rw"]})
+    with open(path / "config.json", "w") as f:
+        json.dump(config, f, indent=1)
+    return path
+
+
 # -- what a container leaves on the host ----------------------------------------------------------------
 def cgroup_dirs(pid):
     """The cgroup directories of process `pid`, in every hierarchy mounted here."""
@@ -358,6 +383,24 @@ def test_lifecycle_create_start_kill_delete_leaves_nothing(tmp_path):
     assert stopped["status"] == "stopped" and stopped["pid"] == 0
     assert seen["kill stopped"] == (1, "container not running")
     assert seen["state deleted"] == (1, "container does not exist")
+    assert seen["left"] == {"state dir": False, "process": False, "cgroups": [], "mounts": []}
+
+
+@needs("mount_namespace")
+def test_a_busybox_bundle_from_runc_spec_through_create_start_state_kill_delete(debian_busybox, tmp_path):
+    """The issue's bundle: `runc spec` (osvirt-runtime's where runc is absent) and a root filesystem
+    of Debian's busybox alone, no host file inside; driven by osvirt-runtime, nothing left after."""
+    spec_tool = [RUNC] if RUNC else OSVIRT_RUNTIME
+    root = tmp_path / "root"
+    bundle = make_busybox_bundle(tmp_path / "bundle", debian_busybox, ["sh", "-c", _LOOP], spec_tool)
+    try:
+        seen = _steps(OSVIRT_RUNTIME, root, bundle, tmp_path)
+    finally:
+        call(OSVIRT_RUNTIME, root, "delete", "--force", "c1")
+    assert seen["created"]["status"] == "created" and seen["running"]["status"] == "running"
+    assert seen["namespaces"] == {"pid", "mnt", "uts", "ipc"}
+    assert seen["inside"][0] == "1"  # busybox's sh is PID 1 of its own namespace
+    assert seen["stopped"]["status"] == "stopped"
     assert seen["left"] == {"state dir": False, "process": False, "cgroups": [], "mounts": []}
 
 
