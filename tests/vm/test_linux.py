@@ -1,7 +1,7 @@
 """Debian's kernel in osvirt's machine: its payload unpacked on the host, entered at its 64-bit
 entry, its banner on osvirt's 16550A. Here /dev/kvm is kvm_pvm, where the kernel prints
-"Linux version" after ~35 s of CPL0 at ~2 µs an instruction, then crawls on (and may stop at
-an int3: KVM_EXIT_INTERNAL_ERROR); on kvm_intel or kvm_amd it boots on to an initramfs shell."""
+"Linux version" after ~35 s (each privileged instruction of its CPL0 code a trip through the
+hypervisor), then crawls on (and may stop at an int3: KVM_EXIT_INTERNAL_ERROR); on kvm_intel or kvm_amd it boots on to an initramfs shell."""
 import os
 import re
 import time
@@ -102,8 +102,9 @@ def test_an_initramfs_shell_runs_a_command(debian_kernel, request, tmp_path):
     backing = backing_module()
     if backing not in ("kvm_intel", "kvm_amd"):
         pytest.skip(f"/dev/kvm is backed by {backing}: the kernel reaches userspace in time only on "
-                    "kvm_intel or kvm_amd (under kvm_pvm its CPL0 code costs ~2 µs an instruction: the banner "
-                    "takes ~35 s, init would take far longer, and an int3 may end it first)")
+                    "kvm_intel or kvm_amd (under kvm_pvm each privileged instruction of the kernel's is a trip "
+                    "through the hypervisor: the banner takes ~35 s, init would take far longer, and an int3 "
+                    "may end it first)")
     busybox = request.getfixturevalue("debian_busybox")
     root = tmp_path / "root"
     (root / "bin").mkdir(parents=True)
