@@ -25,19 +25,24 @@
  *   mmap + munmap of 1 MiB   3.29 us, C loop 3.07 us: 1.07x (over cffi 1.2x)
  *   sigqueue + sigtimedwait  1.95 us, C loop 1.68 us: 1.16x (over cffi 1.3x)
  * The ~15-30 ns left a call is the call of a builtin and the parse of its
- * ints. Above that, osvirt's paths pay for Python: ioctl_int ~350 ns
- * (1.31x; bench row fionread 1.38-1.43x), two Mapping.mprotect calls 2.18 us
- * (1.19x; bench 1.20-1.22x: the two method calls, ~45 ns each, and their
- * checks). mmap-1m stays at ~1.37x (bench 1.32-1.37x), over its
- * 1.2x target, because of the owner object, not the calls: a minimal Python
- * owner around the same two calls (__init__ that maps, close that unmaps,
- * __del__ = close) already costs 3.85 us, 1.25x; Mapping's argument checks
- * and keyword-only signature add ~0.2-0.35 us more. ipc.sigqueue then
- * ipc.sigtimedwait cost 2.8 us (bench rt-signal 1.67x): a Python function
- * around each call, without checks, already 2.33 us (1.39x); the checks
- * (the signal set made a mask, the pid and value ranges) the rest.
+ * ints. Above that, osvirt's paths paid for Python: ioctl_int ~350 ns
+ * (1.31x; bench row fionread 1.38-1.43x), ipc.sigqueue then ipc.sigtimedwait
+ * 2.8 us (bench rt-signal 1.61-1.67x): each Python function's frame, keyword
+ * argument and checks, and for sigtimedwait the signal set made a mask and
+ * QueuedSignal made. Their valid calls are now made here, checks included
+ * (`checked`, below): 2026-11-27, load ~2, ioctl_int(fd, FIONREAD, name=...)
+ * 371-395 ns against the bare call's 328-358 (the ~40 ns left: a call with a
+ * keyword to a callable that is not a builtin, which 3.11 does not
+ * specialize); bench rt-signal 0.98-1.14x its floor. Two Mapping.mprotect
+ * calls: bench 1.00-1.22x (two method calls, ~45 ns each, and their checks).
+ * mmap-1m stays above its floor because of the owner object, not the calls:
+ * in the bench's loop a minimal Python owner around the same two calls
+ * (__init__ that maps, close that unmaps, __del__ = close) costs 1.13x them
+ * (6.37 us against 5.63), Mapping 1.24x (7.0 us: its checks, keyword-only
+ * signature and instance attributes).
  *
- * No policy here: the callers in osvirt.device, osvirt.memory and osvirt.ipc (through
+ * No policy here (`checked` only recognizes a call its Python function would
+ * pass, and hands any other to it): the callers in osvirt.device, osvirt.memory and osvirt.ipc (through
  * their _native.py) check every value (the fd and request, the range inside
  * a mapping they own), explain a refusal, and turn the OSError raised here
  * (errno only) into kernel_error naming the facility. No Python object
@@ -49,10 +54,13 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -208,11 +216,12 @@ static PyObject *sigqueue_(PyObject *module, PyObject *const *args, Py_ssize_t n
     Py_RETURN_NONE;
 }
 
-/* (signo, code, value, pid, uid) of an accepted signal. */
-static PyObject *siginfo_tuple(const siginfo_t *si)
+/* (signo, code, value, pid, uid) of an accepted signal: a tuple, or an instance of
+ * `type`, a tuple subclass without fields of its own (a typing.NamedTuple). */
+static PyObject *siginfo_tuple(const siginfo_t *si, PyTypeObject *type)
 {
     long fields[] = {si->si_signo, si->si_code, si->si_value.sival_int, si->si_pid, si->si_uid};
-    PyObject *tuple = PyTuple_New(5);
+    PyObject *tuple = type == NULL ? PyTuple_New(5) : type->tp_alloc(type, 5);  /* as tuple.__new__(type, ...) */
     for (Py_ssize_t i = 0; tuple != NULL && i < 5; i++) {
         PyObject *field = PyLong_FromLong(fields[i]);
         if (field == NULL)
@@ -221,6 +230,23 @@ static PyObject *siginfo_tuple(const siginfo_t *si)
             PyTuple_SET_ITEM(tuple, i, field);
     }
     return tuple;
+}
+
+/* sigtimedwait(set) for a signal already pending, with the GIL held (a zero
+ * timeout); only the wait for one (timeout_ns != 0; < 0: forever) releases it.
+ * The signal, or -1 and errno (EAGAIN once the timeout passed). */
+static int accept_signal(const sigset_t *set, siginfo_t *si, long timeout_ns)
+{
+    struct timespec wait = {0, 0};
+    int sig = sigtimedwait(set, si, &wait);
+    if (sig == -1 && errno == EAGAIN && timeout_ns != 0) {
+        wait.tv_sec = timeout_ns / 1000000000L;
+        wait.tv_nsec = timeout_ns % 1000000000L;
+        Py_BEGIN_ALLOW_THREADS
+        sig = timeout_ns < 0 ? sigwaitinfo(set, si) : sigtimedwait(set, si, &wait);
+        Py_END_ALLOW_THREADS  /* keeps errno */
+    }
+    return sig;
 }
 
 /* Accept one signal of `mask` (bit s - 1 stands for signal s: Linux numbers
@@ -245,20 +271,315 @@ static PyObject *sigtimedwait_(PyObject *module, PyObject *const *args, Py_ssize
         if ((mask & 1) && sigaddset(&set, signo) == -1)
             return PyErr_SetFromErrno(PyExc_OSError);
     siginfo_t si;
-    struct timespec wait = {0, 0};
-    int sig = sigtimedwait(&set, &si, &wait);
-    if (sig == -1 && errno == EAGAIN && timeout_ns != 0) {
-        wait.tv_sec = timeout_ns / 1000000000L;
-        wait.tv_nsec = timeout_ns % 1000000000L;
-        Py_BEGIN_ALLOW_THREADS
-        sig = timeout_ns < 0 ? sigwaitinfo(&set, &si) : sigtimedwait(&set, &si, &wait);
-        Py_END_ALLOW_THREADS  /* keeps errno */
-    }
-    if (sig != -1)
-        return siginfo_tuple(&si);
+    if (accept_signal(&set, &si, timeout_ns) != -1)
+        return siginfo_tuple(&si, NULL);
     if (errno == EAGAIN)
         Py_RETURN_NONE;
     return PyErr_SetFromErrno(PyExc_OSError);  /* InterruptedError for EINTR */
+}
+
+/* -- public functions whose valid call is made here, checks included -------------
+ *
+ * A Python function's call (its frame, its keyword argument) costs ~40-120 ns,
+ * as much as its checks: ioctl_int(fd, FIONREAD, name=...) around the bare call
+ * above cost 1.3x it. checked(kind, function, error[, result_type]) makes a
+ * callable that stands for `function` (its __doc__, __name__, __module__,
+ * __wrapped__ for inspect.signature, every other attribute too) and takes the
+ * calls `function` would pass in one step: arguments of exactly the types and
+ * ranges below, nothing more. It makes the system call, returns its answer
+ * (an instance of result_type for sigtimedwait), and raises a refusal as
+ * error(errno, ...)'s OSError (its context suppressed, as `raise ... from
+ * None`). Any other call, a bad one included, is `function`'s own, before any
+ * system call: it checks, explains, and may come back here with the values
+ * made plain. So the policy stays in Python; C only recognizes the valid
+ * call. Each kind returns 1 with *result set, -1 with an exception, 0 to hand
+ * the call to `function` (nothing raised), with *result left NULL. */
+enum { CHECKED_IOCTL_INT, CHECKED_SIGQUEUE, CHECKED_SIGTIMEDWAIT };
+static const char *const checked_kinds[] = {"ioctl_int", "sigqueue", "sigtimedwait", NULL};
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;  /* the kind's */
+    PyObject *function;     /* the Python function: every other call, and what the object shows */
+    PyObject *error;        /* error(errno, ...) -> the OSError naming the call */
+    PyObject *result_type;  /* sigtimedwait's QueuedSignal; NULL otherwise */
+} Checked;
+
+/* "name", "fmt", "i", interned: a keyword a call's code names is the same object. */
+static PyObject *name_str, *fmt_str, *i_str;
+
+static int same_str(PyObject *a, PyObject *b)
+{
+    return a == b || PyUnicode_Compare(a, b) == 0;
+}
+
+/* The signals sigfillset gives (signal.valid_signals()): bit s - 1 for signal s. */
+static unsigned long long valid_signals;
+
+/* `arg` an int (an int subclass too when `subclass`, never a bool) in lo..hi: its
+ * value in *out. Nothing raised either way: 0 means "not for the C path". */
+static int int_in(PyObject *arg, int subclass, long lo, long hi, long *out)
+{
+    if (!(PyLong_CheckExact(arg) || (subclass && PyLong_Check(arg) && !PyBool_Check(arg))))
+        return 0;
+    int overflow;
+    long value = PyLong_AsLongAndOverflow(arg, &overflow);
+    if (overflow || value < lo || value > hi)
+        return 0;
+    *out = value;
+    return 1;
+}
+
+/* A valid signal number: an int or an int subclass (signal.Signals), not a bool. */
+static int signal_in(PyObject *arg, long *signo)
+{
+    return int_in(arg, 1, 1, 64, signo) && (valid_signals >> (*signo - 1) & 1);
+}
+
+/* Raise error(errno, *args)'s OSError, from None. `format` as Py_BuildValue's, its first item the errno. */
+static int raise_error(Checked *self, const char *format, ...)
+{
+    va_list va;
+    va_start(va, format);
+    PyObject *args = Py_VaBuildValue(format, va);
+    va_end(va);
+    PyObject *exc = args == NULL ? NULL : PyObject_CallObject(self->error, args);
+    Py_XDECREF(args);
+    if (exc == NULL)
+        return -1;
+    if (!PyExceptionInstance_Check(exc)) {
+        PyErr_Format(PyExc_TypeError, "error() returned %.100s, not an exception", Py_TYPE(exc)->tp_name);
+    } else {
+        PyException_SetCause(exc, NULL);  /* from None: __suppress_context__ */
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    }
+    Py_DECREF(exc);
+    return -1;
+}
+
+/* ioctl_int(fd, request, *, name, fmt="i"): fd 0..INT_MAX, request 0..UINT_MAX (the
+ * ranges osvirt.device.ioctl accepts), name any object, fmt absent or "i". */
+static int checked_ioctl_int(Checked *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                             PyObject **result)
+{
+    if (nargs != 2 || kwnames == NULL)
+        return 0;
+    PyObject *name = NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i), *value = args[nargs + i];
+        if (same_str(key, name_str))
+            name = value;
+        else if (!same_str(key, fmt_str) || !PyUnicode_CheckExact(value) || !same_str(value, i_str))
+            return 0;
+    }
+    long fd, request;
+    if (name == NULL || !int_in(args[0], 0, 0, INT_MAX, &fd) || !int_in(args[1], 0, 0, UINT_MAX, &request))
+        return 0;
+    union {  /* as ioctl_int above */
+        int value;
+        unsigned char room[OSV_IOCTL_ARG_MAX];
+    } arg;
+    arg.value = 0;
+    if (ioctl((int)fd, (unsigned long)request, &arg) == -1)
+        return raise_error(self, "(iO)", errno, name);
+    *result = PyLong_FromLong(arg.value);
+    return *result == NULL ? -1 : 1;
+}
+
+/* sigqueue(pid, signo, value=0), positional: pid 1..INT_MAX, a valid signo, value a C int. */
+static int checked_sigqueue(Checked *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                            PyObject **result)
+{
+    long pid, signo, value = 0;
+    if (kwnames != NULL || nargs < 2 || nargs > 3 || !int_in(args[0], 0, 1, INT_MAX, &pid)
+        || !signal_in(args[1], &signo) || (nargs == 3 && !int_in(args[2], 0, INT_MIN, INT_MAX, &value)))
+        return 0;
+    union sigval sv = {.sival_int = (int)value};
+    if (sigqueue((pid_t)pid, (int)signo, sv) == -1)
+        return raise_error(self, "(illl)", errno, pid, signo, value);
+    *result = Py_NewRef(Py_None);
+    return 1;
+}
+
+/* sigtimedwait(signals) or sigtimedwait(signals, None): a set or frozenset of valid
+ * signal numbers, waiting as long as it takes (EINTR: the handlers run, then again). */
+static int checked_sigtimedwait(Checked *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                                PyObject **result)
+{
+    if (kwnames != NULL || nargs < 1 || nargs > 2 || (nargs == 2 && args[1] != Py_None)
+        || !(PySet_CheckExact(args[0]) || PyFrozenSet_CheckExact(args[0])) || PySet_GET_SIZE(args[0]) == 0)
+        return 0;
+    sigset_t set;
+    sigemptyset(&set);
+    PyObject *iterator = PyObject_GetIter(args[0]), *item;
+    if (iterator == NULL)
+        return -1;
+    long signo;
+    while ((item = PyIter_Next(iterator)) != NULL) {
+        int valid = signal_in(item, &signo);
+        Py_DECREF(item);
+        if (!valid)
+            break;
+        sigaddset(&set, (int)signo);
+    }
+    Py_DECREF(iterator);
+    if (PyErr_Occurred())
+        return -1;
+    if (item != NULL)
+        return 0;
+    siginfo_t si;
+    while (accept_signal(&set, &si, -1) == -1) {
+        if (errno != EINTR)
+            return raise_error(self, "(ii)", errno, -1);
+        if (PyErr_CheckSignals() < 0)  /* a handler raised (KeyboardInterrupt) */
+            return -1;
+    }
+    *result = siginfo_tuple(&si, (PyTypeObject *)self->result_type);
+    return *result == NULL ? -1 : 1;
+}
+
+/* Each kind's vectorcall: its C path, else the function's (no dispatch between: ~10 ns). */
+#define CHECKED_CALL(kind) \
+    static PyObject *kind##_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) \
+    { \
+        PyObject *result = NULL; \
+        if (kind((Checked *)op, args, PyVectorcall_NARGS(nargsf), kwnames, &result) != 0) \
+            return result; \
+        return PyObject_Vectorcall(((Checked *)op)->function, args, nargsf, kwnames); \
+    }
+CHECKED_CALL(checked_ioctl_int)
+CHECKED_CALL(checked_sigqueue)
+CHECKED_CALL(checked_sigtimedwait)
+static const vectorcallfunc checked_calls[] = {checked_ioctl_int_call, checked_sigqueue_call, checked_sigtimedwait_call};
+
+static PyObject *checked_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"kind", "function", "error", "result_type", NULL};
+    const char *kind;
+    PyObject *function, *error, *result_type = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sOO|O:checked", keywords, &kind, &function, &error,
+                                     &result_type))
+        return NULL;
+    int k = 0;
+    while (checked_kinds[k] != NULL && strcmp(checked_kinds[k], kind) != 0)
+        k++;
+    if (checked_kinds[k] == NULL) {
+        PyErr_Format(PyExc_ValueError, "checked(): no C path for %s", kind);
+        return NULL;
+    }
+    if (!PyCallable_Check(function) || !PyCallable_Check(error)) {
+        PyErr_SetString(PyExc_TypeError, "checked(): function and error must be callable");
+        return NULL;
+    }
+    if (k == CHECKED_SIGTIMEDWAIT && !(PyType_Check(result_type)
+                                       && PyType_IsSubtype((PyTypeObject *)result_type, &PyTuple_Type)
+                                       && ((PyTypeObject *)result_type)->tp_basicsize == PyTuple_Type.tp_basicsize)) {
+        PyErr_SetString(PyExc_TypeError, "checked(): sigtimedwait's result_type must be a tuple subclass without fields");
+        return NULL;
+    }
+    Checked *self = (Checked *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->vectorcall = checked_calls[k];
+    self->function = Py_NewRef(function);
+    self->error = Py_NewRef(error);
+    self->result_type = k == CHECKED_SIGTIMEDWAIT ? Py_NewRef(result_type) : NULL;
+    return (PyObject *)self;
+}
+
+/* What the object shows is its function's: name, docstring, module, annotations, ... */
+static PyObject *checked_getattro(PyObject *op, PyObject *name)
+{
+    PyObject *value = PyObject_GenericGetAttr(op, name);
+    if (value != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError))
+        return value;
+    PyErr_Clear();
+    return PyObject_GetAttr(((Checked *)op)->function, name);
+}
+
+static PyObject *checked_attribute(PyObject *op, void *name)
+{
+    return PyObject_GetAttrString(((Checked *)op)->function, (const char *)name);
+}
+
+static PyObject *checked_repr(PyObject *op)
+{
+    return PyObject_Repr(((Checked *)op)->function);
+}
+
+static int checked_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    Checked *self = (Checked *)op;
+    Py_VISIT(self->function);
+    Py_VISIT(self->error);
+    Py_VISIT(self->result_type);
+    Py_VISIT(Py_TYPE(op));
+    return 0;
+}
+
+static int checked_clear(PyObject *op)
+{
+    Checked *self = (Checked *)op;
+    Py_CLEAR(self->function);
+    Py_CLEAR(self->error);
+    Py_CLEAR(self->result_type);
+    return 0;
+}
+
+static void checked_dealloc(PyObject *op)
+{
+    PyTypeObject *type = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    checked_clear(op);
+    type->tp_free(op);
+    Py_DECREF(type);
+}
+
+/* Data descriptors, so that the type's own __doc__ and __module__ do not hide the function's. */
+static PyGetSetDef checked_getset[] = {
+    {"__doc__", checked_attribute, NULL, NULL, "__doc__"},
+    {"__module__", checked_attribute, NULL, NULL, "__module__"},
+    {"__name__", checked_attribute, NULL, NULL, "__name__"},
+    {"__qualname__", checked_attribute, NULL, NULL, "__qualname__"},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef checked_members[] = {
+    {"__wrapped__", T_OBJECT, offsetof(Checked, function), READONLY, NULL},
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(Checked, vectorcall), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot checked_slots[] = {
+    {Py_tp_new, checked_new}, {Py_tp_call, PyVectorcall_Call}, {Py_tp_getattro, checked_getattro},
+    {Py_tp_getset, checked_getset}, {Py_tp_members, checked_members}, {Py_tp_repr, checked_repr},
+    {Py_tp_traverse, checked_traverse}, {Py_tp_clear, checked_clear}, {Py_tp_dealloc, checked_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec checked_spec = {
+    "osvirt._quickcalls.checked", sizeof(Checked), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_IMMUTABLETYPE,
+    checked_slots,
+};
+
+static int exec_module(PyObject *module)
+{
+    sigset_t all;
+    sigfillset(&all);
+    for (int signo = 1; signo <= 64; signo++)
+        if (sigismember(&all, signo) == 1)
+            valid_signals |= 1ULL << (signo - 1);
+    if (name_str == NULL && ((name_str = PyUnicode_InternFromString("name")) == NULL
+                             || (fmt_str = PyUnicode_InternFromString("fmt")) == NULL
+                             || (i_str = PyUnicode_InternFromString("i")) == NULL))
+        return -1;
+    PyObject *type = PyType_FromModuleAndSpec(module, &checked_spec, NULL);
+    if (type == NULL || PyModule_AddObject(module, "checked", type) < 0) {
+        Py_XDECREF(type);
+        return -1;
+    }
+    return 0;
 }
 
 /* A METH_FASTCALL function, its signature line for help() and inspect, and what it does. */
@@ -280,7 +601,7 @@ static PyMethodDef functions[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyModuleDef_Slot module_slots[] = {{0, NULL}};
+static PyModuleDef_Slot module_slots[] = {{Py_mod_exec, exec_module}, {0, NULL}};
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "osvirt._quickcalls",

@@ -154,7 +154,9 @@ def _sigqueue_self_bare() -> Iterator[Callable[[], None]]:
     with blocked({signo}):
         def sigqueue_wait() -> None:
             queue(pid, signo, 7)
-            wait(mask, -1)
+            accepted = wait(mask, -1)  # (signo, code, value, pid, uid); None only after a timeout
+            if accepted is None or accepted[2] != 7:  # checked, as the Python path does
+                raise OsvirtError("sigtimedwait: the value sent with sigqueue did not come back")
         yield sigqueue_wait
 
 
@@ -328,9 +330,10 @@ PRIMITIVES = [
                            "(blocked: no handler runs) and the value is checked",
               python=_sigqueue_self_python, c="sigqueue_self", c_args=_sigqueue_self_c,
               floor=("osvirt._quickcalls sigqueue + sigtimedwait", _sigqueue_self_bare),
-              note="the two bare calls (osvirt._quickcalls, the GIL held) cost ~1.16x the C loop; "
-                   "a Python function around each, without checks, ~1.39x; the argument checks "
-                   "(the signal set made a mask, pid and value ranges) the rest"),
+              note="the two bare calls (osvirt._quickcalls, the GIL held) cost ~1.2-1.3x the C loop; "
+                   "osvirt's two calls are made in C with their checks (osvirt._quickcalls.checked: "
+                   "no Python frame; the signal set made a mask and QueuedSignal built there), which "
+                   "leaves the caller's {signo} set and the .value read above the floor"),
     # Message queues are pinned: unpinned, a round trip costs 6 or 50 us
     # depending on where the scheduler puts the echo (see pipe-rtt).
     Primitive("posix-mq", "1-byte round trip through two POSIX message queues to an echoing "

@@ -1,11 +1,13 @@
 """Process primitives: the null system call, process creation, a context switch."""
 import os
 import shutil
+import signal
 from collections.abc import Callable, Iterator
 
 from osvirt.bench import _native
 from osvirt.bench.harness import Primitive, rig
 from osvirt.process import Children, fork
+from osvirt.process import _native as _process_native
 
 __all__ = ["PRIMITIVES"]
 
@@ -18,10 +20,21 @@ def _fork_exit_wait() -> None:
     os.waitpid(fork(_nothing), 0)
 
 
+_DEFERRED = {signal.SIGINT, signal.SIGTERM}
+
+
 def _bare_fork_exit_wait() -> None:
+    """The kernel work of osvirt's fork, in bare calls: SIGINT and SIGTERM blocked around
+    os.fork (no Ctrl-C before the pid is owned), the child's mask restored and
+    prctl(PR_SET_PDEATHSIG) with the parent checked (it dies with its parent)."""
+    parent = os.getpid()
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
     pid = os.fork()
     if pid == 0:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        _process_native.set_pdeathsig(signal.SIGKILL, parent)
         os._exit(0)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     os.waitpid(pid, 0)
 
 
@@ -60,12 +73,14 @@ PRIMITIVES = [
     Primitive("getppid", "null system call: os.getppid()", python=os.getppid, c="getppid"),
     Primitive(
         "fork", "fork, the child exits at once, the parent waits: osvirt.process.fork + os.waitpid",
-        python=_fork_exit_wait, c="fork", floor=("os.fork + os._exit + os.waitpid", _bare_fork_exit_wait),
+        python=_fork_exit_wait, c="fork", floor=("os.fork, signal masks, prctl(PR_SET_PDEATHSIG), os.waitpid", _bare_fork_exit_wait),
         peer=("os.posix_spawn(true) + waitpid", _posix_spawn_wait),
-        note="a Python child copies, on write, the interpreter's pages it touches (its minor "
-             "faults, next to C's); to run a program use os.posix_spawn (or subprocess), whose "
-             "child copies nothing and only loads the program; fork from Python only to run "
-             "Python code in the child"),
+        note="the floor makes the kernel calls osvirt's fork adds, both needed: SIGINT and SIGTERM "
+             "blocked across os.fork (no Ctrl-C before the pid is owned), the child's mask restored "
+             "and PR_SET_PDEATHSIG (it dies with its parent); any Python in the child copies, on "
+             "write, the interpreter's pages it touches (its minor faults, next to C's); to run "
+             "a program use os.posix_spawn (or subprocess), whose child copies nothing and only "
+             "loads the program; fork from Python only to run Python code in the child"),
     Primitive(
         "ctx-switch", "os.sched_yield() with a second process yielding on the same CPU: "
                       "a switch to it and back",

@@ -5,22 +5,31 @@ of the loop structs and the KVM capability numbers from <linux/loop.h> and
 <linux/kvm.h>.
 """
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from osvirt import _quickcalls
 from osvirt._native import ffi, lib
 from osvirt.errors import kernel_error
 
+_F = TypeVar("_F", bound=Callable[..., int])
+
 # ioctl(fd, request, &int) returning the int, made by osvirt._quickcalls with the
-# GIL held (ioctl_int is for requests the driver answers at once): ioctl_int costs
-# ~380 ns with it, against ~600 over cffi and ~870 through fcntl.ioctl, a buffer and
-# struct.unpack (bench row fionread). A Python wrapper around the call would add
-# ~50 ns more, so ioctl_int calls it itself and renames its OSError with ioctl_error.
+# GIL held (ioctl_int is for requests the driver answers at once): ~340 ns, against
+# ~600 over cffi and ~870 through fcntl.ioctl, a buffer and struct.unpack (bench
+# row fionread). ioctl_int's own Python call (a frame, a keyword argument) cost
+# ~120 ns more, 1.3x: so its valid call is made in C (checked_ioctl_int), and the
+# Python function takes the others, calling quick_ioctl_int itself.
 quick_ioctl_int = _quickcalls.ioctl_int
 
 
 def ioctl_error(err: int, name: str) -> OSError:
     return kernel_error(err, f"ioctl({name})")
+
+
+def checked_ioctl_int(function: _F) -> _F:
+    """`function` (ioctl_int), with its valid calls made in C (osvirt._quickcalls.checked)."""
+    return cast(_F, _quickcalls.checked("ioctl_int", function, ioctl_error))
 
 
 LO_FLAGS_READ_ONLY: int = lib.LO_FLAGS_READ_ONLY

@@ -22,7 +22,7 @@ import fcntl
 import struct
 from typing import NamedTuple, Protocol, cast, overload
 
-from osvirt.device._native import ioctl_error, quick_ioctl_int
+from osvirt.device._native import checked_ioctl_int, ioctl_error, quick_ioctl_int
 
 __all__ = [
     "NONE", "WRITE", "READ", "IOC", "IO", "IOW", "IOR", "IOWR", "Request", "HasFileno", "decode", "describe",
@@ -187,11 +187,14 @@ def ioctl(fd: int | HasFileno, request: int, arg: int | bytes | bytearray = 0, *
 _INT_LAYOUTS: dict[str, struct.Struct] = {}
 
 
+# Its valid 'i' call (an int fd and request in range, name by keyword) is made in C by
+# checked_ioctl_int, with no Python frame; this function takes every other call.
+@checked_ioctl_int
 def ioctl_int(fd: int | HasFileno, request: int, *, name: str, fmt: str = "i") -> int:
     """An ioctl that fills in one integer of struct format `fmt` ('i' int, 'Q' u64): its value.
 
     A C int ('i', the default) is asked by a C call that returns it and keeps
-    the GIL (osvirt._quickcalls): ~380 ns a call, against ~870 through
+    the GIL (osvirt._quickcalls): ~350 ns a call, against ~870 through
     fcntl.ioctl and a buffer to unpack (bench row fionread). So it is for
     requests the driver answers at once (FIONREAD, TIOCGEXCL, BLKSSZGET, ...);
     a request that waits for an event belongs in `ioctl`, which lets other
@@ -200,10 +203,10 @@ def ioctl_int(fd: int | HasFileno, request: int, *, name: str, fmt: str = "i") -
     first integer is the answer.
     """
     if fmt == "i":
-        # The C call takes an int (not a bool) fd in 0.._FD_MAX and request below _REQUEST_LIMIT
-        # and refuses anything else before the syscall (TypeError, OverflowError). So the
-        # valid call pays for no check in Python (they cost ~70 ns of ~380); a refused
-        # one goes through them, which explain it (or take an object's fileno()).
+        # Here when checked_ioctl_int's C path did not take the call (an object's fileno(),
+        # fmt passed positionally...). The C call takes an int (not a bool) fd in 0.._FD_MAX
+        # and request below _REQUEST_LIMIT and refuses anything else before the syscall
+        # (TypeError, OverflowError); a refused one goes through the checks, which explain it.
         try:  # free unless it raises (Python 3.11's exception tables)
             return quick_ioctl_int(fd, request)  # type: ignore[arg-type]  # an object with fileno() raises TypeError, caught below
         except OSError as e:

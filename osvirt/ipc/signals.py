@@ -96,6 +96,8 @@ def _signal_mask(facility: str, signals: Iterable[typing.SupportsIndex]) -> int:
     return mask
 
 
+# Valid positional calls are made in C (osvirt.ipc._native.checked_sigqueue); this takes the others.
+@_native.checked_sigqueue
 def sigqueue(pid: int, signo: int, value: int = 0) -> None:
     """Send `signo` to process `pid` with the int `value` (si_value.sival_int)."""
     if not (type(pid) is int and 1 <= pid <= _INT_MAX and type(signo) in _PLAIN_INTS
@@ -124,6 +126,9 @@ def _sigqueue_arguments(pid: int, signo: int, value: int) -> tuple[int, int, int
 def sigtimedwait(signals: Iterable[int], timeout_s: None = None) -> QueuedSignal: ...
 @overload
 def sigtimedwait(signals: Iterable[int], timeout_s: float) -> QueuedSignal | None: ...
+# Untimed calls on a set of valid signals are made in C (osvirt.ipc._native.checked_sigtimedwait);
+# this takes the others.
+@_native.checked_sigtimedwait(QueuedSignal)
 def sigtimedwait(signals: Iterable[int], timeout_s: float | None = None) -> QueuedSignal | None:
     """Accept one pending signal of `signals`; a QueuedSignal, or None after `timeout_s`.
 

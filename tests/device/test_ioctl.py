@@ -169,6 +169,27 @@ def test_ioctl_int_gives_the_first_int_of_a_larger_answer():
             50 | 132 << 16 | 640 << 32 | 480 << 48  # the same answer through fcntl.ioctl
 
 
+def test_ioctl_int_shows_its_python_functions_signature_and_docstring():
+    # Its valid call is made in C (osvirt._quickcalls.checked), the others by the function.
+    import inspect
+    f = ioctl.ioctl_int
+    assert inspect.signature(f) == inspect.signature(f.__wrapped__)
+    assert str(inspect.signature(f)).startswith("(fd: int | osvirt.device.ioctl.HasFileno, request: int, *, name: str")
+    assert f.__doc__ and f.__doc__ == f.__wrapped__.__doc__
+    assert (f.__module__, f.__name__) == ("osvirt.device.ioctl", "ioctl_int")
+
+
+def test_ioctl_int_from_c_raises_from_none_inside_an_except_block():
+    import resource
+    unused = resource.getrlimit(resource.RLIMIT_NOFILE)[0] + 10
+    with pytest.raises(OSError, match=r"ioctl\(FIONREAD\)") as e:
+        try:
+            raise KeyError("handled")
+        except KeyError:
+            ioctl.ioctl_int(unused, ioctl.FIONREAD, name="FIONREAD", fmt="i")
+    assert e.value.errno == 9 and e.value.__suppress_context__ and e.value.__cause__ is None
+
+
 def test_env_probe_cc_names_the_compiler():
     answer = env.can("cc")
     assert bool(answer) == (cc.compiler() is not None)

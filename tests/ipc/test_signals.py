@@ -1,4 +1,5 @@
 import errno
+import inspect
 import os
 import signal
 import threading
@@ -258,3 +259,40 @@ def test_a_wait_for_a_signal_lets_the_other_threads_run():
         elapsed = time.monotonic() - t0
     assert got and got[0].signo == signo and got[0].pid == os.getpid()
     assert counted > 1000 and elapsed < 5, f"{counted} loops in {elapsed:.2f} s while the other thread waited"
+
+
+# -- sigqueue and sigtimedwait's valid calls, made in C (osvirt._quickcalls.checked) ----
+def test_sigqueue_and_sigtimedwait_show_their_python_functions_signature_and_docstring():
+    for f in (sigqueue, sigtimedwait):
+        assert inspect.signature(f) == inspect.signature(f.__wrapped__)
+        assert f.__doc__ and f.__doc__ == f.__wrapped__.__doc__
+        assert (f.__module__, f.__name__) == ("osvirt.ipc.signals", f.__wrapped__.__name__)
+
+
+def test_an_untimed_wait_goes_on_after_a_handler_that_returns():
+    # EINTR in the C wait: the handler runs, then the wait goes on, as the Python loop does.
+    me = os.getpid()
+    ran = []
+
+    def handler(signo, frame):
+        ran.append(signo)
+        sigqueue(me, RT, 5)
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        with blocked({RT}):
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            got = sigtimedwait(frozenset({RT}))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert ran == [signal.SIGALRM]
+    assert type(got) is QueuedSignal and got == (RT, SI_QUEUE, 5, me, os.getuid())
+
+
+def test_a_refusal_from_the_c_path_names_the_call_and_hides_the_handled_exception():
+    with pytest.raises(ProcessLookupError, match=r"sigqueue\(2147483647, 34, 1\)") as e:
+        try:
+            raise KeyError("handled")
+        except KeyError:
+            sigqueue(2**31 - 1, int(RT), 1)  # no such pid (pid_max is at most 2**22)
+    assert e.value.errno == errno.ESRCH and e.value.__suppress_context__ and e.value.__cause__ is None
