@@ -161,6 +161,7 @@ class PosixMessageQueue(Owned):
         self._msgsize = self._mq.max_message_size  # mq_getattr's mq_msgsize: what the kernel set
         self._receivers: list[_native.Receiver] = []  # (struct osv_mq_receive, its buffer) not in use by a receive now
 
+    @_native.checked_method("mq_send", "_send_error")  # send(bytes) and send(bytes, priority) made in C
     def send(self, message: Buffer, priority: int = 0, block: bool = True, timeout_s: float | None = None) -> None:
         """mq_send (mq_timedsend with `timeout_s`): BlockingIOError (EAGAIN) when full and not blocking,
         TimeoutError (ETIMEDOUT) after `timeout_s`."""
@@ -188,6 +189,7 @@ class PosixMessageQueue(Owned):
         self._wait(lambda mqd, timeout_ns: _mq_send(mqd, message, size, priority, timeout_ns),
                    "mq_send", block, timeout_s)
 
+    @_native.checked_method("mq_receive", "_receive_error")  # receive() made in C
     def receive(self, block: bool = True, timeout_s: float | None = None) -> tuple[bytes, int]:
         """mq_receive (mq_timedreceive with `timeout_s`): (message, priority) of the
         oldest message of the highest priority. BlockingIOError (EAGAIN) when empty and
@@ -234,6 +236,13 @@ class PosixMessageQueue(Owned):
         EINTR, else raise."""
         if err != errno.EINTR:
             raise self._error(err, facility, None)
+
+    # What send() and receive() made in C raise when their call fails (osvirt.ipc._native.checked_method).
+    def _send_error(self, err: int) -> ValueError | OSError:
+        return self._error(err, "mq_send", None)
+
+    def _receive_error(self, err: int) -> ValueError | OSError:
+        return self._error(err, "mq_receive", None)
 
     def _receiver(self) -> _native.Receiver:
         if self._closed:
@@ -293,6 +302,7 @@ class SysVMessageQueue(Owned):
         self._tracked = tracker.register_sysv("sysv-msg", self.id)
         self._buffers: list[_native.MsgBuffer] = []  # (struct osv_msg, its text) not in use by a call now
 
+    @_native.checked_method("msgsnd", "_send_error")  # bytes, an int type and a bool block made in C
     def send(self, message: Buffer, type: int = 1, block: bool = True) -> None:
         """msgsnd with mtype `type` (>= 1): BlockingIOError (EAGAIN) when full and not blocking."""
         if _class_of(message) is not bytes:
@@ -326,9 +336,16 @@ class SysVMessageQueue(Owned):
         if err == errno.EINTR:
             err = -_call(lambda _: _msgsnd(m, type, message, size, flags), None)
         if err:
-            raise self._error(err, f"msgsnd(id {self.id})",
-                              "queue full, non-blocking" if err == errno.EAGAIN else None)
+            raise self._send_error(err)
 
+    # What send() and receive() raise when their call fails, made in C or here.
+    def _send_error(self, err: int) -> ValueError | OSError:
+        return self._error(err, f"msgsnd(id {self.id})", "queue full, non-blocking" if err == errno.EAGAIN else None)
+
+    def _receive_error(self, err: int, type: int) -> ValueError | OSError:
+        return self._error(err, f"msgrcv(id {self.id}, type={type})", "non-blocking" if err == errno.ENOMSG else None)
+
+    @_native.checked_method("msgrcv", "_receive_error")  # an int type and a bool block made in C
     def receive(self, type: int = 0, block: bool = True) -> tuple[bytes, int]:
         """msgrcv: (message, type). `type` 0 takes the oldest message, > 0 the oldest
         of that type, < 0 the oldest of the lowest type <= |type|. Without a match
@@ -368,8 +385,7 @@ class SysVMessageQueue(Owned):
             if size >= 0:
                 return buffer, size
             err = -size
-        raise self._error(err, f"msgrcv(id {self.id}, type={type})",
-                          "non-blocking" if err == errno.ENOMSG else None)
+        raise self._receive_error(err, type)
 
     def _buffer(self) -> _native.MsgBuffer:
         if self._closed:

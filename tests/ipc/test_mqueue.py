@@ -366,3 +366,19 @@ def test_sysv_receive_blocked_when_the_queue_is_removed_is_eidrm():
         q.close()  # IPC_RMID wakes the blocked msgrcv
         assert kids.wait(pid, timeout_s=5) == 0
         assert report.read() == b"EIDRM"
+
+
+@pytest.mark.parametrize("kind", ["posix", "sysv"])
+def test_send_and_receive_made_in_c_show_their_methods_signature_and_docstring(kind):
+    # Their plain calls are made in C (osvirt._quickcalls.checked); the others by the method.
+    import inspect
+    cls = PosixMessageQueue if kind == "posix" else SysVMessageQueue
+    for name in ("send", "receive"):
+        method = getattr(cls, name)
+        assert inspect.signature(method) == inspect.signature(method.__wrapped__)
+        assert method.__doc__ and method.__doc__ == method.__wrapped__.__doc__
+        assert method.__qualname__ == f"{cls.__name__}.{name}"
+    with (cls() if kind == "sysv" else cls(max_messages=2, max_message_size=16)) as q:
+        send = q.send  # bound, as a method is
+        send(b"ab")
+        assert q.receive() == (b"ab", 0 if kind == "posix" else 1)
