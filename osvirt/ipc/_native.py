@@ -40,17 +40,6 @@ def checked_sigqueue(function: _F) -> _F:
     return cast(_F, _quickcalls.checked("sigqueue", function, sigqueue_error))
 
 
-def checked_method(kind: str, error: str) -> Callable[[_F], _F]:
-    """A decorator: a message queue's method ("mq_send", "mq_receive" of PosixMessageQueue,
-    "msgsnd", "msgrcv" of SysVMessageQueue) whose call without a timeout, on an open queue,
-    with bytes that fit, is made in C, again after EINTR; a failure is raised as the
-    queue's method named `error` makes it: error(errno) (msgrcv's: error(errno, type)).
-    Every other call is the method's."""
-    def decorate(function: _F) -> _F:
-        return cast(_F, _quickcalls.checked(kind, function, error))
-    return decorate
-
-
 def checked_sigtimedwait(result_type: type[tuple[Any, ...]]) -> Callable[[_F], _F]:
     """A decorator: `function` (osvirt.ipc.sigtimedwait), with its untimed calls on a set made
     in C, the signal accepted returned as a `result_type` (a typing.NamedTuple)."""

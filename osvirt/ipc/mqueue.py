@@ -38,6 +38,7 @@ import sysv_ipc
 
 from osvirt import naming, tracker
 from osvirt.errors import kernel_error
+from osvirt._checked import checked_method
 from osvirt.ipc import _native
 from osvirt._owned import Owned
 
@@ -161,7 +162,7 @@ class PosixMessageQueue(Owned):
         self._msgsize = self._mq.max_message_size  # mq_getattr's mq_msgsize: what the kernel set
         self._receivers: list[_native.Receiver] = []  # (struct osv_mq_receive, its buffer) not in use by a receive now
 
-    @_native.checked_method("mq_send", "_send_error")  # send(bytes) and send(bytes, priority) made in C
+    @checked_method("mq_send", "_send_error")  # send(bytes) and send(bytes, priority) made in C
     def send(self, message: Buffer, priority: int = 0, block: bool = True, timeout_s: float | None = None) -> None:
         """mq_send (mq_timedsend with `timeout_s`): BlockingIOError (EAGAIN) when full and not blocking,
         TimeoutError (ETIMEDOUT) after `timeout_s`."""
@@ -189,7 +190,7 @@ class PosixMessageQueue(Owned):
         self._wait(lambda mqd, timeout_ns: _mq_send(mqd, message, size, priority, timeout_ns),
                    "mq_send", block, timeout_s)
 
-    @_native.checked_method("mq_receive", "_receive_error")  # receive() made in C
+    @checked_method("mq_receive", "_receive_error")  # receive() made in C
     def receive(self, block: bool = True, timeout_s: float | None = None) -> tuple[bytes, int]:
         """mq_receive (mq_timedreceive with `timeout_s`): (message, priority) of the
         oldest message of the highest priority. BlockingIOError (EAGAIN) when empty and
@@ -302,7 +303,7 @@ class SysVMessageQueue(Owned):
         self._tracked = tracker.register_sysv("sysv-msg", self.id)
         self._buffers: list[_native.MsgBuffer] = []  # (struct osv_msg, its text) not in use by a call now
 
-    @_native.checked_method("msgsnd", "_send_error")  # bytes, an int type and a bool block made in C
+    @checked_method("msgsnd", "_send_error")  # bytes, an int type and a bool block made in C
     def send(self, message: Buffer, type: int = 1, block: bool = True) -> None:
         """msgsnd with mtype `type` (>= 1): BlockingIOError (EAGAIN) when full and not blocking."""
         if _class_of(message) is not bytes:
@@ -345,7 +346,7 @@ class SysVMessageQueue(Owned):
     def _receive_error(self, err: int, type: int) -> ValueError | OSError:
         return self._error(err, f"msgrcv(id {self.id}, type={type})", "non-blocking" if err == errno.ENOMSG else None)
 
-    @_native.checked_method("msgrcv", "_receive_error")  # an int type and a bool block made in C
+    @checked_method("msgrcv", "_receive_error")  # an int type and a bool block made in C
     def receive(self, type: int = 0, block: bool = True) -> tuple[bytes, int]:
         """msgrcv: (message, type). `type` 0 takes the oldest message, > 0 the oldest
         of that type, < 0 the oldest of the lowest type <= |type|. Without a match

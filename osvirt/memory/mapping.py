@@ -21,6 +21,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, SupportsIndex
 
+from osvirt._checked import checked_method
 from osvirt._owned import Owned
 from osvirt.memory import _native, procfs
 from osvirt.memory._native import (mmap_error, mprotect_error, munmap_error, quick_mmap, quick_mprotect,
@@ -100,6 +101,9 @@ class Mapping(Owned):
     shared = False  # MAP_SHARED
     file_backed = False  # mapped from a file, not anonymous
 
+    # Mapping(size) is made in C (checked_method), and close() when nothing
+    # was unmapped before, mprotect(prot) of the whole mapping: see csrc/cpython/quickcalls.c.
+    @checked_method("mapping_init", "_map_error")
     def __init__(self, size_bytes: int, *, prot: int = PROT_READ | PROT_WRITE, shared: bool = False,
                  fd: int | HasFileno | None = None, offset: int = 0, populate: bool = False,
                  hugepage: bool = False) -> None:
@@ -221,6 +225,7 @@ class Mapping(Owned):
     # kernel_checks_alignment is not keyword-only, though meant to be passed by keyword:
     # Python 3.11 does not specialize a call to a function with keyword-only parameters,
     # and the unspecialized call costs ~55 ns more of a ~1 us mprotect (bench row mprotect).
+    @checked_method("mapping_mprotect", "_mprotect_error")
     def mprotect(self, prot: int, offset: int = 0, length: int | None = None,
                  kernel_checks_alignment: bool = False) -> None:
         """Change the protection of [offset, offset+length) (whole pages).
@@ -239,12 +244,23 @@ class Mapping(Owned):
                     quick_mprotect(self._address, self._size, prot)  # type: ignore[arg-type]  # None: refused, below
                     return
             except OSError as e:
-                assert e.errno is not None and self._address is not None  # the call was made
-                raise mprotect_error(e.errno, self._address, self._size, prot) from None
+                assert e.errno is not None  # the call was made
+                raise self._mprotect_error(e.errno, prot) from None
             except TypeError:
                 pass  # refused (or prot unhashable): the checks below say why
         prot = _prot(prot, "mprotect")
         _native.mprotect(*self._range("mprotect", offset, length, aligned=not kernel_checks_alignment), prot)
+
+    # The errors of the calls made in C (and of mprotect's here).
+    def _map_error(self, err: int, size: int) -> OSError:
+        return mmap_error(err, size, PROT_READ | PROT_WRITE, _MAP_PRIVATE | _MAP_ANONYMOUS, -1, 0)
+
+    def _mprotect_error(self, err: int, prot: int) -> OSError:
+        assert self._address is not None  # the call was made
+        return mprotect_error(err, self._address, self._size, prot)
+
+    def _munmap_error(self, err: int, address: int) -> OSError:
+        return munmap_error(err, address, self._size)
 
     def madvise(self, advice: int, offset: int = 0, length: int | None = None) -> None:
         """Give the kernel `advice` (a value of MADV) about [offset, offset+length)."""
@@ -328,6 +344,7 @@ class Mapping(Owned):
         return procfs.pagemap(addr, -(-length // PAGE_SIZE))
 
     # -- ownership ---------------------------------------------------------------
+    @checked_method("mapping_close", "_munmap_error")
     def close(self) -> None:
         """munmap what is still mapped. Idempotent."""
         address, self._address = self._address, None
@@ -338,7 +355,7 @@ class Mapping(Owned):
                 quick_munmap(address, self._size)
             except OSError as e:
                 assert e.errno is not None
-                raise munmap_error(e.errno, address, self._size) from None
+                raise self._munmap_error(e.errno, address) from None
             return
         start = 0
         for hole_start, hole_end in sorted(self._holes) + [(self._size, self._size)]:
@@ -346,7 +363,7 @@ class Mapping(Owned):
                 _native.munmap(address + start, hole_start - start)
             start = max(start, hole_end)
 
-    # Owned's __del__ calls close(); being close() itself saves that call, ~50 ns of
-    # the ~1.5 us a Mapping costs above its mmap and munmap (bench row mmap-1m). A
+    # Owned's __del__ calls close(); being close() itself (made in C) saves that call,
+    # ~50 ns of what a Mapping costs above its mmap and munmap (bench row mmap-1m). A
     # subclass that overrides close() must set its own __del__ the same way.
     __del__ = close

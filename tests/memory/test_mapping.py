@@ -373,3 +373,24 @@ def test_the_guard_puts_the_previous_handlers_back():
     assert _caught_signals() == before
     with Children() as kids:
         assert kids.wait(kids.fork(_fault_with_default_handlers)) == 0
+
+
+def test_mapping_paths_made_in_c_show_their_methods_signature_and_docstring():
+    # Mapping(size), close() (its __del__ too) and mprotect(prot) are made in C
+    # (osvirt._quickcalls.checked); every other call is the Python method's.
+    import inspect
+    for name in ("__init__", "close", "mprotect"):
+        method = getattr(Mapping, name)
+        assert inspect.signature(method) == inspect.signature(method.__wrapped__)
+        assert method.__doc__ == method.__wrapped__.__doc__
+        assert method.__qualname__ == f"Mapping.{name}"
+    assert Mapping.__del__ is Mapping.close
+    m = Mapping(PAGE_SIZE + 1)  # whole pages, as the Python path rounds
+    assert m.size == 2 * PAGE_SIZE and m.maps()[0].perms == "rw-p"
+    m.mprotect(PROT_READ)
+    assert m.maps()[0].perms == "r--p"
+    address = m.address
+    m.close()
+    m.close()
+    from osvirt.memory.procfs import maps
+    assert m.closed and maps(address, address + 1) == []
