@@ -115,9 +115,11 @@ PRIMITIVES = [
               note="the two bare calls (osvirt._quickcalls, the GIL kept) cost ~1.07-1.1x the C loop; "
                    "Mapping(size), close() and its __del__ are made in C (osvirt._quickcalls.checked), "
                    "yet the Python object (a class instance with attributes and a finalizer, made and "
-                   "collected) keeps this row above 1.10x its floor: in the same loop a minimal Python "
-                   "owner around the same calls (__init__ that maps, close that unmaps, __del__ = close) "
-                   "costs 1.12-1.24x them, Mapping 1.14-1.20x (1.24x before its C paths)"),
+                   "collected) keeps this row above 1.10x its floor: in one process's loop a minimal "
+                   "Python owner around the same calls (__init__ that maps, close that unmaps, "
+                   "__del__ = close) costs 1.12-1.24x them, Mapping 1.14-1.20x (1.24x before its C "
+                   "paths); in bench workers 1.25-1.6x, with batches that move by 30% with the "
+                   "worker's memory layout (the 1 MiB region merges with a neighbouring mapping)"),
     Primitive("mprotect", "Mapping.mprotect of one page to PROT_READ and back to read-write (two calls)",
               python=_mprotect_python, c="mprotect",
               floor=("osvirt._quickcalls.mprotect twice", _bare_mprotect),
