@@ -28,7 +28,7 @@ import psutil
 
 from osvirt import env
 from osvirt.demo import run
-from osvirt.memory import Mapping
+from osvirt.memory import PAGE_SIZE, Mapping, procfs
 from osvirt.process import ready, sched, set_pdeathsig
 from osvirt.process.sched import Policy
 
@@ -103,11 +103,13 @@ def _waiter(region, resource_r, ready_fd):
 
 def _waiting(pid, region):
     """What the kernel says of a waiting process: its state, its CPU time (ns), its context
-    switches and the resident and swapped bytes of `region` in its address space (smaps)."""
-    proc = psutil.Process(pid)
-    vma = next(m for m in proc.memory_maps(grouped=False) if m.addr.startswith(f"{region.address:x}-"))
-    return {"state": proc.status(), "cpu_ns": sched.cpu_time_ns(pid), "switches": sched.context_switches(pid),
-            "rss": vma.rss, "swap": vma.swap}
+    switches and how many pages of `region` are resident and swapped in its address space
+    (/proc/PID/pagemap: exactly the region's pages, where smaps would count a VMA the
+    kernel merged with a neighbour)."""
+    pages = procfs.pagemap(region.address, WAITER_BYTES // PAGE_SIZE, pid)
+    return {"state": psutil.Process(pid).status(), "cpu_ns": sched.cpu_time_ns(pid),
+            "switches": sched.context_switches(pid),
+            "resident": sum(p.present for p in pages), "swapped": sum(p.swapped for p in pages)}
 
 
 def _one_per_nap(switches):
@@ -121,7 +123,8 @@ def _preempted(switches):
 
 
 def _resident(waited):
-    return all((w["state"], w["rss"], w["swap"]) == (psutil.STATUS_SLEEPING, WAITER_BYTES, 0) for w in waited)
+    return all((w["state"], w["resident"], w["swapped"]) == (psutil.STATUS_SLEEPING, WAITER_BYTES // PAGE_SIZE, 0)
+               for w in waited)
 
 
 def _not_run(waited):
@@ -275,7 +278,7 @@ def body(demo):
     with demo.step("a sleeper, a waiter, and two busy children sharing one CPU",
                    asked=f"clock_nanosleep(1 ms) x {NAPS}, getrusage(RUSAGE_SELF) around them; read(2) on an "
                          "empty pipe; /proc/PID/status voluntary_ctxt_switches, nonvoluntary_ctxt_switches, State; "
-                         "/proc/PID/smaps Rss, Swap; clock_gettime(the waiter's CPU clock)"):
+                         "/proc/PID/pagemap present and swapped bits; clock_gettime(the waiter's CPU clock)"):
         slept = demo.retry(lambda: _nap_switches(demo, NAPS), _one_per_nap)
         demo.check("sleeper: voluntary switches", f"one per nap at most: {NAPS}, and at least 75 % of that",
                    f"{slept.voluntary} voluntary, {slept.involuntary} involuntary over {NAPS} naps",
@@ -288,9 +291,9 @@ def body(demo):
                        _preempted(counts))
         first, last = waited
         demo.check(f"the waiter stays in memory for the {WINDOW_S / 2:g} s it waits",
-                   f"state sleeping; all {WAITER_BYTES >> 20} MiB it wrote resident (smaps Rss {WAITER_BYTES >> 10} "
-                   "kB, Swap 0 kB), at the start and at the end",
-                   " -> ".join(f"state {w['state']}, Rss {w['rss'] >> 10} kB, Swap {w['swap'] >> 10} kB"
+                   f"state sleeping; all {WAITER_BYTES >> 20} MiB it wrote resident ({WAITER_BYTES // PAGE_SIZE} "
+                   "pages present in its pagemap, none swapped), at the start and at the end",
+                   " -> ".join(f"state {w['state']}, {w['resident']} present, {w['swapped']} swapped"
                                for w in waited), _resident(waited))
         switched = last["switches"] - first["switches"]
         demo.check("the waiter is not run while it waits", "off the run queue: CPU time +0 ns, no context switch",

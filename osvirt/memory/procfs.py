@@ -88,18 +88,22 @@ class PageState(NamedTuple):
     file: bool      # a file page or shared anonymous page
 
 
-def pagemap(address: int, pages: int) -> list[PageState]:
-    """The PageState of `pages` pages from page-aligned `address`."""
+def pagemap(address: int, pages: int, pid: int = 0) -> list[PageState]:
+    """The PageState of `pages` pages from page-aligned `address`, in this process or in
+    process `pid` (/proc/PID/pagemap: the flags need only ptrace-read access, as a
+    parent has to its own children; the frame numbers, not read here, need CAP_SYS_ADMIN)."""
     page = os.sysconf("SC_PAGE_SIZE")
-    if isinstance(address, bool) or isinstance(pages, bool) or \
-            not isinstance(address, int) or not isinstance(pages, int):
-        raise TypeError("pagemap: address and pages must be ints")
+    if isinstance(address, bool) or isinstance(pages, bool) or isinstance(pid, bool) or \
+            not isinstance(address, int) or not isinstance(pages, int) or not isinstance(pid, int):
+        raise TypeError("pagemap: address, pages and pid must be ints")
+    if pid < 0:
+        raise ValueError(f"pagemap: pid must be >= 0 (0: this process), not {pid}")
     if not 0 <= address < ADDRESS_LIMIT or address % page or not 0 <= pages <= (ADDRESS_LIMIT - address) // page:
         raise ValueError(f"pagemap: address {address:#x} must be page-aligned and {pages} pages "
                          f"must lie below {ADDRESS_LIMIT:#x}")
     if pages > PAGEMAP_MAX_PAGES:
         raise ValueError(f"pagemap: {pages} pages is more than one call reads ({PAGEMAP_MAX_PAGES})")
-    fd = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+    fd = os.open(f"/proc/{pid or 'self'}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
     try:
         raw = os.pread(fd, 8 * pages, address // page * 8)
     finally:

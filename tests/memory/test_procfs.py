@@ -1,8 +1,11 @@
+import signal
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from osvirt.memory import PAGE_SIZE, PROT_NONE, PROT_READ, Mapping, pagemap, status
 from osvirt.memory.procfs import PAGEMAP_MAX_PAGES, maps, smaps
+from osvirt.process import Children, ready
 
 P = PAGE_SIZE
 
@@ -33,6 +36,18 @@ def test_pagemap_present_bits_agree_with_mincore():
         assert [s.present for s in states] == m.mincore() == [False] * 2 + [True] * 3 + [False] * 3
         assert not any(s.swapped or s.file for s in states)
         assert pagemap(m.address, 8) == states
+
+
+def test_pagemap_of_a_child_shows_the_pages_it_wrote_and_not_ours():
+    with Mapping(4 * P) as m, Children() as kids:
+        m.touch(write=True, length=P)  # here: page 0 only
+        pid = kids.fork_ready(lambda ready_fd: (m.touch(write=True, offset=2 * P, length=2 * P), ready(ready_fd),
+                                                signal.pause()))
+        # The child's copy of page 0 (inherited, present), pages 2 and 3 (its own writes).
+        assert [s.present for s in pagemap(m.address, 4, pid)] == [True, False, True, True]
+        assert [s.present for s in pagemap(m.address, 4)] == [True, False, False, False]
+    with pytest.raises(ValueError, match="pid must be >= 0"):
+        pagemap(0, 1, -1)
 
 
 def test_status_reads_vmrss_in_bytes():
