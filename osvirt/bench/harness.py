@@ -25,9 +25,16 @@ Each way is one series, measured like this:
   one CPU (the last usable one, since tests that pin tend to pick CPU 0); the
   CPUs each series ran on are recorded.
 
-Workers run the series of one primitive in turn (Python, floor, C, peer for worker
-1, then again for worker 2), so a burst of load from elsewhere lands on all
-of them rather than on one.
+The series' batches are interleaved: one worker process per series is
+started and set up (its rig open, n calibrated), then the batches are timed
+in rounds, one batch of each series a round (Python, floor, C, peer, the
+order turning each round), while every other worker and whatever its rig
+started waits stopped (SIGSTOP to its process group: a helper that never
+blocks, such as ctx-switch's yielding partner, takes no CPU from the series
+being timed). So drift in the machine's load, over the seconds a row takes,
+lands on every series alike rather than on whichever ran last; and each
+series keeps a process of its own (its heap, its mappings), as before. With
+2 workers, this happens twice, with fresh processes.
 """
 from __future__ import annotations
 
@@ -46,7 +53,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
-from typing import TYPE_CHECKING, Generic, Literal, NoReturn, TypedDict, TypeVar, final
+from typing import IO, TYPE_CHECKING, Generic, Literal, NoReturn, TypedDict, TypeVar, final
 
 from osvirt import env
 from osvirt.bench import _native
@@ -285,40 +292,62 @@ def _timer(primitive: Primitive, variant: Variant) -> Iterator[Callable[[int], i
             yield lambda n: time_ops(op, n)
 
 
+class _Batches:
+    """One series' batches in this process: its timer, its n, the batches kept so far."""
+
+    def __init__(self, timed: Callable[[int], int], n: int | None, min_batch_ns: int) -> None:
+        self.timed, self.min_batch_ns = timed, min_batch_ns
+        if n is None:
+            # 25 % headroom: an operation that gets faster once warm still
+            # gives batches of at least min_batch_ns.
+            n, _ = calibrate(timed, min_batch_ns * 1.25)
+        else:
+            timed(n)
+        self.n, self.faults = n, 0
+        self.elapsed: list[int] = []
+
+    def time_one(self) -> int:
+        """Time one batch; the number of batches kept. A batch shorter than
+        min_batch_ns (the load eased since calibration) discards those kept, and
+        n grows (at least 1.25-fold), so that all a series' batches have one n."""
+        faults = _children_minor_faults()
+        elapsed = self.timed(self.n)
+        faults = _children_minor_faults() - faults
+        if elapsed < self.min_batch_ns:
+            self.n = math.ceil(self.n * 1.25 * self.min_batch_ns / max(elapsed, 1))
+            self.elapsed, self.faults = [], 0
+        else:
+            self.elapsed.append(elapsed)
+            self.faults += faults
+        return len(self.elapsed)
+
+    def measured(self) -> Measured:
+        return {"n": self.n, "elapsed_ns": self.elapsed, "child_minor_faults": self.faults,
+                "cpus": sorted(os.sched_getaffinity(0)), "pid": os.getpid()}
+
+
 def measure(primitive: Primitive, variant: Variant, batches: int, n: int | None = None,
             min_batch_ns: int = MIN_BATCH_NS) -> Measured:
     """Time `batches` batches of one series here, in this process.
 
     Without n, calibrates first (which warms up); with n, warms up with one
-    batch. Should a batch then come out shorter than min_batch_ns, all are
-    timed again with a larger n, until none is (n grows at least 1.25-fold a
-    round, so a loop's batches soon last long enough). Returns {"n",
-    "elapsed_ns": [per batch], "child_minor_faults", "cpus", "pid"}:
-    child_minor_faults are those of the children reaped during the timed
-    batches (a fork's copy-on-write cost, where an operation starts and
-    reaps a process; the rigs' helpers are reaped after).
+    batch. Should a batch then come out shorter than min_batch_ns, those
+    timed are dropped and timing goes on with a larger n, until `batches`
+    batches of one n last long enough. Returns {"n", "elapsed_ns": [per
+    batch], "child_minor_faults", "cpus", "pid"}: child_minor_faults are
+    those of the children reaped during the timed batches (a fork's
+    copy-on-write cost, where an operation starts and reaps a process; the
+    rigs' helpers are reaped after).
     """
     gc.disable()  # as timeit does: a collection is not the primitive's cost
     try:
         with _timer(primitive, variant) as timed:
-            if n is None:
-                # 25 % headroom: an operation that gets faster once warm still
-                # gives batches of at least min_batch_ns.
-                n, _ = calibrate(timed, min_batch_ns * 1.25)
-            else:
-                timed(n)
-            while True:
-                faults = _children_minor_faults()
-                elapsed = [timed(n) for _ in range(batches)]
-                faults = _children_minor_faults() - faults
-                if min(elapsed) >= min_batch_ns:
-                    break
-                # Faster than when calibrated (the load eased): larger batches, timed again.
-                n = math.ceil(n * 1.25 * min_batch_ns / max(min(elapsed), 1))
+            timing = _Batches(timed, n, min_batch_ns)
+            while timing.time_one() < batches:
+                pass
+            return timing.measured()
     finally:
         gc.enable()
-    return {"n": n, "elapsed_ns": elapsed, "child_minor_faults": faults,
-            "cpus": sorted(os.sched_getaffinity(0)), "pid": os.getpid()}
 
 
 # -- workers ----------------------------------------------------------------------
@@ -329,43 +358,93 @@ def _interrupt_once(signo: int, frame: FrameType | None) -> NoReturn:
     raise KeyboardInterrupt
 
 
-def _worker(out_fd: int, primitive: Primitive, variant: Variant, batches: int, n: int | None, min_batch_ns: int,
-            cpu: int | None) -> int:
+def _worker(commands_fd: int, out_fd: int, primitive: Primitive, variant: Variant, n: int | None,
+            min_batch_ns: int, cpu: int | None) -> int:
+    """One series in its own process group (stopped as one while others are timed):
+    set up, then one batch per "batch" line read, until "end"; a JSON line answers each."""
     signal.signal(signal.SIGINT, _interrupt_once)
-    with os.fdopen(out_fd, "w") as out:
+    os.setpgid(0, 0)
+    with os.fdopen(commands_fd) as commands, os.fdopen(out_fd, "w") as out:
+        answer: dict[str, int] | Measured | Failed
+        gc.disable()  # as timeit does: a collection is not the primitive's cost
         try:
             if cpu is not None:
                 os.sched_setaffinity(0, {cpu})  # inherited by every process the rig starts
-            result: Measured | Failed = measure(primitive, variant, batches, n, min_batch_ns)
+            with _timer(primitive, variant) as timed:
+                timing = _Batches(timed, n, min_batch_ns)
+                _answer(out, {"n": timing.n})
+                while commands.readline() == "batch\n":
+                    _answer(out, {"kept": timing.time_one()})
+            answer = timing.measured()
         except Exception as e:  # noqa: BLE001 - the parent reports it as this series' error
-            result = {"error": f"{type(e).__name__}: {e}"}
-        json.dump(result, out)
+            answer = {"error": f"{type(e).__name__}: {e}"}
+        finally:
+            gc.enable()
+        _answer(out, answer)
     return 0
 
 
-def _in_worker(kids: Children, primitive: Primitive, variant: Variant, batches: int, n: int | None,
-               min_batch_ns: int, cpu: int | None) -> Measured | Failed:
-    r, w = os.pipe()
-    try:
-        pid = kids.fork(_worker, w, primitive, variant, batches, n, min_batch_ns, cpu)
-    finally:
-        os.close(w)
-    try:
-        with os.fdopen(r) as f:
-            text = f.read()
-    except KeyboardInterrupt:
-        # Let the worker remove what its rig made (named queues, files) before
-        # Children.close would SIGKILL it.
+def _answer(out: IO[str], answer: dict[str, int] | Measured | Failed) -> None:
+    out.write(json.dumps(answer) + "\n")
+    out.flush()
+
+
+class _Worker:
+    """The parent's end of one _worker: commands, answers, and stop/continue of its process group."""
+
+    def __init__(self, kids: Children, primitive: Primitive, variant: Variant, n: int | None,
+                 min_batch_ns: int, cpu: int | None) -> None:
+        commands_r, commands_w = os.pipe()
+        answers_r, answers_w = os.pipe()
+        try:
+            self.pid = kids.fork(_worker, commands_r, answers_w, primitive, variant, n, min_batch_ns, cpu)
+        except BaseException:
+            os.close(commands_w)
+            os.close(answers_r)
+            raise
+        finally:
+            os.close(commands_r)
+            os.close(answers_w)
+        self.kids, self.stopped, self.commands = kids, False, commands_w
+        self.answers = os.fdopen(answers_r)
+
+    def ask(self, command: bytes = b"") -> dict[str, int] | Measured | Failed:
+        """Continue the worker, send `command` (none: only read), and read its answer."""
+        self.resume()
+        if command:
+            with contextlib.suppress(BrokenPipeError):  # it died: its answer, if any, is in the pipe
+                os.write(self.commands, command)
+        line = self.answers.readline()
+        answer: dict[str, int] | Measured | Failed = (json.loads(line) if line  # what _worker wrote
+                                                      else {"error": "the worker died without a result"})
+        return answer
+
+    def stop(self) -> None:
+        """Stop the worker, parked in its read of commands, and its rig's processes."""
+        os.killpg(self.pid, signal.SIGSTOP)
+        self.stopped = True
+
+    def resume(self) -> None:
+        if self.stopped:
+            os.killpg(self.pid, signal.SIGCONT)
+            self.stopped = False
+
+    def end(self) -> Measured | Failed:
+        """Its batches (or its error), once its rig is closed and it has exited."""
+        answer = self.ask(b"end\n")
+        os.close(self.commands)
+        self.answers.close()
+        self.kids.wait(self.pid)
+        return answer  # type: ignore[return-value]  # after "end": a Measured or a Failed
+
+    def interrupt(self) -> None:
+        """Let the worker remove what its rig made (named queues, files) before
+        Children.close would SIGKILL it."""
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGINT)
+            self.resume()
+            os.kill(self.pid, signal.SIGINT)
         with contextlib.suppress(TimeoutError):
-            kids.wait(pid, timeout_s=5)
-        raise
-    kids.wait(pid)
-    if not text:
-        return {"error": "the worker died without a result"}
-    measured: Measured | Failed = json.loads(text)  # what _worker wrote
-    return measured
+            self.kids.wait(self.pid, timeout_s=5)
 
 
 def _split(batches: int, workers: int) -> list[int]:
@@ -393,17 +472,8 @@ def _measure_primitive(kids: Children, primitive: Primitive, batches: int, worke
     runs: dict[Variant, list[Measured]] = {v: [] for v in ways}
     errors: dict[str, str] = {}
     for w, share in enumerate(_split(batches, workers)):
-        for variant in ways:
-            if variant in errors:
-                continue
-            if progress:
-                progress(primitive.name, variant, w + 1, workers)
-            n = runs[variant][0]["n"] if runs[variant] else None
-            result = _in_worker(kids, primitive, variant, share, n, min_batch_ns, cpu)
-            if "error" in result:
-                errors[variant] = result["error"]
-            else:
-                runs[variant].append(result)
+        if share:
+            _interleaved(kids, primitive, share, min_batch_ns, cpu, w, workers, runs, errors, progress)
     row: Row = {"name": primitive.name, "does": primitive.does, "note": primitive.note,
                 "pinned": cpu, "bytes_per_op": primitive.bytes_per_op, "errors": errors}
     for variant, (label, _) in ways.items():
@@ -411,6 +481,53 @@ def _measure_primitive(kids: Children, primitive: Primitive, batches: int, worke
     if primitive is not LOOP:
         _ratios(row)
     return row
+
+
+def _interleaved(kids: Children, primitive: Primitive, share: int, min_batch_ns: int, cpu: int | None,
+                 w: int, workers: int, runs: dict[Variant, list[Measured]], errors: dict[str, str],
+                 progress: Progress | None) -> None:
+    """One worker per series still without an error, set up in turn, then `share`
+    batches of each timed in rounds; their batches added to runs, or their errors to errors."""
+    live: dict[Variant, _Worker] = {}
+    kept: dict[Variant, int] = {}
+
+    def failed(variant: Variant, answer: Measured | Failed | dict[str, int]) -> bool:
+        if "error" in answer:
+            errors[variant] = str(answer["error"])
+            live.pop(variant).end()
+            return True
+        return False
+    try:
+        for variant in runs:
+            if variant in errors:
+                continue
+            if progress:
+                progress(primitive.name, variant, w + 1, workers)
+            n = runs[variant][0]["n"] if runs[variant] else None
+            live[variant] = _Worker(kids, primitive, variant, n, min_batch_ns, cpu)
+            if not failed(variant, live[variant].ask()):  # set up, calibrated: {"n"}
+                live[variant].stop()
+                kept[variant] = 0
+        for turn in itertools.count():
+            todo = [v for v in live if kept[v] < share]
+            if not todo:
+                break
+            for variant in todo[turn % len(todo):] + todo[:turn % len(todo)]:
+                answer = live[variant].ask(b"batch\n")
+                if not failed(variant, answer):
+                    live[variant].stop()
+                    kept[variant] = answer["kept"]  # type: ignore[typeddict-item]  # {"kept": n}
+        while live:
+            variant, worker = live.popitem()
+            answer = worker.end()
+            if "error" in answer:
+                errors[variant] = answer["error"]
+            else:
+                runs[variant].append(answer)
+    except KeyboardInterrupt:
+        for worker in live.values():
+            worker.interrupt()
+        raise
 
 
 def _ratios(row: Row) -> None:
