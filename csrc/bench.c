@@ -5,12 +5,14 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/msg.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <sched.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bench.h"
+#include "sync.h"
 
 static int64_t now_ns(void)
 {
@@ -280,10 +282,12 @@ int64_t osv_bench_durable_write(const char *dir, const char *target, const char 
 {
     int64_t t0 = now_ns();
     for (int64_t i = 0; i < n; i++) {
+        struct stat st;  /* the target's mode, kept, as osvirt.fs.durable_write does */
+        mode_t mode = stat(target, &st) == 0 ? st.st_mode & 07777 : 0600;
         int fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd == -1)
             return -1;
-        if (write_all(fd, buf, size) == -1) {
+        if (fchmod(fd, mode) == -1 || write_all(fd, buf, size) == -1) {
             close(fd);
             return -1;
         }
@@ -306,19 +310,12 @@ int64_t osv_bench_fionread(int fd, int64_t n)
     return now_ns() - t0;
 }
 
-/* An event as osvirt.sync.Event is one: a flag under a mutex, and a condition. */
-struct event {
-    pthread_mutex_t mutex;
-    pthread_cond_t cond;
-    int flag;
-};
-
 struct shared {
     pthread_mutex_t mutex;
     pthread_cond_t cond;
     sem_t sem;
     int turn;
-    struct event ping, pong;
+    osv_event ping, pong;  /* osvirt.sync.Event's: its calls in csrc/sync.c */
 };
 
 size_t osv_bench_shared_size(void)
@@ -369,11 +366,7 @@ int osv_bench_shared_init(void *shared)
     int err = mutex_init(&s->mutex, PTHREAD_MUTEX_ERRORCHECK);
     if (err == 0)
         err = cond_init(&s->cond);
-    for (struct event *e = &s->ping; err == 0 && e <= &s->pong; e++) {
-        e->flag = 0;
-        if ((err = mutex_init(&e->mutex, PTHREAD_MUTEX_ERRORCHECK)) == 0)
-            err = cond_init(&e->cond);
-    }
+    s->ping.word = s->pong.word = 0;
     if (err != 0)
         return pthread_result(err);
     s->turn = 0;
@@ -437,38 +430,14 @@ int osv_bench_cond_echo(void *shared)
     return pthread_result(err);
 }
 
-/* Event.set(), wait() and clear(), each an error number or 0, as osvirt.sync.Event's:
- * wait() reads the flag first, and takes the mutex only to wait. */
-static int event_set(struct event *e)
+/* Event.wait() as osvirt.sync.Event's, untimed: the flag set, or sleep until the word changes. */
+static int event_wait(osv_event *e)
 {
-    int err = pthread_mutex_lock(&e->mutex);
-    if (err != 0)
-        return err;
-    int raised = !e->flag;
-    __atomic_store_n(&e->flag, 1, __ATOMIC_RELAXED);
-    if ((err = pthread_mutex_unlock(&e->mutex)) == 0 && raised)  /* broadcast after the unlock */
-        err = pthread_cond_broadcast(&e->cond);
-    return err;
-}
-
-static int event_wait(struct event *e)
-{
-    if (__atomic_load_n(&e->flag, __ATOMIC_RELAXED))
-        return 0;
-    int err = pthread_mutex_lock(&e->mutex);
-    while (err == 0 && !e->flag)
-        err = pthread_cond_wait(&e->cond, &e->mutex);
-    int unlock_err = err ? 0 : pthread_mutex_unlock(&e->mutex);
-    return err ? err : unlock_err;
-}
-
-static int event_clear(struct event *e)
-{
-    int err = pthread_mutex_lock(&e->mutex);
-    if (err != 0)
-        return err;
-    __atomic_store_n(&e->flag, 0, __ATOMIC_RELAXED);
-    return pthread_mutex_unlock(&e->mutex);
+    uint32_t seen = osv_event_get(e);
+    while (!(seen & 1) && osv_event_get(e) == seen)
+        if (osv_event_wait_for(e, seen, -1) == -1 && errno != EINTR)
+            return -1;
+    return 0;
 }
 
 int64_t osv_bench_event_round_trip(void *shared, int64_t n)
@@ -476,13 +445,9 @@ int64_t osv_bench_event_round_trip(void *shared, int64_t n)
     struct shared *s = shared;
     int64_t t0 = now_ns();
     for (int64_t i = 0; i < n; i++) {
-        int err = event_set(&s->ping);
-        if (err == 0)
-            err = event_wait(&s->pong);
-        if (err == 0)
-            err = event_clear(&s->pong);
-        if (err != 0)
-            return pthread_result(err);
+        if (osv_event_set(&s->ping) == -1 || event_wait(&s->pong) == -1)
+            return -1;
+        osv_event_clear(&s->pong);
     }
     return now_ns() - t0;
 }
@@ -490,13 +455,11 @@ int64_t osv_bench_event_round_trip(void *shared, int64_t n)
 int osv_bench_event_echo(void *shared)
 {
     struct shared *s = shared;
-    int err = 0;
-    while (err == 0) {
-        err = event_wait(&s->ping);
-        if (err == 0)
-            err = event_clear(&s->ping);
-        if (err == 0)
-            err = event_set(&s->pong);
+    for (;;) {
+        if (event_wait(&s->ping) == -1)
+            return -1;
+        osv_event_clear(&s->ping);
+        if (osv_event_set(&s->pong) == -1)
+            return -1;
     }
-    return pthread_result(err);
 }

@@ -1,4 +1,5 @@
 #include "sync.h"
+#include "inline/event.h"
 
 /* pthread_* calls return an error number; the osv_* convention is -1 and errno. */
 static int osv_pthread_result(int err)
@@ -68,6 +69,18 @@ int osv_cond_wait_for(pthread_cond_t *c, pthread_mutex_t *m, int64_t timeout_ns)
 
 int osv_cond_signal(pthread_cond_t *c) { return osv_pthread_result(pthread_cond_signal(c)); }
 int osv_cond_broadcast(pthread_cond_t *c) { return osv_pthread_result(pthread_cond_broadcast(c)); }
+
+int osv_event_set(osv_event *e) { return osv_pthread_result(osv_event_raise(e)); }
+void osv_event_clear(osv_event *e) { osv_event_lower(e); }
+uint32_t osv_event_get(osv_event *e) { return osv_event_word(e); }
+
+int osv_event_wait_for(osv_event *e, uint32_t seen, int64_t timeout_ns)
+{
+    struct timespec ts;
+    if (timeout_ns >= 0)
+        osv_deadline(CLOCK_MONOTONIC, timeout_ns, &ts);
+    return osv_pthread_result(osv_event_sleep(e, seen, timeout_ns >= 0 ? &ts : NULL));
+}
 
 int osv_sem_init(sem_t *s, unsigned int value) { return sem_init(s, 1, value); }
 

@@ -40,6 +40,8 @@ static const int ENOTRECOVERABLE;
 typedef struct { pthread_cond_t cond; int64_t waiters, owed, notifies; } osv_condition;
 /* Event and Barrier: a robust mutex, a condition on it, and the words it guards. */
 typedef struct { pthread_mutex_t mutex; pthread_cond_t cond; int64_t words[8]; } osv_monitor;
+/* Event: one futex word (csrc/inline/event.h says how it is used). */
+typedef struct { uint32_t word; } osv_event;
 /* BoundedSemaphore: its release checks the bound and posts under `guard`. */
 typedef struct { sem_t sem; pthread_mutex_t guard; } osv_bounded_sem;
 
@@ -64,6 +66,16 @@ int osv_cond_init(pthread_cond_t *c);
 int osv_cond_wait_for(pthread_cond_t *c, pthread_mutex_t *m, int64_t timeout_ns);
 int osv_cond_signal(pthread_cond_t *c);
 int osv_cond_broadcast(pthread_cond_t *c);
+
+/* Event's calls (csrc/inline/event.h), for osvirt.sync and the C loop:
+ * osv_event_set returns 0 or -1 and errno; osv_event_wait_for makes one
+ * FUTEX_WAIT while the word is `seen`, for at most timeout_ns (< 0: no
+ * timeout), and returns 0 (woken, or the word already differs), or -1 and
+ * errno ETIMEDOUT or EINTR. */
+int osv_event_set(osv_event *e);
+void osv_event_clear(osv_event *e);
+uint32_t osv_event_get(osv_event *e);
+int osv_event_wait_for(osv_event *e, uint32_t seen, int64_t timeout_ns);
 
 int osv_sem_init(sem_t *s, unsigned int value);
 int osv_sem_wait_for(sem_t *s, int clock, int64_t timeout_ns);

@@ -1,7 +1,7 @@
 # osvirt._fastlock, built from csrc/cpython/fastlock.c. The C methods call
 # back into the subclass: _enter_slow(err), _exit_slow(err) (err None once
 # unbound), for the semaphore _acquire(blocking, timeout) and _release(n), for
-# the event _set, _clear, _is_set and _wait(timeout, sets), for the condition
+# the event _live() (closed) and _wait(timeout), for the condition
 # _notify(n), _wait(timeout) and _wait_on(err).
 from typing_extensions import Self  # a stub: never imported, so any Python the package supports
 

@@ -21,14 +21,16 @@
  * mapping) keeps the memory mapped while bound, and _unbind() (close) drops
  * both. The GIL is held from check to call, so no thread unbinds in between.
  *
- * Event and Condition (EventFastPath, ConditionFastPath) wait too: one wait of
- * at most a slice (osvirt.sync.mutex.SLICE_S) with the GIL released and the
- * keepers held, so a close() meanwhile cannot unmap the memory; what one
- * slice does not finish (a timeout to keep, a signal handler to run, a dead
- * holder to report) goes on in Python: _wait(...), _wait_on(err). They find
- * the layout of osv_monitor and osv_condition in csrc/sync.h, and read the
- * holder of a mutex where glibc keeps it (the robust futex word's TID, or
- * __owner for a non-robust one), as osvirt.sync does.
+ * Condition (ConditionFastPath) waits too: one wait of at most a slice
+ * (osvirt.sync.mutex.SLICE_S) with the GIL released and the keepers held, so
+ * a close() meanwhile cannot unmap the memory; what one slice does not finish
+ * (a timeout to keep, a signal handler to run, a dead holder to report) goes
+ * on in Python: _wait(...), _wait_on(err). It finds the layout of
+ * osv_condition in csrc/sync.h, and reads the holder of a mutex where glibc
+ * keeps it (the robust futex word's TID, or __owner for a non-robust one), as
+ * osvirt.sync does. Event (EventFastPath) is a futex word
+ * (csrc/inline/event.h): its untimed wait sleeps whole in C, since a futex
+ * wait, unlike pthread_cond_wait, returns to run a signal handler.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -41,10 +43,10 @@
 #include <unistd.h>
 
 #include "../sync.h"
+#include "../inline/event.h"
 
 #define SLICE_NS 100000000L  /* osvirt.sync.mutex.SLICE_S */
 #define FUTEX_TID_MASK 0x3fffffff
-enum { EVENT_FLAG, EVENT_SETS };  /* osvirt.sync.event's words */
 
 typedef struct {
     PyObject_HEAD
@@ -169,91 +171,67 @@ static void slice_deadline(struct timespec *ts)
     }
 }
 
-/* -- Event: a flag under a robust mutex (osvirt.sync.monitor). A holder that died
- * leaves the flag consistent (one store), so EOWNERDEAD is only made consistent. -- */
-static int event_lock(osv_monitor *e, int err)
-{
-    if (err == EOWNERDEAD)
-        err = pthread_mutex_consistent(&e->mutex);
-    return err;
-}
-
+/* -- Event: one futex word (csrc/inline/event.h); after close(), _live() raises. -- */
 static PyObject *event_set(PyObject *op, PyObject *unused)
 {
-    osv_monitor *e = ((FastPath *)op)->object;
-    if (e == NULL || event_lock(e, pthread_mutex_trylock(&e->mutex)) != 0)
-        return PyObject_CallMethod(op, "_set", NULL);  /* closed, or busy: wait in Python */
-    int raised = !e->words[EVENT_FLAG];
-    if (raised) {
-        __atomic_store_n(&e->words[EVENT_FLAG], 1, __ATOMIC_RELAXED);
-        e->words[EVENT_SETS]++;
-    }
-    int err = pthread_mutex_unlock(&e->mutex);
+    osv_event *e = ((FastPath *)op)->object;
+    if (e == NULL)
+        return PyObject_CallMethod(op, "_live", NULL);
+    int err = osv_event_raise(e);
     if (err != 0)
-        return os_error(err, "pthread_mutex_unlock");
-    /* After the unlock: a waiter woken at once does not block on the mutex we hold.
-     * None is lost: a waiter checks the flag with the mutex held, so it either saw
-     * it raised or already waits. */
-    if (raised && (err = pthread_cond_broadcast(&e->cond)) != 0)
-        return os_error(err, "pthread_cond_broadcast");
+        return os_error(err, "futex(FUTEX_WAKE_OP)");
     Py_RETURN_NONE;
 }
 
 static PyObject *event_clear(PyObject *op, PyObject *unused)
 {
-    osv_monitor *e = ((FastPath *)op)->object;
-    if (e == NULL || event_lock(e, pthread_mutex_trylock(&e->mutex)) != 0)
-        return PyObject_CallMethod(op, "_clear", NULL);
-    __atomic_store_n(&e->words[EVENT_FLAG], 0, __ATOMIC_RELAXED);
-    int err = pthread_mutex_unlock(&e->mutex);
-    if (err != 0)
-        return os_error(err, "pthread_mutex_unlock");
+    osv_event *e = ((FastPath *)op)->object;
+    if (e == NULL)
+        return PyObject_CallMethod(op, "_live", NULL);
+    osv_event_lower(e);
     Py_RETURN_NONE;
 }
 
 static PyObject *event_is_set(PyObject *op, PyObject *unused)
 {
-    osv_monitor *e = ((FastPath *)op)->object;
+    osv_event *e = ((FastPath *)op)->object;
     if (e == NULL)
-        return PyObject_CallMethod(op, "_is_set", NULL);  /* ValueError: closed */
-    return PyBool_FromLong(__atomic_load_n(&e->words[EVENT_FLAG], __ATOMIC_RELAXED) != 0);
+        return PyObject_CallMethod(op, "_live", NULL);
+    return PyBool_FromLong(osv_event_word(e) & 1);
 }
 
-/* Event.wait(): a set flag at once; wait() without a timeout for one slice in C;
- * the rest (a timeout, a second slice) is the Python _wait(timeout, sets). */
+/* Event.wait() without a timeout, whole: sleep until the word changes, the GIL
+ * released and the keeper held (a close() meanwhile cannot unmap it); a signal
+ * handler runs on EINTR, and its exception ends the wait. A timeout is the
+ * Python _wait(timeout). */
 static PyObject *event_wait(PyObject *op, PyObject *args, PyObject *kwargs)
 {
     FastPath *self = (FastPath *)op;
-    osv_monitor *e = self->object;
+    osv_event *e = self->object;
     int untimed = kwargs == NULL && (PyTuple_GET_SIZE(args) == 0
                                      || (PyTuple_GET_SIZE(args) == 1 && PyTuple_GET_ITEM(args, 0) == Py_None));
     if (e == NULL || !untimed)
         return python_rest(op, "_wait", args, kwargs);
-    if (__atomic_load_n(&e->words[EVENT_FLAG], __ATOMIC_RELAXED))
+    uint32_t seen = osv_event_word(e);
+    if (seen & 1)
         Py_RETURN_TRUE;
     PyObject *keeper = Py_NewRef(self->keeper);
-    int64_t sets = -1;
-    int woke = 0, err;
-    struct timespec deadline;
-    Py_BEGIN_ALLOW_THREADS
-    slice_deadline(&deadline);
-    err = event_lock(e, pthread_mutex_clocklock(&e->mutex, CLOCK_MONOTONIC, &deadline));
-    if (err == 0) {
-        sets = e->words[EVENT_SETS];
-        while (err == 0 && !e->words[EVENT_FLAG] && e->words[EVENT_SETS] == sets)
-            err = event_lock(e, pthread_cond_timedwait(&e->cond, &e->mutex, &deadline));
-        woke = e->words[EVENT_FLAG] || e->words[EVENT_SETS] != sets;
-        pthread_mutex_unlock(&e->mutex);
+    int err = 0;
+    while (osv_event_word(e) == seen) {
+        if (err == EINTR && PyErr_CheckSignals() < 0)
+            break;
+        Py_BEGIN_ALLOW_THREADS
+        err = osv_event_sleep(e, seen, NULL);
+        Py_END_ALLOW_THREADS
+        if (err != 0 && err != EINTR) {
+            os_error(err, "futex(FUTEX_WAIT_BITSET)");
+            break;
+        }
     }
-    Py_END_ALLOW_THREADS
     Py_DECREF(keeper);
-    if (woke)
-        Py_RETURN_TRUE;
-    if (err != 0 && err != ETIMEDOUT)
-        return os_error(err, "pthread_cond_timedwait");
-    if (sets < 0)  /* the mutex not taken within the slice */
-        return PyObject_CallMethod(op, "_wait", NULL);
-    return PyObject_CallMethod(op, "_wait", "OL", Py_None, (long long)sets);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_TRUE;
 }
 
 /* -- Condition: its pthread condition, and its lock's mutex (_bind_lock). -- */

@@ -311,29 +311,22 @@ def _event_round_trip_python() -> Iterator[Callable[[], None]]:
 
 
 class _BareEvent:
-    """An osvirt.sync.Event's flag, mutex and condition driven by the barest calls,
-    as the C loop's event_set/wait/clear do: pthread calls over cffi."""
+    """An osvirt.sync.Event's futex word driven by the barest calls, as the C loop's
+    event_wait and osv_event_set/clear do: csrc/sync.c's calls over cffi."""
 
     def __init__(self, event: Event) -> None:
-        self.mutex, self.cond, self.words = event._mutex_p, event._cond_p, event._words
+        self.ptr = event._ptr
 
     def set(self) -> None:
-        lib.osv_mutex_lock_for(self.mutex, LOCK_CLOCK, _FOREVER_NS)
-        self.words[0] = 1
-        lib.osv_mutex_unlock(self.mutex)
-        lib.osv_cond_broadcast(self.cond)
+        lib.osv_event_set(self.ptr)
 
     def clear(self) -> None:
-        lib.osv_mutex_lock_for(self.mutex, LOCK_CLOCK, _FOREVER_NS)
-        self.words[0] = 0
-        lib.osv_mutex_unlock(self.mutex)
+        lib.osv_event_clear(self.ptr)
 
     def wait(self, timeout: float | None = None) -> bool:
-        if not self.words[0]:
-            lib.osv_mutex_lock_for(self.mutex, LOCK_CLOCK, _FOREVER_NS)
-            while not self.words[0]:
-                lib.osv_cond_wait_for(self.cond, self.mutex, _FOREVER_NS)
-            lib.osv_mutex_unlock(self.mutex)
+        seen = lib.osv_event_get(self.ptr)
+        while not seen & 1 and lib.osv_event_get(self.ptr) == seen:
+            lib.osv_event_wait_for(self.ptr, seen, -1)
         return True
 
 
@@ -382,13 +375,14 @@ PRIMITIVES = [
     Primitive("event-wake", "osvirt.sync.Event round trip: set an event a process waits on, wait for "
                             "its answer on a second one, clear it; both on one CPU",
               python=_event_round_trip_python, c="event_round_trip", c_args=_event_round_trip_c, pin=True,
-              floor=("pthread calls over cffi on the events' words, both sides", _event_round_trip_bare),
+              floor=("csrc/sync.c's event calls over cffi, both sides", _event_round_trip_bare),
               peer=("multiprocessing.Event", _mp_event_round_trip),
-              note="set(), clear() and a set flag's wait() are C with the GIL held; a wait() that "
-                   "blocks waits its first slice in C with the GIL released (osvirt._fastlock). The "
-                   "same system calls as the C loop's, but each wait that blocks arms the timer of "
-                   "its 0.1 s slice (so that a signal handler, Ctrl-C, runs): the C loop with such "
-                   "timed waits costs ~1.1-1.2x its untimed one on a 2-CPU VM, most of this row's gap"),
+              note="an Event is one futex word (csrc/inline/event.h), the C loop's too: set() is one "
+                   "FUTEX_WAKE_OP, clear() a compare-and-swap, a wait() that blocks one FUTEX_WAIT, "
+                   "untimed (a signal handler ends it with EINTR); all four methods are C "
+                   "(osvirt._fastlock), set and clear with the GIL held, so what remains above the "
+                   "C loop is each side's interpreter work and the GIL's release and retake "
+                   "around the wait, between the context switches"),
     Primitive("cond-rtt", "osvirt.sync.Condition round trip: under its Lock, hand a turn word to a "
                           "process waiting on the condition, notify, wait for it back; both on one CPU",
               python=_cond_round_trip_python, c="cond_round_trip", c_args=_cond_round_trip_c, pin=True,

@@ -105,6 +105,18 @@ def expected_error(err: int, facility: str, expected: tuple[int, ...] = ()) -> i
     raise error(err, facility)
 
 
+# -- event (csrc/inline/event.h) -----------------------------------------------
+def event_word(e: Any) -> int:
+    """The event's futex word: bit 0 the flag, the bits above the clear() count."""
+    return int(lib.osv_event_get(e))
+
+
+def event_wait_for(e: Any, seen: int, timeout_ns: int) -> int:
+    """Sleep while the word is `seen`, at most timeout_ns (< 0: no timeout): 0 (woken,
+    possibly spuriously), ETIMEDOUT or EINTR (a signal handler is to run)."""
+    return _outcome(lib.osv_event_wait_for(e, seen, timeout_ns), "futex(FUTEX_WAIT_BITSET)", (ETIMEDOUT, EINTR))
+
+
 # -- mutex -----------------------------------------------------------------------
 def mutex_init(m: Any, kind: int, robust: bool) -> None:
     """A process-shared mutex of `kind` (PTHREAD_MUTEX_ERRORCHECK or _RECURSIVE)."""

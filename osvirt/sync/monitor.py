@@ -1,4 +1,4 @@
-"""What Event and Barrier are built on: a robust mutex, a condition on it and the
+"""What Barrier is built on: a robust mutex, a condition on it and the
 words they guard, in one shared mapping (csrc/sync.h's osv_monitor).
 
 Each word is written with the mutex held and by one store, so a holder that
