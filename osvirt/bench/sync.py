@@ -348,30 +348,52 @@ def _event_round_trip_c() -> Iterator[tuple[_native.SharedPage]]:
         yield (page,)
 
 
+# Why the lock rows' floor is 15-40x their C loop: a lock and an unlock are two atomic
+# instructions in C, and any call from Python costs more than that. Measured with
+# timeit on the 2-CPU EPYC VM: a trivial cffi call (lib.osv_event_get) 245 ns, as it
+# converts its argument and releases and retakes the GIL; a trivial C method that
+# keeps the GIL (Event.is_set) 53 ns, the empty loop's no-op call 48 ns.
+_LOCK_NOTE = ("C locks and unlocks with two atomic instructions (~18 ns); the floor's two "
+              "cffi calls each convert a pointer and release and retake the GIL (a trivial "
+              "cffi call costs ~245 ns by timeit here, a C method keeping the GIL ~53 ns), "
+              "which is floor/C; osvirt's `with` is one C call each way that keeps the GIL "
+              "(osvirt._fastlock), so it is under its floor")
+
 PRIMITIVES = [
     Primitive("mutex", "with osvirt.sync.Mutex(): lock and unlock, uncontended (process-shared, robust)",
               python=_mutex_python, c="mutex_lock_unlock", c_args=_shared_page,
               floor=("pthread_mutex_trylock + unlock over cffi", _mutex_bare),
-              peer=("multiprocessing.Lock", _mp_lock)),
+              peer=("multiprocessing.Lock", _mp_lock),
+              note=_LOCK_NOTE),
     Primitive("lock", "with osvirt.sync.Lock(): acquire and release, uncontended (threading's protocol; "
                       "the same robust pthread mutex as Mutex)",
               python=_lock_python, c="mutex_lock_unlock", c_args=_shared_page,
               floor=("pthread_mutex_trylock + unlock over cffi", _mutex_bare),
-              peer=("multiprocessing.Lock", _mp_lock)),
+              peer=("multiprocessing.Lock", _mp_lock),
+              note=_LOCK_NOTE),
     Primitive("rlock", "with osvirt.sync.RLock(): acquire and release, uncontended (the robust pthread "
                        "mutex and a count beside it)",
               python=_rlock_python, c="mutex_lock_unlock", c_args=_shared_page,
               floor=("pthread_mutex_trylock + unlock over cffi", _mutex_bare),
-              peer=("multiprocessing.RLock", _mp_rlock)),
+              peer=("multiprocessing.RLock", _mp_rlock),
+              note=_LOCK_NOTE),
     Primitive("mutex-contended", "the same while another process locks and unlocks it in a loop "
                                  "(unpinned: two CPUs)",
               python=_mutex_contended_python, c="mutex_lock_unlock", c_args=_shared_page_contended,
               floor=("pthread_mutex_clocklock + unlock over cffi", _mutex_contended_bare),
-              peer=("multiprocessing.Lock", _mp_lock_contended)),
+              peer=("multiprocessing.Lock", _mp_lock_contended),
+              note="each series' partner runs its own kind of loop (C's is C, so it holds the "
+                   "lock for a few ns at a time), so floor/C mixes the call cost of the rows above "
+                   "with a different contention; within Python, the lock's cache line moving "
+                   "between the CPUs is most of the cost. Sleeps are rare: voluntary context "
+                   "switches per operation (/proc/self/status, 200k operations, twice) were "
+                   "0.0004-0.0008 for osvirt, 0-0.0025 for the floor and 0.029-0.037 for "
+                   "multiprocessing.Lock, whose semaphore sleeps in sem_wait ~50x as often"),
     Primitive("semaphore", "osvirt.sync.Semaphore release (sem_post) then acquire (sem_wait), uncontended",
               python=_semaphore_python, c="sem_post_wait", c_args=_shared_page,
               floor=("sem_post + sem_trywait over cffi", _semaphore_bare),
-              peer=("posix_ipc.Semaphore", _posix_ipc_semaphore)),
+              peer=("posix_ipc.Semaphore", _posix_ipc_semaphore),
+              note=_LOCK_NOTE),
     Primitive("event-wake", "osvirt.sync.Event round trip: set an event a process waits on, wait for "
                             "its answer on a second one, clear it; both on one CPU",
               python=_event_round_trip_python, c="event_round_trip", c_args=_event_round_trip_c, pin=True,
