@@ -1,6 +1,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>  /* rename */
 #include <spawn.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>

@@ -52,15 +52,20 @@ def _durable_write_python() -> Iterator[Callable[[], None]]:
 
 @rig
 def _durable_write_bare() -> Iterator[Callable[[], None]]:
-    """durable_write's system calls, bare: the temp file written and fsynced,
-    renamed over the target, the directory fsynced."""
+    """durable_write's system calls, bare: the target's mode read, the temp file
+    given it, written and fsynced, renamed over the target, the directory fsynced."""
     with private_dir(tempfile.gettempdir()) as directory:
         target, temp, block = os.path.join(directory, "target"), os.path.join(directory, "tmp"), bytes(BLOCK)
         create = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
         def write_rename_fsync() -> None:
+            try:
+                mode = os.stat(target).st_mode & 0o7777
+            except FileNotFoundError:  # the first call only
+                mode = 0o600
             fd = os.open(temp, create, 0o600)
             try:
+                os.fchmod(fd, mode)
                 os.write(fd, block)
                 os.fsync(fd)
             finally:
@@ -88,7 +93,7 @@ PRIMITIVES = [
     Primitive("durable-write", "osvirt.fs.durable_write of 4 KiB: temp file written and fsynced, "
                                "renamed over the target, the directory fsynced",
               python=_durable_write_python, c="durable_write", c_args=_durable_write_c,
-              floor=("os.open, write, fsync, rename, directory fsync", _durable_write_bare),
+              floor=("os.stat, open, fchmod, write, fsync, rename, directory fsync", _durable_write_bare),
               bytes_per_op=BLOCK,
               note="two fsyncs (the file's data, then the directory's rename); the Python path "
                    "also keeps the target's mode (stat, fchmod)"),
