@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <sched.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -313,7 +314,7 @@ int64_t osv_bench_fionread(int fd, int64_t n)
 
 struct shared {
     pthread_mutex_t mutex;
-    pthread_cond_t cond;
+    osv_condition cond;  /* osvirt.sync.Condition's: its calls in csrc/sync.c */
     sem_t sem;
     int turn;
     osv_event ping, pong;  /* osvirt.sync.Event's: its calls in csrc/sync.c */
@@ -347,26 +348,11 @@ static int mutex_init(pthread_mutex_t *m, int type)
     return err;
 }
 
-/* A process-shared condition on CLOCK_MONOTONIC: an error number, or 0. */
-static int cond_init(pthread_cond_t *c)
-{
-    pthread_condattr_t ca;
-    int err = pthread_condattr_init(&ca);
-    if (err != 0)
-        return err;
-    if ((err = pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED)) == 0
-        && (err = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC)) == 0)
-        err = pthread_cond_init(c, &ca);
-    pthread_condattr_destroy(&ca);
-    return err;
-}
-
 int osv_bench_shared_init(void *shared)
 {
     struct shared *s = shared;
     int err = mutex_init(&s->mutex, PTHREAD_MUTEX_ERRORCHECK);
-    if (err == 0)
-        err = cond_init(&s->cond);
+    memset(&s->cond, 0, sizeof s->cond);
     s->ping.word = s->pong.word = 0;
     if (err != 0)
         return pthread_result(err);
@@ -398,6 +384,19 @@ int64_t osv_bench_sem_post_wait(void *shared, int64_t n)
     return now_ns() - t0;
 }
 
+/* Condition.wait() as osvirt.sync.Condition's, untimed, with s->mutex held: sleep
+ * until a notify is owed to this waiter. 0, or -1 and errno. */
+static int cond_wait(struct shared *s)
+{
+    int64_t notifies = osv_condition_enter(&s->cond);
+    int rc;
+    do
+        rc = osv_condition_wait_for(&s->cond, &s->mutex, -1);
+    while ((rc == 0 || errno == EINTR) && !osv_condition_take(&s->cond, notifies));
+    osv_condition_leave(&s->cond);
+    return rc == -1 && errno != EINTR ? -1 : 0;
+}
+
 int64_t osv_bench_cond_round_trip(void *shared, int64_t n)
 {
     struct shared *s = shared;
@@ -407,12 +406,12 @@ int64_t osv_bench_cond_round_trip(void *shared, int64_t n)
         if (err != 0)
             return pthread_result(err);
         s->turn = 1;
-        err = pthread_cond_signal(&s->cond);
-        while (err == 0 && s->turn == 1)  /* until the echo hands the turn back */
-            err = pthread_cond_wait(&s->cond, &s->mutex);
+        int rc = osv_condition_notify(&s->cond, 1);
+        while (rc == 0 && s->turn == 1)  /* until the echo hands the turn back */
+            rc = cond_wait(s);
         pthread_mutex_unlock(&s->mutex);
-        if (err != 0)
-            return pthread_result(err);
+        if (rc != 0)
+            return -1;
     }
     return now_ns() - t0;
 }
@@ -421,14 +420,16 @@ int osv_bench_cond_echo(void *shared)
 {
     struct shared *s = shared;
     int err = pthread_mutex_lock(&s->mutex);
-    while (err == 0) {
-        while (err == 0 && s->turn != 1)
-            err = pthread_cond_wait(&s->cond, &s->mutex);
+    if (err != 0)
+        return pthread_result(err);
+    for (;;) {
+        while (s->turn != 1)
+            if (cond_wait(s) == -1)
+                return -1;
         s->turn = 0;
-        if (err == 0)
-            err = pthread_cond_signal(&s->cond);
+        if (osv_condition_notify(&s->cond, 1) == -1)
+            return -1;
     }
-    return pthread_result(err);
 }
 
 /* Event.wait() as osvirt.sync.Event's, untimed: the flag set, or sleep until the word changes. */

@@ -1,4 +1,5 @@
 #include "sync.h"
+#include "inline/condition.h"
 #include "inline/event.h"
 
 /* pthread_* calls return an error number; the osv_* convention is -1 and errno. */
@@ -79,7 +80,20 @@ int osv_event_wait_for(osv_event *e, uint32_t seen, int64_t timeout_ns)
     struct timespec ts;
     if (timeout_ns >= 0)
         osv_deadline(CLOCK_MONOTONIC, timeout_ns, &ts);
-    return osv_pthread_result(osv_event_sleep(e, seen, timeout_ns >= 0 ? &ts : NULL));
+    return osv_pthread_result(osv_futex_sleep(&e->word, seen, timeout_ns >= 0 ? &ts : NULL));
+}
+
+int64_t osv_condition_enter(osv_condition *c) { return osv_cv_enter(c); }
+int osv_condition_take(osv_condition *c, int64_t notifies) { return osv_cv_take(c, notifies); }
+void osv_condition_leave(osv_condition *c) { osv_cv_leave(c); }
+int osv_condition_notify(osv_condition *c, int64_t n) { return osv_pthread_result(osv_cv_wake(c, n)); }
+
+int osv_condition_wait_for(osv_condition *c, pthread_mutex_t *m, int64_t timeout_ns)
+{
+    struct timespec ts;
+    if (timeout_ns >= 0)
+        osv_deadline(CLOCK_MONOTONIC, timeout_ns, &ts);
+    return osv_pthread_result(osv_cv_sleep(c, m, timeout_ns >= 0 ? &ts : NULL));
 }
 
 int osv_sem_init(sem_t *s, unsigned int value) { return sem_init(s, 1, value); }

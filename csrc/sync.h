@@ -34,10 +34,9 @@ static const int ENOTRECOVERABLE;
 
 /* The objects of the threading protocol that need more than one pthread
  * object, each laid out in one shared mapping. */
-/* Condition: the pthread condition; how many wait on it; how many notifies are
- * owed to them and the notify calls' count (a waiter whose slice timed out as a
- * notify came takes what it was owed: see osvirt.sync.condition). */
-typedef struct { pthread_cond_t cond; int64_t waiters, owed, notifies; } osv_condition;
+/* Condition: the futex word notify() advances; how many wait, how many notifies
+ * are owed to them and the notify calls' count (csrc/inline/condition.h). */
+typedef struct { uint32_t seq; int64_t waiters, owed, notifies; } osv_condition;
 /* Event and Barrier: a robust mutex, a condition on it, and the words it guards. */
 typedef struct { pthread_mutex_t mutex; pthread_cond_t cond; int64_t words[8]; } osv_monitor;
 /* Event: one futex word (csrc/inline/event.h says how it is used). */
@@ -76,6 +75,17 @@ int osv_event_set(osv_event *e);
 void osv_event_clear(osv_event *e);
 uint32_t osv_event_get(osv_event *e);
 int osv_event_wait_for(osv_event *e, uint32_t seen, int64_t timeout_ns);
+
+/* Condition's calls (csrc/inline/condition.h), each with the lock `m` held:
+ * osv_condition_wait_for sleeps once, at most timeout_ns (< 0: no timeout),
+ * and returns 0, or -1 and errno ETIMEDOUT, EINTR, EOWNERDEAD (the lock held
+ * again in all three) or another (the lock not held); osv_condition_notify
+ * returns 0 or -1 and errno. */
+int64_t osv_condition_enter(osv_condition *c);
+int osv_condition_wait_for(osv_condition *c, pthread_mutex_t *m, int64_t timeout_ns);
+int osv_condition_take(osv_condition *c, int64_t notifies);
+void osv_condition_leave(osv_condition *c);
+int osv_condition_notify(osv_condition *c, int64_t n);
 
 int osv_sem_init(sem_t *s, unsigned int value);
 int osv_sem_wait_for(sem_t *s, int clock, int64_t timeout_ns);

@@ -21,16 +21,14 @@
  * mapping) keeps the memory mapped while bound, and _unbind() (close) drops
  * both. The GIL is held from check to call, so no thread unbinds in between.
  *
- * Condition (ConditionFastPath) waits too: one wait of at most a slice
- * (osvirt.sync.mutex.SLICE_S) with the GIL released and the keepers held, so
- * a close() meanwhile cannot unmap the memory; what one slice does not finish
- * (a timeout to keep, a signal handler to run, a dead holder to report) goes
- * on in Python: _wait(...), _wait_on(err). It finds the layout of
- * osv_condition in csrc/sync.h, and reads the holder of a mutex where glibc
- * keeps it (the robust futex word's TID, or __owner for a non-robust one), as
- * osvirt.sync does. Event (EventFastPath) is a futex word
- * (csrc/inline/event.h): its untimed wait sleeps whole in C, since a futex
- * wait, unlike pthread_cond_wait, returns to run a signal handler.
+ * Event and Condition (EventFastPath, ConditionFastPath) wait too, on futex
+ * words (csrc/inline/event.h, condition.h): an untimed wait() sleeps whole in
+ * C with the GIL released and the keepers held, so a close() meanwhile cannot
+ * unmap the memory; a signal handler runs when the futex wait returns EINTR.
+ * A timeout, and a dead holder to report, go on in Python: _wait(...),
+ * _wait_on(err). The condition reads the holder of its lock's mutex where
+ * glibc keeps it (the robust futex word's TID, or __owner for a non-robust
+ * one), as osvirt.sync does.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -43,9 +41,9 @@
 #include <unistd.h>
 
 #include "../sync.h"
+#include "../inline/condition.h"
 #include "../inline/event.h"
 
-#define SLICE_NS 100000000L  /* osvirt.sync.mutex.SLICE_S */
 #define FUTEX_TID_MASK 0x3fffffff
 
 typedef struct {
@@ -161,16 +159,6 @@ static PyObject *os_error(int err, const char *facility)
     return NULL;
 }
 
-static void slice_deadline(struct timespec *ts)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_nsec += SLICE_NS;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 /* -- Event: one futex word (csrc/inline/event.h); after close(), _live() raises. -- */
 static PyObject *event_set(PyObject *op, PyObject *unused)
 {
@@ -221,7 +209,7 @@ static PyObject *event_wait(PyObject *op, PyObject *args, PyObject *kwargs)
         if (err == EINTR && PyErr_CheckSignals() < 0)
             break;
         Py_BEGIN_ALLOW_THREADS
-        err = osv_event_sleep(e, seen, NULL);
+        err = osv_futex_sleep(&e->word, seen, NULL);
         Py_END_ALLOW_THREADS
         if (err != 0 && err != EINTR) {
             os_error(err, "futex(FUTEX_WAIT_BITSET)");
@@ -311,7 +299,7 @@ static PyObject *cond_exit(PyObject *op, PyObject *const *args, Py_ssize_t n)
     return exit_(self, self->mutex, self->count ? rlock_release : mutex_release);
 }
 
-/* Condition.notify(): one pthread_cond_signal when someone waits; notify(n) and
+/* Condition.notify(): wakes one waiter (csrc/inline/condition.h); notify(n) and
  * anything unusual (closed, not held) is the Python _notify(...). */
 static PyObject *cond_notify(PyObject *op, PyObject *args, PyObject *kwargs)
 {
@@ -320,20 +308,17 @@ static PyObject *cond_notify(PyObject *op, PyObject *args, PyObject *kwargs)
     if (c == NULL || self->mutex == NULL || PyTuple_GET_SIZE(args) != 0 || kwargs != NULL
         || !held_by_caller(self->mutex))
         return python_rest(op, "_notify", args, kwargs);
-    int err = 0;
-    if (c->waiters > c->owed) {  /* one not woken yet */
-        c->owed++;
-        c->notifies++;
-        err = pthread_cond_signal(&c->cond);
-    }
+    int err = osv_cv_wake(c, 1);
     if (err != 0)
-        return os_error(err, "pthread_cond_signal");
+        return os_error(err, "futex(FUTEX_WAKE_OP)");
     Py_RETURN_NONE;
 }
 
-/* Condition.wait(): without a timeout, on a lock held once by the caller, one slice
- * in C; a timeout, a lock held more than once, and what a slice leaves
- * (ETIMEDOUT: wait on; EOWNERDEAD: OwnerDead) are Python's (_wait, _wait_on). */
+/* Condition.wait() without a timeout, on a lock the caller holds, whole: sleep until
+ * a notify is owed, the GIL released and the keepers held; a signal handler runs on
+ * EINTR, with the lock held again (as threading's), and its exception ends the wait.
+ * A timeout, and what the lock reports (EOWNERDEAD: OwnerDead), are Python's (_wait,
+ * _wait_on). */
 static PyObject *cond_wait(PyObject *op, PyObject *args, PyObject *kwargs)
 {
     FastPath *self = (FastPath *)op;
@@ -344,27 +329,29 @@ static PyObject *cond_wait(PyObject *op, PyObject *args, PyObject *kwargs)
     if (c == NULL || m == NULL || !untimed || !held_by_caller(m))
         return python_rest(op, "_wait", args, kwargs);
     PyObject *keeper = Py_NewRef(self->keeper), *mutex_keeper = Py_NewRef(self->mutex_keeper);
-    struct timespec deadline;
-    int err;
     int64_t levels = self->count ? *self->count : 0;  /* an RLock's: the next holders write it */
-    int64_t notifies = c->notifies;
-    c->waiters++;  /* under the lock, as every change of these words */
-    Py_BEGIN_ALLOW_THREADS
-    slice_deadline(&deadline);
-    err = pthread_cond_timedwait(&c->cond, m, &deadline);  /* the condition's clock: CLOCK_MONOTONIC */
-    Py_END_ALLOW_THREADS
-    /* Notified: a notify came since we began and one is owed (woken, or timed out as
-     * it came); a wake-up without one is spurious and waits on. */
-    int notified = (err == 0 || err == ETIMEDOUT) && c->owed > 0 && c->notifies != notifies;
-    if (notified)
-        c->owed--;
-    c->waiters--;
+    int64_t notifies = osv_cv_enter(c);
+    int err, notified = 0;
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        err = osv_cv_sleep(c, m, NULL);
+        Py_END_ALLOW_THREADS
+        if (err != 0 && err != EINTR)
+            break;
+        if ((notified = osv_cv_take(c, notifies)))
+            break;
+        if (err == EINTR && PyErr_CheckSignals() < 0)
+            break;
+    }
+    osv_cv_leave(c);  /* the lock held again, unless it failed for good (ENOTRECOVERABLE) */
     if (self->count)
         *self->count = levels;
     Py_DECREF(keeper);
     Py_DECREF(mutex_keeper);
     if (notified)
         Py_RETURN_TRUE;
+    if (PyErr_Occurred())
+        return NULL;
     return PyObject_CallMethod(op, "_wait_on", "i", err);
 }
 

@@ -19,15 +19,7 @@
  * without a timer armed for it. */
 #ifndef OSV_INLINE_EVENT_H
 #define OSV_INLINE_EVENT_H
-#include <errno.h>
-#include <limits.h>
-#include <linux/futex.h>
-#include <stdint.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
-
-#include "../sync.h"
+#include "futex.h"
 
 static inline uint32_t osv_event_word(osv_event *e) { return __atomic_load_n(&e->word, __ATOMIC_ACQUIRE); }
 
@@ -36,9 +28,7 @@ static inline int osv_event_raise(osv_event *e)
 {
     if (osv_event_word(e) & 1)
         return 0;
-    long rc = syscall(SYS_futex, &e->word, FUTEX_WAKE_OP, INT_MAX, NULL, &e->word,
-                      FUTEX_OP(FUTEX_OP_OR, 1, FUTEX_OP_CMP_EQ, 0));
-    return rc < 0 ? errno : 0;
+    return osv_futex_wake_op(&e->word, INT_MAX, FUTEX_OP(FUTEX_OP_OR, 1, FUTEX_OP_CMP_EQ, 0));
 }
 
 static inline void osv_event_lower(osv_event *e)
@@ -47,15 +37,6 @@ static inline void osv_event_lower(osv_event *e)
     while ((seen & 1) && !__atomic_compare_exchange_n(&e->word, &seen, seen + 1, 0,
                                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
         ;
-}
-
-/* One FUTEX_WAIT while the word is `seen`, until `deadline` on CLOCK_MONOTONIC
- * (NULL: none): 0 when woken or the word already differs, ETIMEDOUT, EINTR. A
- * 0 can be spurious: the caller compares the word with `seen` again. */
-static inline int osv_event_sleep(osv_event *e, uint32_t seen, const struct timespec *deadline)
-{
-    long rc = syscall(SYS_futex, &e->word, FUTEX_WAIT_BITSET, seen, deadline, NULL, FUTEX_BITSET_MATCH_ANY);
-    return rc == 0 || errno == EAGAIN ? 0 : errno;
 }
 
 #endif

@@ -236,41 +236,47 @@ def _cond_round_trip_python() -> Iterator[Callable[[], None]]:
         yield from _cond_round_trips(cond)
 
 
-def _echo_turns_bare(mutex: Any, cond: Any, turn: memoryview) -> None:
-    lock_for, signal, wait_for = lib.osv_mutex_lock_for, lib.osv_cond_signal, lib.osv_cond_wait_for
-    lock_for(mutex, LOCK_CLOCK, _FOREVER_NS)
+def _bare_cond_wait(c: Any, mutex: Any) -> None:
+    """Condition.wait() in csrc/sync.c's condition calls over cffi, as the C loop's cond_wait."""
+    notifies = lib.osv_condition_enter(c)
+    while lib.osv_condition_wait_for(c, mutex, -1) in (0, -1) and not lib.osv_condition_take(c, notifies):
+        pass
+    lib.osv_condition_leave(c)
+
+
+def _echo_turns_bare(mutex: Any, c: Any, turn: memoryview) -> None:
+    lib.osv_mutex_lock_for(mutex, LOCK_CLOCK, _FOREVER_NS)
     while True:
         while turn[0] == 0:
-            wait_for(cond, mutex, _FOREVER_NS)
+            _bare_cond_wait(c, mutex)
         if turn[0] == STOP:
             return
         turn[0] = 0
-        signal(cond)
+        lib.osv_condition_notify(c, 1)
 
 
 @rig
 def _cond_round_trip_bare() -> Iterator[Callable[[], None]]:
-    """The round trip's barest calls, both sides: pthread mutex and condition calls over cffi."""
+    """The round trip's barest calls, both sides: csrc/sync.c's mutex and condition calls over cffi."""
     with contextlib.closing(Lock()) as lock, contextlib.closing(Condition(lock)) as cond, \
             SharedRegion(4) as region, Children() as kids:
-        mutex, c, turn = lock._ptr, cond._cond_p, region.view("i")
+        mutex, c, turn = lock._ptr, cond._ptr, region.view("i")
         pid = kids.fork(_echo_turns_bare, mutex, c, turn)
-        lock_for, unlock = lib.osv_mutex_lock_for, lib.osv_mutex_unlock
-        signal, wait_for = lib.osv_cond_signal, lib.osv_cond_wait_for
+        lock_for, unlock, notify = lib.osv_mutex_lock_for, lib.osv_mutex_unlock, lib.osv_condition_notify
 
         def round_trip() -> None:
             lock_for(mutex, LOCK_CLOCK, _FOREVER_NS)
             turn[0] = PING
-            signal(c)
+            notify(c, 1)
             while turn[0] == PING:
-                wait_for(c, mutex, _FOREVER_NS)
+                _bare_cond_wait(c, mutex)
             unlock(mutex)
         try:
             yield round_trip
         finally:
             with lock:
                 turn[0] = STOP
-                signal(c)
+                cond.notify()
             kids.wait(pid, timeout_s=5)
 
 
@@ -408,12 +414,12 @@ PRIMITIVES = [
     Primitive("cond-rtt", "osvirt.sync.Condition round trip: under its Lock, hand a turn word to a "
                           "process waiting on the condition, notify, wait for it back; both on one CPU",
               python=_cond_round_trip_python, c="cond_round_trip", c_args=_cond_round_trip_c, pin=True,
-              floor=("pthread mutex and condition calls over cffi, both sides", _cond_round_trip_bare),
+              floor=("csrc/sync.c's mutex and condition calls over cffi, both sides", _cond_round_trip_bare),
               peer=("multiprocessing.Condition", _mp_cond_round_trip),
-              note="about four context switches a round trip, C's too (the woken echo preempts the "
-                   "notifier and blocks on the lock it still holds), and each side's interpreter work "
-                   "runs between them; `with`, notify() and the first slice of wait() are C "
-                   "(osvirt._fastlock), the wait with the GIL released and, unlike the C loop's, timed "
-                   "(the 0.1 s slice: ~1.0-1.07x on the C loop); the peer's Condition is Python over "
-                   "semaphores"),
+              note="a Condition is a futex word and three counts (csrc/inline/condition.h), the C "
+                   "loop's too; about four context switches a round trip, C's too (the woken echo "
+                   "preempts the notifier and blocks on the lock it still holds), and each side's "
+                   "interpreter work runs between them; `with`, notify() and an untimed wait() are "
+                   "C (osvirt._fastlock), the wait with the GIL released; the peer's Condition is "
+                   "Python over semaphores"),
 ]

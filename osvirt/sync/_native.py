@@ -117,6 +117,33 @@ def event_wait_for(e: Any, seen: int, timeout_ns: int) -> int:
     return _outcome(lib.osv_event_wait_for(e, seen, timeout_ns), "futex(FUTEX_WAIT_BITSET)", (ETIMEDOUT, EINTR))
 
 
+# -- condition (csrc/inline/condition.h), each call with the lock held -------------
+def condition_enter(c: Any) -> int:
+    """Count a waiter in; the notify count its take() compares with."""
+    return int(lib.osv_condition_enter(c))
+
+
+def condition_wait_for(c: Any, m: Any, timeout_ns: int) -> int:
+    """Give `m` up, sleep at most timeout_ns (< 0: no timeout) or until a notify, take `m`
+    back: 0 (possibly spurious), ETIMEDOUT, EINTR or EOWNERDEAD, `m` held in all four."""
+    return _outcome(lib.osv_condition_wait_for(c, m, timeout_ns), "futex(FUTEX_WAIT_BITSET) on a condition",
+                    (ETIMEDOUT, EINTR, EOWNERDEAD))
+
+
+def condition_take(c: Any, notifies: int) -> bool:
+    """Whether a notify came since `notifies` with one owed to this waiter (taken)."""
+    return bool(lib.osv_condition_take(c, notifies))
+
+
+def condition_leave(c: Any) -> None:
+    lib.osv_condition_leave(c)
+
+
+def condition_notify(c: Any, n: int) -> None:
+    """Wake up to `n` waiters not woken yet."""
+    _outcome(lib.osv_condition_notify(c, n), "futex(FUTEX_WAKE_OP) on a condition")
+
+
 # -- mutex -----------------------------------------------------------------------
 def mutex_init(m: Any, kind: int, robust: bool) -> None:
     """A process-shared mutex of `kind` (PTHREAD_MUTEX_ERRORCHECK or _RECURSIVE)."""

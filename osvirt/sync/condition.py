@@ -1,20 +1,20 @@
-"""threading's Condition, process-shared: a pthread condition on an osvirt lock.
+"""threading's Condition, process-shared: a futex word and three counts on an osvirt lock.
 
-The pthread_cond_t is PTHREAD_PROCESS_SHARED with CLOCK_MONOTONIC as its
-clock, in its own SharedRegion beside a count of its waiters; its lock is a
-Lock, RLock (the default, as in threading) or Mutex of osvirt.sync, robust,
-so a holder that dies hands the lock on with OwnerDead, raised by `wait()` or
-`with` with the lock held. The protocol is threading's: `wait(timeout=None)`,
-`wait_for(predicate, timeout=None)`, `notify(n=1)`, `notify_all()`,
-RuntimeError when the calling thread does not hold the lock.
+The condition (csrc/inline/condition.h says how it works) lives in its own
+SharedRegion; its lock is a Lock, RLock (the default, as in threading) or
+Mutex of osvirt.sync, robust, so a holder that dies hands the lock on with
+OwnerDead, raised by `wait()` or `with` with the lock held. The protocol is
+threading's: `wait(timeout=None)`, `wait_for(predicate, timeout=None)`,
+`notify(n=1)`, `notify_all()`, RuntimeError when the calling thread does not
+hold the lock.
 
-`wait()` waits in slices of 0.1 s (SLICE_S) so that signal handlers (Ctrl-C)
-run, and goes on waiting after each. A notify that comes as a slice times out
-would be lost to that waiter (glibc reports the timeout), so notify(n) counts
-what it owes beside the condition (`owed`, and its own count, `notifies`),
-and a waiter returns True when a notify came since it began and one is owed,
-however its slice ended: notify(n) wakes n waiters, none twice. A wait on an RLock held n times releases it entirely and
-holds it n times again, as threading's does.
+notify(n) wakes n waiters, none twice: it counts what it owes (`owed`, and its
+own count, `notifies`), and a waiter returns True only when a notify came
+since it began and one is owed to it; any other wake-up is spurious and it
+sleeps again. A wait sleeps in an untimed futex wait, which a signal handler
+(Ctrl-C) interrupts; its exception ends the wait with the lock held again. A
+wait on an RLock held n times releases it entirely and holds it n times again,
+as threading's does.
 """
 from collections.abc import Callable
 import time
@@ -23,13 +23,14 @@ from typing import Any, TypeVar
 from osvirt.errors import OwnerDead
 from osvirt.sync import _native
 from osvirt.sync.lock import RLock
-from osvirt.sync.mutex import SLICE_NS, BaseMutex, wait_timeout
+from osvirt.sync.mutex import BaseMutex, wait_timeout
 from osvirt.sync.region import SharedObject
 
 __all__ = ["Condition"]
 
 _T = TypeVar("_T")
-WAITERS, OWED, NOTIFIES = 0, 1, 2  # osv_condition's counts
+WAITERS = 0  # osv_condition's counts: waiters, owed, notifies
+_ALL = 2**63 - 1  # notify(n)'s n past every waiter there can be (an int64_t in C)
 
 
 class Condition(_native.ConditionFastPath, SharedObject):
@@ -46,11 +47,7 @@ class Condition(_native.ConditionFastPath, SharedObject):
 
     @staticmethod
     def _destroy(ptr: Any) -> None:
-        """Nothing: close() only unmaps. glibc's pthread_cond_destroy waits until every
-        waiter has left the condition, and a waiter SIGKILLed inside wait() never
-        leaves, so destroying would hang close() forever. A process-shared condition
-        owns nothing outside its own mapping, which close() unmaps, so skipping the
-        destroy leaks nothing."""
+        """Nothing to destroy: a futex word is kernel state only while a waiter sleeps on it."""
 
     def __init__(self, lock: BaseMutex | None = None, *, named: bool | None = None) -> None:
         """`named` defaults to the lock's: a named lock gets a named condition."""
@@ -58,7 +55,7 @@ class Condition(_native.ConditionFastPath, SharedObject):
             lock = RLock(named=True if named is None else named)
         _check_lock("Condition", lock)
         named = lock.name is not None if named is None else named
-        self._create(lambda ptr: _native.cond_init(_native.field(ptr, "cond")), named=named)
+        self._create(lambda ptr: None, named=named)  # a new mapping is zeros: no waiters
         self._use_lock(lock)
 
     @classmethod
@@ -84,7 +81,6 @@ class Condition(_native.ConditionFastPath, SharedObject):
         super()._hold(region, ptr)
         # Made once (ffi.addressof costs more than the call it feeds); they do not keep
         # the mapping mapped: every method holds `ptr` (self._live()) while it uses them.
-        self._cond_p = _native.field(ptr, "cond")
         self._counts = _native.field(ptr, "waiters")  # waiters, owed, notifies: three int64 in a row
 
     @property
@@ -113,12 +109,10 @@ class Condition(_native.ConditionFastPath, SharedObject):
 
     # -- waiting and notifying -----------------------------------------------------------
     def _wait_on(self, err: int) -> bool:
-        """After the C path's slice: wait on (ETIMEDOUT), or report a dead holder."""
+        """What the C path's wait ended with, other than a notify: a dead holder, an error."""
         if err == _native.EOWNERDEAD:
             raise OwnerDead(self._lock.where)
-        if err != _native.ETIMEDOUT:
-            raise _native.error(err, "pthread_cond_timedwait")
-        return self._wait(None)
+        raise _native.error(err, "futex(FUTEX_WAIT_BITSET) on a condition")
 
     def _wait(self, timeout: float | None = None) -> bool:
         timeout_s = wait_timeout("Condition.wait", timeout)
@@ -126,35 +120,28 @@ class Condition(_native.ConditionFastPath, SharedObject):
         mutex = lock._live()
         if not lock._is_owned():
             raise RuntimeError("cannot wait on un-acquired lock")
-        # An RLock's levels: the pthread wait gives up its mutex, whose next holders
-        # write the count; ours comes back with the mutex.
+        # An RLock's levels: the wait gives up its mutex, whose next holders write the
+        # count; ours comes back with the mutex.
         rlock = lock if isinstance(lock, RLock) else None
         levels = rlock._count_p[0] if rlock is not None else 0
-        counts = self._counts
-        notifies = counts[NOTIFIES]
-        counts[WAITERS] += 1
         end = None if timeout_s is None else time.monotonic_ns() + int(timeout_s * 1e9)
+        notifies = _native.condition_enter(ptr)
         notified = False
         try:
             while True:
-                slice_ns = SLICE_NS if end is None else max(min(end - time.monotonic_ns(), SLICE_NS), 0)
-                outcome = _native.cond_wait_for(self._cond_p, mutex, slice_ns)
+                left_ns = -1 if end is None else max(end - time.monotonic_ns(), 0)
+                outcome = _native.condition_wait_for(ptr, mutex, left_ns)
                 if outcome == _native.EOWNERDEAD:
                     break
-                # Notified: a notify came since we began and one is owed, whether glibc
-                # woke us or our slice timed out as it came; a wake-up without one is
-                # spurious, and we wait on.
-                if counts[OWED] > 0 and counts[NOTIFIES] != notifies:
-                    counts[OWED] -= 1
+                if _native.condition_take(ptr, notifies):
                     notified = True
                     break
                 if end is not None and time.monotonic_ns() >= end:
                     break
-        finally:  # the mutex is held again here, whatever the wait returned
-            counts[WAITERS] -= 1
+        finally:  # the lock is held again here, whatever the wait returned
+            _native.condition_leave(ptr)
             if rlock is not None:
                 rlock._count_p[0] = levels
-            del ptr  # held until here: the mapping the cached pointers point into
         if outcome == _native.EOWNERDEAD:
             raise OwnerDead(lock.where)
         return notified
@@ -177,25 +164,15 @@ class Condition(_native.ConditionFastPath, SharedObject):
         return result
 
     def _notify(self, n: int = 1) -> None:
-        """Wake up to `n` waiters (pthread_cond_signal each, or one broadcast for all)."""
+        """Wake up to `n` waiters not woken yet."""
         ptr = self._live()
         if not self._lock._is_owned():
             raise RuntimeError("cannot notify on un-acquired lock")
-        counts = self._counts
-        waiting = counts[WAITERS] - counts[OWED]  # not woken yet
-        woken = min(n, waiting)
-        if woken > 0:
-            counts[OWED] += woken
-            counts[NOTIFIES] += 1
-            if woken == waiting:
-                _native.cond_broadcast(self._cond_p)
-            else:
-                for _ in range(woken):
-                    _native.cond_signal(self._cond_p)
-        del ptr  # held until here: the mapping the cached pointers point into
+        if n > 0:
+            _native.condition_notify(ptr, min(n, _ALL))
 
     def notify_all(self) -> None:
-        """Wake every waiter (pthread_cond_broadcast)."""
+        """Wake every waiter."""
         ptr = self._live()
         waiters = int(self._counts[WAITERS])
         del ptr

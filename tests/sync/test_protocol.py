@@ -722,7 +722,7 @@ def test_a_sigkilled_creator_leaves_no_name_behind():
     proc.stderr.close()
 
 
-# -- the C paths (osvirt._fastlock): a wait past its first slice, and signals during one -------------
+# -- the C paths (osvirt._fastlock): an untimed wait, and signals during one -----------------------
 def _waiters(made):
     """(wait, wake) pairs: an Event's and a Condition's untimed wait, and what ends it."""
     event, cond = made(Event()), made(Condition(Lock()))
@@ -737,9 +737,9 @@ def _waiters(made):
     return [(lambda: (event.wait(), True), event.set), (cond_wait, cond_notify)]
 
 
-def test_an_untimed_wait_goes_on_past_its_first_slice(made):
+def test_an_untimed_wait_lasts_until_woken(made):
     for wait, wake in _waiters(made):
-        timer = threading.Timer(3 * SLICE_S, wake)   # the wait's C slice ends first; Python waits on
+        timer = threading.Timer(3 * SLICE_S, wake)   # longer than any slice a lock's wait takes
         t0 = time.monotonic()
         timer.start()
         assert wait() == (True, True)
@@ -752,7 +752,7 @@ class _Interrupted(Exception):
 
 
 def test_a_signal_handler_runs_during_an_untimed_wait(made):
-    """What Ctrl-C needs: the wait returns to Python every slice; a handler's exception
+    """What Ctrl-C needs: the futex wait returns EINTR for the handler to run; its exception
     ends it (a Condition's with the lock held again, as threading's)."""
     def interrupt(*_):
         raise _Interrupted
