@@ -4,7 +4,7 @@ It hands the kernel a BPF program osvirt.container.seccomp has already
 checked (whole 8-byte instructions, 1 to BPF_MAXINSNS of them), and turns
 -1/errno into `kernel_error`. The numbers a filter compares come from the
 headers through the cdef (csrc/seccomp.h); so do mount(2)'s MS_* and
-umount2(2)'s MNT_* flags (csrc/mounts.h), for osvirt.container.mounts;
+umount2(2)'s MNT_* flags and mount_setattr(2)'s MOUNT_ATTR_* (csrc/mounts.h), for osvirt.container.mounts;
 the CLONE_NEW* flags (csrc/namespaces.h) and every capability's number
 (csrc/capabilities.h, a table osvirt/_build_native.py generates from
 <linux/capability.h>'s macros); IFNAMSIZ and the IFF_* interface flags
@@ -13,6 +13,7 @@ the CLONE_NEW* flags (csrc/namespaces.h) and every capability's number
 import errno
 import os
 import sys
+from collections.abc import Callable
 from types import MappingProxyType
 
 from _cffi_backend import FFI
@@ -88,10 +89,13 @@ def _c_string(text: str | None) -> "bytes | FFI.CData":
     return ffi.NULL if text is None else os.fsencode(text)
 
 
-def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None, facility: str) -> None:
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None,
+          facility: str | Callable[[], str]) -> None:
+    """mount(2); `facility` names the call in the error (a function making the name: only on failure)."""
     if lib.osv_mount(_c_string(source), os.fsencode(target), _c_string(fstype), flags, _c_string(data)) == -1:
         err = ffi.errno
-        raise kernel_error(err, facility, _NEEDS_CAP_SYS_ADMIN if err == errno.EPERM else None, target)
+        raise kernel_error(err, facility if isinstance(facility, str) else facility(),
+                           _NEEDS_CAP_SYS_ADMIN if err == errno.EPERM else None, target)
 
 
 def umount2(target: str, flags: int, facility: str) -> None:
@@ -103,6 +107,32 @@ def pivot_root(new_root: str, put_old: str) -> None:
     if lib.osv_pivot_root(os.fsencode(new_root), os.fsencode(put_old)) == -1:
         err = ffi.errno
         raise kernel_error(err, f"pivot_root({new_root!r}, {put_old!r})", _PIVOT_HINTS.get(err), new_root)
+
+
+AT_RECURSIVE: int = lib.AT_RECURSIVE
+MOUNT_ATTR: dict[str, int] = {name: getattr(lib, f"MOUNT_ATTR_{name}") for name in ("RDONLY", "NOSUID", "NODEV",
+                                                                                   "NOEXEC")}
+
+
+def mount_setattr(path: str, flags: int, attr_set: int, attr_clr: int, facility: str) -> bool:
+    """mount_setattr(2); False where the kernel (before 5.12) or the headers lack it, or it knows not a flag."""
+    if lib.osv_mount_setattr(os.fsencode(path), flags, attr_set, attr_clr) == -1:
+        err = ffi.errno
+        if err in (errno.ENOSYS, errno.EINVAL):
+            return False
+        raise kernel_error(err, facility, _NEEDS_CAP_SYS_ADMIN if err == errno.EPERM else None, path)
+    return True
+
+
+# statfs(2)'s f_type of a cgroup filesystem: cgroup2's from the headers (csrc/fs.h), v1's
+# CGROUP_SUPER_MAGIC as <linux/magic.h> defines it.
+CGROUP_MAGICS = frozenset({lib.CGROUP2_SUPER_MAGIC, 0x27E0EB})
+
+
+def statfs_type(path: str) -> int | None:
+    """statfs(2)'s f_type of the filesystem `path` is in, or None when statfs fails (no such path)."""
+    out = ffi.new("long *")
+    return None if lib.osv_statfs_type(os.fsencode(path), out) == -1 else int(out[0])
 
 
 _PIVOT_HINTS = {

@@ -39,6 +39,7 @@ from typing import NamedTuple
 
 from osvirt import tracker
 from osvirt._owned import Owned
+from osvirt.container import _native as _cnative
 from osvirt.container import mounts as _mounts  # its parser of mountinfo
 from osvirt.errors import kernel_error
 from osvirt.naming import unique_name
@@ -83,9 +84,7 @@ def cgroup_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[Mount]:
     """The cgroup (v1) and cgroup2 mounts in `mountinfo`, in its order."""
     subsystems: frozenset[str] | None = None
     found = []
-    for row in _mounts.mountinfo(mountinfo):
-        if row.fstype not in ("cgroup", "cgroup2"):
-            continue
+    for row in _mounts.mountinfo(mountinfo, ("cgroup", "cgroup2")):
         controllers = frozenset[str]()
         if row.fstype == "cgroup":  # its controllers are among its options ("rw,cpu,cpuacct")
             subsystems = _v1_subsystems() if subsystems is None else subsystems
@@ -257,9 +256,23 @@ def check_path(facility: str, path: str) -> None:
     if (not os.path.isabs(path) or os.path.normpath(path) != path
             or not _NAME.fullmatch(os.path.basename(path))):
         raise ValueError(f"{facility}: {path!r} is not an absolute, normal path to an osvirt name")
-    mount = mount_of(path)
+    if _below_cgroup_mount(path):
+        return
+    mount = mount_of(path)  # mountinfo: a path in reach of none, or one whose parent is gone
     if mount is None or mount.point == path:
         raise ValueError(f"{facility}: {path!r} is not inside a cgroup mount")
+
+
+def _below_cgroup_mount(path: str) -> bool:
+    """Whether statfs(2) says `path`'s parent is in a cgroup filesystem (v1 or v2), and `path` is no
+    mount point of its own (its device is its parent's, when it exists): no mountinfo read."""
+    parent = os.path.dirname(path)
+    if _cnative.statfs_type(parent) not in _cnative.CGROUP_MAGICS:
+        return False
+    try:
+        return os.lstat(path).st_dev == os.stat(parent).st_dev
+    except FileNotFoundError:  # not made yet (registered before mkdir) or removed already
+        return True
 
 
 def _procs(path: str) -> list[int]:
@@ -298,6 +311,11 @@ def kill_and_rmdir(path: str, timeout_s: float = 10.0) -> bool:
         raise ValueError(f"rmdir: {path} is not a directory")
     if st.st_uid != os.geteuid():
         raise PermissionError(f"rmdir({path}): owned by uid {st.st_uid}, not {os.geteuid()}: not ours to remove")
+    try:  # empty already (its processes gone, as a container's are once its PID 1 has exited): done
+        os.rmdir(path)
+        return True
+    except OSError:
+        pass
     deadline = time.monotonic() + timeout_s
     kill_file = os.path.join(path, "cgroup.kill")
     has_kill = os.path.exists(kill_file)

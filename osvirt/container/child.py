@@ -252,8 +252,8 @@ class Child:
             _mounts.bind(root, root)
         dev_is_tmpfs = False
         for m in spec.mounts or ():
-            if m.type == "cgroup":
-                self._in_cgroup()  # its root is the cgroup namespace's
+            if m.type == "cgroup" and lx.namespace("cgroup") is not None:
+                self._in_cgroup()  # its root is the cgroup namespace's (else the hierarchy's, moved or not)
             Step.now = f"mount {m.destination} ({m.type or 'bind'})"
             _rootfs.mount_one(root, m)
             if m.destination.rstrip("/") == "/dev" and not m.is_bind:

@@ -29,7 +29,8 @@ What `create()` does, in order (runc's order):
 2. The state directory (`state_root`/id, or a private directory in
    /dev/shm), the exec FIFO in it, and the cgroup (memory, cpu and pids
    wherever this machine has each controller, v1 or v2; see
-   osvirt.container.cgroups).
+   osvirt.container.cgroups); on the direct path (below) the cgroup is made
+   once the container process is forked, while it builds its root.
 3. The monitor: a forked child that joins the namespaces the spec gives a
    path for (user, pid, time) and unshares new user, pid and time
    namespaces (the parent writes the uid and gid maps once it has), then
@@ -288,22 +289,25 @@ class Container(Owned):
             raise ValueError(f"container {self.id}: create() was called already")
         spec = self.spec
         assert spec.process is not None
-        self._check_runnable()
+        admin = "CAP_SYS_ADMIN" in env_caps()
+        self._check_runnable(admin)
+        direct = self._direct(admin)
         try:
             self._make_state_dir()
-            self._make_cgroup()
+            if not direct:  # the monitor removes it, once detached: it must exist before the fork
+                self._make_cgroup(admin)
             fifo = self._path(EXEC_FIFO)
             os.mkfifo(fifo, 0o622)
             os.chmod(fifo, 0o622)  # whatever the umask: the container's root may be another uid
-            self._spawn()
+            self._spawn_direct(admin) if direct else self._spawn()
         except BaseException:
             self._destroy()
             raise
 
-    def _check_runnable(self) -> None:
+    def _check_runnable(self, admin: bool) -> None:
         spec = self.spec
         lx = spec.linux
-        if lx.namespaces and lx.namespace("user") is None and "CAP_SYS_ADMIN" not in env_caps():
+        if lx.namespaces and lx.namespace("user") is None and not admin:
             raise PermissionError(errno.EPERM, f"container {self.id}: without CAP_SYS_ADMIN its namespaces need a "
                                   "user namespace of its own (rootless: add {\"type\": \"user\"} and uid and "
                                   "gid mappings to linux.namespaces)")
@@ -331,7 +335,7 @@ class Container(Owned):
             os.mkdir(self.state_dir, 0o700)
         self._status = "creating"
 
-    def _make_cgroup(self) -> None:
+    def _make_cgroup(self, admin: bool) -> None:
         resources = self.spec.linux.resources
         limits = resources.limits if resources else {}
         try:
@@ -339,7 +343,7 @@ class Container(Owned):
         except (PermissionError, FileNotFoundError) as e:
             if limits:
                 raise
-            if "CAP_SYS_ADMIN" in env_caps():
+            if admin:
                 raise
             # rootless without limits: no cgroup of its own, as runc rootless without resources (the
             # pid namespace's end still kills what is left)
@@ -348,7 +352,7 @@ class Container(Owned):
             return
         self._cgroup_paths = dict(self._cgroup.paths)
 
-    def _direct(self) -> bool:
+    def _direct(self, admin: bool) -> bool:
         """Whether this process forks the container process itself, with no monitor between.
 
         So when the container belongs to this process (attached), needs no
@@ -359,17 +363,15 @@ class Container(Owned):
         hand the set-up over: what a container's start costs is mostly such
         hand-overs. The window between unshare and setns is this thread's;
         another thread forking within it would put its child in the new
-        namespace.
+        namespace. The cgroup is made once the process is forked, while it
+        builds its root (which needs no cgroup), rather than before.
         """
         lx = self.spec.linux
         return (self.attached and lx.namespace("user") is None and lx.namespace("time") is None
-                and (lx.namespace("pid") is None or lx.new("pid")) and "CAP_SYS_ADMIN" in env_caps())
+                and (lx.namespace("pid") is None or lx.new("pid")) and admin)
 
     def _spawn(self) -> None:
-        """Fork the container process (through the monitor unless `_direct`), and lead the set-up."""
-        if self._direct():
-            self._spawn_direct()
-            return
+        """Fork the monitor, which forks the container process, and lead the set-up."""
         up_r, up_w = os.pipe()  # children -> here: JSON lines
         down_r, down_w = os.pipe()  # here -> children
         monitor_r, monitor_w = os.pipe()  # here -> the monitor: "detach" or "stay"
@@ -399,13 +401,14 @@ class Container(Owned):
             os.close(down_w)
             os.close(monitor_w)
 
-    def _spawn_direct(self) -> None:
+    def _spawn_direct(self, admin: bool) -> None:
         up_r, up_w = os.pipe()
         down_r, down_w = os.pipe()
         exit_r, exit_w = os.pipe()  # osvirt's init -> here: the program's wait status
         fifo_fd = os.open(self._path(EXEC_FIFO), os.O_PATH | os.O_CLOEXEC)
         new_pid = self.spec.linux.new("pid")
         own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC) if new_pid else -1
+        forked = False
         try:
             with signals_deferred() as mask:
                 if new_pid:
@@ -417,21 +420,24 @@ class Container(Owned):
                     if new_pid:
                         _ns.setns(own, "pid")
                 self.pid, self._exit_r, self._child = pid, exit_r, True
+                forked = True
         finally:
-            for fd in (up_w, down_r, exit_w, fifo_fd) + ((own,) if own >= 0 else ()):
+            for fd in (up_w, down_r, exit_w, fifo_fd) + ((own,) if own >= 0 else ()) + (
+                    () if forked else (up_r, down_w, exit_r)):
                 os.close(fd)
         self._pid_start = start_time(pid)
-        try:
-            if self._cgroup is not None:
-                self._cgroup.add(pid)
-            os.write(down_w, b"go\n")  # the cgroup is its own now: its cgroup namespace may follow
-            with os.fdopen(up_r, "rb") as up:
+        with os.fdopen(up_r, "rb") as up:
+            try:
+                self._make_cgroup(admin)  # while the process builds its root
+                if self._cgroup is not None:
+                    self._cgroup.add(pid)
+                os.write(down_w, b"go\n")  # the cgroup is its own now: its cgroup namespace may follow
                 self._lead(up, down_w)
-            self._status = "created"
-            self._created = now()
-            self._save()
-        finally:
-            os.close(down_w)
+                self._status = "created"
+                self._created = now()
+                self._save()
+            finally:
+                os.close(down_w)
 
     def _lead(self, up: IO[bytes], down: int) -> None:
         """The parent's side of the set-up: maps, cgroup, hooks, until "created" or an error."""

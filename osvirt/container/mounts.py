@@ -28,7 +28,7 @@ import functools
 import operator
 import os
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from types import MappingProxyType
 from typing import NamedTuple
 
@@ -70,21 +70,46 @@ class MountInfo(NamedTuple):
 
 def _unescape(field: str) -> str:
     r"""A mountinfo path: the kernel writes space, tab, newline and backslash as \ooo."""
+    if "\\" not in field:
+        return field
     parts = field.split("\\")
     return parts[0] + "".join(chr(int(p[:3], 8)) + p[3:] for p in parts[1:])
 
 
-def mountinfo(path: str = "/proc/self/mountinfo") -> list[MountInfo]:
-    """The mounts of a mount namespace as its process sees them, in the kernel's order (parents first)."""
-    rows = []
+def _mountinfo_lines(path: str) -> list[str]:
     with open(path) as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-", 6)
-            rows.append(MountInfo(int(fields[0]), int(fields[1]), _unescape(fields[3]), _unescape(fields[4]),
-                                  frozenset(fields[5].split(",")), frozenset(fields[6:sep]),
-                                  fields[sep + 1], _unescape(fields[sep + 2]), frozenset(fields[sep + 3].split(","))))
+        return [line for line in f.read().split("\n") if line]  # not splitlines: \x1c is a path's byte
+
+
+def mountinfo(path: str = "/proc/self/mountinfo", fstypes: Collection[str] | None = None) -> list[MountInfo]:
+    """The mounts of a mount namespace as its process sees them, in the kernel's order (parents first);
+    with `fstypes`, only the mounts of those filesystem types."""
+    rows = []
+    for line in _mountinfo_lines(path):
+        if fstypes is not None:
+            start = line.index(" - ") + 3
+            if line[start:line.index(" ", start)] not in fstypes:
+                continue
+        fields = line.split()
+        sep = fields.index("-", 6)
+        rows.append(MountInfo(int(fields[0]), int(fields[1]), _unescape(fields[3]), _unescape(fields[4]),
+                              frozenset(fields[5].split(",")), frozenset(fields[6:sep]),
+                              fields[sep + 1], _unescape(fields[sep + 2]), frozenset(fields[sep + 3].split(","))))
     return rows
+
+
+def _mounts_under(point: str) -> list[str]:
+    """The mount points of the newest mount on `point` (a real path) and of every mount under it, in
+    mountinfo's order: what an rbind onto `point` made. Only the three fields it needs are read."""
+    rows = [line.split(" ", 5)[:5] for line in _mountinfo_lines("/proc/self/mountinfo")]
+    tops = [row[0] for row in rows if _unescape(row[4]) == point]
+    points = [point]
+    below = set(tops[-1:])
+    for mount_id, parent_id, _, _, where in rows:  # parents come before their children
+        if parent_id in below:
+            below.add(mount_id)
+            points.append(_unescape(where))
+    return points
 
 
 # -- checks: ValueError or TypeError before any system call ---------------------
@@ -124,12 +149,15 @@ def mount(source: str | None, target: str, fstype: str | None = None, flags: int
     ("mode=755,size=64k"). Raises the OSError the kernel gave, naming the call.
     """
     _path("mount", "target", target)
-    for what, value in (("source", source), ("fstype", fstype), ("data", data)):
-        if value is not None:
-            _text("mount", what, value)
+    if source is not None:
+        _text("mount", "source", source)
+    if fstype is not None:
+        _text("mount", "fstype", fstype)
+    if data is not None:
+        _text("mount", "data", data)
     _flags("mount", flags, "MS_*", _MS_ALL)
-    facility = f"mount({source!r}, {target!r}, {fstype!r}, {_names(flags)}" + (f", {data!r})" if data else ")")
-    _native.mount(source, target, fstype, flags, data, facility)
+    _native.mount(source, target, fstype, flags, data, lambda: f"mount({source!r}, {target!r}, {fstype!r}, "
+                  f"{_names(flags)}" + (f", {data!r})" if data else ")"))
 
 
 def umount2(target: str, flags: int = 0) -> None:
@@ -156,25 +184,23 @@ def _kept_flags(path: str) -> int:
     return kept if shown & (os.ST_NOATIME | os.ST_RELATIME) else kept | MS["STRICTATIME"]
 
 
-def _remount_read_only(path: str, recursive: bool) -> None:
-    """Make the mount on `path` read-only, and with `recursive` every mount under it.
+def _remount_read_only(path: str, recursive: bool, flags: int = 0) -> None:
+    """Make the mount on `path` read-only (with `flags`, further MS_* flags of the bind, on it alone),
+    and with `recursive` every mount under it.
 
     A bind remount changes one mount (the kernel ignores MS_REC there), so the
     mounts an rbind brought along are found in mountinfo: the newest mount on
-    `path` and its descendants.
+    `path` and its descendants. Where the kernel has mount_setattr(2) (5.12),
+    one call with AT_RECURSIVE does the whole tree, and no mountinfo is read.
     """
-    rows = mountinfo()
     real = os.path.realpath(path)
-    tops = [row.mount_id for row in rows if row.mount_point == real]
-    points = [real]
-    if recursive and tops:
-        below = {tops[-1]}
-        for row in rows:  # parents come before their children
-            if row.parent_id in below:
-                below.add(row.mount_id)
-                points.append(row.mount_point)
-    for point in points:
-        mount(None, point, None, MS["BIND"] | MS["REMOUNT"] | MS["RDONLY"] | _kept_flags(point))
+    if recursive and _native.mount_setattr(real, _native.AT_RECURSIVE, _native.MOUNT_ATTR["RDONLY"], 0,
+                                           f"mount_setattr({real!r}, AT_RECURSIVE, MOUNT_ATTR_RDONLY)"):
+        points = [real] if flags else []
+    else:
+        points = _mounts_under(real) if recursive else [real]
+    for i, point in enumerate(points):
+        mount(None, point, None, MS["BIND"] | MS["REMOUNT"] | MS["RDONLY"] | (0 if i else flags) | _kept_flags(point))
 
 
 def bind(src: str, dst: str, read_only: bool = False, recursive: bool = True) -> None:

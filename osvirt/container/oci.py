@@ -38,6 +38,7 @@ What is read, and what the Container (osvirt.container.container) does with it:
 `state(...)` builds the state JSON (the spec's runtime.md) a hook reads on
 stdin and `osvirt-runtime state` prints.
 """
+import functools
 import json
 import os
 import re
@@ -355,23 +356,17 @@ class Mount(NamedTuple):
     @property
     def flags(self) -> int:
         """The mount(2) flags the options set (MS_BIND, MS_RDONLY, ...), propagation aside."""
-        flags = 0
-        for option in self.options or ():
-            if option in MOUNT_FLAGS:
-                on, off = MOUNT_FLAGS[option]
-                flags = (flags | on) & ~off
-        return flags
+        return _mount_options(None if self.options is None else tuple(self.options))[0]
 
     @property
     def propagation(self) -> tuple[int, ...]:
         """The propagation changes the options ask for (MS_PRIVATE|MS_REC, ...), in order."""
-        return tuple(PROPAGATION[o] for o in self.options or () if o in PROPAGATION)
+        return _mount_options(None if self.options is None else tuple(self.options))[1]
 
     @property
     def data(self) -> str | None:
         """The options mount(2) passes to the filesystem ("mode=755,size=65536k"), or None."""
-        rest = [o for o in self.options or () if o not in MOUNT_FLAGS and o not in PROPAGATION]
-        return ",".join(rest) or None
+        return _mount_options(None if self.options is None else tuple(self.options))[2]
 
     @property
     def is_bind(self) -> bool:
@@ -386,6 +381,18 @@ class Mount(NamedTuple):
     def to_dict(self) -> dict[str, Any]:
         return _drop_none({"destination": self.destination, "type": self.type, "source": self.source,
                            "options": list(self.options) if self.options is not None else None})
+
+
+@functools.lru_cache(maxsize=256)  # a container's start reads each several times: worked out once
+def _mount_options(options: tuple[str, ...] | None) -> tuple[int, tuple[int, ...], str | None]:
+    """A mount's options as (mount(2) flags, propagation changes in order, the filesystem's data or None)."""
+    flags = 0
+    for option in options or ():
+        if option in MOUNT_FLAGS:
+            on, off = MOUNT_FLAGS[option]
+            flags = (flags | on) & ~off
+    rest = [o for o in options or () if o not in MOUNT_FLAGS and o not in PROPAGATION]
+    return flags, tuple(PROPAGATION[o] for o in options or () if o in PROPAGATION), ",".join(rest) or None
 
 
 def _mounts(value: object, bundle: str) -> tuple[Mount, ...] | None:

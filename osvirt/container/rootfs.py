@@ -45,13 +45,19 @@ def secure_join(root: str, path: str) -> str:
     return root + "/" + "/".join(resolved) if resolved else root
 
 
+def _directory(path: str) -> None:
+    """os.makedirs(path, exist_ok=True), one stat when it exists (a mount point mostly does)."""
+    if not os.path.isdir(path):
+        os.makedirs(path, exist_ok=True)
+
+
 def _make_target(source: str | None, target: str, is_file: bool) -> None:
     if is_file:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
         if not os.path.exists(target):
+            _directory(os.path.dirname(target))
             os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
     else:
-        os.makedirs(target, exist_ok=True)
+        _directory(target)
 
 
 _BIND_KEEP = MS["BIND"] | MS["REC"]
@@ -60,19 +66,18 @@ _BIND_KEEP = MS["BIND"] | MS["REC"]
 def _bind(source: str, target: str, flags: int, recursive: bool) -> None:
     _mounts.mount(source, target, None, MS["BIND"] | (MS["REC"] if recursive else 0))
     extra = flags & ~_BIND_KEEP & ~MS["REMOUNT"]
-    if extra:  # a bind takes its source's flags: the options need a remount, per mount the rbind made
-        if recursive and extra & MS["RDONLY"]:
-            _mounts._remount_read_only(target, recursive=True)
-            extra &= ~MS["RDONLY"]
-        if extra:
-            _mounts.mount(None, target, None, MS["BIND"] | MS["REMOUNT"] | extra | _mounts._kept_flags(target)
-                          | (MS["RDONLY"] if flags & MS["RDONLY"] else 0))
+    # A bind takes its source's flags: the options need a remount; read-only, per mount the rbind made.
+    if extra & MS["RDONLY"]:
+        _mounts._remount_read_only(target, recursive, extra & ~MS["RDONLY"])
+    elif extra:
+        _mounts.mount(None, target, None, MS["BIND"] | MS["REMOUNT"] | extra | _mounts._kept_flags(target))
 
 
 def _cgroup_mount(target: str, flags: int) -> None:
     """/sys/fs/cgroup as runc makes it: cgroup2 on a v2-only host, else a tmpfs with each v1 hierarchy
     (and the unified one) mounted again; where the kernel refuses (a user namespace), binds of the host's."""
-    hierarchies = [m for m in _cgroups.cgroup_mounts() if m.point.startswith("/sys/fs/cgroup")]
+    hierarchies = [m for m in _cgroups.cgroup_mounts() if m.point == "/sys/fs/cgroup"
+                   or m.point.startswith("/sys/fs/cgroup/")]
     plain = flags & (MS["NOSUID"] | MS["NODEV"] | MS["NOEXEC"] | MS["RELATIME"])
     if any(m.version == 2 and m.point == "/sys/fs/cgroup" for m in hierarchies):
         try:
@@ -82,11 +87,10 @@ def _cgroup_mount(target: str, flags: int) -> None:
         return
     _mounts.mount("tmpfs", target, "tmpfs", plain, "mode=755")
     for m in hierarchies:
-        name = os.path.relpath(m.point, "/sys/fs/cgroup")
-        if name == ".":
+        if m.point == "/sys/fs/cgroup":
             continue
-        sub = os.path.join(target, name)
-        os.makedirs(sub, exist_ok=True)
+        sub = target + m.point[len("/sys/fs/cgroup"):]  # a fresh tmpfs: a nested name needs its parents
+        os.makedirs(sub, exist_ok=True) if "/" in m.point[len("/sys/fs/cgroup/"):] else os.mkdir(sub)
         options = None
         if m.version == 1:  # its controllers, or for a named hierarchy (name=systemd) its name
             options = ",".join(sorted(m.controllers)) or f"none,name={os.path.basename(m.point)}"
@@ -106,10 +110,10 @@ def mount_one(root: str, m: oci.Mount) -> None:
         _make_target(source, target, not os.path.isdir(source))
         _bind(source, target, flags, m.recursive)
     elif m.type == "cgroup":
-        os.makedirs(target, exist_ok=True)
+        _directory(target)
         _cgroup_mount(target, flags)
     else:
-        os.makedirs(target, exist_ok=True)
+        _directory(target)
         try:
             _mounts.mount(m.source or m.type, target, m.type, flags, m.data)
         except PermissionError:
@@ -133,14 +137,15 @@ def mount_one(root: str, m: oci.Mount) -> None:
 def default_devices(root: str) -> None:
     """runc's default devices in root/dev, bound from the host's (a bind works rootless, mknod does not)."""
     dev = root + "/dev"
-    os.makedirs(dev, exist_ok=True)
+    _directory(dev)
     for name in _mounts.DEVICES:
         path = f"{dev}/{name}"
         if os.path.lexists(path) and not os.path.isfile(path):
             continue
         if not os.path.exists(f"/dev/{name}"):
             continue
-        _make_target(None, path, True)
+        if not os.path.exists(path):  # the target of the bind (dev is made above)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
         _mounts.mount(f"/dev/{name}", path, None, MS["BIND"])
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                          ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")):
