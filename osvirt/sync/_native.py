@@ -2,12 +2,13 @@
 
 Pointers reach C only through `pointer_to`, which checks size and
 alignment against the mapping they point into. Each call returns 0, or an
-errno the caller expects as an outcome (ETIMEDOUT, EBUSY, EOWNERDEAD), and
-raises the errno's OSError, naming the pthread call, for anything else.
+errno the caller expects as an outcome (ETIMEDOUT, EBUSY, EOWNERDEAD, EINTR),
+and raises the errno's OSError, naming the pthread or futex call, for anything
+else.
 cffi's API-mode calls release the GIL, so a blocked lock or wait never stops
 the other threads of the process. The FastPath types (osvirt._fastlock) are
 the exception: `with` and the hot methods in C, for the calls that cannot block
-(and one slice of a wait, the GIL released).
+(and an Event's or Condition's untimed wait, the GIL released).
 """
 import errno
 import time
