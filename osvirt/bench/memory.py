@@ -69,8 +69,11 @@ def _mmap_close() -> None:
     mmap.mmap(-1, MIB, flags=_PRIVATE_ANONYMOUS).close()
 
 
+_READ_WRITE = PROT_READ | PROT_WRITE  # computed once, as C's constant is
+
+
 def _bare_mmap_munmap() -> None:
-    _quickcalls.munmap(_quickcalls.mmap(MIB, PROT_READ | PROT_WRITE, _PRIVATE_ANONYMOUS, -1, 0), MIB)
+    _quickcalls.munmap(_quickcalls.mmap(MIB, _READ_WRITE, _PRIVATE_ANONYMOUS, -1, 0), MIB)
 
 
 @rig
