@@ -102,3 +102,47 @@ def test_a_primitive_the_environment_forbids_is_skipped_with_the_reason():
 def test_run_refuses_batches_shorter_than_a_millisecond():
     with pytest.raises(ValueError, match="osvirt bench"):
         run([], min_batch_ns=999_999)
+
+
+def _siblings_states():
+    """{pid: state} of the other processes whose parent is this process's parent (the other workers)."""
+    me, parent, states = os.getpid(), os.getppid(), {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != me:
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            if int(fields[1]) == parent:
+                states[int(entry)] = fields[0]
+    return states
+
+
+def _recording_batch(path, variant):
+    """A Batch that appends, to `path`, its variant and the states of the other workers while it runs."""
+    def batch(n):
+        started = time.perf_counter_ns()
+        time.sleep(0.002)
+        with open(path, "a") as f:
+            f.write(f"{variant} {''.join(sorted(_siblings_states().values()))}\n")
+        return time.perf_counter_ns() - started
+    return harness.Batch(batch)
+
+
+def test_the_series_batches_are_timed_in_rounds_while_the_other_workers_wait_stopped(tmp_path):
+    path = str(tmp_path / "batches")
+    both = Primitive("both", "sleeps 2 ms", python=_recording_batch(path, "python"), c="empty",
+                     floor=("the same", _recording_batch(path, "floor")))
+    result = run([both], batches=6, workers=2, min_batch_ns=1_000_000)
+    assert not result["primitives"][1]["errors"]
+    records = [line.split() for line in open(path)]
+    # Each worker: its set-up (two calibration batches in the first, one warm-up in the
+    # second, one worker started after the other), then 3 rounds of one batch each.
+    first, second = records[:4 + 6], records[4 + 6:]
+    assert [v for v, *_ in first[:4]] == ["python", "python", "floor", "floor"]
+    assert [v for v, *_ in second[:2]] == ["python", "floor"] and len(second) == 2 + 6
+    for timed in (first[4:], second[2:]):
+        assert [{timed[i][0], timed[i + 1][0]} for i in range(0, 6, 2)] == [{"python", "floor"}] * 3
+        # while one series' batch runs, the other two's workers (floor or Python, C) wait stopped (state T)
+        assert all(states == ["TT"] for _, *states in timed), timed
