@@ -45,8 +45,8 @@ int64_t osv_bench_touch_fresh(int shared, int64_t n);
 /* mmap(MAP_PRIVATE | MAP_ANONYMOUS) of size bytes, then munmap */
 int64_t osv_bench_mmap_munmap(size_t size, int64_t n);
 
-/* mprotect of one page to PROT_READ, then back to PROT_READ | PROT_WRITE */
-int64_t osv_bench_mprotect(int64_t n);
+/* mprotect of the page at addr (the caller's) to PROT_READ, then back to PROT_READ | PROT_WRITE */
+int64_t osv_bench_mprotect(uintptr_t addr, int64_t n);
 
 /* send size bytes of buf on `to`, receive the reply from `from` into buf */
 int64_t osv_bench_mq_round_trip(mqd_t to, mqd_t from, void *buf, size_t size, int64_t n);

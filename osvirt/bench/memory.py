@@ -1,11 +1,13 @@
 """Memory primitives: minor page faults, mapping, protection (osvirt.memory)."""
+import contextlib
 import mmap
 import time
 from collections.abc import Callable, Iterator
 
 from osvirt import _quickcalls
 from osvirt.bench.harness import Batch, Primitive, rig
-from osvirt.memory import MADV, PAGE_SIZE, PROT_READ, PROT_WRITE, Mapping
+from osvirt.errors import OsvirtError
+from osvirt.memory import MADV, PAGE_SIZE, PROT_NONE, PROT_READ, PROT_WRITE, Mapping
 from osvirt.memory import _native as _memory_native
 
 _PRIVATE_ANONYMOUS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
@@ -61,6 +63,67 @@ def _mmap_writes(flags: int) -> Batch:
     return Batch(batch)
 
 
+# -- mmap-1m and mprotect: the same kernel work in every series, whatever the process's layout
+#
+# The kernel merges a new anonymous mapping with an adjacent anonymous one of the same
+# protection (a 1 MiB mmap in a worker was seen extending a 1 MiB neighbour into one 2
+# MiB VMA), and mprotect of a page splits it out of such a VMA and merges it back: more
+# work than a VMA of its own, and whether it happens depends on what each worker process
+# mapped before. So each series works where no neighbour can merge: between PROT_NONE
+# guard pages (mmap-1m), or on a page whose VMA is its own with no anonymous neighbour.
+
+def _vmas() -> list[tuple[int, int, str]]:
+    """(start, end, rest of the line) of each VMA in /proc/self/maps."""
+    vmas = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            span, rest = line.split(" ", 1)
+            start, end = span.split("-")
+            vmas.append((int(start, 16), int(end, 16), rest))
+    return vmas
+
+
+def _alone(addr: int, length: int) -> bool:
+    """[addr, addr+length) is one VMA of its own, and no anonymous VMA (no file name) touches it."""
+    for start, end, rest in _vmas():
+        if start <= addr < end and (start, end) != (addr, addr + length):
+            return False
+        if (end == addr or start == addr + length) and len(rest.split()) < 5:
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _guarded_hole(size: int) -> Iterator[None]:
+    """A free `size` bytes between two PROT_NONE guard pages, where the next mmap of
+    `size` lands (the kernel takes the highest gap that fits: the one this reserve left)."""
+    base = _quickcalls.mmap(size + 2 * PAGE_SIZE, PROT_NONE, _PRIVATE_ANONYMOUS, -1, 0)
+    try:
+        _quickcalls.munmap(base + PAGE_SIZE, size)
+        trial = _quickcalls.mmap(size, _READ_WRITE, _PRIVATE_ANONYMOUS, -1, 0)
+        _quickcalls.munmap(trial, size)
+        if trial != base + PAGE_SIZE:
+            raise OsvirtError(f"mmap({size}) landed at {trial:#x}, not in the guarded hole at {base + PAGE_SIZE:#x}")
+        yield
+    finally:
+        _quickcalls.munmap(base, size + 2 * PAGE_SIZE)
+
+
+def _in_hole(operation: Callable[[], object]) -> Callable[[], Iterator[Callable[[], object]]]:
+    """A @rig's generator function: `operation`, with a 1 MiB guarded hole for its mapping."""
+    def opened() -> Iterator[Callable[[], object]]:
+        with _guarded_hole(MIB):
+            yield operation
+    opened.__name__ = operation.__name__
+    return opened
+
+
+@rig
+def _mmap_munmap_c() -> Iterator[tuple[int]]:
+    with _guarded_hole(MIB):
+        yield (MIB,)
+
+
 def _map_unmap() -> None:
     Mapping(MIB).close()
 
@@ -76,10 +139,25 @@ def _bare_mmap_munmap() -> None:
     _quickcalls.munmap(_quickcalls.mmap(MIB, _READ_WRITE, _PRIVATE_ANONYMOUS, -1, 0), MIB)
 
 
+@contextlib.contextmanager
+def _page_alone() -> Iterator[Mapping]:
+    """A Mapping of one page that is a VMA of its own with no anonymous neighbour; the
+    pages made before it that were not are kept, PROT_NONE, until the end (else the
+    next would land where they were)."""
+    with contextlib.ExitStack() as spares:
+        for _ in range(16):
+            m = spares.enter_context(Mapping(PAGE_SIZE))
+            if _alone(m.address, PAGE_SIZE):
+                yield m
+                return
+            m.mprotect(PROT_NONE)
+        raise OsvirtError("mmap: no page of 16 made got a VMA of its own without an anonymous neighbour")
+
+
 @rig
 def _mprotect_python() -> Iterator[Callable[[], None]]:
-    read_write = PROT_READ | PROT_WRITE  # computed once, as C's constant is
-    with Mapping(PAGE_SIZE) as m:
+    read_write = _READ_WRITE
+    with _page_alone() as m:
         def mprotect_there_and_back() -> None:
             m.mprotect(PROT_READ)
             m.mprotect(read_write)
@@ -88,14 +166,20 @@ def _mprotect_python() -> Iterator[Callable[[], None]]:
 
 @rig
 def _bare_mprotect() -> Iterator[Callable[[], None]]:
-    read_write, mprotect = PROT_READ | PROT_WRITE, _quickcalls.mprotect
-    with Mapping(PAGE_SIZE) as m:
+    read_write, mprotect = _READ_WRITE, _quickcalls.mprotect
+    with _page_alone() as m:
         addr = m.address
 
         def mprotect_there_and_back() -> None:
             mprotect(addr, PAGE_SIZE, PROT_READ)
             mprotect(addr, PAGE_SIZE, read_write)
         yield mprotect_there_and_back
+
+
+@rig
+def _mprotect_c() -> Iterator[tuple[int]]:
+    with _page_alone() as m:
+        yield (m.address,)
 
 
 PRIMITIVES = [
@@ -112,9 +196,9 @@ PRIMITIVES = [
               note="shared anonymous memory is shmem (a file in the kernel): its faults cost more "
                    "than private ones; pass flags=MAP_PRIVATE to mmap.mmap for private memory"),
     Primitive("mmap-1m", "osvirt.memory.Mapping of 1 MiB (MAP_PRIVATE, anonymous), then close (munmap)",
-              python=_map_unmap, c="mmap_munmap", c_args=(MIB,),
-              floor=("osvirt._quickcalls mmap + munmap", _bare_mmap_munmap),
-              peer=("mmap.mmap(MAP_PRIVATE) + close", _mmap_close),
+              python=rig(_in_hole(_map_unmap)), c="mmap_munmap", c_args=_mmap_munmap_c,
+              floor=("osvirt._quickcalls mmap + munmap", rig(_in_hole(_bare_mmap_munmap))),
+              peer=("mmap.mmap(MAP_PRIVATE) + close", rig(_in_hole(_mmap_close))),
               note="the two bare calls (osvirt._quickcalls, the GIL kept) cost ~1.07-1.1x the C loop; "
                    "Mapping(size), close() and its __del__ are made in C (osvirt._quickcalls.checked), "
                    "yet the Python object (a class instance with attributes and a finalizer, made and "
@@ -124,7 +208,7 @@ PRIMITIVES = [
                    "paths); in bench workers 1.25-1.6x, with batches that move by 30% with the "
                    "worker's memory layout (the 1 MiB region merges with a neighbouring mapping)"),
     Primitive("mprotect", "Mapping.mprotect of one page to PROT_READ and back to read-write (two calls)",
-              python=_mprotect_python, c="mprotect",
+              python=_mprotect_python, c="mprotect", c_args=_mprotect_c,
               floor=("osvirt._quickcalls.mprotect twice", _bare_mprotect),
               note="the two bare calls (osvirt._quickcalls, the GIL kept) cost ~1.07-1.2x the C loop; "
                    "Mapping.mprotect(prot) of the whole mapping is made in C with its checks "
