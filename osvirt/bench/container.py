@@ -144,7 +144,7 @@ def _floor_steps(spec: "oci.Spec", root: str) -> list[Step]:
         mount(None, "/", None, MS["SLAVE"] | rec),
         mount(root, root, None, bind | rec),
     ]
-    made = []  # tmpfs mounted here, fresh each time: what lies in them is made each time too
+    made: list[str] = []  # tmpfs mounted here, fresh each time: what lies in them is made each time too
     for m in spec.mounts or ():
         target = secure_join(root, m.destination)
         if m.type == "cgroup":  # a tmpfs holding each of the host's hierarchies, mounted again; read-only

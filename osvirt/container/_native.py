@@ -124,9 +124,8 @@ def mount_setattr(path: str, flags: int, attr_set: int, attr_clr: int, facility:
     return True
 
 
-# statfs(2)'s f_type of a cgroup filesystem: cgroup2's from the headers (csrc/fs.h), v1's
-# CGROUP_SUPER_MAGIC as <linux/magic.h> defines it.
-CGROUP_MAGICS = frozenset({lib.CGROUP2_SUPER_MAGIC, 0x27E0EB})
+# statfs(2)'s f_type of a cgroup filesystem, v1 or v2 (csrc/fs.h: <linux/magic.h>).
+CGROUP_MAGICS = frozenset({lib.CGROUP_SUPER_MAGIC, lib.CGROUP2_SUPER_MAGIC})
 
 
 def statfs_type(path: str) -> int | None:
@@ -178,15 +177,20 @@ def capget(pid: int) -> tuple[int, int, int]:
     return sets[0], sets[1], sets[2]
 
 
-def capset(effective: int, permitted: int, inheritable: int, facility: str, hint: str | None) -> None:
+def capset(effective: int, permitted: int, inheritable: int, facility: str | Callable[[], str],
+           hint: str | None) -> None:
+    """capset(2); `facility` names the call in the error (a function making the name: only on failure)."""
     if lib.osv_capset(ffi.new("uint64_t[3]", [effective, permitted, inheritable])) == -1:
-        raise kernel_error(ffi.errno, facility, hint)
+        err = ffi.errno
+        raise kernel_error(err, facility if isinstance(facility, str) else facility(), hint)
 
 
-def capbset_drop(cap: int, facility: str) -> None:
+def capbset_drop(cap: int, facility: str | None = None) -> None:
+    """prctl(PR_CAPBSET_DROP); `facility` None: named by the capability's number."""
     if lib.osv_capbset_drop(cap) == -1:
         err = ffi.errno
-        raise kernel_error(err, facility, "needs CAP_SETPCAP" if err == errno.EPERM else None)
+        raise kernel_error(err, facility or f"prctl(PR_CAPBSET_DROP, {cap})",
+                           "needs CAP_SETPCAP" if err == errno.EPERM else None)
 
 
 def cap_ambient(op: str, cap: int, facility: str, hint: str | None) -> None:

@@ -109,7 +109,7 @@ def capset(effective: Iterable[str], permitted: Iterable[str], inheritable: Iter
     e, p, i = (_known(s, "capset") for s in (effective, permitted, inheritable))
     if not e <= p:
         raise ValueError(f"capset: effective holds {sorted(e - p)}, not in permitted")
-    _native.capset(mask(e), mask(p), mask(i), f"capset(effective {_short(e)}, permitted {_short(p)}, "
+    _native.capset(mask(e), mask(p), mask(i), lambda: f"capset(effective {_short(e)}, permitted {_short(p)}, "
                    f"inheritable {_short(i)})", "permitted may only shrink; inheritable grow only within "
                    "bounding, with CAP_SETPCAP")
 

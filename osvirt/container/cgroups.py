@@ -29,6 +29,7 @@ The files, per version:
     kill all            cgroup.kill (>= 5.14)       SIGKILL each pid in cgroup.procs
 """
 import errno
+import functools
 import os
 import re
 import signal
@@ -75,6 +76,7 @@ class Placement(NamedTuple):
     parent: str
 
 
+@functools.lru_cache(maxsize=1)  # the kernel's controllers: fixed once it has booted
 def _v1_subsystems() -> frozenset[str]:
     with open("/proc/cgroups") as f:
         return frozenset(line.split()[0] for line in f if not line.startswith("#"))
@@ -138,15 +140,16 @@ def mount_of(path: str) -> Mount | None:
     return max(inside, key=lambda m: len(m.point), default=None)
 
 
-def placements(controllers: Iterable[str] = CONTROLLERS) -> dict[str, Placement]:
+def placements(controllers: Iterable[str] = CONTROLLERS, mounts: list[Mount] | None = None) -> dict[str, Placement]:
     """{controller: Placement} for each of `controllers`, under this process's own cgroups.
 
     v2 when this process's v2 cgroup lists the controller in cgroup.controllers
     (its parent made it available), else the v1 hierarchy bound to it. The
     v1 cpu controller brings cpuacct along: CPU time is read there. A
-    controller found nowhere is FileNotFoundError.
+    controller found nowhere is FileNotFoundError. `mounts`: cgroup_mounts(),
+    when the caller has read them already.
     """
-    mounts, own = cgroup_mounts(), own_cgroups()
+    mounts, own = cgroup_mounts() if mounts is None else mounts, own_cgroups()
     v2_parent, v2_available = v2_own(mounts, own) or (None, frozenset[str]())
     wanted = list(controllers)
     found: dict[str, Placement] = {}
@@ -348,7 +351,8 @@ class Cgroup(Owned):
     (v1: cpu.shares, see weight_to_shares). `pids_max`: fork and clone fail
     with EAGAIN past it. A limit's controller joins `controllers`.
 
-    `where` overrides `placements()` (e.g. a delegated parent). Bad values
+    `where` overrides `placements()` (e.g. a delegated parent); `mounts`, the
+    cgroup_mounts() it reads, when the caller has read them. Bad values
     raise ValueError before any directory is made. On cgroup v2 a
     controller available but not yet enabled for the parent's children is
     enabled there (`+memory` into its cgroup.subtree_control), as runc
@@ -360,14 +364,15 @@ class Cgroup(Owned):
 
     def __init__(self, controllers: Iterable[str] = CONTROLLERS, *, memory_max_bytes: int | None = None,
                  cpu_quota: tuple[int, int] | None = None, cpu_weight: int | None = None,
-                 pids_max: int | None = None, where: Mapping[str, Placement] | None = None) -> None:
+                 pids_max: int | None = None, where: Mapping[str, Placement] | None = None,
+                 mounts: list[Mount] | None = None) -> None:
         def writes(version: int) -> dict[str, list[tuple[str, str]]]:
             return limit_writes(version, memory_max_bytes=memory_max_bytes, cpu_quota=cpu_quota,
                                 cpu_weight=cpu_weight, pids_max=pids_max)
 
         # Every value checked here, before anything is made (the checks are the same on v1 and v2).
         wanted = set(controllers) | set(writes(2))
-        found = dict(where) if where is not None else placements(sorted(wanted))
+        found = dict(where) if where is not None else placements(sorted(wanted), mounts)
         missing = wanted - set(found)
         if missing:
             raise ValueError(f"cgroup: no placement given for {', '.join(sorted(missing))}")

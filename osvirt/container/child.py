@@ -23,6 +23,7 @@ from typing import NoReturn
 
 from osvirt import tracker
 from osvirt.container import capabilities as _caps
+from osvirt.container import cgroups as _cgroups
 from osvirt.container import mounts as _mounts
 from osvirt.container import namespaces as _ns
 from osvirt.container import network as _network
@@ -57,9 +58,14 @@ class Child:
 
     def __init__(self, spec: oci.Spec, id: str, console_socket: str | None,
                  target: Callable[..., object] | None, target_args: Sequence[object], init: bool,
-                 cgroup_paths: Sequence[str] = ()) -> None:
+                 cgroup_paths: Sequence[str] = (), bounding: int | None = None,
+                 cgroup_mounts: list[_cgroups.Mount] | None = None) -> None:
         self.spec = spec
         self.cgroup_paths = tuple(cgroup_paths)
+        # What its creator read before the fork, else read here: the bounding set it inherits, and the
+        # cgroup mounts of the mount namespace it copies (for a cgroup mount in the spec).
+        self.bounding = bounding
+        self.cgroup_mounts = cgroup_mounts
         self.id = id
         self.console_socket = console_socket
         self.target = target
@@ -179,8 +185,10 @@ class Child:
         Step.now = "mark inherited file descriptors close-on-exec"
         for fd in open_fds():
             if fd > 2:
-                with contextlib.suppress(OSError):
+                try:
                     os.set_inheritable(fd, False)
+                except OSError:  # the descriptor listdir read /proc/self/fd through, now closed
+                    pass
         Step.now = "open exec.fifo"
         fifo_path = f"/proc/self/fd/{fifo_fd}"
         handlers = {signo: signal.signal(signo, _die_of) for signo in WAITING_DEATHS}
@@ -255,7 +263,7 @@ class Child:
             if m.type == "cgroup" and lx.namespace("cgroup") is not None:
                 self._in_cgroup()  # its root is the cgroup namespace's (else the hierarchy's, moved or not)
             Step.now = f"mount {m.destination} ({m.type or 'bind'})"
-            _rootfs.mount_one(root, m)
+            _rootfs.mount_one(root, m, self.cgroup_mounts)
             if m.destination.rstrip("/") == "/dev" and not m.is_bind:
                 dev_is_tmpfs = True
         if dev_is_tmpfs:
@@ -300,10 +308,11 @@ class Child:
         user = process.user
         if caps is not None:
             Step.now = "capabilities: bounding set"
-            held, keep = _env_cap_masks()["CapBnd"], _caps.mask(caps.usable("bounding"))
+            held = self.bounding if self.bounding is not None else _env_cap_masks()["CapBnd"]
+            keep = _caps.mask(caps.usable("bounding"))
             for nr in range(_caps.KERNEL_LAST_CAP + 1):
                 if held >> nr & 1 and not keep >> nr & 1:
-                    _cnative.capbset_drop(nr, f"prctl(PR_CAPBSET_DROP, {nr})")
+                    _cnative.capbset_drop(nr)
         if user.uid != 0 or user.gid != 0 or user.additional_gids:
             Step.now = "prctl(PR_SET_KEEPCAPS)"
             _caps.set_keepcaps(True)

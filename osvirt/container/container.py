@@ -118,19 +118,19 @@ import time
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
-from osvirt import tracker
+from osvirt import env, tracker
 from osvirt._owned import Owned
 from osvirt.container import cgroups as _cgroups
 from osvirt.container import namespaces as _ns
 from osvirt.container import network as _network
 from osvirt.container import oci
-from osvirt.container.child import WAITING_DEATHS, Child, env_caps
+from osvirt.container.child import WAITING_DEATHS, Child
 from osvirt.container.init import INITS
 from osvirt.container.report import fork, raise_report
 from osvirt.container.rootfs import HOST_ROOT_ANNOTATION
 from osvirt.container.run_spec import parse_size, spec_for
 from osvirt.container.statedir import (EXEC_FIFO, EXIT_FILE, STATE_FILE, alive, atomic_write, now, open_pidfd,
-                                       remove_state_dir, start_time)
+                                       remove_state_dir, start_time, write_file)
 from osvirt.errors import ContainerError, SpecError
 from osvirt.naming import unique_name
 from osvirt.process.spawn import signals_deferred
@@ -198,10 +198,10 @@ class Container(Owned):
         self._status: str | None = None  # None: not created yet
         self._exit: int | None = None
 
-    def _child_side(self) -> Child:
+    def _child_side(self, bounding: int | None = None, cgroup_mounts: list[_cgroups.Mount] | None = None) -> Child:
         """What the monitor and the container process run (osvirt.container.child)."""
         return Child(self.spec, self.id, self.console_socket, self.target, self.target_args, self.init,
-                     list(self._cgroup_paths.values()))
+                     list(self._cgroup_paths.values()), bounding, cgroup_mounts)
 
     # -- paths and the state file ---------------------------------------------------------------
     def _path(self, name: str) -> str:
@@ -289,7 +289,8 @@ class Container(Owned):
             raise ValueError(f"container {self.id}: create() was called already")
         spec = self.spec
         assert spec.process is not None
-        admin = "CAP_SYS_ADMIN" in env_caps()
+        masks = env.capability_masks()  # this process's: the container process inherits its bounding set
+        admin = "CAP_SYS_ADMIN" in env.capabilities(masks["CapEff"])
         self._check_runnable(admin)
         direct = self._direct(admin)
         try:
@@ -299,7 +300,7 @@ class Container(Owned):
             fifo = self._path(EXEC_FIFO)
             os.mkfifo(fifo, 0o622)
             os.chmod(fifo, 0o622)  # whatever the umask: the container's root may be another uid
-            self._spawn_direct(admin) if direct else self._spawn()
+            self._spawn_direct(admin, masks["CapBnd"]) if direct else self._spawn()
         except BaseException:
             self._destroy()
             raise
@@ -335,11 +336,11 @@ class Container(Owned):
             os.mkdir(self.state_dir, 0o700)
         self._status = "creating"
 
-    def _make_cgroup(self, admin: bool) -> None:
+    def _make_cgroup(self, admin: bool, mounts: list[_cgroups.Mount] | None = None) -> None:
         resources = self.spec.linux.resources
         limits = resources.limits if resources else {}
         try:
-            self._cgroup = _cgroups.Cgroup(**limits)
+            self._cgroup = _cgroups.Cgroup(**limits, mounts=mounts)
         except (PermissionError, FileNotFoundError) as e:
             if limits:
                 raise
@@ -401,20 +402,25 @@ class Container(Owned):
             os.close(down_w)
             os.close(monitor_w)
 
-    def _spawn_direct(self, admin: bool) -> None:
+    def _spawn_direct(self, admin: bool, bounding: int) -> None:
         up_r, up_w = os.pipe()
         down_r, down_w = os.pipe()
         exit_r, exit_w = os.pipe()  # osvirt's init -> here: the program's wait status
         fifo_fd = os.open(self._path(EXEC_FIFO), os.O_PATH | os.O_CLOEXEC)
         new_pid = self.spec.linux.new("pid")
         own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC) if new_pid else -1
+        # A cgroup mount in a copy of this mount namespace mounts the hierarchies this process sees: read
+        # once, here, for it and for the cgroup made below.
+        mounts = _cgroups.cgroup_mounts() if self.spec.linux.new("mount") and any(
+            m.type == "cgroup" for m in self.spec.mounts or ()) else None
         forked = False
         try:
             with signals_deferred() as mask:
                 if new_pid:
                     _ns.unshare("pid")  # for the next fork only: set back below
                 try:
-                    pid = fork(lambda: self._child_side().container_process(up_w, down_r, fifo_fd, exit_w), up_w,
+                    child = self._child_side(bounding, mounts)
+                    pid = fork(lambda: child.container_process(up_w, down_r, fifo_fd, exit_w), up_w,
                                (up_r, down_w, exit_r) + ((own,) if own >= 0 else ()), mask)
                 finally:
                     if new_pid:
@@ -428,7 +434,7 @@ class Container(Owned):
         self._pid_start = start_time(pid)
         with os.fdopen(up_r, "rb") as up:
             try:
-                self._make_cgroup(admin)  # while the process builds its root
+                self._make_cgroup(admin, mounts)  # while the process builds its root
                 if self._cgroup is not None:
                     self._cgroup.add(pid)
                 os.write(down_w, b"go\n")  # the cgroup is its own now: its cgroup namespace may follow
@@ -609,13 +615,16 @@ class Container(Owned):
         self._exited_within(self.pid, timeout_s)
         _, status = os.waitpid(self.pid, 0)
         self._child = False
-        with os.fdopen(self._exit_r, "rb") as f:  # osvirt's init wrote the program's status before it exited
-            reported = f.read()
-        self._exit_r = -1
+        reported = b""
+        try:  # osvirt's init wrote the program's status before it exited (EOF at once without one)
+            while chunk := os.read(self._exit_r, 64):
+                reported += chunk
+        finally:
+            os.close(self._exit_r)
+            self._exit_r = -1
         self._exit = os.waitstatus_to_exitcode(int(reported) if reported else status)
         with contextlib.suppress(OSError):
-            with open(self._path(EXIT_FILE), "w") as out:
-                json.dump({"exitStatus": self._exit}, out)
+            write_file(self._path(EXIT_FILE), b'{"exitStatus": %d}' % self._exit)
         return self._exit
 
     def _wait_elsewhere(self, timeout_s: float | None) -> None:
@@ -680,7 +689,7 @@ class Container(Owned):
             if self.veth is not None:
                 self.veth.close()
                 self.veth = None
-            if self.pid is not None and alive(self.pid, self._pid_start):
+            if self.pid is not None and self._exit is None and alive(self.pid, self._pid_start):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(self.pid, signal.SIGKILL)
                 with contextlib.suppress(TimeoutError):  # PID 1 exits once the kernel has reaped its namespace

@@ -73,11 +73,12 @@ def _bind(source: str, target: str, flags: int, recursive: bool) -> None:
         _mounts.mount(None, target, None, MS["BIND"] | MS["REMOUNT"] | extra | _mounts._kept_flags(target))
 
 
-def _cgroup_mount(target: str, flags: int) -> None:
+def _cgroup_mount(target: str, flags: int, host: list[_cgroups.Mount] | None = None) -> None:
     """/sys/fs/cgroup as runc makes it: cgroup2 on a v2-only host, else a tmpfs with each v1 hierarchy
-    (and the unified one) mounted again; where the kernel refuses (a user namespace), binds of the host's."""
-    hierarchies = [m for m in _cgroups.cgroup_mounts() if m.point == "/sys/fs/cgroup"
-                   or m.point.startswith("/sys/fs/cgroup/")]
+    (and the unified one) mounted again; where the kernel refuses (a user namespace), binds of the host's.
+    `host`: the cgroup mounts of the namespace this one copied, as its creator read them (else read here)."""
+    hierarchies = [m for m in (_cgroups.cgroup_mounts() if host is None else host)
+                   if m.point == "/sys/fs/cgroup" or m.point.startswith("/sys/fs/cgroup/")]
     plain = flags & (MS["NOSUID"] | MS["NODEV"] | MS["NOEXEC"] | MS["RELATIME"])
     if any(m.version == 2 and m.point == "/sys/fs/cgroup" for m in hierarchies):
         try:
@@ -102,7 +103,8 @@ def _cgroup_mount(target: str, flags: int) -> None:
         _mounts.mount(None, target, None, MS["REMOUNT"] | MS["RDONLY"] | plain)
 
 
-def mount_one(root: str, m: oci.Mount) -> None:
+def mount_one(root: str, m: oci.Mount, cgroup_mounts: list[_cgroups.Mount] | None = None) -> None:
+    """Mount `m` in `root` (its destination resolved in it); `cgroup_mounts`, see _cgroup_mount."""
     target = secure_join(root, m.destination)
     flags = m.flags
     if m.is_bind:
@@ -111,7 +113,7 @@ def mount_one(root: str, m: oci.Mount) -> None:
         _bind(source, target, flags, m.recursive)
     elif m.type == "cgroup":
         _directory(target)
-        _cgroup_mount(target, flags)
+        _cgroup_mount(target, flags, cgroup_mounts)
     else:
         _directory(target)
         try:

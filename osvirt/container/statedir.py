@@ -11,8 +11,8 @@ import os
 import time
 from typing import Any
 
-__all__ = ["STATE_FILE", "EXEC_FIFO", "EXIT_FILE", "now", "start_time", "alive", "atomic_write", "open_pidfd",
-           "remove_state_dir"]
+__all__ = ["STATE_FILE", "EXEC_FIFO", "EXIT_FILE", "now", "start_time", "alive", "atomic_write", "write_file",
+           "open_pidfd", "remove_state_dir"]
 
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
@@ -31,10 +31,15 @@ def now() -> str:
 def start_time(pid: int) -> int | None:
     """Field 22 of /proc/PID/stat (clock ticks after boot): with the pid, names one process for good."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        data = os.read(fd, 4096)  # one read: the kernel makes the whole line at once (~300 bytes)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     fields = data[data.rindex(b")") + 2:].split()
     if fields[0] == b"Z" or fields[0] == b"X":  # a zombie has exited: it runs nothing any more
         return None
@@ -46,10 +51,18 @@ def alive(pid: int | None, start: int | None) -> bool:
 
 
 def atomic_write(path: str, data: dict[str, Any]) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
+    write_file(f"{path}.{os.getpid()}.tmp", json.dumps(data).encode())
+    os.replace(f"{path}.{os.getpid()}.tmp", path)
+
+
+def write_file(path: str, data: bytes) -> None:
+    """Create or truncate `path` (mode 0666 less the umask, as open(path, "w")) holding `data`."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
 
 
 def open_pidfd(pid: int) -> int | None:

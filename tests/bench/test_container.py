@@ -1,5 +1,7 @@
 """The container-start row: each of its ways starts /bin/true in a container built from one bundle."""
+import contextlib
 import json
+import re
 import shutil
 
 import pytest
@@ -43,3 +45,26 @@ def test_compare_takes_both_in_turn():
     assert len(times["osvirt to exit"]) == len(times["osvirt to delete"]) == 2
     assert all(a < b for a, b in zip(times["osvirt to exit"], times["osvirt to delete"]))
     assert len(times["runc run"]) == (2 if ROW.peer else 0)
+
+
+# What a program sees of the container it runs in: its mounts (ids aside), capabilities, no_new_privs,
+# seccomp, hostname, cgroups, rlimit, /dev, user, directory, environment and network interfaces.
+_LOOK = ("cut -d' ' -f4- /proc/self/mountinfo; grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status; "
+         "hostname; cat /proc/self/cgroup; ulimit -n; stat -c '%N %F %a %t:%T' /dev/*; id; pwd; env | sort; "
+         "cat /sys/class/net/*/flags")
+
+
+@pytest.mark.needs(*ROW.needs)
+def test_the_floor_builds_the_container_osvirt_builds(capfd):
+    """The floor is a floor of the same work: what runs inside sees the same container either way."""
+    seen = []
+    for starts in (container._osvirt_starts, container._bare_starts):
+        with contextlib.contextmanager(starts)(["/bin/sh", "-c", _LOOK]) as start:
+            start()
+        out = capfd.readouterr().out
+        seen.append(re.sub(r"osvirt-[0-9]+-[0-9a-f]{8}", "NAME", out))  # bundle directories, cgroups
+    assert seen[0] == seen[1]
+    assert "/rootfs / ro," in seen[0] and "/usr /usr ro,nosuid,nodev," in seen[0]  # the root, /usr read-only
+    assert "NoNewPrivs:\t1" in seen[0] and "osvirt\n" in seen[0]  # no_new_privs, the hostname
+    assert "CapBnd:\t0000000020000420" in seen[0]  # CAP_AUDIT_WRITE, CAP_KILL, CAP_NET_BIND_SERVICE
+    assert seen[0].count("NAME") >= 2  # the root's bundle directory, and a cgroup of its own

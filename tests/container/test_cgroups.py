@@ -389,3 +389,27 @@ def test_the_tracker_takes_only_osvirt_named_directories_inside_a_cgroup_mount()
                  "/sys/fs/cgroup/x/../osvirt-1-0123abcd"):
         with pytest.raises(ValueError):
             tracker.register("cgroup", path)
+
+
+@pytest.mark.needs("cgroup_pids")
+def test_check_path_takes_statfs_word_for_a_cgroup_directory_and_mountinfo_for_the_rest(tmp_path, monkeypatch):
+    parent = cgroups.placements(("pids",))["pids"].parent
+    path = os.path.join(parent, unique_name())
+    real_mount_of = cgroups.mount_of
+
+    def no_mountinfo(path):
+        raise AssertionError("mountinfo read for a path statfs answers for")
+    monkeypatch.setattr(cgroups, "mount_of", no_mountinfo)
+    cgroups.check_path("mkdir", path)  # before mkdir, as the tracker checks a registration
+    os.mkdir(path)
+    try:
+        cgroups.check_path("rmdir", path)
+        assert cgroups.kill_and_rmdir(path) and not os.path.exists(path)  # empty: removed at once
+        assert not cgroups.kill_and_rmdir(path)  # nothing there any more
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(path)
+    monkeypatch.setattr(cgroups, "mount_of", real_mount_of)
+    outside = tmp_path / unique_name()  # statfs: not a cgroup filesystem; mountinfo: in no cgroup mount
+    with pytest.raises(ValueError, match="not inside a cgroup mount"):
+        cgroups.check_path("mkdir", str(outside))

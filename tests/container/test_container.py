@@ -336,6 +336,45 @@ def test_nothing_is_left_after_an_exception_inside_the_with():
     assert not [p for p in cgroups.values() if os.path.exists(p)]
 
 
+@needs_namespaces
+def test_the_program_starts_in_the_containers_cgroup():
+    """The cgroup is made while the process builds its root; it is moved in before it is created."""
+    r, w = os.pipe()
+    c = Container(spec_for(["cat", "/proc/self/cgroup"]))
+    saved = os.dup(1)
+    try:
+        os.dup2(w, 1)
+        os.close(w)
+        c.create()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    with c:
+        cgroup_paths = c.state()["cgroupPaths"]
+        c.start()
+        assert c.wait(timeout_s=60) == 0
+        with os.fdopen(r) as f:
+            lines = f.read().splitlines()
+    assert cgroup_paths  # memory, cpu, pids: where this machine has each
+    name = {os.path.basename(path) for path in cgroup_paths.values()}.pop()
+    v1 = {controller: line for line in lines for controller in line.split(":")[1].split(",") if controller}
+    for controller in cgroup_paths:  # its v1 hierarchy's line, else the v2 one's
+        line = v1.get(controller) or next(line for line in lines if line.startswith("0::"))
+        assert line.endswith("/" + name), (controller, lines)
+
+
+@needs_namespaces
+def test_a_cgroup_that_fails_leaves_no_process_nor_state_directory(monkeypatch):
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "mkdir(cgroup memory)")
+    monkeypatch.setattr("osvirt.container.container._cgroups.Cgroup", refused)
+    c = Container(spec_for(["true"], memory="64m"))
+    with pytest.raises(PermissionError, match="mkdir"):
+        c.create()
+    assert c.pid is None or not psutil.pid_exists(c.pid)  # killed and reaped (forked first, as root)
+    assert not os.path.exists(c.state_dir)
+
+
 _OWNER = textwrap.dedent("""\
     import sys
     from osvirt.container import Container

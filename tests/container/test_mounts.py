@@ -14,7 +14,7 @@ import tempfile
 import pytest
 
 from osvirt import env
-from osvirt.container import docker, mounts, namespaces
+from osvirt.container import docker, mounts, namespaces, rootfs
 from osvirt.container.mounts import MS
 from osvirt.naming import unique_name
 from osvirt.process import Children
@@ -176,11 +176,36 @@ def _read_only_bind(base):
 
 
 @kernel
-def test_a_read_only_bind_refuses_writes_with_erofs_under_it_too_and_leaves_its_source_writable(tmp_path):
+@pytest.mark.parametrize("setattr", [True, False], ids=["mount_setattr", "remounts from mountinfo"])
+def test_a_read_only_bind_refuses_writes_with_erofs_under_it_too_and_leaves_its_source_writable(
+        tmp_path, monkeypatch, setattr):
+    if not setattr:  # as on a kernel before 5.12
+        monkeypatch.setattr(mounts._native, "mount_setattr", lambda *args: False)
     base = str(tmp_path)
     seen = _in_namespaces(_read_only_bind, base)
     assert seen == {"options": {f"{base}/src/sub": ["rw"], f"{base}/dst": ["ro"], f"{base}/dst/sub": ["ro"]},
                     "write dst": "EROFS", "write dst/sub": "EROFS", "write src": None}
+
+
+def _read_only_rbind_with_flags(base):
+    mounts.make_private("/")
+    os.makedirs(f"{base}/src/sub")
+    os.makedirs(f"{base}/dst")
+    mounts.mount("tmpfs", f"{base}/src/sub", "tmpfs")
+    rootfs._bind(f"{base}/src", f"{base}/dst", MS["BIND"] | MS["REC"] | MS["RDONLY"] | MS["NOSUID"] | MS["NODEV"],
+                 recursive=True)  # an OCI mount's "rbind", "ro", "nosuid", "nodev"
+    return {row.mount_point: sorted(row.options & {"ro", "rw", "nosuid", "nodev"}) for row in mounts.mountinfo()
+            if row.mount_point.startswith(f"{base}/dst")}
+
+
+@kernel
+@pytest.mark.parametrize("setattr", [True, False], ids=["mount_setattr", "remounts from mountinfo"])
+def test_an_rbinds_options_go_on_it_and_read_only_on_every_mount_it_brought(tmp_path, monkeypatch, setattr):
+    if not setattr:
+        monkeypatch.setattr(mounts._native, "mount_setattr", lambda *args: False)
+    base = str(tmp_path)
+    assert _in_namespaces(_read_only_rbind_with_flags, base) == {
+        f"{base}/dst": ["nodev", "nosuid", "ro"], f"{base}/dst/sub": ["ro"]}
 
 
 def _masked(base):
@@ -328,6 +353,16 @@ def test_bad_input_raises_before_any_system_call(tmp_path, call, error):
     assert str(raised.value).split(":")[0] in {"mount", "umount2", "bind", "make_private", "pivot_root", "mask",
                                                "read_only", "minimal_dev", "prepare_rootfs", "host_usr_root"}
     assert os.listdir(tmp_path) == []
+
+
+def test_mountinfo_keeps_the_filesystem_types_asked_for(tmp_path):
+    path = tmp_path / "mountinfo"
+    path.write_text("25 1 0:22 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n"
+                    "26 1 0:23 / /mnt\\040x rw - tmpfs tmpfs rw\n"
+                    "27 1 0:24 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n")
+    assert [row.mount_point for row in mounts.mountinfo(str(path), ("cgroup", "cgroup2"))] == [
+        "/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified"]
+    assert [row.mount_point for row in mounts.mountinfo(str(path))][1] == "/mnt x"
 
 
 def test_mountinfo_reads_escaped_paths_and_the_optional_fields(tmp_path):
