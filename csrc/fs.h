@@ -27,6 +27,7 @@ static const long SQUASHFS_MAGIC;
 static const long PROC_SUPER_MAGIC;
 static const long SYSFS_MAGIC;
 static const long DEVPTS_SUPER_MAGIC;
+static const long CGROUP_SUPER_MAGIC;    /* cgroup v1 */
 static const long CGROUP2_SUPER_MAGIC;
 
 /* FIEMAP: the ioctl, its request flag and the extent flags, from <linux/fs.h>
