@@ -437,14 +437,22 @@ class _Worker:
         self.kids.wait(self.pid)
         return answer  # type: ignore[return-value]  # after "end": a Measured or a Failed
 
-    def interrupt(self) -> None:
-        """Let the worker remove what its rig made (named queues, files) before
-        Children.close would SIGKILL it."""
+
+def _interrupt(kids: Children) -> None:
+    """Let every worker remove what its rig made (named queues, files) before
+    Children.close would SIGKILL it: continued, then SIGINT (its _interrupt_once).
+    kids' pids, not only the workers known: an interrupt can cut a fork short
+    after Children owns the pid and before its _Worker has it."""
+    pids = kids.pids
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # not (yet) a group of its own
+            os.killpg(pid, signal.SIGCONT)
         with contextlib.suppress(ProcessLookupError):
-            self.resume()
-            os.kill(self.pid, signal.SIGINT)
+            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGINT)
+    for pid in pids:
         with contextlib.suppress(TimeoutError):
-            self.kids.wait(self.pid, timeout_s=5)
+            kids.wait(pid, timeout_s=5)
 
 
 def _split(batches: int, workers: int) -> list[int]:
@@ -525,8 +533,7 @@ def _interleaved(kids: Children, primitive: Primitive, share: int, min_batch_ns:
             else:
                 runs[variant].append(answer)
     except KeyboardInterrupt:
-        for worker in live.values():
-            worker.interrupt()
+        _interrupt(kids)
         raise
 
 
