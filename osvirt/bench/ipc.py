@@ -139,10 +139,11 @@ def _kill_self_python() -> Iterator[Batch]:
 @rig
 def _sigqueue_self_python() -> Iterator[Callable[[], None]]:
     signo, pid = signal.SIGRTMIN, os.getpid()
-    with blocked({signo}):
+    signals = frozenset({signo})  # made once, as the floor's mask is
+    with blocked(signals):
         def sigqueue_wait() -> None:
             sigqueue(pid, signo, 7)
-            if sigtimedwait({signo}).value != 7:
+            if sigtimedwait(signals).value != 7:
                 raise OsvirtError("sigtimedwait: the value sent with sigqueue did not come back")
         yield sigqueue_wait
 
@@ -297,27 +298,43 @@ def _msg_round_trip_c() -> Iterator[tuple[int]]:
         yield (q.id,)
 
 
-_MQ_NOTE = ("four library calls a round trip, two in each process: the four bare cffi calls from "
-            "Python cost ~1.2-1.4x the C loop; osvirt's send and receive make theirs in C with "
-            "their checks (osvirt._quickcalls.checked, the GIL released for the wait): no Python "
-            "frame, and no cffi argument conversion, which puts them at or under the floor (one "
-            "send + receive in one process: ~2.9 us, the bare cffi pair ~3.3 us; the Python methods "
-            "cost ~0.65-0.9 us more, ~1.25-1.4x a round trip between the context switches)")
+_MQ_NOTE = ("four library calls a round trip, two in each process, and the same system calls in all three "
+            "(strace -c: two sends and two receives). osvirt's send and receive make theirs in C with "
+            "their checks (osvirt._quickcalls.checked, the GIL released for the wait): no Python frame "
+            "and no cffi argument conversion, which puts them under the bare cffi floor. floor/C: each "
+            "side's interpreter work sits between the context switches, and costs more than it does "
+            "alone. With each side either C or Python, one CPU, batches interleaved (POSIX queues, "
+            "medians): C both sides 10.0 us; a bare-cffi writer with a C echo 11.6, a C writer with "
+            "a bare-cffi echo 12.0, both bare-cffi 13.6 (the floor): ~1.6-2 us a Python side, for two "
+            "calls and a loop's iteration that take ~0.3 us in a loop of their own")
+_PIPE_RTT_NOTE = ("same system calls in both (strace -c: two writes, two reads a round trip); os.write + "
+                  "os.read are the bare calls, so Python is its own floor. Python/C: each side's "
+                  "interpreter work sits between the context switches and costs more than it does "
+                  "alone. With each side either C or Python, pinned, batches interleaved: C both sides "
+                  "6.67-7.04 us (min 6.13), a Python writer with a C echo 7.04-8.34 (min 6.53), a C "
+                  "writer with a Python echo 7.83-8.12 (min 6.69-6.78), Python both sides 8.04-9.47 (min "
+                  "7.20-7.40): ~0.4-0.6 us a Python side (min), for a call of os.write and os.read whose "
+                  "Python part (two builtin calls, no system call) takes ~0.11 us alone")
 _PIPE_BW = "one 64 KiB os.write to a pipe that another process (a C loop) drains"
 _PIPE_RTT = "1-byte round trip through two pipes to a process that echoes it: os.write + os.read"
 
 PRIMITIVES = [
     Primitive("pipe-rtt-pinned", _PIPE_RTT + ", both on one CPU",
               python=_pipe_round_trip_python, c="pipe_round_trip", c_args=_pipe_round_trip_c,
-              peer=("multiprocessing.Pipe", _connection_round_trip), pin=True),
+              peer=("multiprocessing.Pipe", _connection_round_trip), pin=True, note=_PIPE_RTT_NOTE),
     Primitive("pipe-rtt", _PIPE_RTT + ", unpinned",
               python=_pipe_round_trip_python, c="pipe_round_trip", c_args=_pipe_round_trip_c,
               peer=("multiprocessing.Pipe", _connection_round_trip),
               note="unpinned, the scheduler places the two processes: a wake-up on the other CPU "
-                   "costs several times one on the same CPU, so this row depends on where they land"),
+                   "costs several times one on the same CPU, so this row depends on where they land "
+                   "(Python/C 1.23, 4.5 and 1.32 in three runs here); pinned, see pipe-rtt-pinned"),
     Primitive("pipe-bw-pinned", _PIPE_BW + ", both on one CPU",
               python=_pipe_write_python, c="pipe_write", c_args=_pipe_write_c, bytes_per_op=CHUNK,
-              pin=True),
+              pin=True,
+              note="same system calls in both (strace -c: one 64 KiB write an operation, the C reader's "
+                   "reads); os.write is the bare call, so Python is its own floor, and Python/C "
+                   "(1.02-1.10 in three runs) is the call's ~0.1 us and the switch to the reader and "
+                   "back, with the interpreter's memory to bring back, next to ~24 us of copying"),
     Primitive("pipe-bw", _PIPE_BW + ", unpinned",
               python=_pipe_write_python, c="pipe_write", c_args=_pipe_write_c, bytes_per_op=CHUNK,
               note="unpinned, whether the reader drains on the other CPU while the writer writes, "
@@ -332,10 +349,16 @@ PRIMITIVES = [
                            "(blocked: no handler runs) and the value is checked",
               python=_sigqueue_self_python, c="sigqueue_self", c_args=_sigqueue_self_c,
               floor=("osvirt._quickcalls sigqueue + sigtimedwait", _sigqueue_self_bare),
-              note="the two bare calls (osvirt._quickcalls, the GIL held) cost ~1.2-1.3x the C loop; "
-                   "osvirt's two calls are made in C with their checks (osvirt._quickcalls.checked: "
-                   "no Python frame; the signal set made a mask and QueuedSignal built there), which "
-                   "leaves the caller's {signo} set and the .value read above the floor"),
+              note="same system calls in all three (strace -c: sigqueue's getpid and getuid, "
+                   "rt_sigqueueinfo, rt_sigtimedwait). osvirt's two calls are made in C with their "
+                   "checks (osvirt._quickcalls.checked: no Python frame); over the floor (in one process, "
+                   "batches interleaved: 1.07-1.10x) are two calls Python 3.11 does not specialize, the "
+                   "signal set walked in C, QueuedSignal made and .value read (~27 ns against 15 for "
+                   "an index). floor/C (1.3-1.5 here): in one process, interleaved, the floor costs "
+                   "0.5-0.9 us more than the C loop, and its Python alone (the same function with its "
+                   "two calls made to builtins that make no system call) 0.41-0.49 us: the rest is the "
+                   "two calls' arguments and answer, and the system calls slowed by the interpreter's "
+                   "work between them"),
     # Message queues are pinned: unpinned, a round trip costs 6 or 50 us
     # depending on where the scheduler puts the echo (see pipe-rtt).
     Primitive("posix-mq", "1-byte round trip through two POSIX message queues to an echoing "

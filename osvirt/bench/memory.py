@@ -199,20 +199,29 @@ PRIMITIVES = [
               python=rig(_in_hole(_map_unmap)), c="mmap_munmap", c_args=_mmap_munmap_c,
               floor=("osvirt._quickcalls mmap + munmap", rig(_in_hole(_bare_mmap_munmap))),
               peer=("mmap.mmap(MAP_PRIVATE) + close", rig(_in_hole(_mmap_close))),
-              note="the two bare calls (osvirt._quickcalls, the GIL kept) cost ~1.07-1.1x the C loop; "
-                   "Mapping(size), close() and its __del__ are made in C (osvirt._quickcalls.checked), "
-                   "yet the Python object (a class instance with attributes and a finalizer, made and "
-                   "collected) keeps this row above 1.10x its floor: in one process's loop a minimal "
-                   "Python owner around the same calls (__init__ that maps, close that unmaps, "
-                   "__del__ = close) costs 1.12-1.24x them, Mapping 1.14-1.20x (1.24x before its C "
-                   "paths); in bench workers 1.25-1.6x, with batches that move by 30% with the "
-                   "worker's memory layout (the 1 MiB region merges with a neighbouring mapping)"),
+              note="every series maps into the same kind of hole, between PROT_NONE guards, so that "
+                   "none extends a neighbouring VMA (before, whether one did depended on what each worker "
+                   "had mapped); same system calls in all four (strace -c). Mapping(size), "
+                   "close() and __del__ are made in C (osvirt._quickcalls.checked), and Mapping costs "
+                   "what any Python object with a __del__ does next to the same two calls: in one "
+                   "process, batches interleaved, 6.27 and 6.66 us against 6.25 and 6.61 for such an "
+                   "object + the bare calls (5.05 and 5.56 us), and mmap.mmap costs what Mapping does "
+                   "(1.21-1.23x the floor, paired batches). That object costs 0.60-0.64 us alone, but "
+                   "0.9-1.2 us next to the mmap + munmap (a plain object next to getppid: 0.47 alone, "
+                   "0.60 with it): the calls leave the interpreter's memory cold. Below 1.10x would "
+                   "take an owner made and freed in C (a C type), not fewer checks. floor/C 0.9-1.1: "
+                   "two builtin calls next to ~5 us of kernel work"),
     Primitive("mprotect", "Mapping.mprotect of one page to PROT_READ and back to read-write (two calls)",
               python=_mprotect_python, c="mprotect", c_args=_mprotect_c,
               floor=("osvirt._quickcalls.mprotect twice", _bare_mprotect),
-              note="the two bare calls (osvirt._quickcalls, the GIL kept) cost ~1.07-1.2x the C loop; "
-                   "Mapping.mprotect(prot) of the whole mapping is made in C with its checks "
-                   "(osvirt._quickcalls.checked), which gains little over the Python method: in one "
-                   "process's loop 2.19 us against 2.22 and the bare calls' 1.98 (1.11x); the method "
-                   "call and its three attribute reads are what is left (bench: 1.0-1.4x with the load)"),
+              note="all three work on a page whose VMA is its own with no anonymous neighbour (a page "
+                   "merged with its neighbour is split out and merged back at each call: twice the "
+                   "kernel work, seen when two such pages sat side by side); same system calls "
+                   "(strace -c: two mprotect an operation). Mapping.mprotect(prot) of the whole mapping "
+                   "is made in C with its checks (osvirt._quickcalls.checked); what is left over the "
+                   "bare calls (in one process, batches interleaved: 1.05-1.24x) is two method calls "
+                   "to a callable Python 3.11 does not specialize and the three attributes each reads "
+                   "(address, size, holes) through the C API: perf puts the attribute reads at ~70 ns "
+                   "a call and the call protocol at ~15, ~5% of an operation. floor/C 1.06-1.18: two "
+                   "builtin calls and the loop's iteration next to two mprotect of ~1.3 us"),
 ]
