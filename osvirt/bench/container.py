@@ -7,7 +7,9 @@ bound read-only into an empty root and /bin, /lib... linked into it, runs
 in this process) and through `runc run` of the same bundle (its binary's own
 start included, as a caller of runc pays it). The C loop is the bare process
 start a container wraps, posix_spawn and waitpid of /bin/true; the floor,
-the namespaces alone (namespaces.fork_in, then exec).
+Container's own system calls for that bundle made bare from Python (the
+bundle's mounts and what exists worked out once, before the timing), which
+builds the same container (a test compares what a program sees inside).
 """
 import itertools
 import json

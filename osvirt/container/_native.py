@@ -16,8 +16,6 @@ import sys
 from collections.abc import Callable
 from types import MappingProxyType
 
-from _cffi_backend import FFI
-
 from osvirt._native import ffi, lib
 from osvirt.errors import kernel_error
 
@@ -84,15 +82,13 @@ MNT: dict[str, int] = {name: getattr(lib, name) for name in ("MNT_FORCE", "MNT_D
 _NEEDS_CAP_SYS_ADMIN = "needs CAP_SYS_ADMIN in the user namespace owning this mount namespace"
 
 
-def _c_string(text: str | None) -> "bytes | FFI.CData":
-    """A char * argument: NULL for None (mount(2) reads no source, fstype or data then)."""
-    return ffi.NULL if text is None else os.fsencode(text)
-
-
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None,
           facility: str | Callable[[], str]) -> None:
-    """mount(2); `facility` names the call in the error (a function making the name: only on failure)."""
-    if lib.osv_mount(_c_string(source), os.fsencode(target), _c_string(fstype), flags, _c_string(data)) == -1:
+    """mount(2), NULL for a None (it reads no source, fstype or data then); `facility` names the call in the
+    error (a function making the name: only on failure)."""
+    if lib.osv_mount(ffi.NULL if source is None else os.fsencode(source), os.fsencode(target),
+                     ffi.NULL if fstype is None else os.fsencode(fstype), flags,
+                     ffi.NULL if data is None else os.fsencode(data)) == -1:
         err = ffi.errno
         raise kernel_error(err, facility if isinstance(facility, str) else facility(),
                            _NEEDS_CAP_SYS_ADMIN if err == errno.EPERM else None, target)
@@ -115,12 +111,13 @@ MOUNT_ATTR: dict[str, int] = {name: getattr(lib, f"MOUNT_ATTR_{name}") for name 
 
 
 def mount_setattr(path: str, flags: int, attr_set: int, attr_clr: int, facility: str) -> bool:
-    """mount_setattr(2); False where the kernel (before 5.12) or the headers lack it, or it knows not a flag."""
+    """mount_setattr(2); False where the kernel (before 5.12) or the headers lack it, the kernel knows not a
+    flag, or refuses it (EPERM: the caller's remounts, which it does instead, then say why)."""
     if lib.osv_mount_setattr(os.fsencode(path), flags, attr_set, attr_clr) == -1:
         err = ffi.errno
-        if err in (errno.ENOSYS, errno.EINVAL):
+        if err in (errno.ENOSYS, errno.EINVAL, errno.EPERM):
             return False
-        raise kernel_error(err, facility, _NEEDS_CAP_SYS_ADMIN if err == errno.EPERM else None, path)
+        raise kernel_error(err, facility, None, path)
     return True
 
 

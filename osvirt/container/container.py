@@ -653,7 +653,7 @@ class Container(Owned):
         """
         if self._status is None:
             raise ValueError(f"container {self.id}: not created")
-        code = self._read_exit()
+        code = None if self._child else self._read_exit()  # a child of ours: its status is ours to record
         if code is not None:
             return code
         if self._child:
