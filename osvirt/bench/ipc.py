@@ -333,7 +333,7 @@ PRIMITIVES = [
               pin=True,
               note="same system calls in both (strace -c: one 64 KiB write an operation, the C reader's "
                    "reads); os.write is the bare call, so Python is its own floor, and Python/C "
-                   "(1.02-1.10 in three runs) is the call's ~0.1 us and the switch to the reader and "
+                   "(1.0-1.15 in six runs) is the call's ~0.1 us and the switch to the reader and "
                    "back, with the interpreter's memory to bring back, next to ~24 us of copying"),
     Primitive("pipe-bw", _PIPE_BW + ", unpinned",
               python=_pipe_write_python, c="pipe_write", c_args=_pipe_write_c, bytes_per_op=CHUNK,
@@ -354,7 +354,7 @@ PRIMITIVES = [
                    "checks (osvirt._quickcalls.checked: no Python frame); over the floor (in one process, "
                    "batches interleaved: 1.07-1.10x) are two calls Python 3.11 does not specialize, the "
                    "signal set walked in C, QueuedSignal made and .value read (~27 ns against 15 for "
-                   "an index). floor/C (1.3-1.5 here): in one process, interleaved, the floor costs "
+                   "an index). floor/C (1.2-1.5 in runs here): in one process, interleaved, the floor costs "
                    "0.5-0.9 us more than the C loop, and its Python alone (the same function with its "
                    "two calls made to builtins that make no system call) 0.41-0.49 us: the rest is the "
                    "two calls' arguments and answer, and the system calls slowed by the interpreter's "
