@@ -337,6 +337,7 @@ def test_nothing_is_left_after_an_exception_inside_the_with():
 
 
 @needs_namespaces
+@pytest.mark.needs("cgroup_memory", "cgroup_cpu", "cgroup_pids")  # rootless, none is made without them
 def test_the_program_starts_in_the_containers_cgroup():
     """The cgroup is made while the process builds its root; it is moved in before it is created."""
     r, w = os.pipe()
