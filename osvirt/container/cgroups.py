@@ -273,9 +273,15 @@ def _below_cgroup_mount(path: str) -> bool:
     if _cnative.statfs_type(parent) not in _cnative.CGROUP_MAGICS:
         return False
     try:
-        return os.lstat(path).st_dev == os.stat(parent).st_dev
+        device = os.lstat(path).st_dev
     except FileNotFoundError:  # not made yet (registered before mkdir) or removed already
         return True
+    except OSError:
+        return False
+    try:
+        return device == os.stat(parent).st_dev
+    except OSError:  # the parent gone meanwhile: mountinfo decides
+        return False
 
 
 def _procs(path: str) -> list[int]:

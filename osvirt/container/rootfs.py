@@ -90,8 +90,8 @@ def _cgroup_mount(target: str, flags: int, host: list[_cgroups.Mount] | None = N
     for m in hierarchies:
         if m.point == "/sys/fs/cgroup":
             continue
-        sub = target + m.point[len("/sys/fs/cgroup"):]  # a fresh tmpfs: a nested name needs its parents
-        os.makedirs(sub, exist_ok=True) if "/" in m.point[len("/sys/fs/cgroup/"):] else os.mkdir(sub)
+        sub = target + m.point[len("/sys/fs/cgroup"):]
+        os.makedirs(sub, exist_ok=True)  # a hierarchy may be mounted twice on one point
         options = None
         if m.version == 1:  # its controllers, or for a named hierarchy (name=systemd) its name
             options = ",".join(sorted(m.controllers)) or f"none,name={os.path.basename(m.point)}"
