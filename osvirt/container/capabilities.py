@@ -26,7 +26,7 @@ from typing import NamedTuple
 from osvirt import env
 from osvirt.container import _native
 
-__all__ = ["CAPABILITIES", "CAP_LAST_CAP", "KERNEL_LAST_CAP", "Sets", "mask", "names", "sets", "capget", "capset",
+__all__ = ["CAPABILITIES", "CAP_LAST_CAP", "KERNEL_LAST_CAP", "ALL", "Sets", "mask", "names", "sets", "capget", "capset",
            "drop_bounding", "ambient_raise", "ambient_lower", "ambient_clear", "set_keepcaps", "limit_to"]
 
 CAPABILITIES: Mapping[str, int] = _native.CAPABILITIES
@@ -47,6 +47,8 @@ def _kernel_last_cap() -> int:
 KERNEL_LAST_CAP: int = _kernel_last_cap()
 """The highest number the running kernel knows (/proc/sys/kernel/cap_last_cap): a kernel newer than the
 headers has bits `names` cannot name; one older refuses the numbers above it (EINVAL)."""
+ALL: int = (1 << KERNEL_LAST_CAP + 1) - 1
+"""The mask of every capability the running kernel knows."""
 
 # The /proc/PID/status lines, and the Sets field each fills.
 _STATUS = {"CapInh": "inheritable", "CapPrm": "permitted", "CapEff": "effective", "CapBnd": "bounding",

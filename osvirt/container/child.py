@@ -62,8 +62,9 @@ class Child:
                  cgroup_mounts: list[_cgroups.Mount] | None = None) -> None:
         self.spec = spec
         self.cgroup_paths = tuple(cgroup_paths)
-        # What its creator read before the fork, else read here: the bounding set it inherits, and the
-        # cgroup mounts of the mount namespace it copies (for a cgroup mount in the spec).
+        # What its creator knows before the fork, else read here: the capabilities its bounding set may
+        # hold (all, when it may drop those it lacks), and the cgroup mounts of the mount namespace it
+        # copies (for a cgroup mount in the spec).
         self.bounding = bounding
         self.cgroup_mounts = cgroup_mounts
         self.id = id

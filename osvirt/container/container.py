@@ -118,8 +118,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
-from osvirt import env, tracker
+from osvirt import tracker
 from osvirt._owned import Owned
+from osvirt.container import _native as _cnative
+from osvirt.container import capabilities as _caps
 from osvirt.container import cgroups as _cgroups
 from osvirt.container import namespaces as _ns
 from osvirt.container import network as _network
@@ -289,8 +291,11 @@ class Container(Owned):
             raise ValueError(f"container {self.id}: create() was called already")
         spec = self.spec
         assert spec.process is not None
-        masks = env.capability_masks()  # this process's: the container process inherits its bounding set
-        admin = "CAP_SYS_ADMIN" in env.capabilities(masks["CapEff"])
+        effective = _cnative.capget(0)[0]  # capget(2): the effective set the container process inherits
+        admin = bool(effective >> _caps.CAPABILITIES["CAP_SYS_ADMIN"] & 1)
+        # With CAP_SETPCAP it may drop from its bounding set each capability it is not to keep, whether it
+        # holds it or not: which it holds (/proc/self/status) need not be read, here or there.
+        bounding = _caps.ALL if effective >> _caps.CAPABILITIES["CAP_SETPCAP"] & 1 else None
         self._check_runnable(admin)
         direct = self._direct(admin)
         try:
@@ -300,7 +305,7 @@ class Container(Owned):
             fifo = self._path(EXEC_FIFO)
             os.mkfifo(fifo, 0o622)
             os.chmod(fifo, 0o622)  # whatever the umask: the container's root may be another uid
-            self._spawn_direct(admin, masks["CapBnd"]) if direct else self._spawn()
+            self._spawn_direct(admin, bounding) if direct else self._spawn()
         except BaseException:
             self._destroy()
             raise
@@ -402,7 +407,7 @@ class Container(Owned):
             os.close(down_w)
             os.close(monitor_w)
 
-    def _spawn_direct(self, admin: bool, bounding: int) -> None:
+    def _spawn_direct(self, admin: bool, bounding: int | None) -> None:
         up_r, up_w = os.pipe()
         down_r, down_w = os.pipe()
         exit_r, exit_w = os.pipe()  # osvirt's init -> here: the program's wait status
