@@ -13,7 +13,9 @@ def sigtimedwait(mask: int, timeout_ns: int, /) -> tuple[int, int, int, int, int
 
 # A callable standing for `function`, whose valid calls of `kind` ("ioctl_int",
 # "sigqueue", "sigtimedwait"; the message queues' methods "mq_send", "mq_receive",
-# "msgsnd", "msgrcv") it makes in C; every other call is function's.
+# "msgsnd", "msgrcv"; Mapping's "mapping_init", "mapping_close", "mapping_mprotect") it
+# makes in C; every other call is function's. For the three plain functions it is a
+# class (named as the function, no instances), whose call Python 3.11 specializes.
 class checked:
     def __init__(self, kind: str, function: Callable[..., object], error: Callable[..., OSError] | str,
                  result_type: type[tuple[Any, ...]] | None = None) -> None: ...
