@@ -194,12 +194,11 @@ def _remount_read_only(path: str, recursive: bool, flags: int = 0) -> None:
     `path` and its descendants. Where the kernel has mount_setattr(2) (5.12),
     one call with AT_RECURSIVE does the whole tree, and no mountinfo is read.
     """
-    real = os.path.realpath(path)
-    if recursive and _native.mount_setattr(real, _native.AT_RECURSIVE, _native.MOUNT_ATTR["RDONLY"], 0,
-                                           f"mount_setattr({real!r}, AT_RECURSIVE, MOUNT_ATTR_RDONLY)"):
-        points = [real] if flags else []
-    else:
-        points = _mounts_under(real) if recursive else [real]
+    if recursive and _native.mount_setattr(path, _native.AT_RECURSIVE, _native.MOUNT_ATTR["RDONLY"], 0,
+                                           f"mount_setattr({path!r}, AT_RECURSIVE, MOUNT_ATTR_RDONLY)"):
+        points = [path] if flags else []
+    else:  # mountinfo names mount points by their real paths
+        points = _mounts_under(os.path.realpath(path)) if recursive else [path]
     for i, point in enumerate(points):
         mount(None, point, None, MS["BIND"] | MS["REMOUNT"] | MS["RDONLY"] | (0 if i else flags) | _kept_flags(point))
 

@@ -142,11 +142,12 @@ def default_devices(root: str) -> None:
     _directory(dev)
     for name in _mounts.DEVICES:
         path = f"{dev}/{name}"
-        if os.path.lexists(path) and not os.path.isfile(path):
+        present = os.path.lexists(path)
+        if present and not os.path.isfile(path):
             continue
         if not os.path.exists(f"/dev/{name}"):
             continue
-        if not os.path.exists(path):  # the target of the bind (dev is made above)
+        if not present:  # the target of the bind (dev is made above)
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
         _mounts.mount(f"/dev/{name}", path, None, MS["BIND"])
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
