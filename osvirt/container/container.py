@@ -681,8 +681,10 @@ class Container(Owned):
         if status in ("created", "running") and not force:
             raise ContainerError("delete", None, f"container {self.id} is {status}: stop it first, or force")
         self._destroy()
-        state = oci.state(self.id, "stopped", None, self.spec.bundle, self.spec.annotations, self.spec.oci_version)
-        for hook in self.spec.hooks_of("poststop"):
+        hooks = self.spec.hooks_of("poststop")
+        state = oci.state(self.id, "stopped", None, self.spec.bundle, self.spec.annotations,
+                          self.spec.oci_version) if hooks else {}
+        for hook in hooks:
             try:
                 oci.run_hook(hook, state, "poststop")
             except ContainerError as e:
