@@ -60,13 +60,12 @@ PRIMITIVES = [
               floor=("osvirt._quickcalls.ioctl_int", _fionread_bare),
               peer=("fcntl.ioctl into an array", _fionread_fcntl),
               note="same system calls in all three (strace -c: one ioctl each). ioctl_int's valid call "
-                   "is made in C with its checks and the GIL kept (osvirt._quickcalls.checked); what is "
-                   "left over the floor is the call itself: in one process, batches interleaved, the "
-                   "Python path costs 1.13-1.15x the floor, and a lambda calling the bare function "
-                   "what the floor's partial does (374-402 ns against 378-397): the difference "
-                   "is a call with a keyword to a callable that is not a builtin, which Python 3.11 "
-                   "does not specialize (perf: the generic call, the result check and the keyword scan, "
-                   "~4.6% of the samples the bare call does not have). floor/C (1.3-1.4 here): the "
-                   "loop's own Python iteration (the loop row, ~40-55 ns) and a builtin's call with "
-                   "its two ints parsed and one made, next to an ioctl of ~300 ns"),
+                   "is made in C with its checks and the GIL kept (osvirt._quickcalls.checked), and the "
+                   "call itself is one Python 3.11 specializes (ioctl_int is a class whose call is the "
+                   "C path): in one process, batches interleaved, the Python path costs 1.05x the floor "
+                   "(1.13-1.15x when ioctl_int was an instance, whose call with a keyword 3.11 makes "
+                   "the generic way); a lambda calling the bare function costs what the floor's "
+                   "partial does (374-402 ns against 378-397). floor/C (1.3-1.4 here): the loop's own "
+                   "Python iteration (the loop row, ~40-55 ns) and a builtin's call with its two ints "
+                   "parsed and one made, next to an ioctl of ~300 ns"),
 ]
