@@ -208,8 +208,10 @@ PRIMITIVES = [
                    "object + the bare calls (5.05 and 5.56 us), and mmap.mmap costs what Mapping does "
                    "(1.21-1.23x the floor, paired batches). That object costs 0.60-0.64 us alone, but "
                    "0.9-1.2 us next to the mmap + munmap (a plain object next to getppid: 0.47 alone, "
-                   "0.60 with it): the calls leave the interpreter's memory cold. Below 1.10x would "
-                   "take an owner made and freed in C (a C type), not fewer checks. floor/C 0.9-1.1: "
+                   "0.60 with it): the calls leave the interpreter's memory cold. Below 1.10x takes an "
+                   "owner made and freed in C, not fewer checks: a minimal C type (made by its class's "
+                   "vectorcall, close() a C method, munmap in its dealloc) cost 0.95x the bare calls "
+                   "where Mapping cost 1.20-1.24x (one process, the same hole). floor/C 0.9-1.1: "
                    "two builtin calls next to ~5 us of kernel work"),
     Primitive("mprotect", "Mapping.mprotect of one page to PROT_READ and back to read-write (two calls)",
               python=_mprotect_python, c="mprotect", c_args=_mprotect_c,
