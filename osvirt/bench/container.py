@@ -147,11 +147,14 @@ def _floor_steps(spec: "oci.Spec", root: str) -> list[Step]:
         mount(root, root, None, bind | rec),
     ]
     made: list[str] = []  # tmpfs mounted here, fresh each time: what lies in them is made each time too
+    hierarchies = cgroups.cgroup_mounts()
     for m in spec.mounts or ():
         target = secure_join(root, m.destination)
-        if m.type == "cgroup":  # a tmpfs holding each of the host's hierarchies, mounted again; read-only
+        if m.type == "cgroup" and any(h.point == "/sys/fs/cgroup" and h.version == 2 for h in hierarchies):
+            steps.append(mount("cgroup2", target, "cgroup2", m.flags))  # a v2-only host's: mounted again
+        elif m.type == "cgroup":  # a tmpfs holding each of the host's hierarchies, mounted again; read-only
             steps.append(mount("tmpfs", target, "tmpfs", m.flags & plain, "mode=755"))
-            for h in cgroups.cgroup_mounts():
+            for h in hierarchies:
                 if h.point.startswith("/sys/fs/cgroup/"):
                     sub = target + h.point[len("/sys/fs/cgroup"):]
                     options = ",".join(sorted(h.controllers)) or f"none,name={os.path.basename(h.point)}"
