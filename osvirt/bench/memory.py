@@ -220,10 +220,11 @@ PRIMITIVES = [
                    "merged with its neighbour is split out and merged back at each call: twice the "
                    "kernel work, seen when two such pages sat side by side); same system calls "
                    "(strace -c: two mprotect an operation). Mapping.mprotect(prot) of the whole mapping "
-                   "is made in C with its checks (osvirt._quickcalls.checked); what is left over the "
-                   "bare calls (in one process, batches interleaved: 1.05-1.24x) is two method calls "
-                   "to a callable Python 3.11 does not specialize and the three attributes each reads "
-                   "(address, size, holes) through the C API: perf puts the attribute reads at ~70 ns "
-                   "a call and the call protocol at ~15, ~5% of an operation. floor/C 1.06-1.18: two "
+                   "is made in C with its checks (osvirt._quickcalls.checked) and reads one attribute, "
+                   "_whole (three before: ~70 ns a call); what is left over the bare calls is two method "
+                   "calls to a callable Python 3.11 does not specialize and that read: perf of the "
+                   "loop puts the Python path's extra at ~2% of its samples (~4% with three "
+                   "attributes); batches move by more than that here (in one process, interleaved: "
+                   "1.06 and 1.20 in two runs). floor/C 1.06-1.18: two "
                    "builtin calls and the loop's iteration next to two mprotect of ~1.3 us"),
 ]
