@@ -63,6 +63,7 @@ PRIMITIVES = [
                    "is made in C with its checks and the GIL kept (osvirt._quickcalls.checked), and the "
                    "call itself is one Python 3.11 specializes (ioctl_int is a class whose call is the "
                    "C path): in one process, batches interleaved, the Python path costs 1.05x the floor "
+                   "(in the bench's workers 1.01-1.11 in seven runs) "
                    "(1.13-1.15x when ioctl_int was an instance, whose call with a keyword 3.11 makes "
                    "the generic way); a lambda calling the bare function costs what the floor's "
                    "partial does (374-402 ns against 378-397). floor/C (1.3-1.4 here): the loop's own "
