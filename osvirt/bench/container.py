@@ -333,14 +333,14 @@ PRIMITIVES = [
         note="the floor makes Container's system calls for this bundle, bare (a test checks that a program "
              "inside sees the same container either way: mounts, capabilities, cgroups, /dev): state "
              "directory and exec.fifo, a cgroup in each hierarchy, unshare, the bundle's mounts, pivot_root, "
-             "capabilities, no_new_privs, exec, wait, removal; it leaves out Container's Python, ~2,000 calls "
-             "a start here and ~2,500 in the child before its exec (paths resolved in the root, arguments "
-             "checked, the resource tracker's 10 registrations: ~1 ms, measured with them stubbed out), and "
-             "what Python costs after fork(): each page it writes in either process is copied (minor faults "
-             "a start: ~550 here and ~740 in the child, the floor's ~105 and ~420; ~2.5 us a copy here), "
-             "~20 ms of CPU a start against ~10. The C loop is the bare process start a container wraps "
-             "(posix_spawn + waitpid); runc's figure includes its binary's start, as any caller of runc pays "
-             "it" + ("" if shutil.which("runc") else "; no peer: runc is not installed")),
+             "capabilities, no_new_privs, exec, wait, removal; it leaves out Container's Python, ~1,700 calls "
+             "a start here and ~1,800 in the child before its exec (paths resolved in the root, arguments "
+             "checked, the resource tracker's 10 registrations: 1-2 ms, measured with them stubbed out), "
+             "and what Python costs after fork(): each page it writes in either process is copied (minor "
+             "faults a start: ~560 here and ~740 in the child, the floor's ~110 and ~430; ~2.5 us a copy "
+             "here), about twice the floor's CPU time (~21 ms a start against ~11). The C loop is the bare "
+             "process start a container wraps (posix_spawn + waitpid); runc's figure includes its binary's "
+             "start, as any caller of runc pays it" + ("" if shutil.which("runc") else "; no peer: runc is not installed")),
 ]
 
 
