@@ -116,10 +116,13 @@ def _named_pid(path):
     return int(pid) if pid.isdigit() else None
 
 
-def _made_during_test(paths, live_before):
-    """The temp files named by this process or by a process started during the test."""
+def _made_during_test(paths, live_before, children):
+    """The objects named by this process, its children, or a process started during the test
+    and gone since (a child already reaped): not those of another live process (a second
+    test run, a demo) that happened to start meanwhile."""
     me = os.getpid()
-    return {p for p in paths if (pid := _named_pid(p)) is None or pid == me or pid not in live_before}
+    return {p for p in paths if (pid := _named_pid(p)) is None or pid == me or pid in children
+            or (pid not in live_before and not psutil.pid_exists(pid))}
 
 
 def _children():
@@ -141,9 +144,10 @@ def _snapshot():
 
 def _leaks(before, after, live_before):
     """{kind: what `after` holds that `before` did not}, for each kind listed both times."""
-    after = {**after, "osvirt temp files": _made_during_test(after["osvirt temp files"], live_before),
-             "osvirt cgroups": _made_during_test(after["osvirt cgroups"], live_before),
-             "osvirt network interfaces": _made_during_test(after["osvirt network interfaces"], live_before)}
+    kids = after["children"]
+    after = {**after, "osvirt temp files": _made_during_test(after["osvirt temp files"], live_before, kids),
+             "osvirt cgroups": _made_during_test(after["osvirt cgroups"], live_before, kids),
+             "osvirt network interfaces": _made_during_test(after["osvirt network interfaces"], live_before, kids)}
     return {kind: sorted(map(str, after[kind] - before[kind])) for kind in after
             if after[kind] is not None and before[kind] is not None and after[kind] - before[kind]}
 

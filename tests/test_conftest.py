@@ -5,6 +5,7 @@ import gc
 import importlib.util
 import os
 import signal
+import subprocess
 import tempfile
 import time
 import warnings
@@ -25,19 +26,30 @@ guard = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(guard)
 
 
-def test_temp_files_count_only_for_this_process_and_processes_started_during_the_test():
+def test_objects_count_for_this_process_its_children_and_gone_processes_only():
     live_before = set(psutil.pids())
     stranger = os.getppid()  # running before the test: another run's files are not ours
     assert stranger in live_before
     mine = "/tmp/" + unique_name("f")
     theirs = f"/tmp/osvirt-{stranger}-0123abcd-f"
     nameless = "/tmp/osvirt-notapid"
-    with Children() as kids:
-        child = kids.fork(time.sleep, 60)  # a pid the kernel gave out after the snapshot
-        assert child not in live_before
-        childs = f"/dev/shm/osvirt-{child}-89abcdef"
-        counted = guard._made_during_test({mine, theirs, nameless, childs}, live_before)
-    assert counted == {mine, nameless, childs}
+    # started during the test, alive, and no descendant of ours (setsid -f: reparented away),
+    # as a second test run or a demo started meanwhile: its objects are not ours either
+    with subprocess.Popen(["setsid", "-f", "sh", "-c", "echo $$; exec sleep 60"], stdout=subprocess.PIPE) as p:
+        newcomer = int(p.stdout.readline())
+    try:
+        with Children() as kids:
+            child = kids.fork(time.sleep, 60)  # a pid the kernel gave out after the snapshot
+            assert child not in live_before and newcomer not in live_before
+            childs = f"/dev/shm/osvirt-{child}-89abcdef"
+            newcomers = f"/tmp/osvirt-{newcomer}-01234567"
+            assert newcomer not in guard._children()
+            counted = guard._made_during_test({mine, theirs, nameless, childs, newcomers}, live_before,
+                                              guard._children())
+        gone = guard._made_during_test({childs}, live_before, guard._children())  # reaped: gone, still ours
+    finally:
+        os.kill(newcomer, signal.SIGKILL)
+    assert counted == {mine, nameless, childs} and gone == {childs}
 
 
 def test_mqueue_mount_closes_proc_self_mounts():
