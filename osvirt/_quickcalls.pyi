@@ -13,10 +13,16 @@ def sigtimedwait(mask: int, timeout_ns: int, /) -> tuple[int, int, int, int, int
 
 # A callable standing for `function`, whose valid calls of `kind` ("ioctl_int",
 # "sigqueue", "sigtimedwait"; the message queues' methods "mq_send", "mq_receive",
-# "msgsnd", "msgrcv"; Mapping's "mapping_init", "mapping_close", "mapping_mprotect") it
+# "msgsnd", "msgrcv"; Mapping's "mapping_close", "mapping_mprotect") it
 # makes in C; every other call is function's. For the three plain functions it is a
 # class (named as the function, no instances), whose call Python 3.11 specializes.
 class checked:
     def __init__(self, kind: str, function: Callable[..., object], error: Callable[..., OSError] | str,
                  result_type: type[tuple[Any, ...]] | None = None) -> None: ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+# osvirt.memory.Mapping's base: _address, _size, _holes and _whole in the object (Mapping
+# declares them); mapping_class(Mapping) makes its plain call and its finalizer C's.
+class MappingBase: ...
+
+def mapping_class(cls: type[MappingBase], /) -> type[MappingBase]: ...

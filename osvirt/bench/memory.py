@@ -96,16 +96,24 @@ def _alone(addr: int, length: int) -> bool:
 @contextlib.contextmanager
 def _guarded_hole(size: int) -> Iterator[None]:
     """A free `size` bytes between two PROT_NONE guard pages, where the next mmap of
-    `size` lands (the kernel takes the highest gap that fits: the one this reserve left)."""
+    `size` lands: the kernel takes the highest gap that fits, and a gap above the hole
+    that fits `size` (but not the reserve) is filled until the hole is the highest."""
     base = _quickcalls.mmap(size + 2 * PAGE_SIZE, PROT_NONE, _PRIVATE_ANONYMOUS, -1, 0)
+    plugs: list[int] = []
     try:
         _quickcalls.munmap(base + PAGE_SIZE, size)
-        trial = _quickcalls.mmap(size, _READ_WRITE, _PRIVATE_ANONYMOUS, -1, 0)
-        _quickcalls.munmap(trial, size)
-        if trial != base + PAGE_SIZE:
-            raise OsvirtError(f"mmap({size}) landed at {trial:#x}, not in the guarded hole at {base + PAGE_SIZE:#x}")
+        for _ in range(16):
+            trial = _quickcalls.mmap(size, PROT_NONE, _PRIVATE_ANONYMOUS, -1, 0)
+            if trial == base + PAGE_SIZE:
+                _quickcalls.munmap(trial, size)
+                break
+            plugs.append(trial)
+        else:
+            raise OsvirtError(f"mmap({size}): 16 gaps above the guarded hole at {base + PAGE_SIZE:#x}")
         yield
     finally:
+        for plug in plugs:
+            _quickcalls.munmap(plug, size)
         _quickcalls.munmap(base, size + 2 * PAGE_SIZE)
 
 

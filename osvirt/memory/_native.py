@@ -12,6 +12,9 @@ import os
 from typing import Any
 
 from osvirt import _quickcalls
+# Mapping's base (its attributes in the object) and what makes its plain call and its
+# finalizer C's: see csrc/cpython/quickcalls.c.
+from osvirt._quickcalls import MappingBase as MappingBase, mapping_class as mapping_class
 from osvirt._native import ffi, lib
 from osvirt.errors import ProtectionFault, kernel_error
 

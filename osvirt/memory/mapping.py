@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, SupportsIndex
 from osvirt._checked import checked_method
 from osvirt._owned import Owned
 from osvirt.memory import _native, procfs
-from osvirt.memory._native import (mmap_error, mprotect_error, munmap_error, quick_mmap, quick_mprotect,
-                                   quick_munmap)
+from osvirt.memory._native import (MappingBase, mapping_class, mmap_error, mprotect_error, munmap_error,
+                                   quick_mmap, quick_mprotect, quick_munmap)
 from osvirt.memory.procfs import PageState, Vma
 
 if TYPE_CHECKING:  # typing_extensions is mypy's; collections.abc.Buffer is Python 3.12's
@@ -83,7 +83,7 @@ def _prot(prot: int, facility: str) -> int:
     return prot
 
 
-class Mapping(Owned):
+class Mapping(Owned, MappingBase):
     """An mmap region, unmapped by `close()` (idempotent; also on `with` exit and in __del__).
 
     Anonymous by default; with `fd`, the file's bytes from `offset` (a
@@ -95,18 +95,20 @@ class Mapping(Owned):
     pages. Any use after close raises ValueError.
     """
 
-    _address: int | None = None  # until mmap succeeds
+    # These four live in the object (MappingBase's members, None until set; _holes () from
+    # the start, for close() on an object whose __init__ raised).
+    _address: int | None  # until mmap succeeds
+    _size: int
     # (address, size) while all of the mapping is mapped, else None: the one attribute the
     # C paths of close() and mprotect(prot) read (each attribute read from C costs ~20 ns).
-    _whole: tuple[int, int] | None = None
-    _holes: Sequence[tuple[int, int]] = ()  # (start, end) offsets this mapping unmapped itself (this default: for close()
-                 # on an object whose __init__ raised)
+    _whole: tuple[int, int] | None
+    _holes: Sequence[tuple[int, int]]  # (start, end) offsets this mapping unmapped itself
     shared = False  # MAP_SHARED
     file_backed = False  # mapped from a file, not anonymous
 
-    # Mapping(size) is made in C (checked_method), and close() when nothing
-    # was unmapped before, mprotect(prot) of the whole mapping: see csrc/cpython/quickcalls.c.
-    @checked_method("mapping_init", "_map_error")
+    # Mapping(size) is made in C (mapping_class, below: this __init__ takes every other call),
+    # and close() when nothing was unmapped before, mprotect(prot) of the whole mapping: see
+    # csrc/cpython/quickcalls.c.
     def __init__(self, size_bytes: int, *, prot: int = PROT_READ | PROT_WRITE, shared: bool = False,
                  fd: int | HasFileno | None = None, offset: int = 0, populate: bool = False,
                  hugepage: bool = False) -> None:
@@ -140,9 +142,6 @@ class Mapping(Owned):
         if size & _PAGE_MASK:  # whole pages (an aligned size, the usual one, skips the arithmetic)
             size = (size | _PAGE_MASK) + 1
         self._size = size
-        # Its own attribute, though the class has the same default: every call reads it,
-        # and an instance attribute reads in a third of the time (6 vs 19 ns).
-        self._holes = ()
         if hugepage:
             self._address = self._map_aligned(huge_page_size(), prot, flags)
             self.madvise(MADV["MADV_HUGEPAGE"])
@@ -368,7 +367,9 @@ class Mapping(Owned):
                 _native.munmap(address + start, hole_start - start)
             start = max(start, hole_end)
 
-    # Owned's __del__ calls close(); being close() itself (made in C) saves that call,
-    # ~50 ns of what a Mapping costs above its mmap and munmap (bench row mmap-1m). A
-    # subclass that overrides close() must set its own __del__ the same way.
+    # Owned's __del__ calls close(): here close() itself, which mapping_class (below) makes
+    # C's finalizer (close() in C while all is mapped); a subclass gets Python's __del__.
     __del__ = close
+
+
+mapping_class(Mapping)  # Mapping(size) and its finalizer made in C: see csrc/cpython/quickcalls.c

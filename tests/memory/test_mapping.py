@@ -376,15 +376,17 @@ def test_the_guard_puts_the_previous_handlers_back():
 
 
 def test_mapping_paths_made_in_c_show_their_methods_signature_and_docstring():
-    # Mapping(size), close() (its __del__ too) and mprotect(prot) are made in C
-    # (osvirt._quickcalls.checked); every other call is the Python method's.
+    # Mapping(size) and its finalizer (osvirt._quickcalls.mapping_class), close() and
+    # mprotect(prot) (osvirt._quickcalls.checked) are made in C; every other call is Python's.
     import inspect
-    for name in ("__init__", "close", "mprotect"):
+    for name in ("close", "mprotect"):
         method = getattr(Mapping, name)
         assert inspect.signature(method) == inspect.signature(method.__wrapped__)
         assert method.__doc__ == method.__wrapped__.__doc__
         assert method.__qualname__ == f"Mapping.{name}"
     assert Mapping.__del__ is Mapping.close
+    assert list(inspect.signature(Mapping).parameters) == ["size_bytes", "prot", "shared", "fd", "offset",
+                                                           "populate", "hugepage"]  # __init__'s
     m = Mapping(PAGE_SIZE + 1)  # whole pages, as the Python path rounds
     assert m.size == 2 * PAGE_SIZE and m.maps()[0].perms == "rw-p"
     m.mprotect(PROT_READ)
@@ -394,3 +396,26 @@ def test_mapping_paths_made_in_c_show_their_methods_signature_and_docstring():
     m.close()
     from osvirt.memory.procfs import maps
     assert m.closed and maps(address, address + 1) == []
+
+
+@pytest.mark.parametrize("make", [lambda: Mapping(3 * P), lambda: Mapping(3 * P, prot=PROT_READ | PROT_WRITE)],
+                         ids=["plain call, made in C", "with a keyword, __init__"])
+def test_a_mapping_dropped_without_close_is_unmapped_by_its_finalizer(make):
+    from osvirt.memory.procfs import maps
+    m = make()
+    address = m.address
+    assert [v.perms for v in maps(address, address + 3 * P)] == ["rw-p"] and m.size == 3 * P
+    assert vars(m) == {}  # its address, size and holes live in the object, not in a __dict__
+    del m
+    assert maps(address, address + 3 * P) == []
+
+
+def test_a_mapping_with_a_hole_dropped_without_close_unmaps_the_rest_and_leaves_the_hole():
+    from osvirt.memory.procfs import maps
+    m = Mapping(3 * P)
+    address = m.address
+    m.unmap(P, P)
+    with Mapping(P) as filler:  # it may land in the hole, which is then not m's to unmap
+        del m  # the finalizer: close() in Python, which skips the hole
+        assert maps(address, address + P) == [] and maps(address + 2 * P, address + 3 * P) == []
+        assert [v.perms for v in filler.maps()] == ["rw-p"]
