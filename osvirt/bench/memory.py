@@ -209,18 +209,16 @@ PRIMITIVES = [
               peer=("mmap.mmap(MAP_PRIVATE) + close", rig(_in_hole(_mmap_close))),
               note="every series maps into the same kind of hole, between PROT_NONE guards, so that "
                    "none extends a neighbouring VMA (before, whether one did depended on what each worker "
-                   "had mapped); same system calls in all four (strace -c). Mapping(size), "
-                   "close() and __del__ are made in C (osvirt._quickcalls.checked), and Mapping costs "
-                   "what any Python object with a __del__ does next to the same two calls: in one "
-                   "process, batches interleaved, 6.27 and 6.66 us against 6.25 and 6.61 for such an "
-                   "object + the bare calls (5.05 and 5.56 us), and mmap.mmap costs what Mapping does "
-                   "(1.21-1.23x the floor, paired batches). That object costs 0.60-0.64 us alone, but "
-                   "0.9-1.2 us next to the mmap + munmap (a plain object next to getppid: 0.47 alone, "
-                   "0.60 with it): the calls leave the interpreter's memory cold. Below 1.10x takes an "
-                   "owner made and freed in C, not fewer checks: a minimal C type (made by its class's "
-                   "vectorcall, close() a C method, munmap in its dealloc) cost 0.95x the bare calls "
-                   "where Mapping cost 1.20-1.24x (one process, the same hole). floor/C 0.9-1.1: "
-                   "two builtin calls next to ~5 us of kernel work"),
+                   "had mapped); same system calls in all four (strace -c). Mapping(size) and its "
+                   "finalizer are C's, and its address, size and holes live in the object "
+                   "(osvirt._quickcalls.MappingBase), close() is made in C: as a Python class with a "
+                   "__dict__ and a __del__ (close() and __init__ in C already) Mapping cost what any "
+                   "such object does next to the same calls, 1.20-1.26x the floor in one process, "
+                   "batches interleaved; now 1.08-1.12x, and under mmap.mmap's 1.19-1.30x (bench "
+                   "runs at load ~1: 0.98, 0.99, 1.16). What is left is the object, made and freed: a "
+                   "Python object costs more next to mmap + munmap than alone (a plain one: 0.47 us "
+                   "alone, ~0.9 us next to them), the calls leaving the interpreter's memory cold. "
+                   "floor/C 0.9-1.15: two builtin calls next to ~5 us of kernel work"),
     Primitive("mprotect", "Mapping.mprotect of one page to PROT_READ and back to read-write (two calls)",
               python=_mprotect_python, c="mprotect", c_args=_mprotect_c,
               floor=("osvirt._quickcalls.mprotect twice", _bare_mprotect),
@@ -228,11 +226,10 @@ PRIMITIVES = [
                    "merged with its neighbour is split out and merged back at each call: twice the "
                    "kernel work, seen when two such pages sat side by side); same system calls "
                    "(strace -c: two mprotect an operation). Mapping.mprotect(prot) of the whole mapping "
-                   "is made in C with its checks (osvirt._quickcalls.checked) and reads one attribute, "
-                   "_whole (three before: ~70 ns a call); what is left over the bare calls is two method "
-                   "calls to a callable Python 3.11 does not specialize and that read: perf of the "
-                   "loop puts the Python path's extra at ~2% of its samples (~4% with three "
-                   "attributes); batches move by more than that here (in one process, interleaved: "
-                   "1.06 and 1.20 in two runs). floor/C 1.06-1.18: two "
+                   "is made in C with its checks (osvirt._quickcalls.checked) and reads the mapping's "
+                   "fields in the object (three attributes before: ~70 ns a call); what is left over "
+                   "the bare calls is two method calls to a callable Python 3.11 does not specialize "
+                   "(in one process, batches interleaved: 1.03-1.04x, once 1.18 with the load; bench "
+                   "runs at load ~1: 1.02, 1.07, 1.05). ""1.06 and 1.20 in two runs). floor/C 1.06-1.18: two "
                    "builtin calls and the loop's iteration next to two mprotect of ~1.3 us"),
 ]
