@@ -230,6 +230,6 @@ PRIMITIVES = [
                    "fields in the object (three attributes before: ~70 ns a call); what is left over "
                    "the bare calls is two method calls to a callable Python 3.11 does not specialize "
                    "(in one process, batches interleaved: 1.03-1.04x, once 1.18 with the load; bench "
-                   "runs at load ~1: 1.02, 1.07, 1.05). ""1.06 and 1.20 in two runs). floor/C 1.06-1.18: two "
+                   "runs at load ~1: 1.02, 1.07, 1.05). floor/C 1.06-1.18: two "
                    "builtin calls and the loop's iteration next to two mprotect of ~1.3 us"),
 ]
