@@ -80,11 +80,12 @@ PRIMITIVES = [
              "the interpreter's own after-fork work in a Python child (getrandom, gettid). What "
              "floor/C (2-2.9 here) is made of is copy-on-write: after a fork, each page a process "
              "writes first faults and is copied, and Python writes many (reference counts). Per fork, "
-             "the parent's minor faults: osvirt 104, the floor 63-65, C 2; the child's: 303-306, "
-             "285-286, 18-19 (resource.getrusage, 300 forks a batch, interleaved; 2.1-3.1 ms, "
-             "2.2-2.7 and 1.0-1.3 a fork). osvirt over the floor (1.05-1.2) is ~40 more pages its "
-             "fork touches in the parent (the deferral of SIGINT/SIGTERM as a context manager, "
-             "the flush of stdout and stderr) at ~3-4 us a fault; to run a program use "
+             "the parent's minor faults: osvirt 77, the floor 64-66, C 2; the child's: 295, "
+             "273-281, 18-19 (resource.getrusage, 400 forks, twice). osvirt's fork blocked and "
+             "restored SIGINT/SIGTERM through a context manager until 104 faults a fork in the "
+             "parent: its objects were ~20 more pages to copy; what remains over the floor "
+             "(~12 pages, at ~3-4 us a fault) is its second Python frame and the child's "
+             "exit handling; the row's Python/floor moves by +-0.1 between runs; to run a program use "
              "os.posix_spawn (or subprocess), whose child copies nothing and only loads the "
              "program; fork from Python only to run Python code in the child"),
     Primitive(

@@ -23,7 +23,7 @@ import select
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from osvirt._owned import Owned
 from osvirt.process import _native
@@ -91,23 +91,41 @@ def fork(target: Callable[..., object], *args: object, pdeathsig: int = signal.S
     The child's exit status is target's int result (0 for any other result),
     1 after an uncaught exception (its traceback goes to stderr).
     """
-    signo = _signo(pdeathsig)
-    with signals_deferred() as mask:
-        return _fork(target, args, signo, mask)
+    return _fork(target, args, _signo(pdeathsig))
 
 
-def _fork(target: Callable[..., object], args: tuple[object, ...], signo: int, mask: set[int | signal.Signals]) -> int:
-    """fork() with SIGINT and SIGTERM blocked: the child restores `mask` first."""
+def _fork(target: Callable[..., object], args: tuple[object, ...], signo: int,
+          own: Callable[[int], object] | None = None) -> int:
+    """fork() with SIGINT and SIGTERM blocked until the parent has called `own(pid)`
+    (no Ctrl-C between the two); the child restores the caller's mask first.
+
+    Blocked and restored by hand, not by signals_deferred(): each object the parent
+    touches after fork() while the child lives is a page the kernel copies, and the
+    context manager's were ~20 of them a fork (minor faults, `osvirt bench fork`).
+    """
     parent = os.getpid()
     # Unflushed output would be written twice: by the parent and by the child.
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
-    if pid:
-        return pid
-    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    code = _child_exit_code(target, args, signo, parent)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
     try:
+        pid = os.fork()
+        if pid == 0:
+            _child(target, args, signo, parent, mask)
+        if own is not None:
+            own(pid)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    return pid
+
+
+def _child(target: Callable[..., object], args: tuple[object, ...], signo: int, parent: int,
+           mask: set[int | signal.Signals]) -> NoReturn:
+    """The forked child: the caller's mask back, `target(*args)`, exit with its code."""
+    code = 1
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        code = _child_exit_code(target, args, signo, parent)
         sys.stdout.flush()
         sys.stderr.flush()
     finally:
@@ -136,11 +154,7 @@ class Children(Owned):
 
     def fork(self, target: Callable[..., object], *args: object, pdeathsig: int = signal.SIGKILL) -> int:
         """`fork()`, owned: see the module function."""
-        signo = _signo(pdeathsig)
-        with signals_deferred() as mask:  # no Ctrl-C between fork and owning the pid
-            pid = _fork(target, args, signo, mask)
-            self._pids.add(pid)
-        return pid
+        return _fork(target, args, _signo(pdeathsig), own=self._pids.add)  # no Ctrl-C before it is owned
 
     def fork_ready(self, target: Callable[..., object], *args: object, timeout_s: float = 10.0,
                    pdeathsig: int = signal.SIGKILL) -> int:
