@@ -33,9 +33,9 @@ import stat
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
-__all__ = ["KINDS", "Kind", "register", "unregister", "tracked", "register_sysv", "main"]
+__all__ = ["KINDS", "Kind", "register", "unregister", "tracked", "register_sysv", "make_sysv", "main"]
 
 _NAME = r"osvirt-[0-9]+-[0-9a-f]{8}(-[^/\s]+)?"  # osvirt.naming.unique_name, with no white space
 _POSIX_NAME = re.compile("/" + _NAME)
@@ -347,6 +347,24 @@ def register_sysv(kind: str, ident: int) -> str:
     name = f"id={ident},key={row['key']},ctime={row['ctime']}"
     register(kind, name)
     return name
+
+
+_O = TypeVar("_O")
+
+
+def make_sysv(kind: str, make: Callable[[], _O], ident: Callable[[_O], int]) -> tuple[_O, str]:
+    """`make()` a SysV object of `kind` and register it, SIGINT and SIGTERM held off in
+    between; the object, and the name to unregister it by.
+
+    Only its id reaches an IPC_PRIVATE object: a Ctrl-C landing between its creation
+    and its registration would leave it for good (the bench's Ctrl-C test caught a
+    SysV queue so, once in three CI runs). Held off, the signal comes once both are
+    done, and the tracker removes the object if the process then dies of it.
+    """
+    from osvirt.process.spawn import signals_deferred  # osvirt.process's modules import this one
+    with signals_deferred():
+        made = make()
+        return made, register_sysv(kind, ident(made))
 
 
 # -- the tracker process -------------------------------------------------------------------

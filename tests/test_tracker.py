@@ -130,6 +130,35 @@ def test_a_sigkilled_owner_leaves_nothing_and_the_tracker_says_what_it_removed()
     assert f"removed file written before a rename {made['files'][0]}: " in err, err
 
 
+def test_a_ctrl_c_while_a_sysv_object_is_made_comes_after_its_registration():
+    """make_sysv holds SIGINT off from the creation to the registration: the Ctrl-C sent
+    just before the IPC_PRIVATE queue is made ends the client after both, and the tracker
+    removes the queue. Unheld, KeyboardInterrupt would stop the client before the queue
+    existed (and, a moment later, leave it unregistered)."""
+    source = """
+    import signal, sysv_ipc
+    from osvirt import tracker
+
+    def make():
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: pending while held off
+        q = sysv_ipc.MessageQueue(sysv_ipc.IPC_PRIVATE, sysv_ipc.IPC_CREX, mode=0o600)
+        print(json.dumps({"sysv": [["msg", q.id]]}), flush=True)
+        return q
+    tracker.make_sysv("sysv-msg", make, lambda q: q.id)
+    """
+    with Children() as kids:
+        code = "import json, os\n" + textwrap.dedent(source)
+        proc = kids.spawn([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, cwd=ROOT)
+        line = proc.stdout.readline()
+        err = proc.communicate(timeout=60)[1]
+        assert line, "the client ended before it made its queue:\n" + err
+        made = json.loads(line)
+        assert "KeyboardInterrupt" in err and proc.returncode != 0, err
+    assert _gone(made) == [], err
+    assert f"removed {tracker.KINDS['sysv-msg'].what} id={made['sysv'][0][1]}," in err, err
+
+
 def test_what_the_owner_removed_itself_is_not_touched_again():
     """An owner that removed and unregistered its object: the tracker is silent, and leaves
     alone an object of the same name made since by someone else."""

@@ -296,11 +296,12 @@ class SysVMessageQueue(Owned):
 
     def __init__(self) -> None:
         self._msgmax = _msgmax()
-        self._mq = sysv_ipc.MessageQueue(sysv_ipc.IPC_PRIVATE, sysv_ipc.IPC_CREX, mode=0o600)
+        self._mq, self._tracked = tracker.make_sysv(
+            "sysv-msg", lambda: sysv_ipc.MessageQueue(sysv_ipc.IPC_PRIVATE, sysv_ipc.IPC_CREX, mode=0o600),
+            lambda mq: mq.id)
         self.id = self._mq.id
         self._creator = os.getpid()
         self._closed = False
-        self._tracked = tracker.register_sysv("sysv-msg", self.id)
         self._buffers: list[_native.MsgBuffer] = []  # (struct osv_msg, its text) not in use by a call now
 
     @checked_method("msgsnd", "_send_error")  # bytes, an int type and a bool block made in C

@@ -125,11 +125,13 @@ class SysVSharedMemory(_Mapped):
     def __init__(self, size_bytes: int) -> None:
         size_bytes = _size("shmget", size_bytes)
         self._closed = True
-        self._shm = sysv_ipc.SharedMemory(sysv_ipc.IPC_PRIVATE, sysv_ipc.IPC_CREX, mode=0o600, size=size_bytes)
+        self._shm, self._tracked = tracker.make_sysv(
+            "sysv-shm", lambda: sysv_ipc.SharedMemory(sysv_ipc.IPC_PRIVATE, sysv_ipc.IPC_CREX, mode=0o600,
+                                                      size=size_bytes),
+            lambda shm: shm.id)
         self.id = self._shm.id
         self._creator = os.getpid()
         self._closed = False
-        self._tracked = tracker.register_sysv("sysv-shm", self.id)
         self._attach_buffer()
 
     @classmethod

@@ -209,10 +209,12 @@ class SysVSemaphore:
     def __init__(self, value: int = 1, *, undo: bool = True) -> None:
         _check_value("semget", value, SYSV_VALUE_MAX)
         # key None: sysv_ipc picks a random key and creates with IPC_CREAT|IPC_EXCL.
-        self._sem: sysv_ipc.Semaphore | None = sysv_ipc.Semaphore(None, sysv_ipc.IPC_CREX, mode=0o600, initial_value=value)
-        self._sem.undo = bool(undo)
+        sem, self._tracked = tracker.make_sysv(
+            "sysv-sem", lambda: sysv_ipc.Semaphore(None, sysv_ipc.IPC_CREX, mode=0o600, initial_value=value),
+            lambda sem: sem.id)
+        self._sem: sysv_ipc.Semaphore | None = sem
+        sem.undo = bool(undo)
         self._creator: int | None = os.getpid()
-        self._tracked = tracker.register_sysv("sysv-sem", self._sem.id)
 
     @classmethod
     def open(cls, key: int, *, undo: bool = True) -> "SysVSemaphore":
