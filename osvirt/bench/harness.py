@@ -420,9 +420,14 @@ class _Worker:
         return answer
 
     def stop(self) -> None:
-        """Stop the worker, parked in its read of commands, and its rig's processes."""
+        """Stop the worker, parked in its read of commands, and its rig's processes; return once
+        the worker is stopped (a signal takes effect when its target next runs: the next
+        series' batch must not share the CPU with a worker still finishing its answer)."""
         os.killpg(self.pid, signal.SIGSTOP)
         self.stopped = True
+        deadline = time.monotonic() + 1.0
+        while _state(self.pid) not in "TtZX" and time.monotonic() < deadline:
+            os.sched_yield()
 
     def resume(self) -> None:
         if self.stopped:
@@ -436,6 +441,15 @@ class _Worker:
         self.answers.close()
         self.kids.wait(self.pid)
         return answer  # type: ignore[return-value]  # after "end": a Measured or a Failed
+
+
+def _state(pid: int) -> str:
+    """The process's state letter in /proc/PID/stat ("X" once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except (OSError, IndexError):
+        return "X"
 
 
 def _interrupt(kids: Children) -> None:
