@@ -73,15 +73,24 @@ static PyObject *slow_path(FastPath *self, const char *name, void *object, int e
     return result;
 }
 
-/* self.<name>(*args, **kwargs): a method's Python rest. */
-static PyObject *python_rest(PyObject *op, const char *name, PyObject *args, PyObject *kwargs)
+/* self.<name>(*args, **kwargs): a method's Python rest. The methods that have one
+ * are METH_FASTCALL | METH_KEYWORDS, whose calls CPython specializes (no argument
+ * tuple, no generic call path), so they hand on their arguments as they came. */
+static PyObject *python_rest(PyObject *op, const char *name, PyObject *const *args, Py_ssize_t n,
+                             PyObject *kwnames)
 {
     PyObject *method = PyObject_GetAttrString(op, name);
     if (method == NULL)
         return NULL;
-    PyObject *result = PyObject_Call(method, args, kwargs);
+    PyObject *result = PyObject_Vectorcall(method, args, n, kwnames);
     Py_DECREF(method);
     return result;
+}
+
+/* wait() or wait(None): a wait without a timeout. */
+static int untimed(PyObject *const *args, Py_ssize_t n, PyObject *kwnames)
+{
+    return kwnames == NULL && (n == 0 || (n == 1 && args[0] == Py_None));
 }
 
 /* `object`: the pthread object a `with` takes (a Condition's: its lock's mutex). */
@@ -132,20 +141,20 @@ static PyObject *sem_exit(PyObject *op, PyObject *const *args, Py_ssize_t n)
 
 /* Semaphore.acquire(): acquire() that finds the count above 0 is a sem_trywait;
  * any other call (arguments, a wait) is the Python _acquire(...). */
-static PyObject *sem_acquire_method(PyObject *op, PyObject *args, PyObject *kwargs)
+static PyObject *sem_acquire_method(PyObject *op, PyObject *const *args, Py_ssize_t n, PyObject *kwnames)
 {
     FastPath *self = (FastPath *)op;
-    if (PyTuple_GET_SIZE(args) == 0 && kwargs == NULL && self->object && sem_trywait(self->object) == 0)
+    if (n == 0 && kwnames == NULL && self->object && sem_trywait(self->object) == 0)
         Py_RETURN_TRUE;
-    return python_rest(op, "_acquire", args, kwargs);
+    return python_rest(op, "_acquire", args, n, kwnames);
 }
 
 /* Semaphore.release(): release() is a sem_post; release(n) is the Python _release(n). */
-static PyObject *sem_release_method(PyObject *op, PyObject *args, PyObject *kwargs)
+static PyObject *sem_release_method(PyObject *op, PyObject *const *args, Py_ssize_t n, PyObject *kwnames)
 {
-    if (PyTuple_GET_SIZE(args) == 0 && kwargs == NULL)
+    if (n == 0 && kwnames == NULL)
         return exit_((FastPath *)op, ((FastPath *)op)->object, sem_release);
-    return python_rest(op, "_release", args, kwargs);
+    return python_rest(op, "_release", args, n, kwnames);
 }
 
 /* OSError(err, strerror, facility), its subclass chosen by errno. */
@@ -192,14 +201,12 @@ static PyObject *event_is_set(PyObject *op, PyObject *unused)
  * released and the keeper held (a close() meanwhile cannot unmap it); a signal
  * handler runs on EINTR, and its exception ends the wait. A timeout is the
  * Python _wait(timeout). */
-static PyObject *event_wait(PyObject *op, PyObject *args, PyObject *kwargs)
+static PyObject *event_wait(PyObject *op, PyObject *const *args, Py_ssize_t n, PyObject *kwnames)
 {
     FastPath *self = (FastPath *)op;
     osv_event *e = self->object;
-    int untimed = kwargs == NULL && (PyTuple_GET_SIZE(args) == 0
-                                     || (PyTuple_GET_SIZE(args) == 1 && PyTuple_GET_ITEM(args, 0) == Py_None));
-    if (e == NULL || !untimed)
-        return python_rest(op, "_wait", args, kwargs);
+    if (e == NULL || !untimed(args, n, kwnames))
+        return python_rest(op, "_wait", args, n, kwnames);
     uint32_t seen = osv_event_word(e);
     if (seen & 1)
         Py_RETURN_TRUE;
@@ -222,12 +229,14 @@ static PyObject *event_wait(PyObject *op, PyObject *args, PyObject *kwargs)
     Py_RETURN_TRUE;
 }
 
-/* -- Condition: its pthread condition, and its lock's mutex (_bind_lock). -- */
+/* -- Condition: its futex word and counts, and its lock's mutex (_bind_lock). -- */
 
 /* The calling thread's TID, kept per thread: gettid() is a system call, and
  * notify() and wait() ask it every time. A forked child's one thread has a TID
- * of its own: the fork handler (exec_module) forgets the one kept. */
-static __thread int kept_tid;
+ * of its own: the fork handler (exec_module) forgets the one kept. Initial-exec:
+ * a load off %fs, not a __tls_get_addr call each time (glibc keeps static TLS
+ * room for a dlopen'ed module's few bytes). */
+static __thread int kept_tid __attribute__((tls_model("initial-exec")));
 static int tid_kept_safely;  /* the fork handler is registered */
 static void forget_tid(void) { kept_tid = 0; }
 
@@ -301,13 +310,12 @@ static PyObject *cond_exit(PyObject *op, PyObject *const *args, Py_ssize_t n)
 
 /* Condition.notify(): wakes one waiter (csrc/inline/condition.h); notify(n) and
  * anything unusual (closed, not held) is the Python _notify(...). */
-static PyObject *cond_notify(PyObject *op, PyObject *args, PyObject *kwargs)
+static PyObject *cond_notify(PyObject *op, PyObject *const *args, Py_ssize_t n, PyObject *kwnames)
 {
     FastPath *self = (FastPath *)op;
     osv_condition *c = self->object;
-    if (c == NULL || self->mutex == NULL || PyTuple_GET_SIZE(args) != 0 || kwargs != NULL
-        || !held_by_caller(self->mutex))
-        return python_rest(op, "_notify", args, kwargs);
+    if (c == NULL || self->mutex == NULL || n != 0 || kwnames != NULL || !held_by_caller(self->mutex))
+        return python_rest(op, "_notify", args, n, kwnames);
     int err = osv_cv_wake(c, 1);
     if (err != 0)
         return os_error(err, "futex(FUTEX_WAKE_OP)");
@@ -319,15 +327,13 @@ static PyObject *cond_notify(PyObject *op, PyObject *args, PyObject *kwargs)
  * EINTR, with the lock held again (as threading's), and its exception ends the wait.
  * A timeout, and what the lock reports (EOWNERDEAD: OwnerDead), are Python's (_wait,
  * _wait_on). */
-static PyObject *cond_wait(PyObject *op, PyObject *args, PyObject *kwargs)
+static PyObject *cond_wait(PyObject *op, PyObject *const *args, Py_ssize_t n, PyObject *kwnames)
 {
     FastPath *self = (FastPath *)op;
     osv_condition *c = self->object;
     pthread_mutex_t *m = self->mutex;
-    int untimed = kwargs == NULL && (PyTuple_GET_SIZE(args) == 0
-                                     || (PyTuple_GET_SIZE(args) == 1 && PyTuple_GET_ITEM(args, 0) == Py_None));
-    if (c == NULL || m == NULL || !untimed || !held_by_caller(m))
-        return python_rest(op, "_wait", args, kwargs);
+    if (c == NULL || m == NULL || !untimed(args, n, kwnames) || !held_by_caller(m))
+        return python_rest(op, "_wait", args, n, kwnames);
     PyObject *keeper = Py_NewRef(self->keeper), *mutex_keeper = Py_NewRef(self->mutex_keeper);
     int64_t levels = self->count ? *self->count : 0;  /* an RLock's: the next holders write it */
     int64_t notifies = osv_cv_enter(c);
@@ -452,11 +458,11 @@ static PyMethodDef sem_methods[] = {
     {"__enter__", sem_enter, METH_NOARGS, "sem_trywait; anything but 0 goes to _enter_slow(errno)."},
     {"__exit__", (PyCFunction)(void (*)(void))sem_exit, METH_FASTCALL,
      "sem_post; anything but 0 goes to _exit_slow(errno)."},
-    {"acquire", (PyCFunction)(void (*)(void))sem_acquire_method, METH_VARARGS | METH_KEYWORDS,
+    {"acquire", (PyCFunction)(void (*)(void))sem_acquire_method, METH_FASTCALL | METH_KEYWORDS,
      "acquire(blocking=True, timeout=None)\n--\n\n"
      "Decrement, waiting while the count is 0 (threading's arguments); True, or False\n"
      "when not blocking or when `timeout` passed first."},
-    {"release", (PyCFunction)(void (*)(void))sem_release_method, METH_VARARGS | METH_KEYWORDS,
+    {"release", (PyCFunction)(void (*)(void))sem_release_method, METH_FASTCALL | METH_KEYWORDS,
      "release(n=1)\n--\n\n"
      "Increment by n, waking as many waiters (sem_post); OSError(EOVERFLOW) past SEM_VALUE_MAX."},
     BIND_METHODS,
@@ -467,7 +473,7 @@ static PyMethodDef event_methods[] = {
     {"set", event_set, METH_NOARGS, "set()\n--\n\nRaise the flag and wake every waiter."},
     {"clear", event_clear, METH_NOARGS, "clear()\n--\n\nLower the flag."},
     {"is_set", event_is_set, METH_NOARGS, "is_set()\n--\n\nThe flag now (one load: a snapshot)."},
-    {"wait", (PyCFunction)(void (*)(void))event_wait, METH_VARARGS | METH_KEYWORDS,
+    {"wait", (PyCFunction)(void (*)(void))event_wait, METH_FASTCALL | METH_KEYWORDS,
      "wait(timeout=None)\n--\n\nBlock until the flag is set or `timeout` passed; whether it was set."},
     BIND_METHODS,
     {NULL, NULL, 0, NULL},
@@ -477,9 +483,9 @@ static PyMethodDef cond_methods[] = {
     {"__enter__", cond_enter, METH_NOARGS, "pthread_mutex_trylock of the lock; anything but 0 goes to _enter_slow(err)."},
     {"__exit__", (PyCFunction)(void (*)(void))cond_exit, METH_FASTCALL,
      "pthread_mutex_unlock of the lock; anything but 0 goes to _exit_slow(err)."},
-    {"notify", (PyCFunction)(void (*)(void))cond_notify, METH_VARARGS | METH_KEYWORDS,
+    {"notify", (PyCFunction)(void (*)(void))cond_notify, METH_FASTCALL | METH_KEYWORDS,
      "notify(n=1)\n--\n\nWake up to `n` waiters; RuntimeError unless the caller holds the lock."},
-    {"wait", (PyCFunction)(void (*)(void))cond_wait, METH_VARARGS | METH_KEYWORDS,
+    {"wait", (PyCFunction)(void (*)(void))cond_wait, METH_FASTCALL | METH_KEYWORDS,
      "wait(timeout=None)\n--\n\nRelease the lock, wait for a notify, take the lock again; False when\n"
      "`timeout` passed. Raises OwnerDead (lock held) if a holder of the lock died meanwhile."},
     {"_bind_lock", bind_lock, METH_VARARGS,
