@@ -143,6 +143,17 @@ class _Progress:
             self.stream.flush()
 
 
+def _batches(text: str) -> int:
+    """--batches: a whole number of batches, at least 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of batches >= 1, not {text!r}")
+    return n
+
+
 def _bench(args: argparse.Namespace) -> int:
     from osvirt import bench
     from osvirt.bench import report
@@ -160,8 +171,8 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     progress = _Progress([bench.LOOP] + [p for p in chosen if p is not bench.LOOP])  # run() adds LOOP
     try:
-        result = bench.run(chosen, min_batch_ns=1_000_000 if args.quick else 10_000_000,
-                           progress=progress)
+        result = bench.run(chosen, batches=args.batches or bench.BATCHES,
+                           min_batch_ns=1_000_000 if args.quick else 10_000_000, progress=progress)
     finally:
         progress.done()
     if args.json:
@@ -191,9 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int | str:
     info.add_argument("--json", action="store_true", help="print one JSON object")
     bench = sub.add_parser("bench", help="what each primitive costs: Python next to a C loop",
                            description="Time each primitive from Python, from a C loop and from the "
-                                       "best other Python way, in 11 batches over 2 processes.")
+                                       "best other Python way, in 11 batches (--batches) over 2 processes.")
     bench.add_argument("names", nargs="*", metavar="NAME", help="primitives or areas to run (default: all)")
     bench.add_argument("--quick", action="store_true", help="1 ms batches instead of 10 ms")
+    bench.add_argument("--batches", type=_batches, metavar="N",
+                       help="batches a series (default 11): more give a steadier median on a busy machine")
     output = bench.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON object")
     output.add_argument("--markdown", action="store_true", help="print the README's table")

@@ -41,6 +41,25 @@ def test_names_select_and_unknown_names_are_a_usage_error():
     assert proc.returncode == 2 and "unknown primitive or area 'no-such-primitive'" in proc.stderr
 
 
+def test_batches_sets_each_series_batch_count_and_must_be_a_whole_number_from_1():
+    proc = _osvirt("--quick", "--json", "--batches", "3", "getppid")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["batches"] == 3
+    for row in result["primitives"]:
+        for variant in ("python", "c"):
+            assert len(row[variant]["per_op_ns"]) == 3, (row["name"], variant)
+    for bad in ("0", "-2", "two"):
+        proc = _osvirt("--batches", bad, "getppid")
+        assert proc.returncode == 2 and f"a whole number of batches >= 1, not '{bad}'" in proc.stderr
+
+
+def test_the_help_names_the_harness_default_batch_count():
+    proc = _osvirt("--help")
+    assert f"default {bench.BATCHES})" in " ".join(proc.stdout.split())
+    assert f"in {bench.BATCHES} batches" in " ".join(proc.stdout.split())
+
+
 def test_ctrl_c_mid_run_exits_130_and_leaves_nothing():
     # The leak guard checks that no child, queue, semaphore or file is left.
     import signal
