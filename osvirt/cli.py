@@ -202,11 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int | str:
     info.add_argument("--json", action="store_true", help="print one JSON object")
     bench = sub.add_parser("bench", help="what each primitive costs: Python next to a C loop",
                            description="Time each primitive from Python, from a C loop and from the "
-                                       "best other Python way, in 11 batches (--batches) over 2 processes.")
+                                       "best other Python way, in 21 batches (--batches) over 2 processes.")
     bench.add_argument("names", nargs="*", metavar="NAME", help="primitives or areas to run (default: all)")
     bench.add_argument("--quick", action="store_true", help="1 ms batches instead of 10 ms")
     bench.add_argument("--batches", type=_batches, metavar="N",
-                       help="batches a series (default 11): more give a steadier median on a busy machine")
+                       help="batches a series (default 21): more give a steadier median on a busy machine")
     output = bench.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON object")
     output.add_argument("--markdown", action="store_true", help="print the README's table")

@@ -16,9 +16,11 @@ Each way is one series, measured like this:
   batch lasts at least `min_batch_ns` (1 ms at least, so clock reads and the
   loop's start are negligible); later workers warm up with one batch of that
   n; batches that still come out shorter are timed again with a larger n;
-- 11 batches in all are timed, spread over the workers; each gives the time
+- 21 batches in all are timed, spread over the workers; each gives the time
   per operation, and the series reports their median, minimum and median
-  absolute deviation (MAD);
+  absolute deviation (MAD). 21, not fewer: on a shared host one batch in
+  ten can be 30% off, and a ratio of two medians of 11 moved by 10% from run
+  to run (cond-rtt: 1.12-1.36 over eight runs), of 41 by 4% (1.11-1.19);
 - the loop's own cost is not subtracted: the `loop` primitive times an empty
   loop of the same shape, Python and C, and the report prints it;
 - a primitive with `pin` runs its worker and every process it talks to on
@@ -65,7 +67,7 @@ if TYPE_CHECKING:  # typing_extensions is mypy's; typing.NotRequired is Python 3
 __all__ = ["Primitive", "Batch", "Rig", "rig", "LOOP", "time_ops", "calibrate", "summarize",
            "measure", "run", "pin_cpu", "Summary", "Measured", "Failed", "Series", "Row", "Result"]
 
-BATCHES = 11
+BATCHES = 21
 WORKERS = 2
 MIN_BATCH_NS = 1_000_000         # lmbench: a timed interval of at least a millisecond
 DEFAULT_BATCH_NS = 10_000_000    # the default run: 10 ms batches

@@ -28,7 +28,7 @@ def test_quick_json_has_a_row_with_positive_numbers_for_every_primitive():
         assert not row["errors"], (p.name, row["errors"])
         for variant in p.ways():
             series = row[variant]
-            assert len(series["per_op_ns"]) == result["batches"] == 11
+            assert len(series["per_op_ns"]) == result["batches"] == bench.BATCHES
             assert series["median_ns"] > 0 and series["min_ns"] > 0 and series["mad_ns"] >= 0, (p.name, variant)
     assert "[ 1/" in proc.stderr  # the progress display
 
