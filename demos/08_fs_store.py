@@ -7,8 +7,9 @@ open file description and its offset, which each write moves and
 pread/pwrite do not. Writers in separate processes append to one log with
 O_APPEND and lose nothing (and without it, seeking to the end first, they
 overwrite each other). A file overwritten in place and killed midway is
-left half-written; `durable_write` (temp file, fsync, rename, fsync of the
-directory) killed after any of its steps leaves the old content or the new.
+left half-written; `durable_write` (an unnamed O_TMPFILE inode written and
+fsynced, linked and renamed over the target, fsync of the directory) killed
+after any of its steps leaves the old content or the new, and nothing else.
 fallocate reserves blocks without changing what the file reads, and
 copy_file_range copies inside the kernel, filling a sparse source's holes on
 this filesystem, next to a copy that keeps them.
@@ -155,26 +156,30 @@ def body(demo):
                    ok=code == -signal.SIGKILL and left not in (old, new))
 
     with demo.step("durable_write killed after each of its steps",
-                   asked="open temp; write x4; fsync; rename over; fsync(dir): SIGKILL after step k"):
+                   asked="open(O_TMPFILE); write x4; fsync; linkat, rename over; fsync(dir): SIGKILL after step k"):
         steps = list(fs.durable_write_steps(os.path.join(tmp, "probe"), new, chunk_bytes=len(new) // 4))
         os.unlink(os.path.join(tmp, "probe"))
-        outcomes = []
+        listed, outcomes = set(os.listdir(tmp)) | {"target"}, []
         for kill_after in range(1, len(steps) + 1):
             fs.durable_write(target, old)
             code = demo.children.wait(demo.children.fork(_durable_then_die, target, new, kill_after))
             left = open(target, "rb").read()
             outcomes.append("old" if left == old else "new" if left == new else f"MIX ({len(left)} B)")
-        leftovers = [name for name in os.listdir(tmp) if name.endswith("-tmp")]
+        leftovers = sorted(set(os.listdir(tmp)) - listed)
         renamed = steps.index("rename")
         expected = ["old"] * renamed + ["new"] * (len(steps) - renamed)
         demo.say(", ".join(f"after {s!r}: {o}" for s, o in zip(steps, outcomes)))
-        demo.say(f"The writers killed before the rename left {len(leftovers)} temp files (a process "
-                 "killed outright removes nothing); the target never saw them.")
+        demo.say(f"The writers killed before the rename left {len(leftovers)} files: a process killed "
+                 "outright removes nothing, but their new bytes were an inode with no name (open "
+                 "O_TMPFILE), which the kernel freed with them. It gets a name (linkat) at the "
+                 "rename step, and the very next system call renames it over the target.")
         demo.say("A kill leaves the page cache intact, so this shows rename's atomicity; the two "
                  "fsyncs are for power loss, which a demo cannot cause: without them the rename "
                  "could reach the disk before the data it points to.")
         demo.check("content after a kill at each step", expected=" ".join(expected),
                    observed=" ".join(outcomes), ok=outcomes == expected)
+        demo.check("what the killed writers left in the directory", expected="nothing",
+                   observed=", ".join(leftovers) or "nothing", ok=not leftovers)
 
     with demo.step("fallocate reserves blocks", asked="fallocate(fd, 0, 0, 4 MiB) on an 8 KiB file"):
         fd = os.open(os.path.join(tmp, "reserved"), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

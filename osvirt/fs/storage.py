@@ -4,11 +4,13 @@
 /proc/self/fd/N links to each target and /proc/self/fdinfo/N holds the open
 file description's offset and flags. `pread`/`pwrite` move no offset.
 `durable_write` replaces a file so that a crash at any moment leaves either
-the old content or the new, never a mix: the new bytes go to a temp file in
-the same directory, are fsynced, renamed over the target (rename(2) is atomic
-within a filesystem), and the directory is fsynced so the rename itself is on
-disk. `durable_write_steps` is the same, one step at a time, so a test can
-kill the writer between any two of them.
+the old content or the new, never a mix, and a writer killed at any moment
+leaves nothing else behind: the new bytes go to an unnamed inode in the same
+directory (open(2) O_TMPFILE), are fsynced, given a name there by linkat(2)
+through /proc/self/fd, renamed over the target (rename(2) is atomic within a
+filesystem), and the directory is fsynced so the rename itself is on disk.
+`durable_write_steps` is the same, one step at a time, so a test can kill
+the writer between any two of them.
 """
 import errno
 import os
@@ -16,6 +18,7 @@ import stat
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
+from osvirt import tracker
 from osvirt.errors import kernel_error
 from osvirt.fs import _native
 from osvirt.fs.inspect import Path, data_ranges
@@ -41,9 +44,11 @@ class FdEntry(NamedTuple):
     inode: int  # -1: fdinfo has no ino line (older kernels)
 
 _ACCESS = {os.O_RDONLY: "O_RDONLY", os.O_WRONLY: "O_WRONLY", os.O_RDWR: "O_RDWR"}
+# Multi-bit flags before the bits they hold: O_TMPFILE is __O_TMPFILE | O_DIRECTORY, O_SYNC
+# is __O_SYNC | O_DSYNC (each bit is taken off once named).
 _FLAG_BITS = [(getattr(os, n), n) for n in (
     "O_APPEND", "O_CLOEXEC", "O_NONBLOCK", "O_SYNC", "O_DSYNC", "O_DIRECT", "O_NOATIME",
-    "O_DIRECTORY", "O_NOFOLLOW", "O_PATH", "O_TMPFILE", "O_CREAT", "O_EXCL", "O_TRUNC")
+    "O_TMPFILE", "O_DIRECTORY", "O_NOFOLLOW", "O_PATH", "O_CREAT", "O_EXCL", "O_TRUNC")
     if getattr(os, n, 0)]
 
 
@@ -125,21 +130,58 @@ def _write_all(fd: int, view: memoryview) -> None:
         view = view[os.write(fd, view):]
 
 
+_FD_DIR = "/proc/self/fd"  # its N links to fd N's file, named or not: what linkat follows to name it
+# What open(O_TMPFILE) fails with where it is not supported: a filesystem without it
+# (EOPNOTSUPP), a kernel before 3.11 (EISDIR: it saw O_DIRECTORY | O_WRONLY), some (EINVAL).
+_NO_TMPFILE = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)
+_NAME_MAX = 255  # bytes in one path component (ext4, tmpfs, xfs, btrfs)
+
+
+def _temp_name(name: str) -> str:
+    """`.NAME.osvirt-<pid>-<random>`: what osvirt.tracker takes for a file written before a rename.
+
+    NAME is cut to keep the whole within NAME_MAX, its newlines and undecodable
+    bytes replaced: the tracker's protocol is one UTF-8 line.
+    """
+    suffix = "." + unique_name()
+    stem = name.encode(errors="replace").decode().replace("\n", "?") or "file"
+    while len(os.fsencode(stem)) > _NAME_MAX - 1 - len(suffix):
+        stem = stem[:-1]
+    return f".{stem}{suffix}"
+
+
+def _open_named(temp: str, path: Path) -> int:
+    try:
+        return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        assert e.errno is not None
+        raise kernel_error(e.errno, "durable_write: open temp file in the target's directory",
+                           filename=path) from None
+
+
 def durable_write_steps(path: Path, data: "Buffer", mode: int | None = None,
                         chunk_bytes: int = 1 << 20) -> Iterator[str]:
     """Replace `path` with `data` durably, yielding after each step (its name).
 
-    Steps: "open temp", "write" (once per chunk of `chunk_bytes`), "fsync
-    temp", "rename", "fsync directory". The file keeps the mode of the file it
-    replaces, or gets `mode` (default 0o600) when new. If the generator fails
-    or is closed before the rename, the temp file is removed; a writer killed
-    outright leaves its `osvirt-*.tmp` file in the directory and the target
-    untouched.
+    Steps: "open temp" (an unnamed inode in the target's directory, open(2)
+    O_TMPFILE), "write" (once per chunk of `chunk_bytes`), "fsync temp",
+    "rename" (linkat(2) of /proc/self/fd/N to `.NAME.osvirt-<pid>-<random>`
+    beside the target, then rename(2) over it), "fsync directory". The file
+    keeps the mode of the file it replaces, or gets `mode` (default 0o600)
+    when new.
+
+    Nothing is left behind: a writer killed before the rename leaves an inode
+    with no name, which the kernel frees; the name, which exists from the
+    linkat to the rename, is registered with osvirt.tracker beforehand, which
+    removes it should the writer be SIGKILLed between the two. Where the filesystem or
+    kernel has no O_TMPFILE, or /proc is not mounted, the temp file is named
+    from the start, registered the same way, and removed if the generator
+    fails or is closed before the rename, or by the tracker after a SIGKILL.
     """
     view = memoryview(data).cast("B")
     if not isinstance(chunk_bytes, int) or chunk_bytes < 1:
         raise ValueError(f"durable_write: chunk_bytes must be an int >= 1, not {chunk_bytes!r}")
-    directory = os.path.dirname(os.path.abspath(path))
+    directory, name = os.path.split(os.path.abspath(path))
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except FileNotFoundError:
@@ -147,40 +189,68 @@ def durable_write_steps(path: Path, data: "Buffer", mode: int | None = None,
     except OSError as e:
         assert e.errno is not None
         raise kernel_error(e.errno, "durable_write: stat", filename=path) from None
-    temp = os.path.join(directory, unique_name("tmp"))
-    try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    except OSError as e:
-        assert e.errno is not None
-        raise kernel_error(e.errno, "durable_write: open temp file in the target's directory",
-                           filename=path) from None
-    renamed = False
+    temp_name = _temp_name(name)
+    temp = os.path.join(directory, temp_name)
+    creator = os.getpid()
+    # Registered before any name can exist, for both ways: a SIGKILL at any moment leaves the
+    # tracker a name to remove (or nothing there, which it passes over).
+    tracker.register("file", temp)
+    registered, fd, dir_fd = True, -1, -1
+    named = replaced = False  # named: the temp name may exist (set before the call that makes it)
     try:
         try:
-            os.fchmod(fd, mode)  # the umask does not apply to fchmod
-            yield "open temp"
-            for start in range(0, len(view), chunk_bytes):
-                _write_all(fd, view[start:start + chunk_bytes])
-                yield "write"
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            assert e.errno is not None
+            if e.errno not in _NO_TMPFILE:
+                raise kernel_error(e.errno, "durable_write: open temp file in the target's directory",
+                                   filename=path) from None
+            named = True
+            fd = _open_named(temp, path)
+        os.fchmod(fd, mode)  # the umask does not apply to fchmod
+        yield "open temp"
+        for start in range(0, len(view), chunk_bytes):
+            _write_all(fd, view[start:start + chunk_bytes])
+            yield "write"
+        os.fsync(fd)
         yield "fsync temp"
-        os.rename(temp, path)
-        renamed = True
-        yield "rename"
+        # One directory fd for the link, the rename and the fsync. It also makes
+        # os.link call linkat(AT_SYMLINK_FOLLOW): without a dir fd Python 3.11's
+        # calls link(2), which does not follow /proc/self/fd/N (EXDEV).
         dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dir_fd)  # the rename is a change to the directory: make it durable too
-        finally:
-            os.close(dir_fd)
+        if not named:
+            named = True
+            try:
+                os.link(f"{_FD_DIR}/{fd}", temp_name, dst_dir_fd=dir_fd)
+            except FileNotFoundError:  # no /proc/self/fd here: write a named temp file after all
+                unnamed, fd = fd, -1
+                os.close(unnamed)
+                fd = _open_named(temp, path)
+                os.fchmod(fd, mode)
+                _write_all(fd, view)
+                os.fsync(fd)
+        os.rename(temp_name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)  # right after the link
+        replaced = True
+        written, fd = fd, -1  # -1 first: the number may be reused at once
+        os.close(written)
+        registered = False
+        tracker.unregister("file", temp)
+        yield "rename"
+        os.fsync(dir_fd)  # the rename is a change to the directory: make it durable too
         yield "fsync directory"
     finally:
-        if not renamed:
-            try:
-                os.unlink(temp)
-            except FileNotFoundError:
-                pass
+        for opened in (fd, dir_fd):
+            if opened >= 0:
+                os.close(opened)
+        # A forked child's copy of this generator removes nothing (nor asks a getpid when done).
+        if (registered or named and not replaced) and os.getpid() == creator:
+            if named and not replaced:
+                try:
+                    os.unlink(temp)
+                except FileNotFoundError:
+                    pass
+            if registered:
+                tracker.unregister("file", temp)
 
 
 def durable_write(path: Path, data: "Buffer", mode: int | None = None) -> None:
