@@ -57,8 +57,10 @@ int osv_bench_msg_echo(int msqid);
 
 /* pwrite size bytes at offset 0, then fsync */
 int64_t osv_bench_pwrite_fsync(int fd, const void *buf, size_t size, int64_t n);
-/* durable replace of target: open temp (O_CREAT | O_EXCL, 0600), write size
- * bytes of buf, fsync, close, rename to target, open dir, fsync it, close */
+/* durable replace of target (a path in dir), as osvirt.fs.durable_write does:
+ * stat target for its mode, open(dir, O_TMPFILE, 0600), fchmod, write size
+ * bytes of buf, fsync, open dir, linkat /proc/self/fd/N to temp (a name in
+ * dir), renameat over target, close, fsync dir, close */
 int64_t osv_bench_durable_write(const char *dir, const char *target, const char *temp,
                                 const void *buf, size_t size, int64_t n);
 int64_t osv_bench_fionread(int fd, int64_t n);
