@@ -8,12 +8,13 @@ and unregisters it once it is removed. The tracker reads a pipe whose write
 end every client holds: forked children inherit it, which is right, since
 they share their parent's objects; programs they exec do not (O_CLOEXEC).
 EOF means the last process connected has died: the tracker then removes
-what is still registered, says on stderr what it removed, and exits.
+what is still registered, says on stderr what it removed, and exits. It reads
+the pipe in batches (main() says why), so it sees the EOF up to 20 ms late.
 
 It acts only on what its own clients registered and osvirt named: POSIX IPC
 names `/osvirt-<pid>-<random>[-suffix]`, paths of that name directly in a
 temp directory or in such a directory there, a file written beside the one it
-will replace (`DIR/.NAME.osvirt-<pid>-<random>`, osvirt.naming.replacing), SysV ids whose key and creation
+will replace (`DIR/.NAME.osvirt-<pid>-<random>`: osvirt.naming.replacing, osvirt.fs.durable_write), SysV ids whose key and creation
 time are still the registered ones, osvirt-named cgroups inside a cgroup mount
 (their processes killed first), veth pairs named `osv<pid>-<hex>` in its own
 network namespace (the one its first client was in), the state directory of
@@ -32,6 +33,7 @@ import signal
 import stat
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import NamedTuple, TypeVar
 
@@ -39,10 +41,18 @@ __all__ = ["KINDS", "Kind", "register", "unregister", "tracked", "register_sysv"
 
 _NAME = r"osvirt-[0-9]+-[0-9a-f]{8}(-[^/\s]+)?"  # osvirt.naming.unique_name, with no white space
 _POSIX_NAME = re.compile("/" + _NAME)
+_PATH_NAME = re.compile(_NAME)
+_BESIDE_NAME = re.compile(r"\.[^/]+\." + _NAME)  # osvirt.naming.replacing's: .NAME.<osvirt name>
+_ESCAPE = re.compile(r"\\(.)", re.DOTALL)  # the protocol's: \\ for a backslash, \n for a newline
 _SYSV_NAME = re.compile(r"id=([0-9]+),key=(-?[0-9]+),ctime=([0-9]+)")
 # What the protocol's one line must fit in: a write of at most PIPE_BUF bytes is
 # atomic, so the lines of concurrent clients (threads, forked children) never mix.
 _LINE_MAX = 4096
+# How long the tracker lets lines gather in its pipe before it reads them (main()).
+_BATCH_S = 0.02
+# The pipe's size it asks for, so that a burst of lines meanwhile seldom fills it:
+# 1 MiB, /proc/sys/fs/pipe-max-size's default, holds some 8,000 lines.
+_PIPE_BYTES = 1 << 20
 
 
 # -- names: checked by the client (ValueError before anything is made) and by the tracker ----
@@ -58,7 +68,7 @@ def _temp_roots() -> set[str]:
 
 def _temp_path(facility: str, path: str) -> None:
     """An osvirt-named path directly in a temp directory, or in an osvirt-named directory there."""
-    if not os.path.isabs(path) or os.path.normpath(path) != path or not re.fullmatch(_NAME, os.path.basename(path)):
+    if not os.path.isabs(path) or os.path.normpath(path) != path or not _PATH_NAME.fullmatch(os.path.basename(path)):
         raise ValueError(f"{facility}: {path!r} is not an absolute, normal path to an osvirt name")
     parent = os.path.dirname(path)
     if parent not in _temp_roots():
@@ -72,7 +82,7 @@ def _temp_path(facility: str, path: str) -> None:
 def _beside_path(facility: str, path: str) -> None:
     """An absolute, normal path whose last part is `.NAME.` then an osvirt name: a temp file anywhere."""
     if not os.path.isabs(path) or os.path.normpath(path) != path or \
-            not re.fullmatch(r"\.[^/\n]+\." + _NAME, os.path.basename(path)):
+            not _BESIDE_NAME.fullmatch(os.path.basename(path)):
         raise ValueError(f"{facility}: {path!r} is not an absolute, normal path to .NAME.<osvirt name>")
 
 
@@ -248,13 +258,19 @@ _SYSV_TABLES = {"sysv-msg": "msg", "sysv-sem": "sem", "sysv-shm": "shm"}
 
 
 def _line(op: str, kind: str, name: str) -> bytes:
-    """The protocol: one line `+kind name` (register) or `-kind name` (unregister)."""
+    """The protocol: one line `+kind name` (register) or `-kind name` (unregister). The name
+    goes in the file system's encoding (a path's undecodable bytes as they were), its
+    backslashes and newlines escaped (a path may hold a newline: it must not end the line)."""
     if kind not in KINDS:
         raise ValueError(f"resource tracker: unknown kind {kind!r} (known: {', '.join(KINDS)})")
     if not isinstance(name, str):
         raise TypeError(f"resource tracker: name must be str, not {type(name).__name__}")
     KINDS[kind].check(KINDS[kind].facility, name)
-    line = f"{op}{kind} {name}\n".encode()
+    try:
+        line = f"{op}{kind} ".encode() + os.fsencode(name.replace("\\", "\\\\").replace("\n", "\\n")) + b"\n"
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{KINDS[kind].facility}: {name!r} is not a path of this file system's encoding: {e}") \
+            from None
     if len(line) > _LINE_MAX:
         raise ValueError(f"resource tracker: name of {len(name)} characters is too long")
     return line
@@ -377,29 +393,54 @@ def _say(text: str) -> None:
 
 def _parse(line: bytes) -> tuple[str, str, str]:
     """(op, kind, name) of a protocol line, checked as the client checks it; ValueError if not."""
-    text = line.decode(errors="replace").rstrip("\n")
-    op, (kind, _, name) = text[:1], text[1:].partition(" ")
+    text = os.fsdecode(line.rstrip(b"\n"))
+    op, (kind, _, escaped) = text[:1], text[1:].partition(" ")
+    name = _ESCAPE.sub(lambda m: "\n" if m[1] == "n" else m[1], escaped)
     if op not in ("+", "-"):
         raise ValueError(f"not a protocol line: {text!r}")
     _line(op, kind, name)
     return op, kind, name
 
 
+def _take(registered: dict[tuple[str, str], None], line: bytes) -> None:
+    """Apply one protocol line to `registered`; a line that is not one is refused, on stderr."""
+    try:
+        op, kind, name = _parse(line)
+    except ValueError as e:
+        _say(f"refused: {e}")
+        return
+    if op == "+":
+        registered[kind, name] = None
+    else:
+        registered.pop((kind, name), None)
+
+
 def main(fd: int) -> None:
-    """Track what the clients on pipe `fd` register; at EOF remove what is left, and exit."""
+    """Track what the clients on pipe `fd` register; at EOF remove what is left, and exit.
+
+    A registration is one write into the pipe, and what it costs is mostly the
+    reader's wake-up: a write that finds the tracker blocked in read() wakes it,
+    24-27 us here (on the other CPU of this nested VM), against ~4 us for the
+    write alone. Nothing needs a line read at once, only the EOF, so the tracker
+    reads in batches: having read, it sleeps _BATCH_S before it reads again, and
+    the lines written meanwhile wake nobody (the pipe is enlarged, so that they
+    seldom fill it; should they, the writer waits for the next read). A
+    registration and its unregistration, 1 ms apart, went from 55 us to ~8.
+    """
     signal.pthread_sigmask(signal.SIG_SETMASK, ())  # a client may start it with SIGINT and SIGTERM blocked
+    with contextlib.suppress(OSError):  # a smaller pipe-max-size, or the user's pipe pages used up: 64 KiB
+        import fcntl
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
     registered: dict[tuple[str, str], None] = {}  # (kind, name) in order of registration (a dict is an ordered set)
-    with open(fd, "rb") as pipe:
-        for line in pipe:
-            try:
-                op, kind, name = _parse(line)
-            except ValueError as e:
-                _say(f"refused: {e}")
-                continue
-            if op == "+":
-                registered[kind, name] = None
-            else:
-                registered.pop((kind, name), None)
+    pending = b""
+    while chunk := os.read(fd, _PIPE_BYTES):  # blocks while the pipe is empty; b"": every client is gone
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            _take(registered, line)
+        time.sleep(_BATCH_S)
+    os.close(fd)
+    if pending:  # a client's last write cut short: refused as not a line, as the tracker said before
+        _take(registered, pending)
     # Newest first: what was made inside a directory goes before the directory.
     for kind, name in reversed(registered):
         what = KINDS[kind].what

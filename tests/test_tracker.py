@@ -194,6 +194,56 @@ def test_a_creation_that_fails_unregisters_its_name():
         assert _posix_exists("shm", name) and "removed" not in err, err
 
 
+def test_a_burst_bigger_than_the_pipe_is_taken_whole_and_in_order():
+    """The tracker reads in batches, 20 ms apart: 30,000 registrations and unregistrations
+    (~2.6 MB, more than the pipe holds) wait at most for its next read, and are applied in
+    order: of all those names only the directory registered last is removed, promptly."""
+    with Children() as kids:
+        proc, made = _client(kids, """
+            import tempfile
+            from osvirt import tracker
+            from osvirt.naming import private_dir, unique_name
+            start = time.monotonic()
+            for i in range(15000):
+                name = os.path.join(tempfile.gettempdir(), unique_name(f"burst{i}"))
+                tracker.register("dir", name)
+                tracker.unregister("dir", name)
+            directory = kept.enter_context(private_dir())
+            made = {"paths": [directory], "burst_s": time.monotonic() - start}
+        """)
+        killed = time.monotonic()
+        err = _sigkill(proc)  # returns once the tracker has exited
+        after_kill_s = time.monotonic() - killed
+    assert _gone(made, timeout_s=0) == [], err
+    assert err.count("removed") == 1 and f"removed directory {made['paths'][0]}: " in err, err
+    assert made["burst_s"] < 30 and after_kill_s < 10, (made, after_kill_s)
+
+
+def test_names_with_bytes_not_utf8_a_newline_or_backslashes_are_removed_as_they_were_made():
+    """A path's undecodable bytes (surrogate escapes in Python) cross the protocol as they
+    were, and a newline in it (escaped, as a backslash is) does not end the line early."""
+    with Children() as kids:
+        proc, made = _client(kids, """
+            import tempfile
+            from osvirt import tracker
+            from osvirt.naming import private_dir, replacing, unique_name
+            path = os.path.join(tempfile.gettempdir(), unique_name("\\udcff"))  # the byte 0xff
+            with tracker.tracked("dir", path):
+                os.mkdir(path)
+            odd = os.path.join(kept.enter_context(private_dir()), "new\\nline \\\\n\\udcfe")
+            os.mkdir(odd)
+            half_written = kept.enter_context(replacing(os.path.join(odd, "target"))).name
+            made = {"paths": [path], "files": [half_written]}
+        """)
+        path, half_written = made["paths"][0], made["files"][0]
+        assert os.fsencode(path).endswith(b"-\xff") and os.path.isdir(path)
+        assert b"new\nline \\n\xfe/.target.osvirt-" in os.fsencode(half_written) and os.path.exists(half_written)
+        err = _sigkill(proc)
+    assert _gone(made) == [], err
+    assert err.count("removed directory") == 2 and "removed file written before a rename" in err, err
+    assert "refused" not in err, err
+
+
 def test_a_killed_tracker_is_replaced_by_a_new_one():
     with Children() as kids:
         proc, made = _client(kids, """
