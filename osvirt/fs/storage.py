@@ -138,13 +138,10 @@ _NAME_MAX = 255  # bytes in one path component (ext4, tmpfs, xfs, btrfs)
 
 
 def _temp_name(name: str) -> str:
-    """`.NAME.osvirt-<pid>-<random>`: what osvirt.tracker takes for a file written before a rename.
-
-    NAME is cut to keep the whole within NAME_MAX, its newlines and undecodable
-    bytes replaced: the tracker's protocol is one UTF-8 line.
-    """
+    """`.NAME.osvirt-<pid>-<random>`: what osvirt.tracker takes for a file written before a rename,
+    NAME cut to keep the whole within NAME_MAX."""
     suffix = "." + unique_name()
-    stem = name.encode(errors="replace").decode().replace("\n", "?") or "file"
+    stem = name
     while len(os.fsencode(stem)) > _NAME_MAX - 1 - len(suffix):
         stem = stem[:-1]
     return f".{stem}{suffix}"
@@ -182,6 +179,8 @@ def durable_write_steps(path: Path, data: "Buffer", mode: int | None = None,
     if not isinstance(chunk_bytes, int) or chunk_bytes < 1:
         raise ValueError(f"durable_write: chunk_bytes must be an int >= 1, not {chunk_bytes!r}")
     directory, name = os.path.split(os.path.abspath(path))
+    if not name:
+        raise IsADirectoryError(errno.EISDIR, "durable_write: / is a directory, not a file to replace", path)
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except FileNotFoundError:
@@ -229,7 +228,11 @@ def durable_write_steps(path: Path, data: "Buffer", mode: int | None = None,
                 os.fchmod(fd, mode)
                 _write_all(fd, view)
                 os.fsync(fd)
-        os.rename(temp_name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)  # right after the link
+        try:
+            os.rename(temp_name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)  # right after the link
+        except OSError as e:  # EISDIR: the target is a directory; EBUSY: a mount point
+            assert e.errno is not None
+            raise kernel_error(e.errno, "durable_write: rename over the target", filename=path) from None
         replaced = True
         written, fd = fd, -1  # -1 first: the number may be reused at once
         os.close(written)

@@ -318,6 +318,12 @@ def test_durable_write_bad_paths_and_data(tmp):
     with pytest.raises(TypeError):
         fs.durable_write(os.path.join(tmp, "t"), "text, not bytes")
     assert os.listdir(tmp) == []
+    os.mkdir(os.path.join(tmp, "d"))
+    with pytest.raises(IsADirectoryError, match="durable_write: rename over the target"):
+        fs.durable_write(os.path.join(tmp, "d"), b"x")
+    with pytest.raises(IsADirectoryError, match="durable_write: / is a directory"):
+        fs.durable_write("/", b"x")
+    assert os.listdir(tmp) == ["d"]  # the temp file linked beside it is gone again
 
 
 def test_fallocate_reserves_blocks_without_changing_content(tmp):
