@@ -107,10 +107,10 @@ PRIMITIVES = [
                    "through /proc/self/fd, renameat it over the target and fsync the directory: the "
                    "same system calls (strace -c -f) but durable_write's five more: getpid twice and "
                    "getrandom for its temp name, and the two lines to osvirt.tracker's pipe that "
-                   "register that name before it can exist and unregister it after the rename, each "
-                   "waking the tracker. On ext4 here durable_write took 1.11-1.32 ms against the "
-                   "floor's 0.90-1.03 and C's 0.84-1.05 (four runs); on tmpfs, where fsync costs "
-                   "nothing, 142-158 us against 50-57 and 41-42: 60-90 us are the tracker's two "
-                   "wake-ups (the series with register and unregister made no-ops, on these two "
-                   "CPUs), ~25-35 us Python (its steps, the name, the paths)"),
+                   "register that name before it can exist and unregister it after the rename (the "
+                   "tracker reads them in batches: they wake nobody). On ext4 here the disk's noise "
+                   "outweighs the difference (three runs: durable_write 1.14-1.41 ms, the floor "
+                   "1.03-1.22, C 0.92-1.15); on tmpfs, where fsync costs nothing, 94-98 us against "
+                   "50-54 and 38-39: ~25-30 us are the tracker's two lines (durable_write timed with "
+                   "register and unregister made no-ops), ~20 us Python (its steps, the name, the paths)"),
 ]
