@@ -14,7 +14,7 @@ ARGS   ?=
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
 
-$(STAMP): Makefile pyproject.toml osvirt/_build_native.py $(wildcard csrc/*.c csrc/*.h csrc/cpython/*.c csrc/inline/*.h)
+$(STAMP): Makefile pyproject.toml osvirt/_build_native.py $(wildcard csrc/*.c csrc/*.h csrc/cpython/*.c csrc/cpython/*.h csrc/inline/*.h)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,plot]'
 	touch $@

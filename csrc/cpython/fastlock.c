@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "../sync.h"
+#include "heaptype.h"
 #include "../inline/condition.h"
 #include "../inline/event.h"
 
@@ -424,14 +425,7 @@ static int traverse(PyObject *op, visitproc visit, void *arg)
     return 0;
 }
 
-static void dealloc(PyObject *op)
-{
-    PyTypeObject *type = Py_TYPE(op);
-    PyObject_GC_UnTrack(op);
-    clear(op);
-    type->tp_free(op);
-    Py_DECREF(type);
-}
+static void dealloc(PyObject *op) { osv_heap_dealloc(op, clear); }
 
 #define BIND_METHODS \
     {"_bind", bind, METH_VARARGS, "_bind(keeper, address): use the object at `address`, keeping `keeper` alive."}, \

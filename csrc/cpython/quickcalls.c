@@ -79,6 +79,7 @@
 #include <unistd.h>
 
 #include "../device.h"  /* OSV_IOCTL_ARG_MAX */
+#include "heaptype.h"
 
 /* The argument count, or TypeError. */
 static int check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t expected)
@@ -778,14 +779,7 @@ static int mapping_base_clear(PyObject *op)
     return 0;
 }
 
-static void mapping_base_dealloc(PyObject *op)
-{
-    PyTypeObject *type = Py_TYPE(op);
-    PyObject_GC_UnTrack(op);
-    mapping_base_clear(op);
-    type->tp_free(op);
-    Py_DECREF(type);
-}
+static void mapping_base_dealloc(PyObject *op) { osv_heap_dealloc(op, mapping_base_clear); }
 
 /* Mapping(size): anonymous, private, read-write, the defaults; any other call is the
  * class's own (its __init__, which checks and explains). */
@@ -1094,14 +1088,7 @@ static int checked_clear(PyObject *op)
     return 0;
 }
 
-static void checked_dealloc(PyObject *op)
-{
-    PyTypeObject *type = Py_TYPE(op);
-    PyObject_GC_UnTrack(op);
-    checked_clear(op);
-    type->tp_free(op);
-    Py_DECREF(type);
-}
+static void checked_dealloc(PyObject *op) { osv_heap_dealloc(op, checked_clear); }
 
 /* Data descriptors, so that the type's own __doc__ and __module__ do not hide the function's. */
 static PyGetSetDef checked_getset[] = {
