@@ -438,7 +438,7 @@ def main(fd: int) -> None:
             _take(registered, line)
         time.sleep(_BATCH_S)
     os.close(fd)
-    if pending:  # a client's last write cut short: refused as not a line, as the tracker said before
+    if pending:  # a last line without its newline: taken as any other (each client line is one atomic write)
         _take(registered, pending)
     # Newest first: what was made inside a directory goes before the directory.
     for kind, name in reversed(registered):
