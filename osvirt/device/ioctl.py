@@ -20,8 +20,9 @@ the call in C, without releasing the GIL, when that integer is a C int.
 """
 import fcntl
 import struct
-from typing import NamedTuple, Protocol, cast, overload
+from typing import NamedTuple, overload
 
+from osvirt.descriptors import FD_MAX, HasFileno, fd_number
 from osvirt.device._native import checked_ioctl_int, ioctl_error, quick_ioctl_int
 
 __all__ = [
@@ -51,11 +52,6 @@ class Request(NamedTuple):
     type: int
     number: int
     size: int
-
-
-class HasFileno(Protocol):
-    """What an fd may also be: an object with fileno() (a file, a socket)."""
-    def fileno(self) -> int: ...
 
 
 def _field(what: str, value: int, bits: int) -> int:
@@ -127,27 +123,17 @@ def describe(request: int) -> str:
     return f"{kind}({magic}, {d.number:#04x}" + (f", {d.size})" if d.direction else ")")
 
 
-def _fd(fd: int | HasFileno, facility: str) -> int:
-    if type(fd) is not int and not hasattr(fd, "fileno"):
-        raise TypeError(f"{facility}: fd must be an int or have fileno(), not {type(fd).__name__}")
-    fd = fd if type(fd) is int else cast(HasFileno, fd).fileno()  # checked above: it has one
-    if not 0 <= fd <= _FD_MAX:
-        raise ValueError(f"{facility}: fd {fd} is not an open descriptor")
-    return fd
-
-
 def _checked_fd(fd: int | HasFileno, request: int, name: str) -> int:
     """`fd` as an int, once it and `request` passed their checks; the error text is built
     only for an error, so the checks cost next to nothing on the way to the syscall."""
-    if type(fd) is not int or not 0 <= fd <= _FD_MAX:
-        fd = _fd(fd, f"ioctl({name})")
+    if type(fd) is not int or not 0 <= fd <= FD_MAX:
+        fd = fd_number(fd, f"ioctl({name})")
     if type(request) is not int or not 0 <= request < _REQUEST_LIMIT:
         decode(request)  # raises the range check's TypeError or ValueError
     return fd
 
 
 _REQUEST_LIMIT = 1 << DIR_SHIFT + DIR_BITS
-_FD_MAX = (1 << 31) - 1  # a C int
 _ARG_MAX = 1024  # fcntl.ioctl's buffer
 
 

@@ -16,8 +16,8 @@ import time
 from typing import Any, NamedTuple
 
 from osvirt._owned import Owned
-from osvirt.device.ioctl import (TIOCEXCL, TIOCGEXCL, TIOCGPTN, TIOCGWINSZ, TIOCNXCL, TIOCSCTTY,
-                                 TIOCSWINSZ, HasFileno, _fd, ioctl, ioctl_int)
+from osvirt.descriptors import HasFileno, fd_number
+from osvirt.device.ioctl import TIOCEXCL, TIOCGEXCL, TIOCGPTN, TIOCGWINSZ, TIOCNXCL, TIOCSCTTY, TIOCSWINSZ, ioctl, ioctl_int
 from osvirt.errors import kernel_error
 
 __all__ = ["PseudoTerminal", "WindowSize", "get_window_size", "set_window_size", "set_raw",
@@ -54,7 +54,7 @@ def set_raw(fd: int | HasFileno, *, vmin: int = 1, vtime: int = 0) -> list[Any]:
     attributes, for termios.tcsetattr to restore."""
     if not 0 <= vmin <= 255 or not 0 <= vtime <= 255:
         raise ValueError(f"termios raw mode: vmin and vtime must be in 0..255, not {vmin}, {vtime}")
-    fd = _fd(fd, "tcgetattr")
+    fd = fd_number(fd, "tcgetattr")
     try:
         before = termios.tcgetattr(fd)
         iflag, oflag, cflag, lflag, ispeed, ospeed, cc = termios.tcgetattr(fd)
@@ -115,7 +115,7 @@ def foreground_resize_watch(slave_fd: int, report_fd: int, timeout_s: float = 10
 def read_line(fd: int | HasFileno, timeout_s: float = 5.0) -> bytes:
     """Read from fd up to and including b"\n"; TimeoutError if it takes longer than timeout_s.
     Reads a byte at a time, so nothing after the line is taken from the fd."""
-    fd = _fd(fd, "read_line")
+    fd = fd_number(fd, "read_line")
     if not timeout_s > 0:
         raise ValueError(f"read_line: timeout_s must be > 0, not {timeout_s}")
     line, deadline = b"", time.monotonic() + timeout_s
@@ -132,7 +132,7 @@ def read_line(fd: int | HasFileno, timeout_s: float = 5.0) -> bytes:
 
 def read_for(fd: int | HasFileno, timeout_s: float, size: int | None = None) -> bytes:
     """What arrives on fd within timeout_s, stopping early once `size` bytes came."""
-    fd = _fd(fd, "read_for")
+    fd = fd_number(fd, "read_for")
     if not timeout_s >= 0 or (size is not None and (type(size) is not int or size < 1)):
         raise ValueError(f"read_for: timeout_s must be >= 0 and size a positive int, not {timeout_s}, {size}")
     data, deadline = b"", time.monotonic() + timeout_s

@@ -17,7 +17,7 @@ import os
 import termios
 
 from osvirt._owned import OwnedFd
-from osvirt.device.ioctl import HasFileno, _fd
+from osvirt.descriptors import HasFileno, fd_number
 from osvirt.device.pty import read_line, set_raw
 from osvirt.errors import kernel_error
 
@@ -62,7 +62,7 @@ def serve(fd: int | HasFileno, device: VirtualSensor) -> int:
     """Answer `device`'s commands arriving on fd (one per line, CR or LF ended)
     until QUIT, or until the other end is gone (EIO on a pty master). Returns
     the number of commands answered."""
-    fd = _fd(fd, "serve")
+    fd = fd_number(fd, "serve")
     pending, answered = b"", 0
     while True:
         try:

@@ -14,7 +14,7 @@ import select
 import struct
 from typing import NamedTuple
 
-from osvirt.device.ioctl import HasFileno
+from osvirt.descriptors import HasFileno, fd_number
 from osvirt.errors import kernel_error
 from osvirt._owned import Owned
 from osvirt.process.spawn import Children
@@ -57,16 +57,9 @@ class Pipe(Owned):
         return f"Pipe(read_fd={self.read_fd}, write_fd={self.write_fd})"
 
 
-def _fd(facility: str, fd: int | HasFileno) -> int:
-    fd = fd.fileno() if hasattr(fd, "fileno") else fd
-    if not isinstance(fd, int) or fd < 0:
-        raise ValueError(f"{facility}: {fd!r} is not a file descriptor")
-    return fd
-
-
 def get_pipe_size(fd: int | HasFileno) -> int:
     """The capacity of the pipe or FIFO open on `fd`, in bytes (fcntl F_GETPIPE_SZ)."""
-    fd = _fd("fcntl(F_GETPIPE_SZ)", fd)
+    fd = fd_number(fd, "fcntl(F_GETPIPE_SZ)")
     try:
         return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
     except OSError as e:
@@ -82,7 +75,7 @@ def pipe_max_size() -> int:
 
 def set_pipe_size(fd: int | HasFileno, size_bytes: int) -> int:
     """Ask for a capacity of at least `size_bytes`; returns what the kernel set (a power-of-two number of pages)."""
-    fd = _fd("fcntl(F_SETPIPE_SZ)", fd)
+    fd = fd_number(fd, "fcntl(F_SETPIPE_SZ)")
     if not isinstance(size_bytes, int) or not 1 <= size_bytes <= _INT_MAX:
         raise ValueError(f"fcntl(F_SETPIPE_SZ): size_bytes must be an int in 1..{_INT_MAX}, not {size_bytes!r}")
     try:
@@ -99,7 +92,7 @@ def fill(write_fd: int | HasFileno) -> int:
 
     The descriptor is made non-blocking for the fill and restored after.
     """
-    write_fd = _fd("fill", write_fd)
+    write_fd = fd_number(write_fd, "fill")
     was_blocking = os.get_blocking(write_fd)
     os.set_blocking(write_fd, False)
     chunk = bytes(PIPE_BUF)  # one page: each write fills one pipe buffer slot exactly

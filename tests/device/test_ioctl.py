@@ -174,7 +174,7 @@ def test_ioctl_int_shows_its_python_functions_signature_and_docstring():
     import inspect
     f = ioctl.ioctl_int
     assert inspect.signature(f) == inspect.signature(f.__wrapped__)
-    assert str(inspect.signature(f)).startswith("(fd: int | osvirt.device.ioctl.HasFileno, request: int, *, name: str")
+    assert str(inspect.signature(f)).startswith("(fd: int | osvirt.descriptors.HasFileno, request: int, *, name: str")
     assert f.__doc__ and f.__doc__ == f.__wrapped__.__doc__
     assert (f.__module__, f.__name__) == ("osvirt.device.ioctl", "ioctl_int")
 

@@ -71,6 +71,13 @@ def test_get_pipe_size_of_a_non_pipe_is_ebadf():
         os.close(fd)
 
 
+@pytest.mark.parametrize("fd, error", [(True, TypeError), ("3", TypeError), (1.0, TypeError), (-1, ValueError),
+                                       (2**31, ValueError)])
+def test_a_bad_fd_is_refused_before_any_call(fd, error):
+    with pytest.raises(error, match=r"^fcntl\(F_GETPIPE_SZ\): fd"):
+        get_pipe_size(fd)
+
+
 @pytest.mark.parametrize("size", [0, -1, 2**31, 1.5])
 def test_set_pipe_size_rejects_bad_sizes(size):
     with Pipe() as p, pytest.raises(ValueError, match="F_SETPIPE_SZ"):
