@@ -75,8 +75,9 @@ static PyObject *slow_path(FastPath *self, const char *name, void *object, int e
 }
 
 /* self.<name>(*args, **kwargs): a method's Python rest. The methods that have one
- * are METH_FASTCALL | METH_KEYWORDS, whose calls CPython specializes (no argument
- * tuple, no generic call path), so they hand on their arguments as they came. */
+ * are METH_FASTCALL | METH_KEYWORDS (no argument tuple a call), so they hand on
+ * their arguments as they came. (CPython 3.11's specialized call of a C method
+ * wants self's type to be the method's own: osvirt's Python subclasses miss it.) */
 static PyObject *python_rest(PyObject *op, const char *name, PyObject *const *args, Py_ssize_t n,
                              PyObject *kwnames)
 {
