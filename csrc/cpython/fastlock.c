@@ -23,8 +23,9 @@
  *
  * Event and Condition (EventFastPath, ConditionFastPath) wait too, on futex
  * words (csrc/inline/event.h, condition.h): an untimed wait() sleeps whole in
- * C with the GIL released and the keepers held, so a close() meanwhile cannot
- * unmap the memory; a signal handler runs when the futex wait returns EINTR.
+ * C with the keepers held, so a close() meanwhile cannot unmap the memory, and
+ * the GIL released (kept by a process with one thread: keep_gil_asleep); a
+ * signal handler runs when the futex wait returns EINTR.
  * A timeout, and a dead holder to report, go on in Python: _wait(...),
  * _wait_on(err). The condition reads the holder of its lock's mutex where
  * glibc keeps it (the robust futex word's TID, or __owner for a non-robust
@@ -37,6 +38,7 @@
 #include <semaphore.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/single_threaded.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -170,6 +172,26 @@ static PyObject *os_error(int err, const char *facility)
     return NULL;
 }
 
+/* Whether a wait may sleep with the GIL held. Only when this process has one
+ * thread: then no thread wants the GIL while its only thread sleeps, and none
+ * can come to be (threads are made by running threads). glibc's
+ * __libc_single_threaded is true only while there is one thread: the first
+ * pthread_create clears it, a foreign C library's too (whose thread may later
+ * call PyGILState_Ensure). Keeping the GIL saves its release and retake around
+ * the sleep, which run cold after the context switch (osvirt bench cond-rtt,
+ * event-wake). */
+static int keep_gil_asleep(void) { return __libc_single_threaded; }
+
+/* result = call, a sleep: with the GIL released unless keep_gil_asleep(). */
+#define ASLEEP(result, call)                                                   \
+    do {                                                                       \
+        if (keep_gil_asleep()) {                                               \
+            result = (call);                                                   \
+        } else {                                                               \
+            Py_BEGIN_ALLOW_THREADS result = (call); Py_END_ALLOW_THREADS       \
+        }                                                                      \
+    } while (0)
+
 /* -- Event: one futex word (csrc/inline/event.h); after close(), _live() raises. -- */
 static PyObject *event_set(PyObject *op, PyObject *unused)
 {
@@ -200,7 +222,7 @@ static PyObject *event_is_set(PyObject *op, PyObject *unused)
 }
 
 /* Event.wait() without a timeout, whole: sleep until the word changes, the GIL
- * released and the keeper held (a close() meanwhile cannot unmap it); a signal
+ * released (keep_gil_asleep) and the keeper held (a close() meanwhile cannot unmap it); a signal
  * handler runs on EINTR, and its exception ends the wait. A timeout is the
  * Python _wait(timeout). */
 static PyObject *event_wait(PyObject *op, PyObject *const *args, Py_ssize_t n, PyObject *kwnames)
@@ -217,9 +239,7 @@ static PyObject *event_wait(PyObject *op, PyObject *const *args, Py_ssize_t n, P
     while (osv_event_word(e) == seen) {
         if (err == EINTR && PyErr_CheckSignals() < 0)
             break;
-        Py_BEGIN_ALLOW_THREADS
-        err = osv_futex_sleep(&e->word, seen, NULL);
-        Py_END_ALLOW_THREADS
+        ASLEEP(err, osv_futex_sleep(&e->word, seen, NULL));
         if (err != 0 && err != EINTR) {
             os_error(err, "futex(FUTEX_WAIT_BITSET)");
             break;
@@ -325,7 +345,7 @@ static PyObject *cond_notify(PyObject *op, PyObject *const *args, Py_ssize_t n, 
 }
 
 /* Condition.wait() without a timeout, on a lock the caller holds, whole: sleep until
- * a notify is owed, the GIL released and the keepers held; a signal handler runs on
+ * a notify is owed, the GIL released (keep_gil_asleep) and the keepers held; a signal handler runs on
  * EINTR, with the lock held again (as threading's), and its exception ends the wait.
  * A timeout, and what the lock reports (EOWNERDEAD: OwnerDead), are Python's (_wait,
  * _wait_on). */
@@ -341,9 +361,7 @@ static PyObject *cond_wait(PyObject *op, PyObject *const *args, Py_ssize_t n, Py
     int64_t notifies = osv_cv_enter(c);
     int err, notified = 0;
     for (;;) {
-        Py_BEGIN_ALLOW_THREADS
-        err = osv_cv_sleep(c, m, NULL);
-        Py_END_ALLOW_THREADS
+        ASLEEP(err, osv_cv_sleep(c, m, NULL));
         if (err != 0 && err != EINTR)
             break;
         if ((notified = osv_cv_take(c, notifies)))

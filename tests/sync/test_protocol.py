@@ -6,6 +6,7 @@ lacks: a SIGKILLed holder of each class, the futex word the kernel reads, pickli
 multiprocessing's spawn and fork children, and the tracker removing a killed creator's names.
 """
 import gc
+import json
 import multiprocessing
 from multiprocessing import resource_tracker
 import os
@@ -767,6 +768,83 @@ def test_a_signal_handler_runs_during_an_untimed_wait(made):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+SINGLE_THREADED_WAITS = r"""
+import ctypes, json, os, signal, sys, threading, time
+from osvirt.process import Children
+from osvirt.sync import Condition, Event, Lock
+
+def single_threaded():
+    return ctypes.c_char.in_dll(ctypes.CDLL(None), "__libc_single_threaded").value == b"\x01"
+
+class Interrupted(Exception):
+    pass
+
+def interrupt(*_):
+    raise Interrupted
+
+seen = {"single_threaded_at_start": single_threaded()}
+cond, event = Condition(Lock()), Event()
+# A forked child notifies: the parent's untimed waits sleep with the GIL kept.
+with Children() as kids:
+    with cond:
+        def notify():
+            with cond:
+                cond.notify()
+        pid = kids.fork(notify)
+        seen["condition_notified_from_a_process"] = cond.wait()
+    kids.wait(pid, 30)
+    pid = kids.fork(event.set)
+    seen["event_set_from_a_process"] = event.wait()
+    kids.wait(pid, 30)
+event.clear()
+# A signal handler's exception ends them, a Condition's with its lock held again.
+signal.signal(signal.SIGALRM, interrupt)
+ended = []
+for wait, held in ((event.wait, lambda: True), (cond.wait, lambda: not cond.lock.acquire(blocking=False))):
+    signal.setitimer(signal.ITIMER_REAL, 0.1)
+    with cond:
+        t0 = time.monotonic()
+        try:
+            wait()
+        except Interrupted:
+            ended.append(0.1 <= time.monotonic() - t0 < 30 and held())
+seen["ended_by_a_signal_handler"] = ended
+seen["single_threaded_before_a_thread"] = single_threaded()
+# Once a thread was made, the waits give the GIL up: the thread notifies the waiter.
+def notify_later():
+    time.sleep(0.1)
+    with cond:
+        cond.notify()
+    time.sleep(0.1)
+    event.set()
+thread = threading.Thread(target=notify_later)
+thread.start()
+seen["single_threaded_with_a_thread"] = single_threaded()
+with cond:
+    seen["condition_notified_from_a_thread"] = cond.wait()
+seen["event_set_from_a_thread"] = event.wait()
+thread.join()
+cond.close(); cond.lock.close(); event.close()
+print(json.dumps(seen))
+"""
+
+
+def test_untimed_waits_of_a_single_threaded_process_keep_the_gil_until_it_has_threads():
+    """A process with one thread (glibc's __libc_single_threaded) sleeps in Condition.wait()
+    and Event.wait() with the GIL kept: no other thread can want it, or come to be. What
+    such waits must still do: wake for a notify from another process, end with a signal
+    handler's exception; and once a thread exists, give the GIL up (else the thread's
+    notify could never run)."""
+    out = subprocess.run([sys.executable, "-c", SINGLE_THREADED_WAITS], capture_output=True, text=True,
+                         timeout=WAIT_S)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {
+        "single_threaded_at_start": True, "condition_notified_from_a_process": True,
+        "event_set_from_a_process": True, "ended_by_a_signal_handler": [True, True],
+        "single_threaded_before_a_thread": True, "single_threaded_with_a_thread": False,
+        "condition_notified_from_a_thread": True, "event_set_from_a_thread": True}
 
 
 def test_a_forked_child_does_not_hold_what_its_parent_holds(made, shared):
