@@ -10,7 +10,7 @@ import pkgutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, TextIO
 
@@ -143,15 +143,17 @@ class _Progress:
             self.stream.flush()
 
 
-def _batches(text: str) -> int:
-    """--batches: a whole number of batches, at least 1."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"a whole number of batches >= 1, not {text!r}")
-    return n
+def _at_least_1(what: str) -> Callable[[str], int]:
+    """--batches, --workers: a whole number, at least 1."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"a whole number of {what} >= 1, not {text!r}")
+        return n
+    return parse
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -171,7 +173,7 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     progress = _Progress([bench.LOOP] + [p for p in chosen if p is not bench.LOOP])  # run() adds LOOP
     try:
-        result = bench.run(chosen, batches=args.batches or bench.BATCHES,
+        result = bench.run(chosen, batches=args.batches or bench.BATCHES, workers=args.workers or bench.WORKERS,
                            min_batch_ns=1_000_000 if args.quick else 10_000_000, progress=progress)
     finally:
         progress.done()
@@ -202,11 +204,15 @@ def main(argv: Sequence[str] | None = None) -> int | str:
     info.add_argument("--json", action="store_true", help="print one JSON object")
     bench = sub.add_parser("bench", help="what each primitive costs: Python next to a C loop",
                            description="Time each primitive from Python, from a C loop and from the "
-                                       "best other Python way, in 21 batches (--batches) over 2 processes.")
+                                       "best other Python way, in 21 batches (--batches) over 2 processes "
+                                       "(--workers).")
     bench.add_argument("names", nargs="*", metavar="NAME", help="primitives or areas to run (default: all)")
     bench.add_argument("--quick", action="store_true", help="1 ms batches instead of 10 ms")
-    bench.add_argument("--batches", type=_batches, metavar="N",
+    bench.add_argument("--batches", type=_at_least_1("batches"), metavar="N",
                        help="batches a series (default 21): more give a steadier median on a busy machine")
+    bench.add_argument("--workers", type=_at_least_1("workers"), metavar="N",
+                       help="processes a series' batches are spread over (default 2): more average out "
+                            "each process's luck (its physical pages), and cost a setup each")
     output = bench.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON object")
     output.add_argument("--markdown", action="store_true", help="print the README's table")

@@ -12,9 +12,9 @@ report.py turns the result into a table, JSON or a chart.
 from collections.abc import Collection
 
 from osvirt.bench import container, device, fs, ipc, memory, process, sync, vm
-from osvirt.bench.harness import BATCHES, LOOP, Batch, Primitive, rig, run
+from osvirt.bench.harness import BATCHES, LOOP, WORKERS, Batch, Primitive, rig, run
 
-__all__ = ["AREAS", "BATCHES", "LOOP", "PRIMITIVES", "Batch", "Primitive", "rig", "run", "select"]
+__all__ = ["AREAS", "BATCHES", "LOOP", "PRIMITIVES", "WORKERS", "Batch", "Primitive", "rig", "run", "select"]
 
 AREAS: dict[str, list[Primitive]] = {
     "process": process.PRIMITIVES,

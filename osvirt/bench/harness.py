@@ -10,8 +10,14 @@ Python call costs on this CPU; Python/floor is the first, floor/C the second.
 Each way is one series, measured like this:
 
 - the series runs in worker processes forked one after another (2 by
-  default), so that one process's luck (its heap layout, the CPU it landed
-  on, a page it happened to share) does not become the figure;
+  default, `workers`), so that one process's luck (the physical pages it
+  got, and so which of its lines share a cache set; the CPU it landed on)
+  does not become the figure alone. That luck is large: the Condition round
+  trip took 15.6-20.9 us in twenty children forked from five parents, four
+  each, as far apart within one parent as across parents (its C loop
+  12.0-16.3). Yet seven workers did not steady cond-rtt's Python/C (ten runs
+  each: 1.06-1.21 with two, 1.10-1.25 with seven): the host's own drift
+  is as large, and each worker costs its setup again;
 - the first worker warms up and calibrates the batch size n: an n whose
   batch lasts at least `min_batch_ns` (1 ms at least, so clock reads and the
   loop's start are negligible); later workers warm up with one batch of that

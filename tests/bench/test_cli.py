@@ -54,10 +54,24 @@ def test_batches_sets_each_series_batch_count_and_must_be_a_whole_number_from_1(
         assert proc.returncode == 2 and f"a whole number of batches >= 1, not '{bad}'" in proc.stderr
 
 
-def test_the_help_names_the_harness_default_batch_count():
-    proc = _osvirt("--help")
-    assert f"default {bench.BATCHES})" in " ".join(proc.stdout.split())
-    assert f"in {bench.BATCHES} batches" in " ".join(proc.stdout.split())
+def test_workers_spread_each_series_over_that_many_processes_and_must_be_a_whole_number_from_1():
+    proc = _osvirt("--quick", "--json", "--batches", "4", "--workers", "3", "getppid")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["workers"] == 3
+    for row in result["primitives"]:
+        for variant in ("python", "c"):
+            series = row[variant]
+            assert len(series["per_op_ns"]) == 4 and len(set(series["pids"])) == 3, (row["name"], variant)
+    for bad in ("0", "-1", "seven"):
+        proc = _osvirt("--workers", bad, "getppid")
+        assert proc.returncode == 2 and f"a whole number of workers >= 1, not '{bad}'" in proc.stderr
+
+
+def test_the_help_names_the_harness_defaults():
+    text = " ".join(_osvirt("--help").stdout.split())
+    assert f"(default {bench.BATCHES})" in text and f"in {bench.BATCHES} batches" in text
+    assert f"(default {bench.WORKERS})" in text and f"over {bench.WORKERS} processes" in text
 
 
 def test_ctrl_c_mid_run_exits_130_and_leaves_nothing():
