@@ -18,22 +18,21 @@ RATIOS: tuple[tuple[str, RatioKey], ...] = (
     ("Py/C", "python_over_c"), ("Py/floor", "python_over_floor"), ("floor/C", "floor_over_c"))
 
 
+def _in_units(value: float, units: tuple[tuple[str, float], ...]) -> str:
+    """`value` to 3 significant figures in the largest unit it reaches, the last unit
+    (scale 1) if none. Rounded first: 999.7 ns is 1 µs, not "1e+03 ns"."""
+    value = float(f"{value:.3g}")
+    unit, scale = next(((u, s) for u, s in units if value >= s), units[-1])
+    return f"{value / scale:.3g} {unit}"
+
+
 def duration(ns: float) -> str:
-    """3 significant figures in the unit that fits: 213 ns, 5.80 us, 1.38 ms."""
-    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
-        if ns >= scale:
-            value = ns / scale
-            break
-    else:
-        unit, value = "ns", ns
-    return f"{value:.3g} {unit}"
+    """3 significant figures in the unit that fits: 213 ns, 5.8 µs, 1.38 ms."""
+    return _in_units(ns, (("s", 1e9), ("ms", 1e6), ("µs", 1e3), ("ns", 1)))
 
 
 def _rate(bytes_per_s: float) -> str:
-    for unit, scale in (("GB/s", 1e9), ("MB/s", 1e6)):
-        if bytes_per_s >= scale:
-            return f"{bytes_per_s / scale:.3g} {unit}"
-    return f"{bytes_per_s / 1e3:.3g} kB/s"
+    return _in_units(bytes_per_s, (("GB/s", 1e9), ("MB/s", 1e6), ("kB/s", 1e3)))
 
 
 def _overhead(ns: float | None) -> str:

@@ -19,6 +19,10 @@ def test_duration_picks_the_unit():
     assert report.duration(5800) == "5.8 µs"
     assert report.duration(1_380_000) == "1.38 ms"
     assert report.duration(2e9) == "2 s"
+    # rounded before the unit is chosen: never "1e+03 ns"
+    assert report.duration(999.7) == "1 µs" and report.duration(999_600) == "1 ms"
+    assert report.duration(999.4) == "999 ns"
+    assert report._rate(999.7e6) == "1 GB/s" and report._rate(5e5) == "500 kB/s"
 
 
 def test_table_shows_each_series_the_overhead_and_what_each_row_does(result):
