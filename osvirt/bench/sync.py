@@ -408,9 +408,9 @@ PRIMITIVES = [
               note="an Event is one futex word (csrc/inline/event.h), the C loop's too: set() is one "
                    "FUTEX_WAKE_OP, clear() a compare-and-swap, a wait() that blocks one FUTEX_WAIT, "
                    "untimed (a signal handler ends it with EINTR); all four methods are C "
-                   "(osvirt._fastlock), set and clear with the GIL held, so what remains above the "
-                   "C loop is each side's interpreter work and the GIL's release and retake "
-                   "around the wait, between the context switches"),
+                   "(osvirt._fastlock), set and clear with the GIL held, and the wait too in a process "
+                   "with one thread (as both sides are here), so what remains above the C loop is "
+                   "each side's interpreter work between the context switches"),
     Primitive("cond-rtt", "osvirt.sync.Condition round trip: under its Lock, hand a turn word to a "
                           "process waiting on the condition, notify, wait for it back; both on one CPU",
               python=_cond_round_trip_python, c="cond_round_trip", c_args=_cond_round_trip_c, pin=True,
@@ -420,6 +420,7 @@ PRIMITIVES = [
                    "loop's too; about four context switches a round trip, C's too (the woken echo "
                    "preempts the notifier and blocks on the lock it still holds), and each side's "
                    "interpreter work runs between them; `with`, notify() and an untimed wait() are "
-                   "C (osvirt._fastlock), the wait with the GIL released; the peer's Condition is "
+                   "C (osvirt._fastlock), the wait with the GIL kept in a process with one thread (as "
+                   "both sides are here; released where there are more); the peer's Condition is "
                    "Python over semaphores"),
 ]

@@ -8,7 +8,8 @@ else.
 cffi's API-mode calls release the GIL, so a blocked lock or wait never stops
 the other threads of the process. The FastPath types (osvirt._fastlock) are
 the exception: `with` and the hot methods in C, for the calls that cannot block
-(and an Event's or Condition's untimed wait, the GIL released).
+(and an Event's or Condition's untimed wait, the GIL released unless the
+process has one thread: no other thread can want it then).
 """
 import errno
 import time
