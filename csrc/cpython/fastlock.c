@@ -222,9 +222,9 @@ static PyObject *event_is_set(PyObject *op, PyObject *unused)
 }
 
 /* Event.wait() without a timeout, whole: sleep until the word changes, the GIL
- * released (keep_gil_asleep) and the keeper held (a close() meanwhile cannot unmap it); a signal
- * handler runs on EINTR, and its exception ends the wait. A timeout is the
- * Python _wait(timeout). */
+ * released (keep_gil_asleep) and the keeper held (a close() meanwhile cannot
+ * unmap it); a signal handler runs on EINTR, and its exception ends the wait.
+ * A timeout is the Python _wait(timeout). */
 static PyObject *event_wait(PyObject *op, PyObject *const *args, Py_ssize_t n, PyObject *kwnames)
 {
     FastPath *self = (FastPath *)op;
@@ -345,8 +345,9 @@ static PyObject *cond_notify(PyObject *op, PyObject *const *args, Py_ssize_t n, 
 }
 
 /* Condition.wait() without a timeout, on a lock the caller holds, whole: sleep until
- * a notify is owed, the GIL released (keep_gil_asleep) and the keepers held; a signal handler runs on
- * EINTR, with the lock held again (as threading's), and its exception ends the wait.
+ * a notify is owed, the GIL released (keep_gil_asleep) and the keepers held; a signal
+ * handler runs on EINTR, with the lock held again (as threading's), and its exception
+ * ends the wait.
  * A timeout, and what the lock reports (EOWNERDEAD: OwnerDead), are Python's (_wait,
  * _wait_on). */
 static PyObject *cond_wait(PyObject *op, PyObject *const *args, Py_ssize_t n, PyObject *kwnames)
