@@ -16,7 +16,7 @@ Each way is one series, measured like this:
   trip took 15.6-20.9 us in twenty children forked from five parents, four
   each, as far apart within one parent as across parents (its C loop
   12.0-16.3). Yet seven workers did not steady cond-rtt's Python/C (ten runs
-  each: 1.06-1.21 with two, 1.10-1.25 with seven): the host's own drift
+  each: 1.06-1.24 with two, 1.10-1.25 with seven): the host's own drift
   is as large, and each worker costs its setup again;
 - the first worker warms up and calibrates the batch size n: an n whose
   batch lasts at least `min_batch_ns` (1 ms at least, so clock reads and the
